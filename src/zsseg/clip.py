@@ -1,0 +1,211 @@
+"""CLIP: one loading path for Hugging Face hub ids and local folders, and the two encoders.
+
+`load_clip("openai/clip-vit-base-patch16")` or `load_clip("/path/to/folder")` returns a
+`ClipModel` holding the transformers model, its tokenizer and its image preprocessing
+constants. Weights are read from safetensors, or from a PyTorch file with
+`torch.load(weights_only=True)`: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from .errors import ZssegError
+
+DEFAULT_CLIP = "openai/clip-vit-base-patch16"  # the paper's ViT-B/16
+# OpenAI CLIP's normalisation, used when a checkpoint has no preprocessor_config.json.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+_OFFLINE_HELP = (
+    "to use it offline, download it where the hub is reachable "
+    "(`hf download {name} --local-dir clip-model`), copy that folder here and pass its path "
+    "(--clip clip-model), or point HF_HOME at a Hugging Face cache that holds it"
+)
+
+
+@dataclass
+class ClipModel:
+    """A loaded CLIP with what is needed to feed it.
+
+    Attributes:
+        model: the transformers `CLIPModel`, in eval mode, on `device` in `dtype`.
+        tokenizer: its tokenizer.
+        source: the hub id or folder it was loaded from.
+        image_size: side of the square input the vision tower expects (224 for ViT-B/16).
+        image_mean, image_std: per-channel normalisation, for pixels scaled to [0, 1].
+        context_length: the text tower's maximum number of tokens (77).
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    source: str
+    image_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    context_length: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.text_projection.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.text_projection.weight.dtype
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.text_projection.weight.shape[0]
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Number of tokens of each text, start and end tokens included."""
+        ids = self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        return [len(x) for x in ids]
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised text embeddings, `[N, D]` float32. Texts must fit the context."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=False, return_tensors="pt"
+            ).to(self.device)
+            if batch["input_ids"].shape[1] > self.context_length:
+                raise ZssegError(f"a prompt is longer than CLIP's {self.context_length}-token context")
+            pooled = self.model.text_model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).pooler_output
+            out.append(F.normalize(self.model.text_projection(pooled).float(), dim=-1))
+        if not out:
+            return torch.empty(0, self.embed_dim)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings `[N, D]` float32 from normalised pixels `[N, 3, S, S]`."""
+        pixels = pixels.to(device=self.device, dtype=self.dtype)
+        pooled = self.model.vision_model(pixel_values=pixels).pooler_output
+        return F.normalize(self.model.visual_projection(pooled).float(), dim=-1)
+
+
+def _looks_like_path(name: str) -> bool:
+    # A hub id is "owner/name"; anything else with a separator is meant as a folder.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ZssegError(f"cannot read {path}: {error}") from None
+
+
+def _check_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise ZssegError(f"CLIP checkpoint {folder} is a file; give the folder that holds config.json and the weights")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ZssegError(f"{folder} is not a CLIP checkpoint folder: it has no config.json")
+    model_type = _read_json(config).get("model_type")
+    if model_type != "clip":
+        raise ZssegError(f"{folder} holds a '{model_type}' model, not CLIP (config.json model_type must be 'clip')")
+    if not any((folder / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
+        raise ZssegError(f"{folder} has a CLIP config.json but no weights (model.safetensors or pytorch_model.bin)")
+
+
+def _preprocessing(source: str, local_only: bool) -> tuple[tuple, tuple]:
+    """image_mean and image_std from the checkpoint's preprocessor_config.json, if it has one."""
+    folder = Path(source).expanduser()
+    path: Path | None = folder / "preprocessor_config.json" if folder.is_dir() else None
+    if path is None:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(source, "preprocessor_config.json", local_files_only=local_only))
+        except Exception:  # an optional file: fall back to CLIP's constants
+            path = None
+    if path is not None and path.is_file():
+        config = _read_json(path)
+        mean, std = config.get("image_mean"), config.get("image_std")
+        if isinstance(mean, list) and isinstance(std, list) and len(mean) == 3 and len(std) == 3:
+            return tuple(float(x) for x in mean), tuple(float(x) for x in std)
+    return CLIP_MEAN, CLIP_STD
+
+
+def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cpu", dtype: str = "fp32") -> ClipModel:
+    """Load a CLIP from a Hugging Face hub id or a local folder in that format.
+
+    Args:
+        name_or_path: hub id such as "openai/clip-vit-base-patch16", or a folder with
+            config.json, model.safetensors (or pytorch_model.bin) and tokenizer files.
+        device: "cpu", "cuda", "cuda:1", ...
+        dtype: "fp32", "bf16" or "fp16".
+
+    Raises:
+        ZssegError: one line saying what was tried and, for hub ids, how to work offline.
+    """
+    from transformers import AutoTokenizer, CLIPModel
+    from transformers.utils import logging as hf_logging
+
+    if dtype not in DTYPES:
+        raise ZssegError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    try:
+        device = torch.device(device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise ZssegError(f"device '{device}' is not usable here: {str(error).splitlines()[0]}") from None
+
+    name = str(name_or_path)
+    folder = Path(name).expanduser()
+    if folder.exists():
+        _check_folder(folder)
+        sources = [(str(folder), True)]
+    elif _looks_like_path(name):
+        raise ZssegError(f"CLIP folder not found: {folder}")
+    else:
+        # The local cache first (fast, and the only option offline), then the hub.
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+        sources = [(name, True)] + ([] if offline else [(name, False)])
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        last_error: Exception | None = None
+        for source, local_only in sources:
+            try:
+                model = CLIPModel.from_pretrained(
+                    source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True
+                )
+                tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+                break
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                last_error = error
+        else:
+            if folder.exists():
+                detail = str(last_error).strip().splitlines()[0] if last_error else "unknown error"
+                raise ZssegError(f"cannot load CLIP from {folder}: {detail}")
+            raise ZssegError(
+                f"cannot load CLIP '{name}': it is not in the local Hugging Face cache and the hub "
+                f"could not be reached (and no folder of that name exists); " + _OFFLINE_HELP.format(name=name)
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+    model = model.to(device).eval()
+    mean, std = _preprocessing(source, local_only)
+    return ClipModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=source,
+        image_size=int(model.config.vision_config.image_size),
+        image_mean=mean,
+        image_std=std,
+        context_length=int(model.config.text_config.max_position_embeddings),
+    )

@@ -1,0 +1,9 @@
+"""The one exception type that zsseg raises for bad input or unavailable resources.
+
+Its message is a single line meant for the user: the command line prints it as is, with no
+traceback. Programming errors inside zsseg stay ordinary Python exceptions.
+"""
+
+
+class ZssegError(Exception):
+    """A user-facing failure: bad input, a missing model, an unwritable folder."""

@@ -1,0 +1,115 @@
+"""Reading images: any path, PIL image or array becomes an HWC uint8 RGB array.
+
+Handles EXIF orientation, 16-bit and float images, grayscale, palette, RGBA (composited on
+white) and CMYK. Refuses images above `MAX_PIXELS` before decoding them (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.nn import functional as F
+
+from .errors import ZssegError
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray]
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm", ".jp2"}
+MAX_PIXELS = 200_000_000  # refuse larger images: decoding one takes over 600 MB
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image).astype(np.float64)
+        if mode.startswith("I;16") or (mode == "I" and array.max(initial=0) > 255):
+            array = array / 257.0  # 16-bit range onto 8-bit
+        elif mode == "F" and array.max(initial=0) <= 1.0:
+            array = array * 255.0
+        gray = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.array(image.convert("RGB"))
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to HWC uint8 RGB, upright (EXIF orientation applied)."""
+    path = Path(path)
+    if not path.exists():
+        raise ZssegError(f"image not found: {path}")
+    if path.is_dir():
+        raise ZssegError(f"expected an image file, got a folder: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > max_pixels:
+                    raise ZssegError(
+                        f"{path}: image is {image.width}x{image.height}, above the limit of {max_pixels:,} pixels"
+                    )
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return _to_rgb(image)
+    except ZssegError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ZssegError(f"{path}: image is too large to decode safely (decompression bomb guard)") from None
+    except Image.UnidentifiedImageError:
+        raise ZssegError(f"{path}: not an image file, or a format Pillow cannot read") from None
+    except PermissionError:
+        raise ZssegError(f"{path}: permission denied") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ZssegError(f"{path}: corrupt or truncated image ({error})") from None
+
+
+def as_rgb_array(image: ImageInput) -> np.ndarray:
+    """A path, PIL image or array (HW, HWC with 1/3/4 channels) as HWC uint8 RGB."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(image))
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) == 0:
+            raise ZssegError(f"an image array must be HxW or HxWxC with C in 1, 3, 4, got shape {image.shape}")
+        if image.dtype != np.uint8:
+            raise ZssegError(f"an image array must be uint8, got {image.dtype}")
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
+        elif image.shape[2] == 4:
+            return _to_rgb(Image.fromarray(image, "RGBA"))
+        return np.ascontiguousarray(image)
+    raise ZssegError(f"unsupported image type {type(image).__name__}: give a path, a PIL image or a uint8 array")
+
+
+def image_tensor(image: ImageInput | torch.Tensor) -> torch.Tensor:
+    """`[3, H, W]` float32 pixel values in [0, 255]."""
+    if isinstance(image, torch.Tensor):
+        return image.float()
+    return torch.from_numpy(as_rgb_array(image)).permute(2, 0, 1).float()
+
+
+def bounded_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
+    """(h, w) scaled so that the longer side is at most `max_size`, aspect kept."""
+    if max_size is None or max(height, width) <= max_size:
+        return height, width
+    scale = max_size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HWC uint8 resized to (h, w) with antialiased bilinear filtering."""
+    if image.shape[:2] == tuple(size):
+        return image
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    out = F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()

@@ -1,0 +1,94 @@
+"""The interface every mask-proposal generator implements, and the shared post-processing.
+
+A generator takes an HWC uint8 RGB image and returns class-agnostic masks `[K, H, W]` float32
+in [0, 1] at the image's size, best first, with at most `max_proposals` masks and no
+near-duplicates (IoU above `duplicate_iou`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from ..errors import ZssegError
+from ..images import resize_image
+
+_IOU_SAMPLES = 1 << 16  # pixels sampled to measure mask overlap when removing duplicates
+
+
+class ProposalGenerator(ABC):
+    """Produces class-agnostic mask proposals for an image."""
+
+    #: Name in the registry (`zsseg.proposals.GENERATORS`).
+    name: str = ""
+    #: Whether `generate` needs the ground-truth label map (only the oracle generator does).
+    needs_ground_truth: bool = False
+
+    def __init__(self, max_proposals: int = 100, duplicate_iou: float = 0.95):
+        if max_proposals < 1:
+            raise ZssegError(f"max_proposals must be at least 1, got {max_proposals}")
+        if not 0.0 < duplicate_iou <= 1.0:
+            raise ZssegError(f"duplicate_iou must be in (0, 1], got {duplicate_iou}")
+        self.max_proposals = max_proposals
+        self.duplicate_iou = duplicate_iou
+
+    @abstractmethod
+    def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
+        """Masks `[K, H, W]` float32 in [0, 1] for an HWC uint8 RGB image, best first."""
+
+    def __call__(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
+        return self.generate(image, ground_truth)
+
+    def finalize(self, masks: np.ndarray) -> torch.Tensor:
+        """Drop empty masks and near-duplicates (keeping the earlier), cap K; bool -> float32."""
+        return torch.from_numpy(select_masks(masks, self.max_proposals, self.duplicate_iou)).float()
+
+
+def select_masks(masks: np.ndarray, max_keep: int, duplicate_iou: float) -> np.ndarray:
+    """Greedy, in order: keep a mask unless it is empty or overlaps a kept one above the IoU.
+
+    Args:
+        masks: `[K, H, W]` bool, best first.
+    Returns:
+        `[K', H, W]` bool with K' <= max_keep.
+    """
+    if len(masks) == 0:
+        return masks.astype(bool)
+    flat = masks.reshape(len(masks), -1)
+    stride = max(1, flat.shape[1] // _IOU_SAMPLES)
+    sample = flat[:, ::stride].astype(np.float32)
+    areas = sample.sum(axis=1)
+    nonempty = flat.any(axis=1)
+    kept: list[int] = []
+    for i in range(len(masks)):
+        if not nonempty[i]:
+            continue
+        if kept:
+            inter = sample[kept] @ sample[i]
+            union = areas[kept] + areas[i] - inter
+            if np.any(inter >= duplicate_iou * np.maximum(union, 1e-9)):
+                continue
+        kept.append(i)
+        if len(kept) == max_keep:
+            break
+    return masks[kept].astype(bool)
+
+
+def working_image(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """The image scaled down so that its longer side is at most `max_side`."""
+    from ..images import bounded_size
+
+    size = bounded_size(image.shape[0], image.shape[1], max_side)
+    return resize_image(image, size)
+
+
+def upsample_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of bool masks `[K, h, w]` to `size`."""
+    if masks.shape[1:] == tuple(size):
+        return masks
+    h, w = masks.shape[1:]
+    rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(np.int64)
+    cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(np.int64)
+    return masks[:, rows][:, :, cols]

@@ -1,0 +1,133 @@
+"""Vocabularies: the class names a user segments with, and the built-in benchmark presets.
+
+A vocabulary is an ordered list of classes. Each class is one or more synonyms; the first is
+its display name. Written as text, classes are separated by ";" (or one per line in a file)
+and synonyms by ",":  "cat; sofa, couch; wall".
+
+How synonyms combine: each synonym is embedded on its own (with the prompt templates), and a
+region's logit for a class is the maximum of its synonyms' logits (cosine x temperature).
+The softmax then runs over classes, so adding synonyms never splits a class's probability
+mass, and a one-name class gives exactly Eq. 1 of the paper.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import ZssegError
+
+# Built-in vocabularies are data files in zsseg/vocabularies/, one class per line, in the
+# benchmark's label order (index i = label i of the benchmark's evaluation encoding).
+PRESETS: dict[str, str] = {
+    "coco-stuff-171": "COCO-Stuff 164k, 80 things + 91 stuff (detectron2 names and order)",
+    "ade20k-150": "ADE20K SceneParsing, objectInfo150 order",
+    "ade20k-847": "ADE20K full, 847 classes (ADE20K_2021_17_01 order)",
+    "pascal-context-59": "Pascal Context, 59 most frequent classes",
+    "pascal-context-459": "Pascal Context, all 459 classes",
+    "voc-20": "Pascal VOC 2012, 20 object classes (no background)",
+    "cityscapes-19": "Cityscapes, 19 trainId classes",
+    "camvid-11": "CamVid, SegNet 11-class version",
+}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"\s+", " ", name.strip()).lower()
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An ordered tuple of classes, each a tuple of synonyms (the first is the display name)."""
+
+    classes: tuple[tuple[str, ...], ...]
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise ZssegError("the vocabulary is empty: give at least one class name")
+        seen: dict[str, int] = {}
+        for index, synonyms in enumerate(self.classes):
+            if not synonyms or any(not s.strip() for s in synonyms):
+                raise ZssegError(f"class {index + 1} of the vocabulary has an empty name")
+            key = _canonical(", ".join(synonyms))
+            if key in seen:
+                raise ZssegError(
+                    f"duplicate class name '{', '.join(synonyms)}' "
+                    f"(classes {seen[key] + 1} and {index + 1}): each class must appear once"
+                )
+            seen[key] = index
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    @property
+    def names(self) -> list[str]:
+        """One string per class: its synonyms joined by ", " (unique within the vocabulary)."""
+        return [", ".join(synonyms) for synonyms in self.classes]
+
+    @property
+    def display_names(self) -> list[str]:
+        """The first synonym of each class, for legends."""
+        return [synonyms[0] for synonyms in self.classes]
+
+    @classmethod
+    def from_names(cls, names: list[str] | tuple[str, ...], name: str | None = None) -> "Vocabulary":
+        """One class per entry; an entry may hold comma-separated synonyms."""
+        classes = []
+        for entry in names:
+            synonyms = _split_synonyms(entry)
+            if synonyms:
+                classes.append(synonyms)
+        return cls(tuple(classes), name)
+
+    @classmethod
+    def parse(cls, text: str) -> "Vocabulary":
+        """Parse "cat; sofa, couch; wall". Empty entries (a trailing ";") are skipped."""
+        return cls.from_names(text.split(";"))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Vocabulary":
+        """One class per line, synonyms separated by commas; blank lines and '#' comments skipped."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ZssegError(f"vocabulary file not found: {path}") from None
+        except IsADirectoryError:
+            raise ZssegError(f"vocabulary file is a folder: {path}") from None
+        except UnicodeDecodeError:
+            raise ZssegError(f"vocabulary file is not UTF-8 text: {path}") from None
+        except OSError as error:
+            raise ZssegError(f"cannot read vocabulary file {path}: {error.strerror}") from None
+        lines = [line.split("#", 1)[0] for line in text.splitlines()]
+        return cls.from_names([line for line in lines if line.strip()], name=path.stem)
+
+    @classmethod
+    def preset(cls, name: str) -> "Vocabulary":
+        """A built-in benchmark vocabulary, by name (see PRESETS)."""
+        if name not in PRESETS:
+            raise ZssegError(f"unknown vocabulary '{name}'; built-in ones: {', '.join(PRESETS)}")
+        text = resources.files("zsseg").joinpath("vocabularies", f"{name}.txt").read_text("utf-8")
+        return cls.from_names(text.splitlines(), name=name)
+
+
+def _split_synonyms(entry: str) -> tuple[str, ...]:
+    synonyms: list[str] = []
+    for part in entry.split(","):
+        part = re.sub(r"\s+", " ", part.strip())
+        if part and _canonical(part) not in {_canonical(s) for s in synonyms}:
+            synonyms.append(part)
+    return tuple(synonyms)
+
+
+def as_vocabulary(vocabulary: "Vocabulary | str | list[str] | tuple[str, ...]") -> Vocabulary:
+    """Accept a Vocabulary, a preset name, "a; b, c" text, or a list of class names."""
+    if isinstance(vocabulary, Vocabulary):
+        return vocabulary
+    if isinstance(vocabulary, str):
+        return Vocabulary.preset(vocabulary) if vocabulary in PRESETS else Vocabulary.parse(vocabulary)
+    if isinstance(vocabulary, (list, tuple)):
+        return Vocabulary.from_names(list(vocabulary))
+    raise ZssegError(f"a vocabulary must be a Vocabulary, a string or a list of names, not {type(vocabulary).__name__}")

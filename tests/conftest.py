@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny random CLIP saved like a real checkpoint, and the real data samples."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = Path(os.environ.get("ZSSEG_TEST_DATA", SHARED / "data"))
+TOKENIZER = Path(os.environ.get("ZSSEG_TEST_TOKENIZER", SHARED / "clip-tokenizer"))
+
+
+def tiny_clip_config(image_size: int = 224):
+    from transformers import CLIPConfig
+
+    return CLIPConfig(
+        text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=image_size, patch_size=32),
+        projection_dim=32,
+        logit_scale_init_value=float(np.log(100.0)),  # CLIP's trained value, so logits match Eq. 1
+    )
+
+
+def save_tiny_clip(folder: Path, image_size: int = 224, seed: int = 0) -> Path:
+    """A random CLIP with CLIP's real tokenizer, saved as a checkpoint folder."""
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
+
+    torch.manual_seed(seed)
+    model = CLIPModel(tiny_clip_config(image_size)).eval()
+    model.save_pretrained(folder)
+    CLIPTokenizerFast(str(TOKENIZER / "vocab.json"), str(TOKENIZER / "merges.txt")).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def clip(clip_dir):
+    from zsseg import load_clip
+
+    return load_clip(str(clip_dir))
+
+
+@pytest.fixture(scope="session")
+def coco_val() -> list[tuple[Path, Path]]:
+    """(image, label map) pairs of the real COCO-Stuff val2017 samples."""
+    images = sorted((DATA / "coco" / "val2017").glob("*.jpg"))
+    if not images:
+        pytest.fail(f"real COCO-Stuff samples not found under {DATA}; set ZSSEG_TEST_DATA")
+    return [(p, DATA / "coco" / "stuffthingmaps_detectron2" / "val2017" / f"{p.stem}.png") for p in images]

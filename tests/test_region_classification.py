@@ -1,0 +1,128 @@
+"""Eq. 1: masked crops -> CLIP -> softmax(100 * cos) over the vocabulary."""
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from zsseg import RegionClassifier, Vocabulary, ZssegError, crop_regions
+from zsseg.prompts import IMAGENET_TEMPLATES, VILD_TEMPLATES, PromptEncoder, resolve_templates
+
+
+def test_template_sets():
+    assert len(IMAGENET_TEMPLATES) == 80 and len(set(IMAGENET_TEMPLATES)) == 80
+    assert len(VILD_TEMPLATES) == 14
+    assert resolve_templates("single") == ("a photo of a {}.",)
+    with pytest.raises(ZssegError, match="exactly once"):
+        resolve_templates(["no placeholder"])
+
+
+def test_class_embedding_is_normalised_mean_of_normalised_prompts(clip):
+    encoder = PromptEncoder(clip, "vild")
+    got = encoder.encode_names(["potted plant"])[0]
+    # Independent path: transformers' own get_text_features on each prompt.
+    prompts = [t.format("potted plant") for t in VILD_TEMPLATES]
+    tokens = clip.tokenizer(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = clip.model.get_text_features(**tokens)
+    out = out if isinstance(out, torch.Tensor) else out.pooler_output
+    expected = F.normalize(F.normalize(out, dim=-1).mean(0), dim=0)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_text_features_are_cached(clip, monkeypatch):
+    encoder = PromptEncoder(clip, "single")
+    calls = []
+    original = clip.encode_text
+    monkeypatch.setattr(clip, "encode_text", lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw))
+    first = encoder.encode_names(["cat", "dog"])
+    second = encoder.encode_names(["dog", "cat", "bird"])
+    assert calls == [["a photo of a cat.", "a photo of a dog."], ["a photo of a bird."]]
+    assert torch.equal(first[0], second[1])
+
+
+def test_too_long_class_name(clip):
+    encoder = PromptEncoder(clip, "imagenet")
+    with pytest.raises(ZssegError, match="too long.*CLIP's context is 77"):
+        encoder.encode_names(["word " * 80])
+
+
+def test_crop_by_hand():
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
+    image = torch.arange(3 * 6 * 8, dtype=torch.float32).view(3, 6, 8)
+    masks = torch.zeros(3, 6, 8)
+    masks[0, 1:3, 2:6] = 0.9  # box rows 1..2, cols 2..5
+    masks[0, 2, 2] = 0.5  # not > 0.5: background inside the box
+    masks[1] = 0.4  # empty after binarising: dropped
+    masks[2] = 1.0
+    crops, keep = crop_regions(image, masks, size=4, mean=mean, std=std)
+    assert keep.tolist() == [True, False, True]
+    # Region 0 is 2x4 -> resized to 4x4; build the expected crop independently.
+    m = torch.tensor(mean).view(3, 1, 1) * 255
+    s = torch.tensor(std).view(3, 1, 1) * 255
+    region = ((image[:, 1:3, 2:6] - m) / s) * torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]], dtype=torch.float32)
+    expected = F.interpolate(region[None], size=(4, 4), mode="bicubic", antialias=True)[0]
+    assert torch.allclose(crops[0], expected, atol=1e-5)
+    # Background filled with the pixel mean is exactly 0 after normalising.
+    region_only_bg = crop_regions(torch.full((3, 4, 4), 7.0), torch.tensor([[[1, 0, 0, 0]] + [[0, 0, 0, 0]] * 2 + [[0, 0, 0, 1]]], dtype=torch.float32), 4, mean, std)[0]
+    assert torch.allclose(region_only_bg[0, :, 1:3, 1:3], torch.zeros(3, 2, 2), atol=1e-5)
+
+
+def test_eq1_probabilities_by_hand(clip):
+    classifier = RegionClassifier(clip, templates="single")
+    text = classifier.embed_vocabulary(["cat", "dog", "wall"])
+    image_features = F.normalize(torch.randn(4, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
+    probs, logits = classifier.scores(image_features, text)
+    t = text.features
+    for k in range(4):
+        cos = [float(image_features[k] @ t[i]) for i in range(3)]
+        e = np.exp(100 * np.array(cos) - 100 * max(cos))
+        assert probs[k].numpy() == pytest.approx(e / e.sum(), abs=1e-5)
+
+
+def test_synonyms_take_the_maximum_logit(clip):
+    classifier = RegionClassifier(clip, templates="single")
+    text = classifier.embed_vocabulary(Vocabulary.parse("sofa, couch; wall"))
+    feats = classifier.prompts.encode_names(["sofa", "couch", "wall"])
+    image = F.normalize(torch.randn(3, 32, generator=torch.Generator().manual_seed(1)), dim=-1)
+    _, logits = classifier.scores(image, text)
+    sims = 100 * image @ feats.T
+    assert torch.allclose(logits[:, 0], sims[:, :2].max(dim=1).values, atol=1e-4)
+    assert torch.allclose(logits[:, 1], sims[:, 2], atol=1e-4)
+
+
+@pytest.mark.parametrize("side", [224, 448])
+def test_whole_image_mask_agrees_with_transformers_zero_shot(clip, clip_dir, coco_val, side):
+    """Our crop + encode + Eq. 1 equals CLIPProcessor + CLIPModel.logits_per_image on a square image."""
+    from PIL import Image
+    from transformers import CLIPModel, CLIPProcessor
+
+    photo = Image.open(coco_val[0][0]).convert("RGB")
+    size = min(photo.size)
+    image = np.array(photo.crop((0, 0, size, size)).resize((side, side), Image.BICUBIC))
+    names = ["cat", "dog", "wall", "person", "pizza"]
+    ours = RegionClassifier(clip, templates="single").classify(image, np.ones((1, side, side), bool), names).probs[0]
+
+    processor = CLIPProcessor.from_pretrained(clip_dir)
+    model = CLIPModel.from_pretrained(clip_dir).eval()
+    inputs = processor(text=[f"a photo of a {n}." for n in names], images=image, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        reference = model(**inputs).logits_per_image.softmax(dim=-1)[0]
+    # Same model, same prompts: only resampling details (PIL on uint8 vs torch on float) differ.
+    tolerance = 1e-4 if side == 224 else 2e-2
+    assert torch.allclose(ours, reference, atol=tolerance), (ours, reference)
+    assert ours.argmax() == reference.argmax()
+
+
+def test_classify_masks_from_any_source(clip, coco_val):
+    from zsseg.images import read_image
+
+    image = read_image(coco_val[0][0])
+    masks = np.zeros((3,) + image.shape[:2], bool)
+    masks[0, :50, :50] = True
+    masks[2, 100:, 100:] = True  # masks[1] is empty
+    scores = RegionClassifier(clip).classify(image, masks, "voc-20")
+    assert scores.keep.tolist() == [True, False, True]
+    assert scores.probs.shape == (2, 20) and torch.allclose(scores.probs.sum(1), torch.ones(2))
+    with pytest.raises(ZssegError, match="masks must be"):
+        RegionClassifier(clip).classify(image, masks[:, :10], "voc-20")
