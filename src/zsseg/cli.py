@@ -100,6 +100,7 @@ def _segment(args: argparse.Namespace) -> int:
     images, failures = _collect_images(args.inputs)
     _check_output_names(images)
     _prepare_output(args.out)
+    written = 0
     if images:
         segmenter = Segmenter(
             clip=args.clip,
@@ -116,11 +117,11 @@ def _segment(args: argparse.Namespace) -> int:
                 image = read_image(path)
                 result = segmenter.segment(image, vocabulary)
                 write_outputs(args.out, path.stem, image, result.label_map, result.class_names, str(path))
+                written += 1
             except ZssegError as error:
                 failures.append(str(error))
             except OSError as error:
                 failures.append(f"{path}: cannot write outputs to {args.out}: {error.strerror or error}")
-    written = len(images) - sum(1 for f in failures if not f.endswith("no such file or folder"))
     if failures:
         print(f"zsseg: {len(failures)} input(s) failed:", file=sys.stderr)
         for failure in failures:

@@ -174,8 +174,10 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
         sources = [(name, True)] + ([] if offline else [(name, False)])
 
-    verbosity = hf_logging.get_verbosity()
+    # transformers' own logs and weight-loading bar would bury our one-line errors.
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         last_error: Exception | None = None
         for source, local_only in sources:
@@ -197,6 +199,8 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
             )
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
     model = model.to(device).eval()
     mean, std = _preprocessing(source, local_only)

@@ -138,7 +138,6 @@ class RegionClassifier:
             vocabulary: class names (see `zsseg.vocabulary`) or an embedding made by `embed_vocabulary`.
         """
         text = vocabulary if isinstance(vocabulary, VocabularyEmbedding) else self.embed_vocabulary(vocabulary)
-        masks = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
-        crops, keep = self.crops(image_tensor(image), masks.float())
+        crops, keep = self.crops(image_tensor(image), torch.as_tensor(masks).float())
         probs, logits = self.scores(self.encode_crops(crops), text)
         return RegionScores(probs=probs, keep=keep, logits=logits)

@@ -112,12 +112,15 @@ def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarra
         lambda f: f.write(json.dumps(record(labels, class_names, source), indent=1).encode("utf-8")),
     ]
     temporaries = []
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         for target, make in zip(targets, makers):
             handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out_dir)
             temporaries.append(Path(name))
             with os.fdopen(handle, "wb") as f:
                 make(f)
+            os.chmod(name, 0o666 & ~umask)  # mkstemp creates 0600; outputs are ordinary files
         for temporary, target in zip(temporaries, targets):
             os.replace(temporary, target)
     finally:
