@@ -31,6 +31,8 @@ def save_tiny_clip(folder: Path, image_size: int = 224, seed: int = 0) -> Path:
     """A random CLIP with CLIP's real tokenizer, saved as a checkpoint folder."""
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
 
+    if not (TOKENIZER / "vocab.json").is_file():
+        pytest.fail(f"CLIP tokenizer files not found under {TOKENIZER}; set ZSSEG_TEST_TOKENIZER")
     torch.manual_seed(seed)
     model = CLIPModel(tiny_clip_config(image_size)).eval()
     model.save_pretrained(folder)
