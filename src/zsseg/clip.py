@@ -9,6 +9,7 @@ constants. Weights are read from safetensors, or from a PyTorch file with
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,8 +177,11 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
 
     # transformers' own logs and weight-loading bar would bury our one-line errors.
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    hub_logger.setLevel(logging.ERROR)  # its per-retry network warnings
     try:
         last_error: Exception | None = None
         for source, local_only in sources:
@@ -199,6 +203,7 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
             )
     finally:
         hf_logging.set_verbosity(verbosity)
+        hub_logger.setLevel(hub_level)
         if bars:
             hf_logging.enable_progress_bar()
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import ZssegError
-from ..images import resize_image
+from ..images import bounded_size, resize_image
 
 _IOU_SAMPLES = 1 << 16  # pixels sampled to measure mask overlap when removing duplicates
 
@@ -78,8 +78,6 @@ def select_masks(masks: np.ndarray, max_keep: int, duplicate_iou: float) -> np.n
 
 def working_image(image: np.ndarray, max_side: int | None) -> np.ndarray:
     """The image scaled down so that its longer side is at most `max_side`."""
-    from ..images import bounded_size
-
     size = bounded_size(image.shape[0], image.shape[1], max_side)
     return resize_image(image, size)
 
