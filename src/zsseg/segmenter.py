@@ -16,7 +16,7 @@ import torch
 from .assembly import UNLABELED, assemble, assemble_labels
 from .clip import DEFAULT_CLIP, ClipModel, load_clip
 from .errors import ZssegError
-from .images import ImageInput, as_rgb_array, bounded_size, resize_image
+from .images import ImageInput, as_rgb_array, bounded_size, image_tensor, resize_image
 from .proposals import ProposalGenerator, build_proposal_generator
 from .region_classification import RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
@@ -124,7 +124,7 @@ class Segmenter:
         lap("image_loading")
         masks = self.proposals.generate(small)
         lap("proposals")
-        crops, keep = self.classifier.crops(torch.from_numpy(small).permute(2, 0, 1).float(), masks)
+        crops, keep = self.classifier.crops(image_tensor(small), masks)
         lap("crops")
         features = self.classifier.encode_crops(crops)
         lap("image_encoding")
