@@ -28,6 +28,7 @@ PRESETS: dict[str, str] = {
     "pascal-context-59": "Pascal Context, 59 most frequent classes",
     "pascal-context-459": "Pascal Context, all 459 classes",
     "voc-20": "Pascal VOC 2012, 20 object classes (no background)",
+    "voc-21": "Pascal VOC 2012, background + 20 object classes",
     "cityscapes-19": "Cityscapes, 19 trainId classes",
     "camvid-11": "CamVid, SegNet 11-class version",
 }
