@@ -44,6 +44,23 @@ def test_large_image_is_processed_at_bounded_size(segmenter):
     assert result.label_map.shape == (900, 1300) and max(result.scores.shape[1:]) == 256
 
 
-def test_ground_truth_proposals_are_refused(clip):
-    with pytest.raises(ZssegError, match="need ground truth"):
-        Segmenter(clip=clip, proposals="ground-truth")
+def test_ground_truth_proposals_need_the_label_map(clip, coco_val):
+    segmenter = Segmenter(clip=clip, proposals="ground-truth")
+    with pytest.raises(ZssegError, match="need the image's label map"):
+        segmenter.segment(coco_val[0][0], "a; b")
+
+
+def test_ground_truth_proposals_are_classified_whole(clip, coco_val):
+    from PIL import Image
+
+    image_path, label_path = coco_val[0]
+    label = np.array(Image.open(label_path))
+    segmenter = Segmenter(clip=clip, proposals="ground-truth")
+    result = segmenter.segment(image_path, "person; grass; sky; wall", ground_truth=label)
+    assert result.label_map.shape == label.shape
+    for value in np.unique(label):
+        predicted = np.unique(result.label_map[label == value])
+        if value == 255:
+            assert set(predicted) == {-1}  # ignore pixels are no segment: no proposal covers them
+        else:
+            assert len(predicted) == 1 and predicted[0] >= 0  # one segment, one class

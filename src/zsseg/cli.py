@@ -1,25 +1,30 @@
-"""Command line: `zsseg segment`, `zsseg vocabularies`.
+"""Command line: `zsseg segment`, `zsseg eval`, `zsseg vocabularies`.
 
 Exit status: 0 on success, 1 when some images failed (the others are written), 2 when nothing
-could run (bad arguments, vocabulary, model or output folder). Errors are one line each.
+could run or an evaluation stopped (bad arguments, vocabulary, model, dataset or output
+path). Errors are one line each. `zsseg eval` also runs under `torchrun --no-python zsseg eval`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 from .clip import DEFAULT_CLIP, DTYPES
+from .datasets import DATASETS, IGNORE, load_dataset
 from .errors import ZssegError
+from .evaluation import PROTOCOLS
 from .images import IMAGE_EXTENSIONS, read_image
 from .prompts import TEMPLATE_SETS
-from .proposals import GENERATORS
+from .proposals import GENERATORS, build_proposal_generator
 from .segmenter import DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, Segmenter
 from .vocabulary import PRESETS, Vocabulary
-from .writers import output_paths, write_outputs
+from .writers import output_paths, write_json, write_outputs
 
+DEFAULT_MAX_PROPOSALS = 100
 USABLE_PROPOSALS = [name for name, cls in GENERATORS.items() if not cls.needs_ground_truth]
 
 
@@ -33,17 +38,68 @@ def _parser() -> argparse.ArgumentParser:
     vocab.add_argument("--classes", help='class names: "cat; sofa, couch; wall" (";" between classes, "," between synonyms)')
     vocab.add_argument("--vocabulary", choices=list(PRESETS), help="a built-in benchmark vocabulary")
     vocab.add_argument("--vocabulary-file", type=Path, help="text file, one class per line, synonyms separated by commas")
-    segment.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
-    segment.add_argument("--proposals", default=DEFAULT_PROPOSALS, choices=USABLE_PROPOSALS, help=f"mask proposal generator (default {DEFAULT_PROPOSALS})")
-    segment.add_argument("--max-proposals", type=int, default=100, help="masks per image (default 100)")
-    segment.add_argument("--templates", default="imagenet", choices=list(TEMPLATE_SETS), help="prompt templates (default imagenet)")
-    segment.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    segment.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="CLIP precision (default fp32)")
-    segment.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help=f"longer side images are processed at (default {DEFAULT_MAX_SIZE}); outputs are full size")
+    _model_options(segment, USABLE_PROPOSALS)
     segment.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
 
+    evaluate = commands.add_parser(
+        "eval",
+        help="score on a benchmark: mIoU, fwIoU, pAcc, mAcc (and seen/unseen/hIoU)",
+        description="Evaluate on a benchmark split. Under torchrun (torchrun --nproc_per_node N --no-python zsseg eval ...) "
+        "the images are sharded across the processes and the scores equal a single process's.",
+    )
+    evaluate.add_argument("--dataset", required=True, choices=list(DATASETS), help="benchmark (layouts: docs/datasets.md)")
+    evaluate.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
+    evaluate.add_argument("--split", default="val", help="dataset split (default val)")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    evaluate.add_argument("--protocol", default="cross-dataset", choices=list(PROTOCOLS),
+                          help="cross-dataset, or zero-shot: also mIoU over seen and unseen classes and hIoU (coco-stuff, voc-20, voc-21)")
+    evaluate.add_argument("--oracle", action="store_true",
+                          help="each proposal takes the ground-truth class it overlaps most: scores the proposals alone, no CLIP")
+    _model_options(evaluate, list(GENERATORS))
+    evaluate.add_argument("--output", type=Path, default=None, help="write the scores as JSON to this file")
+    evaluate.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
+                          help="write each prediction as DIR/IMAGE_NAME.png (class indices; 255 = unlabelled)")
+    evaluate.add_argument("--quiet", action="store_true", help="print only the summary, not the per-class table")
+
     commands.add_parser("vocabularies", help="list the built-in vocabularies")
+    commands.add_parser("datasets", help="list the benchmarks `zsseg eval` reads")
     return parser
+
+
+def _model_options(parser: argparse.ArgumentParser, proposals: list[str]) -> None:
+    parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
+    parser.add_argument("--proposals", default=DEFAULT_PROPOSALS, choices=proposals, help=f"mask proposal generator (default {DEFAULT_PROPOSALS})")
+    parser.add_argument("--max-proposals", type=int, default=None, help="masks per image (default 100; all segments for ground-truth)")
+    parser.add_argument("--templates", default="imagenet", choices=list(TEMPLATE_SETS), help="prompt templates (default imagenet)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="CLIP precision (default fp32)")
+    parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help=f"longer side images are processed at (default {DEFAULT_MAX_SIZE}); outputs are full size")
+    parser.add_argument("--batch-size", type=int, default=32, help="crops per CLIP forward pass (default 32)")
+
+
+def _proposal_generator(args: argparse.Namespace):
+    if args.max_proposals is not None and args.max_proposals < 1:
+        raise ZssegError("--max-proposals must be at least 1")
+    options = {} if args.max_proposals is None else {"max_proposals": args.max_proposals}
+    if GENERATORS[args.proposals].needs_ground_truth:
+        options["ignore_index"] = IGNORE
+    elif "max_proposals" not in options:
+        options["max_proposals"] = DEFAULT_MAX_PROPOSALS
+    return build_proposal_generator(args.proposals, **options)
+
+
+def _segmenter(args: argparse.Namespace, device: str) -> Segmenter:
+    if args.batch_size < 1:
+        raise ZssegError("--batch-size must be at least 1")
+    return Segmenter(
+        clip=args.clip,
+        proposals=_proposal_generator(args),
+        templates=args.templates,
+        device=device,
+        dtype=args.dtype,
+        max_size=args.max_size,
+        batch_size=args.batch_size,
+    )
 
 
 def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -94,23 +150,13 @@ def _vocabulary(args: argparse.Namespace) -> Vocabulary:
 def _segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    if args.max_proposals < 1:
-        raise ZssegError("--max-proposals must be at least 1")
     vocabulary = _vocabulary(args)
     images, failures = _collect_images(args.inputs)
     _check_output_names(images)
     _prepare_output(args.out)
     written = 0
     if images:
-        segmenter = Segmenter(
-            clip=args.clip,
-            proposals=args.proposals,
-            templates=args.templates,
-            device=args.device,
-            dtype=args.dtype,
-            max_size=args.max_size,
-            max_proposals=args.max_proposals,
-        )
+        segmenter = _segmenter(args, args.device)
         segmenter.prepare(vocabulary)
         for path in tqdm(images, desc="segmenting", unit="image", disable=None):
             try:
@@ -131,6 +177,72 @@ def _segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_json_output(path: Path) -> None:
+    """Fail before a long evaluation, not after it, if the JSON cannot be written."""
+    if path.is_dir():
+        raise ZssegError(f"--output {path} is a folder; give a file name such as {path / 'scores.json'}")
+    if not path.parent.is_dir():
+        raise ZssegError(f"--output folder {path.parent} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise ZssegError(f"--output folder {path.parent} is not writable: {error.strerror or error}") from None
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from . import __version__
+    from .distributed import init_distributed, shutdown_distributed
+    from .evaluation import ClipPredictor, OraclePredictor, evaluate, unseen_classes
+
+    if args.max_size is not None and args.max_size < 32:
+        raise ZssegError("--max-size must be at least 32")
+    dataset = load_dataset(args.dataset, args.data_root, args.split)
+    unseen_classes(dataset, args.protocol)
+    if args.limit is not None and args.limit < 1:
+        raise ZssegError("--limit must be at least 1")
+    if args.output is not None:
+        _prepare_json_output(args.output)
+    if args.save_predictions is not None:
+        _prepare_output(args.save_predictions)
+    context = init_distributed(args.device)
+    try:
+        if args.oracle:
+            predictor = OraclePredictor(_proposal_generator(args), dataset.num_classes, args.max_size)
+        else:
+            predictor = ClipPredictor(_segmenter(args, context.device), dataset.vocabulary)
+        generator = predictor.proposals if args.oracle else predictor.segmenter.proposals
+        settings = {
+            "oracle": args.oracle,
+            "proposals": args.proposals,
+            "max_proposals": generator.max_proposals,
+            "clip": None if args.oracle else args.clip,
+            "templates": None if args.oracle else args.templates,
+            "dtype": None if args.oracle else args.dtype,
+            "max_size": args.max_size,
+            "data_root": str(dataset.root),
+            "zsseg_version": __version__,
+        }
+        report = evaluate(
+            dataset,
+            predictor,
+            protocol=args.protocol,
+            limit=args.limit,
+            context=context,
+            save_predictions=args.save_predictions,
+            settings=settings,
+        )
+    finally:
+        shutdown_distributed()
+    if context.is_main:
+        text = report.table()
+        print("\n".join(text.splitlines()[-2:]) if args.quiet else text)
+        if args.output is not None:
+            write_json(args.output, report.as_dict())
+            print(f"zsseg: wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -138,9 +250,17 @@ def main(argv: list[str] | None = None) -> int:
             for name, description in PRESETS.items():
                 print(f"{name:20s} {len(Vocabulary.preset(name)):4d} classes  {description}")
             return 0
+        if args.command == "datasets":
+            for name, spec in DATASETS.items():
+                zero_shot = f", zero-shot {len(spec.unseen)} unseen" if spec.unseen else ""
+                print(f"{name:20s} splits {'/'.join(spec.splits):18s} {spec.description}{zero_shot}")
+            return 0
+        if args.command == "eval":
+            return _evaluate(args)
         return _segment(args)
     except ZssegError as error:
-        print(f"zsseg: error: {error}", file=sys.stderr)
+        rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+        print(f"zsseg: error{f' (process {rank})' if rank else ''}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("zsseg: interrupted", file=sys.stderr)

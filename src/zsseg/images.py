@@ -113,3 +113,13 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float()
     out = F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
     return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Label map (or stack of masks) `[..., H, W]` resized to (h, w) by nearest neighbour."""
+    h, w = labels.shape[-2:]
+    if (h, w) == tuple(size):
+        return labels
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
+    return labels[..., rows[:, None], cols[None, :]]

@@ -86,8 +86,6 @@ class Segmenter:
             raise ZssegError(f"max_size must be at least 32 pixels, got {max_size}")
         if isinstance(proposals, str):
             proposals = build_proposal_generator(proposals, max_proposals=max_proposals)
-        if proposals.needs_ground_truth:
-            raise ZssegError(f"the '{proposals.name}' proposals need ground truth; use them through evaluation")
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
         self.proposals = proposals
         self.classifier = RegionClassifier(self.clip, templates=templates, batch_size=batch_size)
@@ -99,12 +97,20 @@ class Segmenter:
         self.classifier.embed_vocabulary(vocabulary)
         return vocabulary
 
-    def segment(self, image: ImageInput, vocabulary: Vocabulary | str | list[str]) -> SegmentationResult:
+    def segment(
+        self,
+        image: ImageInput,
+        vocabulary: Vocabulary | str | list[str],
+        ground_truth: np.ndarray | None = None,
+    ) -> SegmentationResult:
         """Label every pixel of `image` with a class of `vocabulary`.
 
         Args:
             image: a path, PIL image, or HWC uint8 array.
             vocabulary: a `Vocabulary`, a preset name, "a; b, c" text, or a list of names.
+            ground_truth: `[H, W]` label map, only for proposals that need one (the
+                "ground-truth" generator: CLIP then classifies the true segments). Such
+                proposals are made at full size so that they match the label map exactly.
         """
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -119,10 +125,15 @@ class Segmenter:
         text = self.classifier.embed_vocabulary(vocabulary)
         lap("text_encoding")
         full = as_rgb_array(image)
-        size = bounded_size(full.shape[0], full.shape[1], self.max_size)
+        if self.proposals.needs_ground_truth:
+            if ground_truth is None:
+                raise ZssegError(f"the '{self.proposals.name}' proposals need the image's label map (ground_truth=)")
+            size = full.shape[:2]
+        else:
+            size = bounded_size(full.shape[0], full.shape[1], self.max_size)
         small = resize_image(full, size)
         lap("image_loading")
-        masks = self.proposals.generate(small)
+        masks = self.proposals.generate(small, ground_truth if self.proposals.needs_ground_truth else None)
         lap("proposals")
         crops, keep = self.classifier.crops(image_tensor(small), masks)
         lap("crops")

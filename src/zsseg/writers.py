@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -106,17 +107,36 @@ def record(labels: np.ndarray, class_names: list[str], source: str) -> dict:
 def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarray, class_names: list[str], source: str) -> list[Path]:
     """Write STEM.png, STEM_overlay.png and STEM.json into `out_dir`, all or none."""
     targets = output_paths(out_dir, stem)
-    makers = [
-        lambda f: label_image(labels, len(class_names)).save(f, format="PNG"),
-        lambda f: overlay_image(image, labels, class_names).save(f, format="PNG"),
-        lambda f: f.write(json.dumps(record(labels, class_names, source), indent=1).encode("utf-8")),
-    ]
+    write_atomically(
+        targets,
+        [
+            lambda f: label_image(labels, len(class_names)).save(f, format="PNG"),
+            lambda f: overlay_image(image, labels, class_names).save(f, format="PNG"),
+            lambda f: f.write(json.dumps(record(labels, class_names, source), indent=1).encode("utf-8")),
+        ],
+    )
+    return targets
+
+
+def write_label_png(path: Path, labels: np.ndarray, num_classes: int) -> None:
+    """One label PNG (see `label_image`), written atomically."""
+    write_atomically([path], [lambda f: label_image(labels, num_classes).save(f, format="PNG")])
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Indented JSON, written atomically."""
+    write_atomically([path], [lambda f: f.write((json.dumps(data, indent=1) + "\n").encode("utf-8"))])
+
+
+def write_atomically(targets: list[Path], makers: list[Callable[[BinaryIO], object]]) -> None:
+    """Each maker writes one target's bytes to a temporary file beside it; once all succeeded,
+    they are renamed into place. On any error no target is touched."""
     temporaries = []
     umask = os.umask(0)
     os.umask(umask)
     try:
         for target, make in zip(targets, makers):
-            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out_dir)
+            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             temporaries.append(Path(name))
             with os.fdopen(handle, "wb") as f:
                 make(f)
@@ -126,7 +146,6 @@ def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarra
     finally:
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)
-    return targets
 
 
 def output_paths(out_dir: Path, stem: str) -> list[Path]:

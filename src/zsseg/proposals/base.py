@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import ZssegError
-from ..images import bounded_size, resize_image
+from ..images import bounded_size, resize_image, resize_labels
 
 _IOU_SAMPLES = 1 << 16  # pixels sampled to measure mask overlap when removing duplicates
 
@@ -86,7 +86,4 @@ def upsample_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of bool masks `[K, h, w]` to `size`."""
     if masks.shape[1:] == tuple(size):
         return masks
-    h, w = masks.shape[1:]
-    rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(np.int64)
-    cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(np.int64)
-    return masks[:, rows][:, :, cols]
+    return resize_labels(masks, size)

@@ -14,7 +14,8 @@ class GroundTruthProposals(ProposalGenerator):
     """One mask per class present in the label map (or per connected segment).
 
     Args:
-        ignore_index: label value that is not a segment (255 in detectron2 encodings).
+        ignore_index: label value that is not a segment (255 in detectron2 encodings);
+            negative values are never segments (zsseg.datasets encodes ignore as -1).
         connected: split each class into its 4-connected components.
         max_proposals: K cap (large by default: an oracle should see every segment).
     """
@@ -35,7 +36,7 @@ class GroundTruthProposals(ProposalGenerator):
             raise ZssegError(f"label map is {ground_truth.shape}, image is {image.shape[:2]}: they must match")
         masks = []
         for value in np.unique(ground_truth):
-            if value == self.ignore_index:
+            if value == self.ignore_index or value < 0:
                 continue
             segment = ground_truth == value
             if self.connected:

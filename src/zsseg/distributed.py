@@ -1,0 +1,94 @@
+"""Running under `torchrun`: process group set-up, sharding and reductions.
+
+A plain `python`/`zsseg` run is a world of one and never touches `torch.distributed`. Under
+torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) each process joins
+one group: NCCL when it runs on CUDA, gloo on CPU. Several nodes work as torchrun allows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from .errors import ZssegError
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, count: int) -> range:
+        """Indices 0..count-1 that this process handles (strided, so shards differ by at most one)."""
+        return range(self.rank, count, self.world_size)
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over all processes (exact for integer tensors)."""
+        if not self.enabled:
+            return tensor
+        reduced = tensor.to(self.device if self.device.startswith("cuda") else "cpu").clone()
+        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+        return reduced.cpu()
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return tensor
+        reduced = tensor.to(self.device if self.device.startswith("cuda") else "cpu").clone()
+        dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+        return reduced.cpu()
+
+    def any(self, flag: bool) -> bool:
+        """True on every process if it is true on any (used to stop all ranks on an error)."""
+        return bool(self.max(torch.tensor([int(flag)]))[0])
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_distributed(device: str = "cpu", timeout_minutes: float = 30.0) -> Distributed:
+    """Join the torchrun process group if launched by torchrun, else a world of one.
+
+    On CUDA each process takes the GPU of its LOCAL_RANK ("cuda" becomes "cuda:LOCAL_RANK").
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed(device=device)
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    on_cuda = device.startswith("cuda")
+    if on_cuda:
+        if not torch.cuda.is_available():
+            raise ZssegError(f"--device {device} was asked for but CUDA is not available")
+        if device == "cuda":
+            device = f"cuda:{local_rank % torch.cuda.device_count()}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if on_cuda else "gloo",
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(minutes=timeout_minutes),
+        )
+    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

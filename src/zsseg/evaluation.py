@@ -1,0 +1,250 @@
+"""Benchmark evaluation: predict every image of a dataset split and score it (`zsseg eval`).
+
+    dataset = load_dataset("coco-stuff", root, "val")
+    report = evaluate(dataset, ClipPredictor(Segmenter(...), dataset.vocabulary), protocol="zero-shot")
+    report = evaluate(dataset, OraclePredictor(build_proposal_generator("selective-search"), dataset.num_classes))
+
+Protocols (the paper's two):
+- "cross-dataset": the model segments with the benchmark's whole vocabulary; mIoU etc.
+- "zero-shot": the same predictions, with the classes split into seen and unseen (COCO-Stuff
+  156/15, VOC 15/5): mIoU over each, and their harmonic mean hIoU.
+
+Under torchrun the images are sharded across the processes (image i goes to process
+i mod N) and the confusion matrices are summed, so the numbers equal a single process's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .assembly import assemble_labels
+from .datasets import SegmentationDataset
+from .distributed import Distributed
+from .errors import ZssegError
+from .images import bounded_size, resize_image, resize_labels
+from .metrics import ConfusionMatrix, SegmentationMetrics, compute_metrics
+from .proposals import ProposalGenerator
+from .segmenter import DEFAULT_MAX_SIZE, Segmenter
+from .vocabulary import Vocabulary
+from .writers import write_label_png
+
+PROTOCOLS = ("cross-dataset", "zero-shot")
+
+#: A predictor maps (HWC uint8 image, [H, W] int ground truth) to an [H, W] int label map
+#: (-1 = unlabelled). Only oracle and ground-truth-proposal predictors read the ground truth.
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class ClipPredictor:
+    """The zsseg pipeline: proposals, CLIP region classification (Eq. 1), assembly (Eq. 2)."""
+
+    def __init__(self, segmenter: Segmenter, vocabulary: Vocabulary):
+        self.segmenter = segmenter
+        self.vocabulary = segmenter.prepare(vocabulary)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> np.ndarray:
+        return self.segmenter.segment(image, self.vocabulary, ground_truth=label).label_map
+
+
+class OraclePredictor:
+    """The paper's oracle (Table 6): each proposal takes the ground-truth class it overlaps most.
+
+    The score then measures the proposals alone: no CLIP is involved. Proposals are made at the
+    processing size (longer side `max_size`), where the ground truth is resized by nearest
+    neighbour; proposals that cover only ignored pixels are dropped; Eq. 2 assembles the one-hot
+    classes and the labels are upsampled to full size. Ground-truth proposals are made at full
+    size, so with them the oracle reproduces the ground truth exactly (100 mIoU).
+    """
+
+    def __init__(self, proposals: ProposalGenerator, num_classes: int, max_size: int | None = DEFAULT_MAX_SIZE):
+        self.proposals = proposals
+        self.num_classes = num_classes
+        self.max_size = max_size
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> np.ndarray:
+        if self.proposals.needs_ground_truth:
+            size = label.shape
+        else:
+            size = bounded_size(label.shape[0], label.shape[1], self.max_size)
+        small_label = resize_labels(label, size)
+        masks = self.proposals.generate(resize_image(image, size), small_label if self.proposals.needs_ground_truth else None)
+        return oracle_labels(masks, small_label, self.num_classes, label.shape)
+
+
+def oracle_labels(masks: torch.Tensor, label: np.ndarray, num_classes: int, size: tuple[int, int]) -> np.ndarray:
+    """`[H, W]` int32 oracle prediction at `size` from proposals `[K, h, w]` and the ground
+    truth `label` resized to (h, w)."""
+    probs, keep = oracle_classes(masks, label, num_classes)
+    return assemble_labels(masks[keep], probs, size=size).numpy().astype(np.int32)
+
+
+def oracle_classes(masks: torch.Tensor, label: np.ndarray, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot `[K', C]` class of each proposal: the label most frequent under its binarised
+    mask (ties: the lower index); `keep` marks the K' proposals that cover a labelled pixel."""
+    flat = torch.from_numpy(np.ascontiguousarray(label)).reshape(-1).long()
+    labelled = flat >= 0
+    counts = torch.zeros(len(masks), num_classes, dtype=torch.long)
+    for k, mask in enumerate(masks):
+        inside = flat[(mask.reshape(-1) >= 0.5) & labelled]
+        counts[k] = torch.bincount(inside, minlength=num_classes)[:num_classes]
+    keep = counts.sum(dim=1) > 0
+    probs = torch.nn.functional.one_hot(counts[keep].argmax(dim=1), num_classes).float()
+    return probs, keep
+
+
+@dataclass
+class EvaluationReport:
+    """What `evaluate` returns; `as_dict` is the JSON that `zsseg eval --output` writes."""
+
+    dataset: str
+    split: str
+    protocol: str
+    class_names: list[str]
+    metrics: SegmentationMetrics
+    num_images: int
+    seconds_per_image: float
+    wall_seconds: float
+    processes: int
+    settings: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "protocol": self.protocol,
+            **self.metrics.as_dict(self.class_names),
+            "num_images": self.num_images,
+            "seconds_per_image": self.seconds_per_image,
+            "wall_seconds": self.wall_seconds,
+            "processes": self.processes,
+            **self.settings,
+        }
+
+    def table(self) -> str:
+        """Per-class IoU of the classes present in the ground truth, then the summary."""
+        m = self.metrics
+        width = min(40, max(len(n) for n in self.class_names))
+        lines = [f"{'class':{width}s}  {'IoU':>6s}  {'Acc':>6s}"]
+        for name, iou, acc in zip(self.class_names, m.per_class_iou, m.per_class_acc):
+            if iou is not None:
+                lines.append(f"{name[:width]:{width}s}  {iou:6.2f}  {acc:6.2f}")
+        lines.append("")
+        summary = [("mIoU", m.mIoU), ("fwIoU", m.fwIoU), ("pAcc", m.pAcc), ("mAcc", m.mAcc)]
+        if self.protocol == "zero-shot":
+            summary += [("mIoU(seen)", m.mIoU_seen), ("mIoU(unseen)", m.mIoU_unseen), ("hIoU", m.hIoU)]
+        lines.append("  ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in summary))
+        lines.append(
+            f"{self.dataset} {self.split}, {self.protocol}: {self.num_images} images, "
+            f"{m.classes_in_mean} of {len(self.class_names)} classes present (the means are over these), "
+            f"{self.seconds_per_image:.2f} s per image per process, {self.processes} process(es)"
+        )
+        return "\n".join(lines)
+
+
+def unseen_classes(dataset: SegmentationDataset, protocol: str) -> tuple[int, ...] | None:
+    """The unseen class indices under `protocol` (None for cross-dataset)."""
+    if protocol not in PROTOCOLS:
+        raise ZssegError(f"unknown protocol '{protocol}'; choose from {', '.join(PROTOCOLS)}")
+    if protocol == "cross-dataset":
+        return None
+    if not dataset.unseen:
+        raise ZssegError(f"the zero-shot protocol has seen/unseen splits for coco-stuff, voc-20 and voc-21, not {dataset.name}")
+    return dataset.unseen
+
+
+def evaluate(
+    dataset: SegmentationDataset,
+    predictor: Predictor,
+    *,
+    protocol: str = "cross-dataset",
+    limit: int | None = None,
+    context: Distributed = Distributed(),
+    save_predictions: Path | None = None,
+    progress: bool = True,
+    settings: dict | None = None,
+) -> EvaluationReport:
+    """Predict and score the first `limit` images (all if None) of `dataset`.
+
+    Args:
+        predictor: maps (image, ground truth) to a label map; see `ClipPredictor`,
+            `OraclePredictor`.
+        context: this process's place under torchrun (`init_distributed()`); every process
+            of the run calls `evaluate` with the same arguments.
+        save_predictions: folder where each prediction is written as `NAME.png` (NAME = the
+            image's file stem): class indices of the dataset's vocabulary, 255 unlabelled
+            (16-bit with 65535 for vocabularies above 255 classes).
+    """
+    from tqdm import tqdm
+
+    unseen = unseen_classes(dataset, protocol)
+    if limit is not None and limit < 1:
+        raise ZssegError(f"--limit must be at least 1, got {limit}")
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    matrix = ConfusionMatrix(dataset.num_classes)
+    busy = 0.0
+    started = time.perf_counter()
+    mine = context.shard(count)
+    description = f"{dataset.name} {dataset.split}" + (f" (process 0 of {context.world_size})" if context.enabled else "")
+    bar = tqdm(total=len(mine), desc=description, unit="image", disable=True if not (progress and context.is_main) else None)
+    steps = math.ceil(count / context.world_size)
+    try:
+        for step in range(steps):  # every process takes the same number of steps, so collectives match
+            index = step * context.world_size + context.rank
+            failure = None
+            if index < count:
+                clock = time.perf_counter()
+                try:
+                    _evaluate_one(dataset, index, predictor, matrix, save_predictions)
+                except ZssegError as error:
+                    failure = error
+                busy += time.perf_counter() - clock
+                bar.update(1)
+            if context.enabled:
+                failed_rank = int(context.max(torch.tensor([context.rank + 1 if failure else 0]))[0]) - 1
+            else:
+                failed_rank = 0 if failure else -1
+            if failure is not None:
+                raise failure
+            if failed_rank >= 0:
+                raise ZssegError(f"stopped: process {failed_rank} failed (its error is printed above)")
+    finally:
+        bar.close()
+    counts = context.sum(matrix.as_tensor())
+    totals = context.sum(torch.tensor([busy, float(len(mine))], dtype=torch.float64))
+    metrics = compute_metrics(ConfusionMatrix.from_counts(counts.numpy()), unseen)
+    return EvaluationReport(
+        dataset=dataset.name,
+        split=dataset.split,
+        protocol=protocol,
+        class_names=dataset.class_names,
+        metrics=metrics,
+        num_images=count,
+        seconds_per_image=float(totals[0] / max(totals[1], 1.0)),
+        wall_seconds=time.perf_counter() - started,
+        processes=context.world_size,
+        settings=dict(settings or {}),
+    )
+
+
+def _evaluate_one(dataset: SegmentationDataset, index: int, predictor: Predictor, matrix: ConfusionMatrix, save: Path | None) -> None:
+    sample = dataset.samples[index]
+    image = dataset.load_image(index)
+    label = dataset.load_label(index)
+    if image.shape[:2] != label.shape:
+        raise ZssegError(f"{sample.image} is {image.shape[1]}x{image.shape[0]} but its label map {sample.label} is {label.shape[1]}x{label.shape[0]}")
+    prediction = predictor(image, label)
+    if prediction.shape != label.shape:
+        raise ZssegError(f"{sample.name}: prediction is {prediction.shape}, label map is {label.shape}")
+    matrix.update(label, prediction)
+    if save is not None:
+        try:
+            write_label_png(save / f"{sample.name}.png", prediction, dataset.num_classes)
+        except OSError as error:
+            raise ZssegError(f"cannot write the prediction of {sample.name} to {save}: {error.strerror or error}") from None
