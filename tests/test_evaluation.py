@@ -160,6 +160,25 @@ def test_two_processes_under_torchrun_equal_one(args, clip_dir, tmp_path):
     assert len(list((tmp_path / "predictions").iterdir())) == one["num_images"]  # both processes wrote theirs
 
 
+def test_a_failure_on_one_process_stops_all_with_its_message(tmp_path):
+    """Image 1 (process 1 of 2) has a label map of the wrong size: no hang, both stop, exit 2."""
+    (tmp_path / "CamVid" / "val").mkdir(parents=True)
+    (tmp_path / "CamVid" / "valannot").mkdir(parents=True)
+    for i, width in enumerate([6, 5, 6, 6]):
+        Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / f"CamVid/val/{i}.png")
+        Image.fromarray(np.zeros((4, width), np.uint8)).save(tmp_path / f"CamVid/valannot/{i}.png")
+    proc = run(["--standalone", "--nproc_per_node", "2", "-m", "zsseg", "eval", "--dataset", "camvid",
+                "--data-root", str(tmp_path), "--oracle", "--proposals", "ground-truth"],
+               module=("-m", "torch.distributed.run"))
+    assert proc.returncode != 0
+    assert "zsseg: error (process 1):" in proc.stderr and "is 6x4 but its label map" in proc.stderr
+    # Process 0 stops too: with its own message, unless torchrun's clean-up signal (sent when
+    # process 1 exits) comes first. The only traceback is torchrun's own failure report.
+    assert "zsseg: error (process 0): stopped: process 1 failed" in proc.stderr or "SIGTERM" in proc.stderr
+    assert "exitcode  : 2" in proc.stderr
+    assert proc.stderr.count("Traceback") <= 1 and "zsseg/evaluation.py" not in proc.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -40,26 +40,19 @@ class Distributed:
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Element-wise sum over all processes (exact for integer tensors)."""
-        if not self.enabled:
-            return tensor
-        reduced = tensor.to(self.device if self.device.startswith("cuda") else "cpu").clone()
-        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-        return reduced.cpu()
+        return self._reduce(tensor, dist.ReduceOp.SUM)
 
     def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Element-wise maximum over all processes."""
+        return self._reduce(tensor, dist.ReduceOp.MAX)
+
+    def _reduce(self, tensor: torch.Tensor, op) -> torch.Tensor:
         if not self.enabled:
             return tensor
+        # NCCL reduces CUDA tensors only; gloo reduces CPU tensors.
         reduced = tensor.to(self.device if self.device.startswith("cuda") else "cpu").clone()
-        dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+        dist.all_reduce(reduced, op=op)
         return reduced.cpu()
-
-    def any(self, flag: bool) -> bool:
-        """True on every process if it is true on any (used to stop all ranks on an error)."""
-        return bool(self.max(torch.tensor([int(flag)]))[0])
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
 
 
 def init_distributed(device: str = "cpu", timeout_minutes: float = 30.0) -> Distributed:

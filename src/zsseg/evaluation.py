@@ -206,14 +206,12 @@ def evaluate(
                     failure = error
                 busy += time.perf_counter() - clock
                 bar.update(1)
-            if context.enabled:
-                failed_rank = int(context.max(torch.tensor([context.rank + 1 if failure else 0]))[0]) - 1
-            else:
-                failed_rank = 0 if failure else -1
+            # Each step, every process learns whether any failed, so all stop together.
+            failed_rank = int(context.max(torch.tensor([context.rank + 1 if failure else 0]))[0]) - 1
             if failure is not None:
                 raise failure
             if failed_rank >= 0:
-                raise ZssegError(f"stopped: process {failed_rank} failed (its error is printed above)")
+                raise ZssegError(f"stopped: process {failed_rank} failed (see its error)")
     finally:
         bar.close()
     counts = context.sum(matrix.as_tensor())
