@@ -46,30 +46,42 @@ class ProposalGenerator(ABC):
         return torch.from_numpy(select_masks(masks, self.max_proposals, self.duplicate_iou)).float()
 
 
-def select_masks(masks: np.ndarray, max_keep: int, duplicate_iou: float) -> np.ndarray:
+def select_masks(masks: np.ndarray, max_keep: int, duplicate_iou: float, previous: np.ndarray | None = None) -> np.ndarray:
     """Greedy, in order: keep a mask unless it is empty or overlaps a kept one above the IoU.
 
     Args:
-        masks: `[K, H, W]` bool, best first.
+        masks: `[K, H, W]` bool candidates, best first.
+        previous: `[P, H, W]` bool masks kept earlier, which candidates must not duplicate
+            (lets a caller feed candidates in chunks without re-checking what it kept).
     Returns:
-        `[K', H, W]` bool with K' <= max_keep.
+        `[K', H, W]` bool, the newly kept candidates, K' <= max_keep.
     """
-    if len(masks) == 0:
-        return masks.astype(bool)
+    if len(masks) == 0 or max_keep < 1:
+        return masks[:0].astype(bool)
+    previous = masks[:0] if previous is None else previous
     flat = masks.reshape(len(masks), -1)
     stride = max(1, flat.shape[1] // _IOU_SAMPLES)
-    sample = flat[:, ::stride].astype(np.float32)
-    areas = sample.sum(axis=1)
-    nonempty = flat.any(axis=1)
+    # Sampled pixels of every mask kept so far, in a preallocated block so that each check is
+    # one matrix-vector product on a view (no copy of the kept set per candidate).
+    width = flat[:, ::stride].shape[1]
+    kept_samples = np.empty((len(previous) + min(max_keep, len(masks)), width), dtype=np.float32)
+    kept_samples[: len(previous)] = previous.reshape(len(previous), flat.shape[1])[:, ::stride]
+    kept_areas = kept_samples[: len(previous)].sum(axis=1).tolist()
+    count = len(previous)
     kept: list[int] = []
     for i in range(len(masks)):
-        if not nonempty[i]:
+        if not flat[i].any():
             continue
-        if kept:
-            inter = sample[kept] @ sample[i]
-            union = areas[kept] + areas[i] - inter
+        sample = flat[i, ::stride].astype(np.float32)
+        area = float(sample.sum())
+        if count:
+            inter = kept_samples[:count] @ sample
+            union = np.asarray(kept_areas) + area - inter
             if np.any(inter >= duplicate_iou * np.maximum(union, 1e-9)):
                 continue
+        kept_samples[count] = sample
+        kept_areas.append(area)
+        count += 1
         kept.append(i)
         if len(kept) == max_keep:
             break

@@ -244,7 +244,8 @@ class SelectiveSearch(ProposalGenerator):
             block = [trees[i].cover[n][trees[i].leaves] for _, i, n in ranked[start : start + chunk]]
             block = [m for m in block if m.sum() >= min_pixels]
             if block:
-                kept = select_masks(np.concatenate([kept, np.stack(block)]), self.max_proposals, self.duplicate_iou)
+                fresh = select_masks(np.stack(block), self.max_proposals - len(kept), self.duplicate_iou, previous=kept)
+                kept = np.concatenate([kept, fresh])
             if len(kept) == self.max_proposals:
                 break
         # `kept` is already capped and free of duplicates.
