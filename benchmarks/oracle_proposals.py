@@ -26,8 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import DATA  # noqa: E402  (test helper: location of the real samples)
 
 from zsseg.datasets import load_dataset  # noqa: E402
-from zsseg.evaluation import oracle_labels  # noqa: E402
-from zsseg.images import bounded_size, resize_image, resize_labels  # noqa: E402
+from zsseg.evaluation import OraclePredictor, oracle_labels  # noqa: E402
 from zsseg.metrics import ConfusionMatrix, compute_metrics  # noqa: E402
 from zsseg.proposals import build_proposal_generator  # noqa: E402
 from zsseg.segmenter import DEFAULT_MAX_SIZE  # noqa: E402
@@ -36,16 +35,14 @@ DEFAULT_SETS = ["coco-stuff:val", "ade20k-150:val", "cityscapes:train", "camvid:
 
 
 def score(dataset, generator_name: str, counts: list[int], limit: int | None, max_size: int) -> tuple[dict[int, float], float, int]:
-    generator = build_proposal_generator(generator_name, max_proposals=max(counts))
+    oracle = OraclePredictor(build_proposal_generator(generator_name, max_proposals=max(counts)), dataset.num_classes, max_size)
     matrices = {k: ConfusionMatrix(dataset.num_classes) for k in counts}
     n = len(dataset) if limit is None else min(limit, len(dataset))
     busy = 0.0
     for index in range(n):
         image, label = dataset.load_image(index), dataset.load_label(index)
         clock = time.perf_counter()
-        size = bounded_size(label.shape[0], label.shape[1], max_size)
-        small_label = resize_labels(label, size)
-        masks = generator.generate(resize_image(image, size))
+        masks, small_label = oracle.propose(image, label)
         predictions = {k: oracle_labels(masks[:k], small_label, dataset.num_classes, label.shape) for k in counts}
         busy += time.perf_counter() - clock
         for k, prediction in predictions.items():

@@ -19,7 +19,7 @@ from .errors import ZssegError
 from .evaluation import PROTOCOLS
 from .images import IMAGE_EXTENSIONS, read_image
 from .prompts import TEMPLATE_SETS
-from .proposals import GENERATORS, build_proposal_generator
+from .proposals import GENERATORS, ProposalGenerator, build_proposal_generator
 from .segmenter import DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, Segmenter
 from .vocabulary import PRESETS, Vocabulary
 from .writers import output_paths, write_json, write_outputs
@@ -77,7 +77,7 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str]) -> Non
     parser.add_argument("--batch-size", type=int, default=32, help="crops per CLIP forward pass (default 32)")
 
 
-def _proposal_generator(args: argparse.Namespace):
+def _proposal_generator(args: argparse.Namespace) -> ProposalGenerator:
     if args.max_proposals is not None and args.max_proposals < 1:
         raise ZssegError("--max-proposals must be at least 1")
     options = {} if args.max_proposals is None else {"max_proposals": args.max_proposals}
@@ -88,12 +88,12 @@ def _proposal_generator(args: argparse.Namespace):
     return build_proposal_generator(args.proposals, **options)
 
 
-def _segmenter(args: argparse.Namespace, device: str) -> Segmenter:
+def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerator) -> Segmenter:
     if args.batch_size < 1:
         raise ZssegError("--batch-size must be at least 1")
     return Segmenter(
         clip=args.clip,
-        proposals=_proposal_generator(args),
+        proposals=proposals,
         templates=args.templates,
         device=device,
         dtype=args.dtype,
@@ -156,7 +156,7 @@ def _segment(args: argparse.Namespace) -> int:
     _prepare_output(args.out)
     written = 0
     if images:
-        segmenter = _segmenter(args, args.device)
+        segmenter = _segmenter(args, args.device, _proposal_generator(args))
         segmenter.prepare(vocabulary)
         for path in tqdm(images, desc="segmenting", unit="image", disable=None):
             try:
@@ -207,11 +207,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         _prepare_output(args.save_predictions)
     context = init_distributed(args.device)
     try:
+        generator = _proposal_generator(args)
         if args.oracle:
-            predictor = OraclePredictor(_proposal_generator(args), dataset.num_classes, args.max_size)
+            predictor = OraclePredictor(generator, dataset.num_classes, args.max_size)
         else:
-            predictor = ClipPredictor(_segmenter(args, context.device), dataset.vocabulary)
-        generator = predictor.proposals if args.oracle else predictor.segmenter.proposals
+            predictor = ClipPredictor(_segmenter(args, context.device, generator), dataset.vocabulary)
         settings = {
             "oracle": args.oracle,
             "proposals": args.proposals,

@@ -78,6 +78,7 @@ class DatasetSpec(ABC):
     splits: tuple[str, ...] = ("val",)
     unseen: tuple[str, ...] = ()  # zero-shot unseen class names; empty: no zero-shot protocol
     description: str = ""
+    table: np.ndarray  # raw label value -> evaluation label (see `lookup`)
 
     @abstractmethod
     def layout(self, root: Path, split: str) -> str:
@@ -87,9 +88,9 @@ class DatasetSpec(ABC):
     def samples(self, root: Path, split: str) -> list[Sample]:
         """The split's samples; raises FileNotFoundError naming a missing folder or list."""
 
-    @abstractmethod
     def lookup(self, sample: Sample) -> np.ndarray:
         """Raw label value -> evaluation label table for this sample's label file."""
+        return self.table
 
 
 class _FolderPairs(DatasetSpec):
@@ -99,7 +100,6 @@ class _FolderPairs(DatasetSpec):
     label_dirs: dict[str, str] = {}
     label_suffix = ".png"
     image_suffix = ".jpg"
-    table: np.ndarray
 
     def layout(self, root: Path, split: str) -> str:
         return (
@@ -116,9 +116,6 @@ class _FolderPairs(DatasetSpec):
             Sample(label.stem, _image_for(image_dir, label.stem, self.image_suffix) or image_dir / f"{label.stem}{self.image_suffix}", label)
             for label in labels
         ]
-
-    def lookup(self, sample: Sample) -> np.ndarray:
-        return self.table
 
 
 class CocoStuff(_FolderPairs):
@@ -166,7 +163,6 @@ class PascalContext459(_FolderPairs):
 class _Voc(DatasetSpec):
     splits, unseen = ("train", "val", "trainval"), VOC_UNSEEN
     base = "VOCdevkit/VOC2012"
-    table: np.ndarray
 
     def layout(self, root: Path, split: str) -> str:
         voc = root / self.base
@@ -183,9 +179,6 @@ class _Voc(DatasetSpec):
             image = _image_for(voc / "JPEGImages", stem, ".jpg") or voc / "JPEGImages" / f"{stem}.jpg"
             samples.append(Sample(stem, image, voc / "SegmentationClass" / f"{stem}.png"))
         return samples
-
-    def lookup(self, sample: Sample) -> np.ndarray:
-        return self.table
 
 
 class Voc20(_Voc):
@@ -247,9 +240,6 @@ class CamVid(DatasetSpec):
         cam = root / "CamVid"
         labels = _files(cam / f"{split}annot", ".png")
         return [Sample(label.stem, cam / split / label.name, label) for label in labels]
-
-    def lookup(self, sample: Sample) -> np.ndarray:
-        return self.table
 
 
 DATASETS: dict[str, DatasetSpec] = {

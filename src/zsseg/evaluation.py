@@ -28,7 +28,7 @@ from .assembly import assemble_labels
 from .datasets import SegmentationDataset
 from .distributed import Distributed
 from .errors import ZssegError
-from .images import bounded_size, resize_image, resize_labels
+from .images import resize_image, resize_labels
 from .metrics import ConfusionMatrix, SegmentationMetrics, compute_metrics
 from .proposals import ProposalGenerator
 from .segmenter import DEFAULT_MAX_SIZE, Segmenter
@@ -69,13 +69,14 @@ class OraclePredictor:
         self.max_size = max_size
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> np.ndarray:
-        if self.proposals.needs_ground_truth:
-            size = label.shape
-        else:
-            size = bounded_size(label.shape[0], label.shape[1], self.max_size)
-        small_label = resize_labels(label, size)
-        masks = self.proposals.generate(resize_image(image, size), small_label if self.proposals.needs_ground_truth else None)
+        masks, small_label = self.propose(image, label)
         return oracle_labels(masks, small_label, self.num_classes, label.shape)
+
+    def propose(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Proposals `[K, h, w]` at the working size, and the ground truth resized to it."""
+        size = self.proposals.proposal_size(label.shape[0], label.shape[1], self.max_size)
+        small_label = resize_labels(label, size)
+        return self.proposals.generate(resize_image(image, size), small_label), small_label
 
 
 def oracle_labels(masks: torch.Tensor, label: np.ndarray, num_classes: int, size: tuple[int, int]) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch
 from .assembly import UNLABELED, assemble, assemble_labels
 from .clip import DEFAULT_CLIP, ClipModel, load_clip
 from .errors import ZssegError
-from .images import ImageInput, as_rgb_array, bounded_size, image_tensor, resize_image
+from .images import ImageInput, as_rgb_array, image_tensor, resize_image
 from .proposals import ProposalGenerator, build_proposal_generator
 from .region_classification import RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
@@ -125,15 +125,11 @@ class Segmenter:
         text = self.classifier.embed_vocabulary(vocabulary)
         lap("text_encoding")
         full = as_rgb_array(image)
-        if self.proposals.needs_ground_truth:
-            if ground_truth is None:
-                raise ZssegError(f"the '{self.proposals.name}' proposals need the image's label map (ground_truth=)")
-            size = full.shape[:2]
-        else:
-            size = bounded_size(full.shape[0], full.shape[1], self.max_size)
-        small = resize_image(full, size)
+        if self.proposals.needs_ground_truth and ground_truth is None:
+            raise ZssegError(f"the '{self.proposals.name}' proposals need the image's label map (ground_truth=)")
+        small = resize_image(full, self.proposals.proposal_size(full.shape[0], full.shape[1], self.max_size))
         lap("image_loading")
-        masks = self.proposals.generate(small, ground_truth if self.proposals.needs_ground_truth else None)
+        masks = self.proposals.generate(small, ground_truth)  # generators that need none ignore it
         lap("proposals")
         crops, keep = self.classifier.crops(image_tensor(small), masks)
         lap("crops")

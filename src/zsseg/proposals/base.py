@@ -41,6 +41,12 @@ class ProposalGenerator(ABC):
     def __call__(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
         return self.generate(image, ground_truth)
 
+    def proposal_size(self, height: int, width: int, max_size: int | None) -> tuple[int, int]:
+        """The size a pipeline should make proposals at: longer side at most `max_size`, except
+        for generators that read the ground truth, which work at full size so that their
+        masks match the label map exactly."""
+        return (height, width) if self.needs_ground_truth else bounded_size(height, width, max_size)
+
     def finalize(self, masks: np.ndarray) -> torch.Tensor:
         """Drop empty masks and near-duplicates (keeping the earlier), cap K; bool -> float32."""
         return torch.from_numpy(select_masks(masks, self.max_proposals, self.duplicate_iou)).float()
