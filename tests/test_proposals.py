@@ -123,3 +123,16 @@ def test_registry():
         build_proposal_generator("sam")
     with pytest.raises(ZssegError, match="at least 1"):
         SelectiveSearch(max_proposals=0)
+
+
+def test_selecting_in_chunks_equals_one_pass():
+    """Selective Search feeds candidates in chunks with `previous=`: the result must not change."""
+    rng = np.random.default_rng(0)
+    base = rng.random((60, 24, 32)) > 0.5
+    masks = np.concatenate([base, base[:20], np.zeros((5, 24, 32), bool), base[10:30]])
+    masks = masks[rng.permutation(len(masks))]
+    whole = select_masks(masks, 50, 0.9)
+    kept = masks[:0]
+    for start in range(0, len(masks), 16):
+        kept = np.concatenate([kept, select_masks(masks[start : start + 16], 50 - len(kept), 0.9, previous=kept)])
+    assert len(whole) == 50 and np.array_equal(kept, whole)
