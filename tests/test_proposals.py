@@ -117,7 +117,7 @@ def test_select_masks_drops_empty_and_duplicates_and_caps():
 
 
 def test_registry():
-    assert set(GENERATORS) == {"selective-search", "contour-hierarchy", "ground-truth"}
+    assert set(GENERATORS) == {"selective-search", "contour-hierarchy", "ground-truth", "maskformer"}
     assert build_proposal_generator("selective-search", max_proposals=7).max_proposals == 7
     with pytest.raises(ZssegError, match="unknown proposal generator"):
         build_proposal_generator("sam")

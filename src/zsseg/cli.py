@@ -1,8 +1,9 @@
-"""Command line: `zsseg segment`, `zsseg eval`, `zsseg vocabularies`.
+"""Command line: `zsseg segment`, `zsseg eval`, `zsseg train proposals`, `zsseg vocabularies`, ...
 
 Exit status: 0 on success, 1 when some images failed (the others are written), 2 when nothing
 could run or an evaluation stopped (bad arguments, vocabulary, model, dataset or output
-path). Errors are one line each. `zsseg eval` also runs under `torchrun --no-python zsseg eval`.
+path). Errors are one line each. `zsseg eval` and `zsseg train proposals` also run under
+`torchrun --no-python zsseg ...`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from .errors import ZssegError
 from .evaluation import PROTOCOLS
 from .images import IMAGE_EXTENSIONS, read_image
 from .prompts import TEMPLATE_SETS
-from .proposals import GENERATORS, ProposalGenerator, build_proposal_generator
-from .segmenter import DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, Segmenter
+from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator
+from .maskformer.config import CONFIGS
+from .segmenter import DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, Segmenter
 from .vocabulary import PRESETS, Vocabulary
 from .writers import output_paths, write_json, write_outputs
 
@@ -61,6 +63,35 @@ def _parser() -> argparse.ArgumentParser:
                           help="write each prediction as DIR/IMAGE_NAME.png (class indices; 255 = unlabelled)")
     evaluate.add_argument("--quiet", action="store_true", help="print only the summary, not the per-class table")
 
+    train = commands.add_parser("train", help="train the learned proposal network (MaskFormer with a CLIP-text classifier)")
+    trainers = train.add_subparsers(dest="what", required=True)
+    proposals = trainers.add_parser(
+        "proposals",
+        help="train MaskFormer proposals on a benchmark's training split",
+        description="Train the paper's proposal network on the seen classes (zero-shot) or all classes (cross-dataset). "
+        "Rerunning the same command resumes from the newest checkpoint in --output-dir. Under torchrun "
+        "(torchrun --nproc_per_node N --no-python zsseg train proposals ...) each process takes its share of every batch.",
+    )
+    proposals.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
+    proposals.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
+    proposals.add_argument("--split", default="train", help="dataset split (default train)")
+    proposals.add_argument("--protocol", default="zero-shot", choices=list(PROTOCOLS),
+                           help="zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes")
+    proposals.add_argument("--config", default="paper", choices=list(CONFIGS), help="named architecture + training config (default paper; `zsseg configs` lists them)")
+    proposals.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP whose text embeddings are the classifier (default {DEFAULT_CLIP})")
+    proposals.add_argument("--backbone-weights", default=None,
+                           help="ImageNet weights of the ResNet backbone: hub id or folder (default: the config's, e.g. microsoft/resnet-101); "
+                           "'none' for random weights; for the clip backbone, 'none' skips CLIP's image weights")
+    proposals.add_argument("--max-iters", type=int, default=None, help="training steps (default: the config's)")
+    proposals.add_argument("--batch-size", type=int, default=None, help="images per step over all processes (default: the config's)")
+    proposals.add_argument("--crop-size", type=int, default=None, help="square training crop, a multiple of 32 (default: the config's)")
+    proposals.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: the config's)")
+    proposals.add_argument("--log-every", type=int, default=None, help="steps between log lines (default: the config's)")
+    proposals.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    proposals.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
+    proposals.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final proposals.safetensors + proposals.json")
+
+    commands.add_parser("configs", help="list the named proposal-network configs of `zsseg train proposals`")
     commands.add_parser("vocabularies", help="list the built-in vocabularies")
     commands.add_parser("datasets", help="list the benchmarks `zsseg eval` reads")
     return parser
@@ -75,12 +106,22 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str]) -> Non
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="CLIP precision (default fp32)")
     parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help=f"longer side images are processed at (default {DEFAULT_MAX_SIZE}); outputs are full size")
     parser.add_argument("--batch-size", type=int, default=32, help="crops per CLIP forward pass (default 32)")
+    parser.add_argument("--proposal-weights", type=Path, default=None, metavar="PATH",
+                        help="trained proposal network for --proposals maskformer: the --output-dir of `zsseg train proposals` or its proposals.safetensors")
+    parser.add_argument("--ensemble-weight", type=float, default=ENSEMBLE_WEIGHT,
+                        help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}): seen classes p_net^l * p_clip^(1-l), unseen the reverse")
 
 
-def _proposal_generator(args: argparse.Namespace) -> ProposalGenerator:
+def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerator:
     if args.max_proposals is not None and args.max_proposals < 1:
         raise ZssegError("--max-proposals must be at least 1")
     options = {} if args.max_proposals is None else {"max_proposals": args.max_proposals}
+    if args.proposals == MaskFormerProposals.name:
+        if args.proposal_weights is None:
+            raise ZssegError("--proposals maskformer needs --proposal-weights (the --output-dir of `zsseg train proposals`)")
+        options.update(weights=args.proposal_weights, device=device)
+    elif args.proposal_weights is not None:
+        raise ZssegError(f"--proposal-weights is for --proposals maskformer, not {args.proposals}")
     if GENERATORS[args.proposals].needs_ground_truth:
         options["ignore_index"] = IGNORE
     elif "max_proposals" not in options:
@@ -99,6 +140,7 @@ def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerat
         dtype=args.dtype,
         max_size=args.max_size,
         batch_size=args.batch_size,
+        ensemble_weight=args.ensemble_weight,
     )
 
 
@@ -156,7 +198,7 @@ def _segment(args: argparse.Namespace) -> int:
     _prepare_output(args.out)
     written = 0
     if images:
-        segmenter = _segmenter(args, args.device, _proposal_generator(args))
+        segmenter = _segmenter(args, args.device, _proposal_generator(args, args.device))
         segmenter.prepare(vocabulary)
         for path in tqdm(images, desc="segmenting", unit="image", disable=None):
             try:
@@ -207,7 +249,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         _prepare_output(args.save_predictions)
     context = init_distributed(args.device)
     try:
-        generator = _proposal_generator(args)
+        generator = _proposal_generator(args, context.device)
         if args.oracle:
             predictor = OraclePredictor(generator, dataset.num_classes, args.max_size)
         else:
@@ -215,6 +257,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         settings = {
             "oracle": args.oracle,
             "proposals": args.proposals,
+            "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
+            "ensemble_weight": args.ensemble_weight if args.proposals == MaskFormerProposals.name and not args.oracle else None,
             "max_proposals": generator.max_proposals,
             "clip": None if args.oracle else args.clip,
             "templates": None if args.oracle else args.templates,
@@ -243,6 +287,43 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .clip import load_clip
+    from .distributed import init_distributed, shutdown_distributed
+    from .maskformer.config import RESNETS, named_config
+    from .maskformer.training import train_proposals
+
+    config = named_config(args.config)
+    overrides = {
+        key: getattr(args, key)
+        for key in ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed")
+        if getattr(args, key) is not None
+    }
+    config = replace(config, train=replace(config.train, **overrides))
+    backbone = config.model.backbone
+    if args.backbone_weights is None:
+        weights = "clip" if backbone == "clip" else RESNETS[backbone].imagenet_weights
+    else:
+        weights = None if args.backbone_weights.lower() == "none" else args.backbone_weights
+    dataset = load_dataset(args.dataset, args.data_root, args.split)
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise ZssegError(f"--output-dir {args.output_dir} exists and is not a folder")
+    _prepare_output(args.output_dir)
+    context = init_distributed(args.device)
+    try:
+        clip = load_clip(args.clip, device=context.device)
+        result = train_proposals(dataset, config, clip, args.output_dir, args.protocol, weights, context)
+    finally:
+        shutdown_distributed()
+    if context.is_main:
+        resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
+        loss = f", last loss {result.last_log['loss']:.4f}" if result.last_log else ""
+        print(f"zsseg: trained {result.steps} steps{resumed}{loss}; weights in {result.weights}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -255,8 +336,14 @@ def main(argv: list[str] | None = None) -> int:
                 zero_shot = f", zero-shot {len(spec.unseen)} unseen" if spec.unseen else ""
                 print(f"{name:20s} splits {'/'.join(spec.splits):18s} {spec.description}{zero_shot}")
             return 0
+        if args.command == "configs":
+            for name, config in CONFIGS.items():
+                print(f"{name:14s} {config.description}")
+            return 0
         if args.command == "eval":
             return _evaluate(args)
+        if args.command == "train":
+            return _train(args)
         return _segment(args)
     except ZssegError as error:
         rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +142,27 @@ def _preprocessing(source: str, local_only: bool) -> tuple[tuple, tuple]:
     return CLIP_MEAN, CLIP_STD
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' and huggingface_hub's logs and weight-loading bars, which would
+    bury our one-line errors; restores the previous settings on exit."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    hub_logger.setLevel(logging.ERROR)  # its per-retry network warnings
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hub_logger.setLevel(hub_level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cpu", dtype: str = "fp32") -> ClipModel:
     """Load a CLIP from a Hugging Face hub id or a local folder in that format.
 
@@ -153,7 +176,6 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
         ZssegError: one line saying what was tried and, for hub ids, how to work offline.
     """
     from transformers import AutoTokenizer, CLIPModel
-    from transformers.utils import logging as hf_logging
 
     if dtype not in DTYPES:
         raise ZssegError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
@@ -175,14 +197,7 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
         sources = [(name, True)] + ([] if offline else [(name, False)])
 
-    # transformers' own logs and weight-loading bar would bury our one-line errors.
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hub_logger = logging.getLogger("huggingface_hub")
-    hub_level = hub_logger.level
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    hub_logger.setLevel(logging.ERROR)  # its per-retry network warnings
-    try:
+    with quiet_transformers():
         last_error: Exception | None = None
         for source, local_only in sources:
             try:
@@ -201,11 +216,6 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
                 f"cannot load CLIP '{name}': it is not in the local Hugging Face cache and the hub "
                 f"could not be reached (and no folder of that name exists); " + _OFFLINE_HELP.format(name=name)
             )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hub_logger.setLevel(hub_level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
     model = model.to(device).eval()
     mean, std = _preprocessing(source, local_only)

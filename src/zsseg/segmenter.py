@@ -17,12 +17,14 @@ from .assembly import UNLABELED, assemble, assemble_labels
 from .clip import DEFAULT_CLIP, ClipModel, load_clip
 from .errors import ZssegError
 from .images import ImageInput, as_rgb_array, image_tensor, resize_image
-from .proposals import ProposalGenerator, build_proposal_generator
+from .prompts import PromptEncoder, VocabularyEmbedding, resolve_templates
+from .proposals import MaskFormerProposals, ProposalGenerator, build_proposal_generator
 from .region_classification import RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
 
 DEFAULT_PROPOSALS = "selective-search"
 DEFAULT_MAX_SIZE = 1024
+ENSEMBLE_WEIGHT = 0.8  # lambda of the ensemble with a proposal network's classifier (the paper's)
 
 
 @dataclass
@@ -62,13 +64,18 @@ class Segmenter:
 
     Args:
         clip: hub id, local folder, or an already loaded `ClipModel`.
-        proposals: a generator name ("selective-search", "contour-hierarchy") or instance.
+        proposals: a generator name ("selective-search", "contour-hierarchy") or instance
+            (such as `MaskFormerProposals(weights)`).
         templates: prompt template set ("imagenet", "vild", "single") or a list of templates.
         device, dtype: where and how CLIP runs ("cpu"/"cuda", "fp32"/"bf16").
         max_size: images are processed with their longer side at most this many pixels; the
             label map is returned at full size.
         max_proposals: K, when `proposals` is a name.
         batch_size: crops per CLIP forward pass.
+        ensemble_weight: lambda of the ensemble with a proposal network's own classifier
+            ("maskformer" proposals, loaded with `MaskFormerProposals(weights)`): for classes it
+            was trained on, p = p_net^lambda * p_clip^(1 - lambda); for the others the exponents
+            are swapped, so CLIP decides unseen classes. Unused with training-free proposals.
     """
 
     def __init__(
@@ -81,20 +88,29 @@ class Segmenter:
         max_size: int | None = DEFAULT_MAX_SIZE,
         max_proposals: int = 100,
         batch_size: int = 32,
+        ensemble_weight: float = ENSEMBLE_WEIGHT,
     ):
         if max_size is not None and max_size < 32:
             raise ZssegError(f"max_size must be at least 32 pixels, got {max_size}")
+        if not 0.0 <= ensemble_weight <= 1.0:
+            raise ZssegError(f"ensemble weight must be in [0, 1], got {ensemble_weight}")
         if isinstance(proposals, str):
             proposals = build_proposal_generator(proposals, max_proposals=max_proposals)
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
         self.proposals = proposals
         self.classifier = RegionClassifier(self.clip, templates=templates, batch_size=batch_size)
         self.max_size = max_size
+        self.ensemble_weight = ensemble_weight
+        self.proposal_prompts: PromptEncoder | None = None
+        if isinstance(proposals, MaskFormerProposals):
+            self.proposal_prompts = proposal_text_encoder(proposals, self.clip, self.classifier.prompts)
 
     def prepare(self, vocabulary: Vocabulary | str | list[str]) -> Vocabulary:
         """Validate a vocabulary and encode its names (cached), so errors surface before any image."""
         vocabulary = as_vocabulary(vocabulary)
         self.classifier.embed_vocabulary(vocabulary)
+        if self.proposal_prompts is not None:
+            self.proposal_prompts.encode_vocabulary(vocabulary)
         return vocabulary
 
     def segment(
@@ -129,14 +145,17 @@ class Segmenter:
             raise ZssegError(f"the '{self.proposals.name}' proposals need the image's label map (ground_truth=)")
         small = resize_image(full, self.proposals.proposal_size(full.shape[0], full.shape[1], self.max_size))
         lap("image_loading")
-        masks = self.proposals.generate(small, ground_truth)  # generators that need none ignore it
-        lap("proposals")
-        crops, keep = self.classifier.crops(image_tensor(small), masks)
-        lap("crops")
-        features = self.classifier.encode_crops(crops)
-        lap("image_encoding")
-        probs, _ = self.classifier.scores(features, text)
-        masks = masks[keep]
+        if self.proposal_prompts is not None:
+            masks, probs = self._ensemble(small, vocabulary, text, lap)
+        else:
+            masks = self.proposals.generate(small, ground_truth)  # generators that need none ignore it
+            lap("proposals")
+            crops, keep = self.classifier.crops(image_tensor(small), masks)
+            lap("crops")
+            features = self.classifier.encode_crops(crops)
+            lap("image_encoding")
+            probs, _ = self.classifier.scores(features, text)
+            masks = masks[keep]
         scores = assemble(masks, probs)
         labels = assemble_labels(masks, probs, size=full.shape[:2])
         lap("assembly")
@@ -149,5 +168,54 @@ class Segmenter:
             timings=timings,
         )
 
+    def _ensemble(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks `[Q, h, w]` of a proposal network and the ensemble of its class probabilities
+        with CLIP's (the reference code's): a query whose binarised mask is empty keeps the
+        network's probabilities only."""
+        proposals: MaskFormerProposals = self.proposals  # type: ignore[assignment]
+        masks, embeddings = proposals.predict(image)
+        network = proposals.class_probs(embeddings, self.proposal_prompts.encode_vocabulary(vocabulary))
+        lap("proposals")
+        crops, keep = self.classifier.crops(image_tensor(image), masks)
+        lap("crops")
+        features = self.classifier.encode_crops(crops)
+        lap("image_encoding")
+        clip_probs = torch.ones_like(network)
+        clip_probs[keep] = self.classifier.scores(features, text)[0]
+        seen = proposals.seen_classes(vocabulary)[None]
+        lam = self.ensemble_weight
+        probs = torch.where(
+            seen,
+            network.pow(lam) * clip_probs.pow(1 - lam),
+            network.pow(1 - lam) * clip_probs.pow(lam),
+        )
+        return masks, probs
 
-__all__ = ["Segmenter", "SegmentationResult", "UNLABELED"]
+
+def proposal_text_encoder(proposals: MaskFormerProposals, clip: ClipModel, default: PromptEncoder) -> PromptEncoder:
+    """The prompt encoder for a proposal network's classifier: the templates it was trained with,
+    on a CLIP whose text embeddings match those it was trained against (checked on a few of its
+    training classes, so that a different CLIP is an error rather than silent noise)."""
+    if clip.embed_dim != proposals.embed_dim:
+        raise ZssegError(
+            f"the proposal network was trained against {proposals.embed_dim}-d CLIP text embeddings "
+            f"('{proposals.trained.info.get('clip')}'), but this CLIP's are {clip.embed_dim}-d; pass that CLIP (--clip)"
+        )
+    templates = proposals.trained.templates
+    encoder = default if default.templates == resolve_templates(templates) else PromptEncoder(clip, templates)
+    stored = proposals.trained.train_text
+    probe = min(4, stored.num_classes)
+    rows = [int(i) for i in range(stored.features.shape[0]) if int(stored.synonym_class[0, i]) < probe]
+    names = [s for cls in proposals.trained.class_names[:probe] for s in (n.strip() for n in cls.split(","))]
+    if len(names) == len(rows):
+        fresh = encoder.encode_names(names)
+        similarity = float((fresh * stored.features[rows].to(fresh)).sum(dim=1).min())
+        if similarity < 0.99:
+            raise ZssegError(
+                f"this CLIP ('{clip.source}') does not give the text embeddings the proposal network was trained "
+                f"against ('{proposals.trained.info.get('clip')}'; cosine {similarity:.3f}); pass that CLIP (--clip)"
+            )
+    return encoder
+
+
+__all__ = ["Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT"]

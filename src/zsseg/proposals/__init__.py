@@ -1,6 +1,7 @@
 """Class-agnostic mask proposals: `[K, H, W]` float masks for an image, behind one interface.
 
     generator = build_proposal_generator("selective-search", max_proposals=100)
+    generator = build_proposal_generator("maskformer", weights="out/")  # trained: zsseg train proposals
     masks = generator.generate(image)  # image: HWC uint8 RGB
 """
 
@@ -11,12 +12,14 @@ from .base import ProposalGenerator, select_masks
 from .contour_hierarchy import ContourHierarchy
 from .ground_truth import GroundTruthProposals
 from .hierarchy import MergeTree
+from .maskformer import MaskFormerProposals
 from .selective_search import SelectiveSearch
 
 GENERATORS: dict[str, type[ProposalGenerator]] = {
     SelectiveSearch.name: SelectiveSearch,
     ContourHierarchy.name: ContourHierarchy,
     GroundTruthProposals.name: GroundTruthProposals,
+    MaskFormerProposals.name: MaskFormerProposals,
 }
 
 
@@ -31,6 +34,7 @@ __all__ = [
     "GENERATORS",
     "ContourHierarchy",
     "GroundTruthProposals",
+    "MaskFormerProposals",
     "MergeTree",
     "ProposalGenerator",
     "SelectiveSearch",

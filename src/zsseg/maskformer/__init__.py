@@ -1,0 +1,2 @@
+"""The paper's learned proposal network: MaskFormer trained on seen classes with a frozen
+CLIP-text classifier (model, training, saved weights)."""

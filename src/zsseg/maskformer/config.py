@@ -1,0 +1,198 @@
+"""Typed configuration of the MaskFormer proposal network and its training, and the named configs.
+
+A named config (`CONFIGS[name]`) pairs an architecture (`ModelConfig`) with training settings
+(`TrainConfig`). The defaults are the paper's (MaskFormer's COCO-Stuff recipe as used by the
+reference code); `tiny` is a small network with the same structure, for tests and CPU runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..errors import ZssegError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """A ResNet as transformers builds it, and the hub checkpoint with its ImageNet weights."""
+
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
+    stem: int
+    layer_type: str
+    imagenet_weights: str | None
+
+
+#: Backbones by name. "clip" (not listed) is the image tower of the CLIP given to training.
+RESNETS = {
+    "resnet-50": ResNetSpec((3, 4, 6, 3), (256, 512, 1024, 2048), 64, "bottleneck", "microsoft/resnet-50"),
+    "resnet-101": ResNetSpec((3, 4, 23, 3), (256, 512, 1024, 2048), 64, "bottleneck", "microsoft/resnet-101"),
+    "resnet-tiny": ResNetSpec((1, 1, 1, 1), (32, 64, 128, 256), 32, "basic", None),
+}
+BACKBONES = (*RESNETS, "clip")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture (Cheng et al. 2021): backbone, FPN pixel decoder, transformer decoder.
+
+    Attributes:
+        backbone: a name in `RESNETS`, or "clip" for CLIP's own image tower.
+        hidden_dim: width of the transformer decoder (queries).
+        num_queries: number of queries, i.e. of mask proposals per image.
+        decoder_layers, heads, feedforward_dim, dropout: the transformer decoder (DETR's).
+        conv_dim: width of the pixel decoder's feature pyramid.
+        mask_dim: dimension of the per-pixel and per-query mask embeddings.
+        embed_dim: CLIP's joint embedding dimension (set from the CLIP used in training).
+        clip_vision: for the "clip" backbone, the CLIP vision config (set in training).
+    """
+
+    backbone: str = "resnet-101"
+    hidden_dim: int = 256
+    num_queries: int = 100
+    decoder_layers: int = 6
+    heads: int = 8
+    feedforward_dim: int = 2048
+    dropout: float = 0.1
+    conv_dim: int = 256
+    mask_dim: int = 256
+    embed_dim: int = 512
+    clip_vision: dict | None = None
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ZssegError(f"unknown backbone '{self.backbone}'; choose one of {', '.join(BACKBONES)}")
+        for name in ("hidden_dim", "num_queries", "decoder_layers", "heads", "feedforward_dim", "conv_dim", "mask_dim", "embed_dim"):
+            if getattr(self, name) < 1:
+                raise ZssegError(f"model config {name} must be at least 1, got {getattr(self, name)}")
+        if self.hidden_dim % self.heads:
+            raise ZssegError(f"hidden_dim {self.hidden_dim} must be divisible by heads {self.heads}")
+        if self.conv_dim % 32:
+            raise ZssegError(f"conv_dim must be a multiple of 32 (GroupNorm with 32 groups), got {self.conv_dim}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; the defaults are the paper's (MaskFormer's recipe).
+
+    Attributes:
+        max_iters, batch_size: optimisation steps and images per step (over all processes).
+        crop_size: square training crop; images are first resized so that their shorter side
+            is `crop_size` x U(min_scale, max_scale), then cropped (padding is ignored) and
+            flipped with probability 0.5 when `flip`.
+        test_size: shorter side the trained network sees at inference (its longer side at
+            most 4x that).
+        lr, weight_decay, backbone_lr_multiplier, poly_power: AdamW with a poly schedule;
+            norm layers and embeddings have no weight decay.
+        grad_clip: maximum L2 norm of the whole model's gradient (MaskFormer: 0.01).
+        no_object_weight, class_weight, mask_weight, dice_weight: loss and matching weights
+            (cross-entropy, sigmoid focal loss, dice loss).
+        deep_supervision: also apply the loss to every intermediate decoder layer.
+        templates: prompt templates for the frozen CLIP text embeddings of the classes.
+        checkpoint_every, log_every: steps between checkpoints and between log lines.
+        seed: fixes initialisation, data order, augmentation and dropout.
+    """
+
+    max_iters: int = 60000
+    batch_size: int = 32
+    crop_size: int = 640
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    flip: bool = True
+    test_size: int = 640
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    backbone_lr_multiplier: float = 0.1
+    poly_power: float = 0.9
+    grad_clip: float = 0.01
+    no_object_weight: float = 0.1
+    class_weight: float = 1.0
+    mask_weight: float = 20.0
+    dice_weight: float = 1.0
+    deep_supervision: bool = True
+    templates: str = "imagenet"
+    checkpoint_every: int = 1000
+    log_every: int = 20
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("max_iters", "batch_size", "crop_size", "test_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ZssegError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.crop_size % 32:
+            raise ZssegError(f"crop-size must be a multiple of 32, got {self.crop_size}")
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ZssegError(f"scales must satisfy 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.backbone_lr_multiplier < 0:
+            raise ZssegError("lr must be positive, weight decay and the backbone multiplier non-negative")
+
+
+@dataclass(frozen=True)
+class NamedConfig:
+    description: str
+    model: ModelConfig
+    train: TrainConfig
+
+
+CONFIGS: dict[str, NamedConfig] = {
+    "paper": NamedConfig(
+        "the paper's: ResNet-101 (ImageNet), 100 queries, 6 decoder layers, 640 crops, batch 32, 60k steps",
+        ModelConfig(backbone="resnet-101"),
+        TrainConfig(),
+    ),
+    "r50": NamedConfig(
+        "as paper with ResNet-50 (ImageNet)",
+        ModelConfig(backbone="resnet-50"),
+        TrainConfig(),
+    ),
+    "clip-backbone": NamedConfig(
+        "as paper with the CLIP's own image tower as backbone (CLIP weights, fine-tuned at 0.1x lr)",
+        ModelConfig(backbone="clip"),
+        TrainConfig(),
+    ),
+    "tiny": NamedConfig(
+        "a small random-init ResNet, 64-wide 2-layer decoder, 100 queries, 256 crops, batch 4, 1000 steps (CPU, tests)",
+        ModelConfig(backbone="resnet-tiny", hidden_dim=64, decoder_layers=2, heads=4, feedforward_dim=128, conv_dim=64, mask_dim=64),
+        TrainConfig(max_iters=1000, batch_size=4, crop_size=256, test_size=256, checkpoint_every=100, log_every=10),
+    ),
+}
+
+
+def named_config(name: str) -> NamedConfig:
+    if name not in CONFIGS:
+        raise ZssegError(f"unknown config '{name}'; choose one of {', '.join(CONFIGS)}")
+    return CONFIGS[name]
+
+
+def model_config_from_dict(data: dict) -> ModelConfig:
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ZssegError(f"unknown model config field(s): {', '.join(sorted(unknown))}")
+    return ModelConfig(**data)
+
+
+def train_config_from_dict(data: dict) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ZssegError(f"unknown training config field(s): {', '.join(sorted(unknown))}")
+    return TrainConfig(**data)
+
+
+__all__ = [
+    "BACKBONES",
+    "CONFIGS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelConfig",
+    "NamedConfig",
+    "RESNETS",
+    "TrainConfig",
+    "model_config_from_dict",
+    "named_config",
+    "train_config_from_dict",
+]

@@ -1,0 +1,112 @@
+"""Training samples: which image a step sees, its augmentation, and its set-loss target.
+
+Everything random is a function of (seed, position), where position p = step x batch_size + j
+counts samples over the whole run: sample p is image `perm_e[p mod N]` of epoch e = p // N
+(a seeded permutation per epoch), augmented with a generator seeded by (seed, p). A resumed run
+therefore sees exactly the samples an uninterrupted one would, whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..datasets import SegmentationDataset
+from ..errors import ZssegError
+from ..images import resize_image, resize_labels
+from .criterion import Target
+
+
+def _generator(*keys: int) -> torch.Generator:
+    seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator().manual_seed(seed)
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _randint(generator: torch.Generator, high: int) -> int:
+    """Uniform integer in [0, high]."""
+    return int(torch.randint(0, high + 1, (), generator=generator))
+
+
+@dataclass
+class Augmentation:
+    """MaskFormer's training augmentation: random shorter-side resize, square crop, flip."""
+
+    crop_size: int
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    flip: bool = True
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """`image` HWC uint8 and `label` [H, W] int (-1 ignored) -> both crop_size x crop_size;
+        padding is black in the image and -1 in the label."""
+        height, width = label.shape
+        short = self.crop_size * _uniform(generator, self.min_scale, self.max_scale)
+        scale = short / min(height, width)
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        image, label = resize_image(image, size), resize_labels(label, size)
+        side = self.crop_size
+        y0 = _randint(generator, max(0, size[0] - side))
+        x0 = _randint(generator, max(0, size[1] - side))
+        image, label = image[y0 : y0 + side, x0 : x0 + side], label[y0 : y0 + side, x0 : x0 + side]
+        out_image = np.zeros((side, side, 3), dtype=np.uint8)
+        out_label = np.full((side, side), -1, dtype=np.int32)
+        out_image[: image.shape[0], : image.shape[1]] = image
+        out_label[: label.shape[0], : label.shape[1]] = label
+        if self.flip and float(torch.rand((), generator=generator)) < 0.5:
+            out_image, out_label = out_image[:, ::-1], out_label[:, ::-1]
+        return np.ascontiguousarray(out_image), np.ascontiguousarray(out_label)
+
+
+def semantic_target(label: np.ndarray) -> Target:
+    """One mask per class present in `label` ([H, W], training-class indices, -1 ignored)."""
+    labels = torch.from_numpy(np.ascontiguousarray(label)).long()
+    classes = torch.unique(labels[labels >= 0])
+    return Target(classes=classes, masks=labels[None] == classes[:, None, None], valid=labels >= 0)
+
+
+class TrainingSamples:
+    """The training stream of a dataset split restricted to the training classes.
+
+    Args:
+        dataset: the split to train on.
+        train_classes: dataset class indices the network learns; their position in this list
+            is the training-class index. Pixels of every other class are ignored.
+        augmentation: applied to every sample.
+        seed: the run's seed.
+    """
+
+    def __init__(self, dataset: SegmentationDataset, train_classes: list[int], augmentation: Augmentation, seed: int):
+        if len(dataset) == 0:
+            raise ZssegError(f"{dataset.name} {dataset.split} has no images")
+        self.dataset = dataset
+        self.augmentation = augmentation
+        self.seed = seed
+        # Dataset label (-1..C-1, shifted by one) -> training index or -1.
+        self._lut = np.full(dataset.num_classes + 1, -1, dtype=np.int32)
+        for train_index, dataset_index in enumerate(train_classes):
+            self._lut[dataset_index + 1] = train_index
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def image_index(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.dataset))
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(len(self.dataset), generator=_generator(self.seed, epoch, 0))}
+        return int(self._perms[epoch][offset])
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, Target]:
+        """Sample `position` of the run: `[3, S, S]` float pixels in [0, 255] and its target."""
+        index = self.image_index(position)
+        image = self.dataset.load_image(index)
+        label = self._lut[self.dataset.load_label(index) + 1]
+        image, label = self.augmentation(image, label, _generator(self.seed, position, 1))
+        return torch.from_numpy(image).permute(2, 0, 1).float(), semantic_target(label)
+
+    def batch(self, positions: list[int]) -> tuple[torch.Tensor, list[Target]]:
+        samples = [self[p] for p in positions]
+        return torch.stack([s[0] for s in samples]), [s[1] for s in samples]

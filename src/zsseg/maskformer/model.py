@@ -1,0 +1,282 @@
+"""MaskFormer (Cheng et al. 2021) with a CLIP-text classifier, as the paper's proposal network.
+
+    backbone (ResNet or CLIP's image tower) -> multi-scale features at strides 4, 8, 16, 32
+    pixel decoder (FPN) -> per-pixel mask embeddings at stride 4
+    transformer decoder (DETR's), Q learned queries attending to the stride-32 features
+        -> per query: a mask embedding (mask logits = its dot product with the per-pixel
+           embeddings) and a class embedding in CLIP's joint space
+
+Class logits are 100 x cosine similarity between a query's class embedding and the frozen CLIP
+text embeddings of the vocabulary, plus one learned "no object" embedding, so one trained network
+classifies into any vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..clip import CLIP_MEAN, CLIP_STD
+from ..errors import ZssegError
+from ..prompts import VocabularyEmbedding
+from .config import IMAGENET_MEAN, IMAGENET_STD, RESNETS, ModelConfig
+
+TEMPERATURE = 100.0  # as Eq. 1: the text classifier is CLIP's, so is its temperature
+SIZE_DIVISIBILITY = 32  # inputs are padded to a multiple of the coarsest stride
+
+
+class ResNetFeatures(nn.Module):
+    """A transformers ResNet; returns the outputs of its four stages (strides 4, 8, 16, 32)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        from transformers import ResNetConfig, ResNetModel
+
+        spec = RESNETS[name]
+        self.spec = spec
+        self.body = ResNetModel(
+            ResNetConfig(
+                embedding_size=spec.stem,
+                hidden_sizes=list(spec.widths),
+                depths=list(spec.depths),
+                layer_type=spec.layer_type,
+            )
+        )
+        self.channels = tuple(spec.widths)
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+
+    def forward(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.body(pixels, output_hidden_states=True).hidden_states[1:])
+
+    def load_pretrained(self, source: str) -> None:
+        """Copy ImageNet weights from a hub id or folder of a transformers ResNet checkpoint."""
+        from transformers import ResNetModel
+
+        from ..clip import quiet_transformers
+
+        with quiet_transformers():
+            try:
+                pretrained = ResNetModel.from_pretrained(source)
+            except (OSError, ValueError) as error:
+                raise ZssegError(
+                    f"cannot load backbone weights '{source}': {str(error).strip().splitlines()[0]}; offline, download "
+                    f"them where the hub is reachable (`hf download {source} --local-dir backbone`) and pass "
+                    "--backbone-weights backbone, or --backbone-weights none to start from random weights"
+                ) from None
+        config = pretrained.config
+        if list(config.depths) != list(self.spec.depths) or list(config.hidden_sizes) != list(self.spec.widths):
+            raise ZssegError(
+                f"backbone weights '{source}' are a ResNet with depths {list(config.depths)} and widths "
+                f"{list(config.hidden_sizes)}, not the configured {list(self.spec.depths)} / {list(self.spec.widths)}"
+            )
+        self.body.load_state_dict(pretrained.state_dict())
+
+
+class ClipFeatures(nn.Module):
+    """CLIP's ViT image tower as a backbone: the patch tokens of four evenly spaced layers,
+    resampled to strides 4, 8, 16 and 32 (a simple feature pyramid over one-scale ViT features)."""
+
+    def __init__(self, vision_config: dict):
+        super().__init__()
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        config = CLIPVisionConfig.from_dict(vision_config)
+        self.body = CLIPVisionModel(config)
+        self.patch = config.patch_size
+        depth = config.num_hidden_layers
+        self.taps = [max(1, depth * (i + 1) // 4) for i in range(4)]
+        self.channels = (config.hidden_size,) * 4
+        self.mean, self.std = CLIP_MEAN, CLIP_STD
+
+    def forward(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        batch, _, height, width = pixels.shape
+        out = self.body(pixel_values=pixels, output_hidden_states=True, interpolate_pos_encoding=True)
+        grid = (height // self.patch, width // self.patch)
+        maps = []
+        for tap, stride in zip(self.taps, (4, 8, 16, 32)):
+            tokens = out.hidden_states[tap][:, 1:, :]  # drop the class token
+            x = tokens.transpose(1, 2).reshape(batch, -1, *grid)
+            maps.append(F.interpolate(x, size=(height // stride, width // stride), mode="bilinear", align_corners=False))
+        return maps
+
+
+def _conv_norm(in_channels: int, out_channels: int, kernel: int, relu: bool) -> nn.Sequential:
+    layers = [nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False), nn.GroupNorm(32, out_channels)]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class PixelDecoder(nn.Module):
+    """MaskFormer's FPN pixel decoder: top-down path over the four stages, then a 3x3 conv to
+    the per-pixel mask embeddings at stride 4."""
+
+    def __init__(self, in_channels: tuple[int, ...], conv_dim: int, mask_dim: int):
+        super().__init__()
+        self.top = _conv_norm(in_channels[-1], conv_dim, 3, relu=True)
+        self.lateral = nn.ModuleList(_conv_norm(c, conv_dim, 1, relu=False) for c in in_channels[:-1])
+        self.output = nn.ModuleList(_conv_norm(conv_dim, conv_dim, 3, relu=True) for _ in in_channels[:-1])
+        self.mask_features = nn.Conv2d(conv_dim, mask_dim, 3, padding=1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        y = self.top(features[-1])
+        for level in reversed(range(len(features) - 1)):
+            x = self.lateral[level](features[level])
+            y = self.output[level](x + F.interpolate(y, size=x.shape[-2:], mode="nearest"))
+        return self.mask_features(y)
+
+
+def sine_position_embedding(height: int, width: int, dim: int, device: torch.device) -> torch.Tensor:
+    """DETR's normalised 2-D sine embedding, `[H*W, dim]` (dim/2 channels for y, then for x)."""
+    half = dim // 2
+    scale = 2 * math.pi
+    y = (torch.arange(1, height + 1, dtype=torch.float32, device=device) / (height + 1e-6) * scale)[:, None].expand(height, width)
+    x = (torch.arange(1, width + 1, dtype=torch.float32, device=device) / (width + 1e-6) * scale)[None, :].expand(height, width)
+    freqs = 10000 ** (2 * (torch.arange(half, device=device) // 2) / half)
+
+    def encode(coord: torch.Tensor) -> torch.Tensor:
+        angles = coord[..., None] / freqs
+        return torch.stack([angles[..., 0::2].sin(), angles[..., 1::2].cos()], dim=-1).flatten(-2)
+
+    return torch.cat([encode(y), encode(x)], dim=-1).reshape(height * width, 2 * half)
+
+
+class DecoderLayer(nn.Module):
+    """DETR's post-norm decoder layer: self-attention, cross-attention, feed-forward."""
+
+    def __init__(self, dim: int, heads: int, feedforward: int, dropout: float):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(dim, feedforward), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(feedforward, dim))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        q = tgt + query_pos
+        tgt = self.norms[0](tgt + self.dropout(self.self_attn(q, q, tgt, need_weights=False)[0]))
+        attended = self.cross_attn(tgt + query_pos, memory + pos, memory, need_weights=False)[0]
+        tgt = self.norms[1](tgt + self.dropout(attended))
+        return self.norms[2](tgt + self.dropout(self.ffn(tgt)))
+
+
+class MLP(nn.Sequential):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, layers: int):
+        dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+        modules: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            modules.append(nn.Linear(a, b))
+            if i < layers - 1:
+                modules.append(nn.ReLU(inplace=True))
+        super().__init__(*modules)
+
+
+@dataclass
+class LayerOutput:
+    """One decoder layer's predictions for a batch.
+
+    Attributes:
+        class_embeddings: `[B, Q, D]` L2-normalised, in CLIP's joint space.
+        mask_logits: `[B, Q, H/4, W/4]`.
+    """
+
+    class_embeddings: torch.Tensor
+    mask_logits: torch.Tensor
+
+
+class TransformerPredictor(nn.Module):
+    def __init__(self, config: ModelConfig, in_channels: int):
+        super().__init__()
+        dim = config.hidden_dim
+        self.input_proj = nn.Conv2d(in_channels, dim, 1)
+        self.query_embed = nn.Embedding(config.num_queries, dim)
+        self.layers = nn.ModuleList(
+            DecoderLayer(dim, config.heads, config.feedforward_dim, config.dropout) for _ in range(config.decoder_layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.class_embed = nn.Linear(dim, config.embed_dim)
+        self.mask_embed = MLP(dim, dim, config.mask_dim, 3)
+
+    def forward(self, coarse: torch.Tensor, mask_features: torch.Tensor, all_layers: bool) -> list[LayerOutput]:
+        memory = self.input_proj(coarse)
+        batch, dim, height, width = memory.shape
+        memory = memory.flatten(2).transpose(1, 2)  # [B, HW, dim]
+        pos = sine_position_embedding(height, width, dim, memory.device).to(memory.dtype)[None]
+        query_pos = self.query_embed.weight[None].expand(batch, -1, -1)
+        tgt = torch.zeros_like(query_pos)
+        outputs = []
+        for i, layer in enumerate(self.layers):
+            tgt = layer(tgt, memory, pos, query_pos)
+            if all_layers or i == len(self.layers) - 1:
+                outputs.append(self._predict(self.norm(tgt), mask_features))
+        return outputs
+
+    def _predict(self, hidden: torch.Tensor, mask_features: torch.Tensor) -> LayerOutput:
+        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(hidden), mask_features)
+        return LayerOutput(F.normalize(self.class_embed(hidden), dim=-1), masks)
+
+
+class MaskFormer(nn.Module):
+    """The proposal network. `forward` takes `[B, 3, H, W]` pixels in [0, 255] with H and W
+    multiples of 32 and returns one `LayerOutput` per decoder layer (only the last unless
+    `all_layers`)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        if config.backbone == "clip":
+            if not config.clip_vision:
+                raise ZssegError("the 'clip' backbone needs the CLIP vision config (clip_vision)")
+            self.backbone: nn.Module = ClipFeatures(config.clip_vision)
+        else:
+            self.backbone = ResNetFeatures(config.backbone)
+        self.pixel_decoder = PixelDecoder(self.backbone.channels, config.conv_dim, config.mask_dim)
+        self.predictor = TransformerPredictor(config, self.backbone.channels[-1])
+        self.void_embedding = nn.Parameter(torch.randn(config.embed_dim))
+        self.register_buffer("pixel_mean", torch.tensor(self.backbone.mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(self.backbone.std).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def forward(self, images: torch.Tensor, all_layers: bool = False) -> list[LayerOutput]:
+        if images.shape[-1] % SIZE_DIVISIBILITY or images.shape[-2] % SIZE_DIVISIBILITY:
+            raise ZssegError(f"MaskFormer input sides must be multiples of {SIZE_DIVISIBILITY}, got {tuple(images.shape[-2:])}")
+        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        mask_features = self.pixel_decoder(features)
+        return self.predictor(features[-1], mask_features, all_layers)
+
+    def class_logits(self, class_embeddings: torch.Tensor, text: VocabularyEmbedding) -> torch.Tensor:
+        """`[..., C + 1]` logits: 100 x cosine with the text embeddings of each class (the best
+        of its synonyms), then with the learned "no object" embedding (last column)."""
+        flat = class_embeddings.reshape(-1, class_embeddings.shape[-1])
+        features = text.features.to(flat)
+        if features.shape[0] == text.num_classes:  # one embedding per class: a plain product
+            classes = TEMPERATURE * flat @ features.T
+        else:
+            classes = VocabularyEmbedding(features, text.synonym_class, text.num_classes).class_logits(flat, TEMPERATURE)
+        void = TEMPERATURE * flat @ F.normalize(self.void_embedding, dim=0)
+        return torch.cat([classes, void[:, None]], dim=1).reshape(*class_embeddings.shape[:-1], text.num_classes + 1)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters split by optimiser treatment: backbone or head, with or without weight decay."""
+        groups: dict[str, list[nn.Parameter]] = {"backbone": [], "backbone_no_decay": [], "head": [], "head_no_decay": []}
+        no_decay_types = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.Embedding)
+        for module_name, module in self.named_modules():
+            for name, param in module.named_parameters(recurse=False):
+                if not param.requires_grad:
+                    continue
+                part = "backbone" if module_name.startswith("backbone") else "head"
+                no_decay = isinstance(module, no_decay_types) or "embedding" in name or module_name.endswith("norm")
+                groups[part + ("_no_decay" if no_decay else "")].append(param)
+        return groups
+
+
+def build_model(config: ModelConfig, seed: int | None = None) -> MaskFormer:
+    """A randomly initialised network (deterministic for a given seed)."""
+    if seed is None:
+        return MaskFormer(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MaskFormer(config)
