@@ -6,10 +6,10 @@
 
 The network sees the image with its shorter side at the training config's `test_size` (the
 longer side at most `max_size`), padded to a multiple of 32. Its masks are the queries' sigmoid
-mask probabilities. As class-agnostic proposals (`generate`, used by the oracle), each mask is
-weighted by its query's objectness, 1 - p(no object) under the training classes (as MaskFormer's
-semantic inference weighs them), and the masks are ordered by it. A query the network calls "no
-object" thus has a faint mask, which binarising at 0.5 drops.
+mask probabilities. As class-agnostic proposals (`generate`, which the oracle uses) they are
+ordered by objectness, 1 - p(no object) under the training classes, and the first
+`max_proposals` are kept. In the ensemble (`Segmenter`) every query's mask takes part, weighted
+by its class probabilities, which leave out p(no object), as in the reference code.
 """
 
 from __future__ import annotations
@@ -89,4 +89,4 @@ class MaskFormerProposals(ProposalGenerator):
         masks, embeddings = self.predict(image)
         objectness = self.class_probs(embeddings, self.trained.train_text).sum(dim=1)
         order = objectness.argsort(descending=True, stable=True)[: self.max_proposals]
-        return (masks[order] * objectness[order, None, None]).contiguous()
+        return masks[order].contiguous()

@@ -1,0 +1,19 @@
+"""Save a small random CLIP with CLIP's real tokenizer, as a checkpoint folder (no hub needed).
+
+    python benchmarks/tiny_clip.py /tmp/tclip
+
+Its text embeddings differ per class name but carry no meaning: enough to train and time the
+proposal network (whose oracle score never reads the class head), not to measure accuracy.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from conftest import save_tiny_clip  # noqa: E402
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    print(save_tiny_clip(Path(sys.argv[1])))
