@@ -273,6 +273,13 @@ def test_resume_refuses_a_different_run_and_a_damaged_checkpoint(clip_dir, tmp_p
     assert first.returncode == 0, first.stderr
     other = run(cli_train(tmp_path, clip_dir, "--max-iters", "2", "--seed", "5"))
     assert other.returncode == 2 and "holds checkpoints of a different run" in other.stderr
+    shorter = run(cli_train(tmp_path, clip_dir, "--max-iters", "1"))
+    assert shorter.returncode == 0, shorter.stderr  # already done: writes the final weights again
+    state = torch.load(tmp_path / "checkpoint-0000001.pt", weights_only=True)
+    torch.save({**state, "step": 2}, tmp_path / "checkpoint-0000002.pt")  # as left by a longer run
+    past = run(cli_train(tmp_path, clip_dir, "--max-iters", "1"))
+    assert past.returncode == 2 and "past --max-iters 1" in past.stderr
+    (tmp_path / "checkpoint-0000002.pt").unlink()
     (tmp_path / "checkpoint-0000001.pt").write_bytes(b"not a checkpoint")
     damaged = run(cli_train(tmp_path, clip_dir, "--max-iters", "2"))
     assert damaged.returncode == 2 and "cannot read checkpoint" in damaged.stderr and "Traceback" not in damaged.stderr

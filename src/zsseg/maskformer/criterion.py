@@ -33,6 +33,9 @@ class Target:
     masks: torch.Tensor
     valid: torch.Tensor
 
+    def to(self, device: torch.device) -> "Target":
+        return Target(self.classes.to(device), self.masks.to(device), self.valid.to(device))
+
 
 def focal_cost(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """`[Q, N]` mean sigmoid focal loss of each prediction `[Q, P]` against each target `[N, P]`,

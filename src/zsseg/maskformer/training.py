@@ -235,8 +235,10 @@ def train_proposals(
                 f"the checkpoint in {output_dir} was written by {len(resume['rng'])} process(es); "
                 f"resume with the same number, not {context.world_size}"
             )
-        model.load_state_dict(resume["model"])
         start = int(resume["step"])
+        if start > train.max_iters:
+            raise ZssegError(f"{output_dir} already holds a checkpoint at step {start}, past --max-iters {train.max_iters}")
+        model.load_state_dict(resume["model"])
     if backbone_weights is not None:
         freeze_batch_norm(model.backbone)
     model.to(device)
@@ -269,7 +271,7 @@ def train_proposals(
         positions = [step * train.batch_size + j for j in context.shard(train.batch_size)]
         images, targets = samples.batch(positions)
         images = images.to(device)
-        targets = [type(t)(t.classes.to(device), t.masks.to(device), t.valid.to(device)) for t in targets]
+        targets = [t.to(device) for t in targets]
         num_masks = context.sum(torch.tensor([float(sum(len(t.classes) for t in targets))], dtype=torch.float64))
         num_masks = max(float(num_masks) / context.world_size, 1.0)
 
