@@ -293,6 +293,7 @@ def _train(args: argparse.Namespace) -> int:
     from .clip import load_clip
     from .distributed import init_distributed, shutdown_distributed
     from .maskformer.config import RESNETS, named_config
+    from .evaluation import unseen_classes
     from .maskformer.training import train_proposals
 
     config = named_config(args.config)
@@ -308,8 +309,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         weights = None if args.backbone_weights.lower() == "none" else args.backbone_weights
     dataset = load_dataset(args.dataset, args.data_root, args.split)
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        raise ZssegError(f"--output-dir {args.output_dir} exists and is not a folder")
+    unseen_classes(dataset, args.protocol)  # before CLIP loads: a protocol the dataset lacks
     _prepare_output(args.output_dir)
     context = init_distributed(args.device)
     try:

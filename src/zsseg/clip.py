@@ -98,12 +98,24 @@ class ClipModel:
         return F.normalize(self.model.visual_projection(pooled).float(), dim=-1)
 
 
+def usable_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device, after checking a tensor can be made there (a clear error
+    for "cuda" on a machine without one, a bad index, a misspelling)."""
+    try:
+        device = torch.device(device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise ZssegError(f"device '{device}' is not usable here: {str(error).splitlines()[0]}") from None
+    return device
+
+
 def _looks_like_path(name: str) -> bool:
     # A hub id is "owner/name"; anything else with a separator is meant as a folder.
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON file's content; a one-line error if it cannot be read or parsed."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -116,7 +128,7 @@ def _check_folder(folder: Path) -> None:
     config = folder / "config.json"
     if not config.is_file():
         raise ZssegError(f"{folder} is not a CLIP checkpoint folder: it has no config.json")
-    model_type = _read_json(config).get("model_type")
+    model_type = read_json(config).get("model_type")
     if model_type != "clip":
         raise ZssegError(f"{folder} holds a '{model_type}' model, not CLIP (config.json model_type must be 'clip')")
     if not any((folder / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
@@ -135,7 +147,7 @@ def _preprocessing(source: str, local_only: bool) -> tuple[tuple, tuple]:
         except Exception:  # an optional file: fall back to CLIP's constants
             path = None
     if path is not None and path.is_file():
-        config = _read_json(path)
+        config = read_json(path)
         mean, std = config.get("image_mean"), config.get("image_std")
         if isinstance(mean, list) and isinstance(std, list) and len(mean) == 3 and len(std) == 3:
             return tuple(float(x) for x in mean), tuple(float(x) for x in std)
@@ -179,11 +191,7 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
 
     if dtype not in DTYPES:
         raise ZssegError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
-    try:
-        device = torch.device(device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as error:
-        raise ZssegError(f"device '{device}' is not usable here: {str(error).splitlines()[0]}") from None
+    device = usable_device(device)
 
     name = str(name_or_path)
     folder = Path(name).expanduser()

@@ -150,11 +150,7 @@ class Segmenter:
         else:
             masks = self.proposals.generate(small, ground_truth)  # generators that need none ignore it
             lap("proposals")
-            crops, keep = self.classifier.crops(image_tensor(small), masks)
-            lap("crops")
-            features = self.classifier.encode_crops(crops)
-            lap("image_encoding")
-            probs, _ = self.classifier.scores(features, text)
+            probs, keep = self._clip_probs(small, masks, text, lap)
             masks = masks[keep]
         scores = assemble(masks, probs)
         labels = assemble_labels(masks, probs, size=full.shape[:2])
@@ -168,6 +164,14 @@ class Segmenter:
             timings=timings,
         )
 
+    def _clip_probs(self, image: np.ndarray, masks: torch.Tensor, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 1: `[K', C]` CLIP probabilities of the masks non-empty at 0.5, and `[K]` which."""
+        crops, keep = self.classifier.crops(image_tensor(image), masks)
+        lap("crops")
+        features = self.classifier.encode_crops(crops)
+        lap("image_encoding")
+        return self.classifier.scores(features, text)[0], keep
+
     def _ensemble(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks `[Q, h, w]` of a proposal network and the ensemble of its class probabilities
         with CLIP's (the reference code's): a query whose binarised mask is empty keeps the
@@ -176,12 +180,9 @@ class Segmenter:
         masks, embeddings = proposals.predict(image)
         network = proposals.class_probs(embeddings, self.proposal_prompts.encode_vocabulary(vocabulary))
         lap("proposals")
-        crops, keep = self.classifier.crops(image_tensor(image), masks)
-        lap("crops")
-        features = self.classifier.encode_crops(crops)
-        lap("image_encoding")
         clip_probs = torch.ones_like(network)
-        clip_probs[keep] = self.classifier.scores(features, text)[0]
+        probs, keep = self._clip_probs(image, masks, text, lap)
+        clip_probs[keep] = probs
         seen = proposals.seen_classes(vocabulary)[None]
         lam = self.ensemble_weight
         probs = torch.where(
@@ -206,7 +207,7 @@ def proposal_text_encoder(proposals: MaskFormerProposals, clip: ClipModel, defau
     stored = proposals.trained.train_text
     probe = min(4, stored.num_classes)
     rows = [int(i) for i in range(stored.features.shape[0]) if int(stored.synonym_class[0, i]) < probe]
-    names = [s for cls in proposals.trained.class_names[:probe] for s in (n.strip() for n in cls.split(","))]
+    names = [name for synonyms in proposals.trained.vocabulary.classes[:probe] for name in synonyms]
     if len(names) == len(rows):
         fresh = encoder.encode_names(names)
         similarity = float((fresh * stored.features[rows].to(fresh)).sum(dim=1).min())

@@ -268,7 +268,7 @@ class MaskFormer(nn.Module):
                 if not param.requires_grad:
                     continue
                 part = "backbone" if module_name.startswith("backbone") else "head"
-                no_decay = isinstance(module, no_decay_types) or "embedding" in name or module_name.endswith("norm")
+                no_decay = isinstance(module, no_decay_types) or "embedding" in name
                 groups[part + ("_no_decay" if no_decay else "")].append(param)
         return groups
 

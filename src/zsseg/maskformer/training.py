@@ -31,6 +31,7 @@ from ..clip import ClipModel
 from ..datasets import SegmentationDataset
 from ..distributed import Distributed
 from ..errors import ZssegError
+from ..evaluation import unseen_classes
 from ..prompts import PromptEncoder, VocabularyEmbedding
 from ..vocabulary import Vocabulary
 from ..writers import write_atomically
@@ -56,13 +57,8 @@ class TrainingResult:
 
 def training_classes(dataset: SegmentationDataset, protocol: str) -> list[int]:
     """Dataset class indices learned under `protocol`: the seen classes (zero-shot) or all."""
-    if protocol == "cross-dataset":
-        return list(range(dataset.num_classes))
-    if protocol != "zero-shot":
-        raise ZssegError(f"unknown protocol '{protocol}'; choose cross-dataset or zero-shot")
-    if not dataset.unseen:
-        raise ZssegError(f"the zero-shot protocol has seen/unseen splits for coco-stuff and voc-20, not {dataset.name}")
-    return [i for i in range(dataset.num_classes) if i not in set(dataset.unseen)]
+    unseen = set(unseen_classes(dataset, protocol) or ())
+    return [i for i in range(dataset.num_classes) if i not in unseen]
 
 
 def poly_factor(step: int, max_iters: int, power: float) -> float:
@@ -138,8 +134,8 @@ def _load_checkpoint(path: Path) -> dict:
         raise ZssegError(f"cannot read checkpoint {path}: {str(error).strip().splitlines()[0]}; delete it to resume from the one before") from None
 
 
-def _gather_rng_states(context: Distributed) -> list[torch.Tensor]:
-    state = torch.get_rng_state()
+def _gather(context: Distributed, state: torch.Tensor) -> list[torch.Tensor]:
+    """Every process's `state` (an RNG state), in rank order."""
     if not context.enabled:
         return [state]
     states: list = [None] * context.world_size
@@ -239,9 +235,9 @@ def train_proposals(
         if start > train.max_iters:
             raise ZssegError(f"{output_dir} already holds a checkpoint at step {start}, past --max-iters {train.max_iters}")
         model.load_state_dict(resume["model"])
+    model.to(device).train()
     if backbone_weights is not None:
-        freeze_batch_norm(model.backbone)
-    model.to(device)
+        freeze_batch_norm(model.backbone)  # before the optimiser: frozen parameters stay out of it
     optimizer, scheduler = build_optimizer(model, train)
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
@@ -255,9 +251,6 @@ def train_proposals(
     ddp: nn.Module = model
     if context.enabled:
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    model.train()
-    if backbone_weights is not None:
-        freeze_batch_norm(model.backbone)
 
     samples = TrainingSamples(dataset, class_indices, Augmentation(train.crop_size, train.min_scale, train.max_scale, train.flip), train.seed)
     log_path = output_dir / LOG_NAME
@@ -308,10 +301,8 @@ def train_proposals(
                     log.write(json.dumps(last_log) + "\n")
                 bar.set_postfix(loss=f"{values['loss']:.3f}", ce=f"{values['ce']:.3f}", dice=f"{values['dice']:.3f}")
         if done % train.checkpoint_every == 0 or done == train.max_iters:
-            rng = _gather_rng_states(context)
-            cuda_rng = None
-            if device.type == "cuda":
-                cuda_rng = _gather_cuda_rng(context, device)
+            rng = _gather(context, torch.get_rng_state())
+            cuda_rng = _gather(context, torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
             if context.is_main:
                 _save_checkpoint(output_dir, {
                     "step": done,
@@ -351,19 +342,6 @@ def _head_lr(optimizer: torch.optim.Optimizer) -> float:
     return next(g["lr"] for g in optimizer.param_groups if g["name"].startswith("head"))
 
 
-def _gather_cuda_rng(context: Distributed, device: torch.device) -> list[torch.Tensor]:
-    state = torch.cuda.get_rng_state(device)
-    if not context.enabled:
-        return [state]
-    states: list = [None] * context.world_size
-    dist.all_gather_object(states, state)
-    return states
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    found = _checkpoints(output_dir)
-    return found[-1][1] if found else None
-
 
 __all__ = [
     "CONFIG_NAME",
@@ -371,7 +349,6 @@ __all__ = [
     "TrainingResult",
     "WEIGHTS_NAME",
     "build_optimizer",
-    "latest_checkpoint",
     "train_proposals",
     "training_classes",
 ]

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import torch
 
+from ..clip import read_json
 from ..errors import ZssegError
 from ..prompts import VocabularyEmbedding
+from ..vocabulary import Vocabulary
 from ..writers import write_atomically
 from .config import ModelConfig, model_config_from_dict
 from .model import MaskFormer
@@ -41,6 +43,11 @@ class TrainedProposals:
     train_text: VocabularyEmbedding
     class_names: list[str]
     info: dict
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """The training classes, with their synonyms."""
+        return Vocabulary.from_names(self.class_names)
 
     @property
     def test_size(self) -> int:
@@ -95,10 +102,7 @@ def load_proposals(path: str | Path, device: str | torch.device = "cpu") -> Trai
     from safetensors.torch import load_file
 
     weights, config_path = resolve_weights(path)
-    try:
-        info = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ZssegError(f"cannot read {config_path}: {error}") from None
+    info = read_json(config_path)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ZssegError(f"{config_path} is not a zsseg proposal-network config (format {FORMAT})")
     try:

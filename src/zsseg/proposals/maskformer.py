@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..clip import usable_device
 from ..errors import ZssegError
 from ..prompts import VocabularyEmbedding
 from ..vocabulary import Vocabulary
@@ -30,8 +31,6 @@ class MaskFormerProposals(ProposalGenerator):
     """Mask proposals, and class probabilities for any vocabulary, from a trained network."""
 
     name = "maskformer"
-    #: Segmenter ensembles this generator's own class probabilities with CLIP's.
-    classifies = True
 
     def __init__(self, weights: str | Path | None = None, max_proposals: int = 100, device: str = "cpu", duplicate_iou: float = 1.0):
         super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
@@ -39,15 +38,11 @@ class MaskFormerProposals(ProposalGenerator):
             raise ZssegError("the maskformer proposals need trained weights (--proposal-weights OUT from `zsseg train proposals`)")
         from ..maskformer.weights import load_proposals
 
-        try:
-            torch.empty(0, device=device)
-        except (RuntimeError, AssertionError) as error:
-            raise ZssegError(f"device '{device}' is not usable here: {str(error).splitlines()[0]}") from None
-        self.trained = load_proposals(weights, device)
+        self.device = usable_device(device)
+        self.trained = load_proposals(weights, self.device)
         self.model = self.trained.model
-        self.device = torch.device(device)
         self.test_size = self.trained.test_size
-        self._seen_names = {name.strip().lower() for names in self.trained.class_names for name in names.split(",")}
+        self._seen_names = {name.lower() for synonyms in self.trained.vocabulary.classes for name in synonyms}
 
     @property
     def embed_dim(self) -> int:
@@ -83,7 +78,7 @@ class MaskFormerProposals(ProposalGenerator):
 
     def seen_classes(self, vocabulary: Vocabulary) -> torch.Tensor:
         """`[C]` bool: classes of `vocabulary` that the network was trained on (any synonym)."""
-        return torch.tensor([any(n.strip().lower() in self._seen_names for n in cls) for cls in vocabulary.classes])
+        return torch.tensor([any(n.lower() in self._seen_names for n in cls) for cls in vocabulary.classes])
 
     def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
         masks, embeddings = self.predict(image)
