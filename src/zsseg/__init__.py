@@ -12,9 +12,8 @@ from .prompts import TEMPLATE_SETS, PromptEncoder
 from .proposals import GENERATORS, ProposalGenerator, build_proposal_generator
 from .region_classification import RegionClassifier, RegionScores, crop_regions
 from .segmenter import SegmentationResult, Segmenter
+from .version import __version__
 from .vocabulary import PRESETS, Vocabulary
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_CLIP",
@@ -31,6 +30,7 @@ __all__ = [
     "Segmenter",
     "Vocabulary",
     "ZssegError",
+    "__version__",
     "assemble",
     "assemble_labels",
     "build_proposal_generator",

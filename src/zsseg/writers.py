@@ -2,6 +2,11 @@
 
 Every file is written to a temporary name in the target folder and renamed into place, so an
 interrupted run never leaves a half-written output.
+
+Every file zsseg writes says so: PNGs carry a "Software: zsseg VERSION" text chunk and JSON
+files a top-level "software" field. `written_by_zsseg` reads that mark, and `check_target`
+uses it so that zsseg replaces only files it wrote itself (or any file, if told to overwrite),
+and never one of its own inputs.
 """
 
 from __future__ import annotations
@@ -14,8 +19,14 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, PngImagePlugin
 from pycocotools import mask as mask_utils
+
+from .errors import ZssegError
+from .fonts import legend_font
+from .version import __version__
+
+SOFTWARE = f"zsseg {__version__}"
 
 UNLABELED_PNG_8 = 255  # label-PNG value of unlabelled pixels for vocabularies of <= 255 classes
 UNLABELED_PNG_16 = 65535  # for larger vocabularies, written as 16-bit grayscale
@@ -55,21 +66,20 @@ def overlay_image(image: np.ndarray, labels: np.ndarray, class_names: list[str],
 
     present = [int(i) for i in np.unique(labels) if i >= 0]
     font_size = max(12, min(28, image.shape[0] // 40))
-    font = ImageFont.load_default(size=font_size)
     row, pad = font_size + 8, 8
-    names = [(i, _short(class_names[i])) for i in present]
+    names = [(i, *legend_font(_short(class_names[i]), font_size)) for i in present]  # (index, font, text)
     draw = ImageDraw.Draw(base)
-    text_width = max((draw.textlength(n, font=font) for _, n in names), default=0)
+    text_width = max((draw.textlength(text, font=font) for _, font, text in names), default=0)
     width = int(text_width + row + 3 * pad)
     height = max(image.shape[0], pad * 2 + row * len(names))
     canvas = Image.new("RGB", (image.shape[1] + width, height), (255, 255, 255))
     canvas.paste(base, (0, 0))
     draw = ImageDraw.Draw(canvas)
     x = image.shape[1] + pad
-    for k, (i, name) in enumerate(names):
+    for k, (i, font, text) in enumerate(names):
         y = pad + k * row
         draw.rectangle([x, y, x + row - 6, y + row - 6], fill=tuple(int(c) for c in colours[i]), outline=(0, 0, 0))
-        draw.text((x + row + pad // 2, y), name, fill=(0, 0, 0), font=font)
+        draw.text((x + row + pad // 2, y), text, fill=(0, 0, 0), font=font)
     return canvas
 
 
@@ -95,6 +105,7 @@ def record(labels: np.ndarray, class_names: list[str], source: str) -> dict:
             }
         )
     return {
+        "software": SOFTWARE,
         "image": source,
         "height": int(height),
         "width": int(width),
@@ -105,27 +116,78 @@ def record(labels: np.ndarray, class_names: list[str], source: str) -> dict:
 
 
 def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarray, class_names: list[str], source: str) -> list[Path]:
-    """Write STEM.png, STEM_overlay.png and STEM.json into `out_dir`, all or none."""
+    """Write STEM.png, STEM_overlay.png and STEM.json into `out_dir` (created if missing), all
+    or none."""
     targets = output_paths(out_dir, stem)
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(
         targets,
         [
-            lambda f: label_image(labels, len(class_names)).save(f, format="PNG"),
-            lambda f: overlay_image(image, labels, class_names).save(f, format="PNG"),
-            lambda f: f.write(json.dumps(record(labels, class_names, source), indent=1).encode("utf-8")),
+            lambda f: _save_png(label_image(labels, len(class_names)), f),
+            lambda f: _save_png(overlay_image(image, labels, class_names), f),
+            lambda f: f.write(_json_bytes(record(labels, class_names, source))),
         ],
     )
     return targets
 
 
 def write_label_png(path: Path, labels: np.ndarray, num_classes: int) -> None:
-    """One label PNG (see `label_image`), written atomically."""
-    write_atomically([path], [lambda f: label_image(labels, num_classes).save(f, format="PNG")])
+    """One label PNG (see `label_image`), written atomically; its folder is created if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically([path], [lambda f: _save_png(label_image(labels, num_classes), f)])
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Indented JSON, written atomically."""
-    write_atomically([path], [lambda f: f.write((json.dumps(data, indent=1) + "\n").encode("utf-8"))])
+    """Indented UTF-8 JSON (names stay readable, not \\u escapes) with zsseg's mark, atomically."""
+    write_atomically([path], [lambda f: f.write(_json_bytes({"software": SOFTWARE, **data}))])
+
+
+def _json_bytes(data: dict) -> bytes:
+    return (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _save_png(image: Image.Image, f: BinaryIO) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", SOFTWARE)
+    image.save(f, format="PNG", pnginfo=info)
+
+
+def written_by_zsseg(path: Path) -> bool:
+    """Whether `path` is a file that zsseg wrote: a PNG with zsseg's Software text chunk, a
+    JSON object with zsseg's "software" field, a training log (JSON lines with a "step"), or
+    proposal weights in zsseg's safetensors format. Only a PNG's header is read, not its pixels."""
+    try:
+        if path.suffix.lower() == ".png":
+            with Image.open(path) as image:
+                return str(image.info.get("Software", "")).startswith("zsseg")
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(data, dict) and str(data.get("software", "")).startswith("zsseg")
+        if path.suffix.lower() == ".jsonl":  # a training log: JSON records, each with its step
+            with path.open(encoding="utf-8") as f:
+                first = json.loads(f.readline() or "null")
+            return isinstance(first, dict) and "step" in first
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                return str((f.metadata() or {}).get("format", "")).startswith("zsseg")
+    except (OSError, ValueError, SyntaxError, RuntimeError):
+        return False
+    return False
+
+
+def check_target(path: Path, inputs: frozenset[Path] = frozenset(), overwrite: bool = False,
+                 advice: str = "choose another output folder, or pass --overwrite to replace files zsseg did not write") -> None:
+    """Refuse to write `path` if it is one of `inputs` (resolved paths; never, even with
+    `overwrite`), a folder, or an existing file that zsseg did not write (unless `overwrite`).
+    `advice` ends the message: what the user can do instead."""
+    if path.resolve() in inputs:
+        raise ZssegError(f"{path} is one of the inputs and would be overwritten by an output; choose another output folder")
+    if path.is_dir():
+        raise ZssegError(f"{path} is a folder where zsseg would write a file; {advice}")
+    if path.exists() and not overwrite and not written_by_zsseg(path):
+        raise ZssegError(f"{path} exists and was not written by zsseg, so it is left untouched; {advice}")
 
 
 def write_atomically(targets: list[Path], makers: list[Callable[[BinaryIO], object]]) -> None:

@@ -18,7 +18,7 @@ from ..clip import read_json
 from ..errors import ZssegError
 from ..prompts import VocabularyEmbedding
 from ..vocabulary import Vocabulary
-from ..writers import write_atomically
+from ..writers import SOFTWARE, write_atomically
 from .config import ModelConfig, model_config_from_dict
 from .model import MaskFormer
 
@@ -67,7 +67,7 @@ def save_proposals(
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors["text.features"] = train_text.features.detach().cpu().float().contiguous()
     tensors["text.synonym_class"] = train_text.synonym_class.reshape(-1).cpu().contiguous()
-    config = {"format": FORMAT, "model": asdict(model.config), "class_names": class_names, **info}
+    config = {"software": SOFTWARE, "format": FORMAT, "model": asdict(model.config), "class_names": class_names, **info}
     targets = [folder / WEIGHTS_NAME, folder / CONFIG_NAME]
     write_atomically(
         targets,
