@@ -13,9 +13,10 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from .clip import DEFAULT_CLIP, DTYPES
-from .datasets import DATASETS, IGNORE, load_dataset
+from .datasets import DATASETS, IGNORE, SegmentationDataset, load_dataset
 from .errors import ZssegError
 from .evaluation import PROTOCOLS
 from .images import IMAGE_EXTENSIONS, read_image
@@ -23,16 +24,50 @@ from .prompts import TEMPLATE_SETS
 from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator
 from .maskformer.config import CONFIGS
 from .segmenter import DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, Segmenter
+from .version import __version__
 from .vocabulary import PRESETS, Vocabulary
-from .writers import output_paths, write_json, write_outputs
+from .writers import check_target, output_paths, write_json, write_outputs
 
 DEFAULT_MAX_PROPOSALS = 100
 USABLE_PROPOSALS = [name for name, cls in GENERATORS.items() if not cls.needs_ground_truth]
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum` (argparse names the flag in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the problem, and where the full usage is."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zsseg", description="Open-vocabulary semantic segmentation with CLIP.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="zsseg", description="Open-vocabulary semantic segmentation with CLIP.")
+    parser.add_argument("--version", action="version", version=f"zsseg {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     segment = commands.add_parser("segment", help="label every pixel of images with your class names")
     segment.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
@@ -41,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     vocab.add_argument("--vocabulary", choices=list(PRESETS), help="a built-in benchmark vocabulary")
     vocab.add_argument("--vocabulary-file", type=Path, help="text file, one class per line, synonyms separated by commas")
     _model_options(segment, USABLE_PROPOSALS)
-    segment.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
+    segment.add_argument("--out", required=True, type=Path,
+                         help="output folder (created when the first output is written); never one of the inputs' own files")
+    segment.add_argument("--overwrite", action="store_true",
+                         help="replace existing files in --out that zsseg did not write (files zsseg wrote are always replaced)")
 
     evaluate = commands.add_parser(
         "eval",
@@ -52,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", required=True, choices=list(DATASETS), help="benchmark (layouts: docs/datasets.md)")
     evaluate.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
     evaluate.add_argument("--split", default="val", help="dataset split (default val)")
-    evaluate.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    evaluate.add_argument("--limit", type=_at_least(1), default=None, help="evaluate the first N images only")
+    evaluate.add_argument("--skip-missing-labels", action="store_true",
+                          help="leave out images whose label map is missing or unreadable, and report how many (default: an error)")
     evaluate.add_argument("--protocol", default="cross-dataset", choices=list(PROTOCOLS),
                           help="cross-dataset, or zero-shot: also mIoU over seen and unseen classes and hIoU (coco-stuff, voc-20, voc-21)")
     evaluate.add_argument("--oracle", action="store_true",
@@ -60,11 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(evaluate, list(GENERATORS))
     evaluate.add_argument("--output", type=Path, default=None, help="write the scores as JSON to this file")
     evaluate.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
-                          help="write each prediction as DIR/IMAGE_NAME.png (class indices; 255 = unlabelled)")
+                          help="write each prediction as DIR/IMAGE_NAME.png (class indices; 255 = unlabelled); DIR may not be "
+                          "inside the dataset's folders, and only files zsseg wrote are replaced")
     evaluate.add_argument("--quiet", action="store_true", help="print only the summary, not the per-class table")
 
     train = commands.add_parser("train", help="train the learned proposal network (MaskFormer with a CLIP-text classifier)")
-    trainers = train.add_subparsers(dest="what", required=True)
+    trainers = train.add_subparsers(dest="what", metavar="WHAT")
     proposals = trainers.add_parser(
         "proposals",
         help="train MaskFormer proposals on a benchmark's training split",
@@ -82,11 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     proposals.add_argument("--backbone-weights", default=None,
                            help="ImageNet weights of the ResNet backbone: hub id or folder (default: the config's, e.g. microsoft/resnet-101); "
                            "'none' for random weights; for the clip backbone, 'none' skips CLIP's image weights")
-    proposals.add_argument("--max-iters", type=int, default=None, help="training steps (default: the config's)")
-    proposals.add_argument("--batch-size", type=int, default=None, help="images per step over all processes (default: the config's)")
-    proposals.add_argument("--crop-size", type=int, default=None, help="square training crop, a multiple of 32 (default: the config's)")
-    proposals.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: the config's)")
-    proposals.add_argument("--log-every", type=int, default=None, help="steps between log lines (default: the config's)")
+    proposals.add_argument("--max-iters", type=_at_least(1), default=None, help="training steps (default: the config's)")
+    proposals.add_argument("--batch-size", type=_at_least(1), default=None, help="images per step over all processes (default: the config's)")
+    proposals.add_argument("--crop-size", type=_at_least(32), default=None, help="square training crop, a multiple of 32 (default: the config's)")
+    proposals.add_argument("--checkpoint-every", type=_at_least(1), default=None, help="steps between checkpoints (default: the config's)")
+    proposals.add_argument("--log-every", type=_at_least(1), default=None, help="steps between log lines (default: the config's)")
     proposals.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     proposals.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
     proposals.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final proposals.safetensors + proposals.json")
@@ -100,21 +141,19 @@ def _parser() -> argparse.ArgumentParser:
 def _model_options(parser: argparse.ArgumentParser, proposals: list[str]) -> None:
     parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
     parser.add_argument("--proposals", default=DEFAULT_PROPOSALS, choices=proposals, help=f"mask proposal generator (default {DEFAULT_PROPOSALS})")
-    parser.add_argument("--max-proposals", type=int, default=None, help="masks per image (default 100; all segments for ground-truth)")
+    parser.add_argument("--max-proposals", type=_at_least(1), default=None, help="masks per image (default 100; all segments for ground-truth)")
     parser.add_argument("--templates", default="imagenet", choices=list(TEMPLATE_SETS), help="prompt templates (default imagenet)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="CLIP precision (default fp32)")
-    parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help=f"longer side images are processed at (default {DEFAULT_MAX_SIZE}); outputs are full size")
-    parser.add_argument("--batch-size", type=int, default=32, help="crops per CLIP forward pass (default 32)")
+    parser.add_argument("--max-size", type=_at_least(32), default=DEFAULT_MAX_SIZE, help=f"longer side images are processed at (default {DEFAULT_MAX_SIZE}); outputs are full size")
+    parser.add_argument("--batch-size", type=_at_least(1), default=32, help="crops per CLIP forward pass (default 32)")
     parser.add_argument("--proposal-weights", type=Path, default=None, metavar="PATH",
                         help="trained proposal network for --proposals maskformer: the --output-dir of `zsseg train proposals` or its proposals.safetensors")
-    parser.add_argument("--ensemble-weight", type=float, default=ENSEMBLE_WEIGHT,
+    parser.add_argument("--ensemble-weight", type=_unit_interval, default=ENSEMBLE_WEIGHT,
                         help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}): seen classes p_net^l * p_clip^(1-l), unseen the reverse")
 
 
 def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerator:
-    if args.max_proposals is not None and args.max_proposals < 1:
-        raise ZssegError("--max-proposals must be at least 1")
     options = {} if args.max_proposals is None else {"max_proposals": args.max_proposals}
     if args.proposals == MaskFormerProposals.name:
         if args.proposal_weights is None:
@@ -130,8 +169,6 @@ def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenera
 
 
 def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerator) -> Segmenter:
-    if args.batch_size < 1:
-        raise ZssegError("--batch-size must be at least 1")
     return Segmenter(
         clip=args.clip,
         proposals=proposals,
@@ -145,40 +182,55 @@ def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerat
 
 
 def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Image files named directly or found (non-recursively) in folders; plus per-input errors."""
-    images, failures = [], []
+    """Image files named directly or found (non-recursively) in folders, each once (by resolved
+    path, in the order given); plus per-input errors."""
+    images: dict[Path, Path] = {}
+    failures = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
                 failures.append(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            images.extend(found)
         elif path.exists():
-            images.append(path)
+            found = [path]
         else:
+            found = []
             failures.append(f"{path}: no such file or folder")
-    return images, failures
+        for image in found:
+            images.setdefault(image.resolve(), image)
+    return list(images.values()), failures
 
 
-def _check_output_names(images: list[Path]) -> None:
+def _check_outputs(images: list[Path], out: Path, overwrite: bool) -> None:
+    """Before any work: no two images write the same file, no output is an input, and no
+    existing file that zsseg did not write is replaced (unless `overwrite`)."""
+    _check_output_folder(out, "--out")
+    inputs = frozenset(image.resolve() for image in images)
     owner: dict[str, Path] = {}
     for image in images:
-        for name in (p.name for p in output_paths(Path("."), image.stem)):
-            if name in owner and owner[name] != image:
-                raise ZssegError(f"{owner[name]} and {image} would both write {name}; rename one or run them separately")
-            owner[name] = image
+        for target in output_paths(out, image.stem):
+            if target.name in owner:
+                raise ZssegError(f"{owner[target.name]} and {image} would both write {target.name}; rename one or run them separately")
+            owner[target.name] = image
+            check_target(target, inputs, overwrite)
 
 
-def _prepare_output(out: Path) -> None:
+def _check_output_folder(folder: Path, flag: str) -> None:
+    """`folder` is a folder, or can be made as one, and is writable. Creates nothing: outputs
+    make their folder when they are written."""
+    if folder.exists() and not folder.is_dir():
+        raise ZssegError(f"{flag} {folder} exists and is not a folder")
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ZssegError(f"{flag} {folder} is not writable: {existing} is a file, not a folder")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
+        with tempfile.TemporaryFile(dir=existing):
             pass
-    except FileExistsError:
-        raise ZssegError(f"output path {out} exists and is not a folder") from None
     except OSError as error:
-        raise ZssegError(f"output folder {out} is not writable: {error.strerror or error}") from None
+        raise ZssegError(f"{flag} {folder} is not writable: {error.strerror or error}") from None
 
 
 def _vocabulary(args: argparse.Namespace) -> Vocabulary:
@@ -194,59 +246,57 @@ def _segment(args: argparse.Namespace) -> int:
 
     vocabulary = _vocabulary(args)
     images, failures = _collect_images(args.inputs)
-    _check_output_names(images)
-    _prepare_output(args.out)
-    written = 0
+    _check_outputs(images, args.out, args.overwrite)
+    inputs = frozenset(image.resolve() for image in images)
+    done = 0
     if images:
         segmenter = _segmenter(args, args.device, _proposal_generator(args, args.device))
         segmenter.prepare(vocabulary)
-        for path in tqdm(images, desc="segmenting", unit="image", disable=None):
-            try:
-                image = read_image(path)
-                result = segmenter.segment(image, vocabulary)
-                write_outputs(args.out, path.stem, image, result.label_map, result.class_names, str(path))
-                written += 1
-            except ZssegError as error:
-                failures.append(str(error))
-            except OSError as error:
-                failures.append(f"{path}: cannot write outputs to {args.out}: {error.strerror or error}")
-    if failures:
-        print(f"zsseg: {len(failures)} input(s) failed:", file=sys.stderr)
-        for failure in failures:
-            print(f"  {failure}", file=sys.stderr)
-        return 1
-    print(f"zsseg: wrote {3 * written} files for {written} image(s) to {args.out}", file=sys.stderr)
-    return 0
+        try:
+            for path in tqdm(images, desc="segmenting", unit="image", disable=None):
+                try:
+                    image = read_image(path)
+                    result = segmenter.segment(image, vocabulary)
+                    for target in output_paths(args.out, path.stem):  # again: a file may have appeared since
+                        check_target(target, inputs, args.overwrite)
+                    write_outputs(args.out, path.stem, image, result.label_map, result.class_names, str(path))
+                    done += 1
+                except ZssegError as error:
+                    failures.append(str(error))
+                except OSError as error:
+                    failures.append(f"{path}: cannot write outputs to {args.out}: {error.strerror or error}")
+        except KeyboardInterrupt:
+            print(f"zsseg: interrupted; {done} of {len(images)} image(s) were segmented, their outputs are in {args.out}", file=sys.stderr)
+            return 130
+    for failure in failures:
+        print(f"zsseg: {failure}", file=sys.stderr)
+    where = f"; outputs in {args.out}" if done else ""
+    print(f"zsseg: {done} image(s) segmented, {len(failures)} failed{where}", file=sys.stderr)
+    return 1 if failures else 0
 
 
-def _prepare_json_output(path: Path) -> None:
-    """Fail before a long evaluation, not after it, if the JSON cannot be written."""
+def _check_json_output(path: Path, flag: str, dataset: SegmentationDataset) -> None:
+    """Fail before a long run, not after it, if the JSON cannot or may not be written."""
     if path.is_dir():
-        raise ZssegError(f"--output {path} is a folder; give a file name such as {path / 'scores.json'}")
+        raise ZssegError(f"{flag} {path} is a folder; give a file name such as {path / 'scores.json'}")
     if not path.parent.is_dir():
-        raise ZssegError(f"--output folder {path.parent} does not exist")
-    try:
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as error:
-        raise ZssegError(f"--output folder {path.parent} is not writable: {error.strerror or error}") from None
+        raise ZssegError(f"{flag} folder {path.parent} does not exist")
+    dataset.check_outside(path, flag)
+    _check_output_folder(path.parent, flag)
+    check_target(path, advice=f"give another {flag} file")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from . import __version__
     from .distributed import init_distributed, shutdown_distributed
-    from .evaluation import ClipPredictor, OraclePredictor, evaluate, unseen_classes
+    from .evaluation import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate, unseen_classes
 
-    if args.max_size is not None and args.max_size < 32:
-        raise ZssegError("--max-size must be at least 32")
-    dataset = load_dataset(args.dataset, args.data_root, args.split)
+    dataset = load_dataset(args.dataset, args.data_root, args.split, skip_missing_labels=args.skip_missing_labels)
     unseen_classes(dataset, args.protocol)
-    if args.limit is not None and args.limit < 1:
-        raise ZssegError("--limit must be at least 1")
     if args.output is not None:
-        _prepare_json_output(args.output)
+        _check_json_output(args.output, "--output", dataset)
     if args.save_predictions is not None:
-        _prepare_output(args.save_predictions)
+        _check_output_folder(args.save_predictions, "--save-predictions")
+        check_prediction_folder(dataset, args.save_predictions, args.limit)
     context = init_distributed(args.device)
     try:
         generator = _proposal_generator(args, context.device)
@@ -275,6 +325,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             context=context,
             save_predictions=args.save_predictions,
             settings=settings,
+            skip_unreadable_labels=args.skip_missing_labels,
         )
     finally:
         shutdown_distributed()
@@ -282,6 +333,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         text = report.table()
         print("\n".join(text.splitlines()[-2:]) if args.quiet else text)
         if args.output is not None:
+            check_target(args.output, advice="give another --output file")
             write_json(args.output, report.as_dict())
             print(f"zsseg: wrote {args.output}", file=sys.stderr)
     return 0
@@ -294,7 +346,7 @@ def _train(args: argparse.Namespace) -> int:
     from .distributed import init_distributed, shutdown_distributed
     from .maskformer.config import RESNETS, named_config
     from .evaluation import unseen_classes
-    from .maskformer.training import train_proposals
+    from .maskformer.training import check_output_dir, train_proposals
 
     config = named_config(args.config)
     overrides = {
@@ -310,7 +362,9 @@ def _train(args: argparse.Namespace) -> int:
         weights = None if args.backbone_weights.lower() == "none" else args.backbone_weights
     dataset = load_dataset(args.dataset, args.data_root, args.split)
     unseen_classes(dataset, args.protocol)  # before CLIP loads: a protocol the dataset lacks
-    _prepare_output(args.output_dir)
+    dataset.check_outside(args.output_dir, "--output-dir")
+    _check_output_folder(args.output_dir, "--output-dir")
+    check_output_dir(args.output_dir)
     context = init_distributed(args.device)
     try:
         clip = load_clip(args.clip, device=context.device)
@@ -324,27 +378,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "vocabularies":
+        for name, description in PRESETS.items():
+            print(f"{name:20s} {len(Vocabulary.preset(name)):4d} classes  {description}")
+        return 0
+    if args.command == "datasets":
+        for name, spec in DATASETS.items():
+            zero_shot = f", zero-shot {len(spec.unseen)} unseen" if spec.unseen else ""
+            print(f"{name:20s} splits {'/'.join(spec.splits):18s} {spec.description}{zero_shot}")
+        return 0
+    if args.command == "configs":
+        for name, config in CONFIGS.items():
+            print(f"{name:14s} {config.description}")
+        return 0
+    if args.command == "eval":
+        return _evaluate(args)
+    if args.command == "train":
+        return _train(args)
+    return _segment(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command is None:
+        print("zsseg: error: give a command: segment, eval, train, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
+        return 2
+    if args.command == "train" and args.what is None:
+        print("zsseg train: error: say what to train: `zsseg train proposals ...` (see `zsseg train proposals --help`)", file=sys.stderr)
+        return 2
     try:
-        if args.command == "vocabularies":
-            for name, description in PRESETS.items():
-                print(f"{name:20s} {len(Vocabulary.preset(name)):4d} classes  {description}")
-            return 0
-        if args.command == "datasets":
-            for name, spec in DATASETS.items():
-                zero_shot = f", zero-shot {len(spec.unseen)} unseen" if spec.unseen else ""
-                print(f"{name:20s} splits {'/'.join(spec.splits):18s} {spec.description}{zero_shot}")
-            return 0
-        if args.command == "configs":
-            for name, config in CONFIGS.items():
-                print(f"{name:14s} {config.description}")
-            return 0
-        if args.command == "eval":
-            return _evaluate(args)
-        if args.command == "train":
-            return _train(args)
-        return _segment(args)
+        status = _run(args)
+        sys.stdout.flush()  # here, so that a closed pipe is noticed below and not at exit
+        return status
     except ZssegError as error:
         rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
         print(f"zsseg: error{f' (process {rank})' if rank else ''}: {error}", file=sys.stderr)
@@ -352,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zsseg: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of the output has gone (`zsseg vocabularies | head -1`): stop quietly, as
+        # Unix tools do. Point stdout at /dev/null so that the final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status of a tool that the signal stopped
 
 
 if __name__ == "__main__":

@@ -94,12 +94,15 @@ class DatasetSpec(ABC):
 
 
 class _FolderPairs(DatasetSpec):
-    """Images in one folder and label maps in another, paired by file stem."""
+    """Images in one folder and label maps in another, paired by file stem. The split is every
+    image of the image folder (a missing label map is then noticed), or, where that folder
+    holds other splits too, every label map of the label folder (`split_by_labels`)."""
 
     image_dirs: dict[str, str] = {}
     label_dirs: dict[str, str] = {}
     label_suffix = ".png"
     image_suffix = ".jpg"
+    split_by_labels = False
 
     def layout(self, root: Path, split: str) -> str:
         return (
@@ -109,12 +112,16 @@ class _FolderPairs(DatasetSpec):
 
     def samples(self, root: Path, split: str) -> list[Sample]:
         image_dir, label_dir = root / self.image_dirs[split], root / self.label_dirs[split]
-        labels = _files(label_dir, self.label_suffix)
-        if not image_dir.is_dir():
-            raise FileNotFoundError(image_dir)
+        labels = {p.stem: p for p in _files(label_dir, {self.label_suffix})}
+        if self.split_by_labels:
+            if not image_dir.is_dir():
+                raise FileNotFoundError(image_dir)
+            images = {stem: _image_for(image_dir, stem, self.image_suffix) or image_dir / f"{stem}{self.image_suffix}" for stem in labels}
+        else:
+            images = {p.stem: p for p in _files(image_dir, IMAGE_EXTENSIONS)}
         return [
-            Sample(label.stem, _image_for(image_dir, label.stem, self.image_suffix) or image_dir / f"{label.stem}{self.image_suffix}", label)
-            for label in labels
+            Sample(stem, images.get(stem, image_dir / f"{stem}{self.image_suffix}"), labels.get(stem, label_dir / f"{stem}{self.label_suffix}"))
+            for stem in sorted(images.keys() | labels.keys())
         ]
 
 
@@ -148,6 +155,7 @@ class PascalContext59(_FolderPairs):
     description = "Pascal Context (VOC2010), 59 classes, background ignored"
     image_dirs = {"val": "VOCdevkit/VOC2010/JPEGImages"}
     label_dirs = {"val": "VOCdevkit/VOC2010/annotations_detectron2/pc59_val"}
+    split_by_labels = True  # JPEGImages holds all of VOC2010
     table = _shifted(59, 0, ignore=(255,))
 
 
@@ -157,6 +165,7 @@ class PascalContext459(_FolderPairs):
     image_dirs = {"val": "VOCdevkit/VOC2010/JPEGImages"}
     label_dirs = {"val": "VOCdevkit/VOC2010/annotations_detectron2/pc459_val"}
     label_suffix = ".tif"
+    split_by_labels = True  # JPEGImages holds all of VOC2010
     table = _shifted(459, 0, ignore=(65535,))
 
 
@@ -210,36 +219,33 @@ class Cityscapes(DatasetSpec):
 
     def samples(self, root: Path, split: str) -> list[Sample]:
         city = root / "cityscapes"
-        gt_dir = city / "gtFine" / split
-        if not gt_dir.is_dir():
-            raise FileNotFoundError(gt_dir)
-        labels = sorted(gt_dir.glob("*/*_gtFine_labelTrainIds.png")) or sorted(gt_dir.glob("*/*_gtFine_labelIds.png"))
+        image_dir, gt_dir = city / "leftImg8bit" / split, city / "gtFine" / split
+        for folder in (image_dir, gt_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(folder)
+        kind = "labelTrainIds" if any(gt_dir.glob("*/*_gtFine_labelTrainIds.png")) else "labelIds"
+        images = {p.parent.name + "/" + p.name.rsplit("_leftImg8bit", 1)[0]: p for p in image_dir.glob("*/*_leftImg8bit.png")}
+        labels = {p.parent.name + "/" + p.name.rsplit("_gtFine_", 1)[0]: p for p in gt_dir.glob(f"*/*_gtFine_{kind}.png")}
         samples = []
-        for label in labels:
-            stem = label.name.rsplit("_gtFine_", 1)[0]
-            image = city / "leftImg8bit" / split / label.parent.name / f"{stem}_leftImg8bit.png"
-            samples.append(Sample(image.stem, image, label))
+        for key in sorted(images.keys() | labels.keys()):
+            town, stem = key.split("/")
+            image = images.get(key, image_dir / town / f"{stem}_leftImg8bit.png")
+            samples.append(Sample(image.stem, image, labels.get(key, gt_dir / town / f"{stem}_gtFine_{kind}.png")))
         return samples
 
     def lookup(self, sample: Sample) -> np.ndarray:
         return self.train_ids if sample.label.name.endswith("_labelTrainIds.png") else self.label_ids
 
 
-class CamVid(DatasetSpec):
+class CamVid(_FolderPairs):
     """SegNet's CamVid: `CamVid/{split}/*.png` images, `CamVid/{split}annot/*.png` labels."""
 
     name, vocabulary, splits = "camvid", "camvid-11", ("train", "val", "test")
     description = "CamVid (SegNet 11-class version), 11 = void"
+    image_dirs = {s: f"CamVid/{s}" for s in splits}
+    label_dirs = {s: f"CamVid/{s}annot" for s in splits}
+    image_suffix = ".png"
     table = _shifted(11, 0, ignore=(11,))
-
-    def layout(self, root: Path, split: str) -> str:
-        cam = root / "CamVid"
-        return f"images in {cam}/{split}/*.png and label maps in {cam}/{split}annot/*.png"
-
-    def samples(self, root: Path, split: str) -> list[Sample]:
-        cam = root / "CamVid"
-        labels = _files(cam / f"{split}annot", ".png")
-        return [Sample(label.stem, cam / split / label.name, label) for label in labels]
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -256,14 +262,16 @@ class SegmentationDataset:
         vocabulary: the benchmark's classes, index i = label i.
         unseen: indices of the zero-shot unseen classes (empty if the benchmark has no split).
         samples: sorted by name.
+        skipped: images left out because their label map is missing (`skip_missing_labels`).
     """
 
-    def __init__(self, spec: DatasetSpec, root: Path, split: str, samples: list[Sample]):
+    def __init__(self, spec: DatasetSpec, root: Path, split: str, samples: list[Sample], skipped: list[Sample] | None = None):
         self.spec = spec
         self.name = spec.name
         self.root = root
         self.split = split
         self.samples = samples
+        self.skipped = list(skipped or [])
         self.vocabulary = Vocabulary.preset(spec.vocabulary)
         self.unseen = tuple(_class_index(self.vocabulary, name) for name in spec.unseen)
 
@@ -277,6 +285,23 @@ class SegmentationDataset:
     @property
     def class_names(self) -> list[str]:
         return self.vocabulary.names
+
+    @property
+    def folders(self) -> list[Path]:
+        """The top folders under `root` that hold this dataset's files (such as `root/coco`)."""
+        tops = set()
+        for parent in {p.parent for s in self.samples + self.skipped for p in (s.image, s.label)}:
+            inside = parent.is_relative_to(self.root) and parent != self.root
+            tops.add(self.root / parent.relative_to(self.root).parts[0] if inside else parent)
+        return sorted(tops)
+
+    def check_outside(self, path: Path, flag: str) -> None:
+        """Refuse an output `path` inside the dataset's folders, where it could replace or mix
+        with the images and ground truth."""
+        resolved = path.resolve()
+        for folder in self.folders:
+            if resolved.is_relative_to(folder.resolve()):
+                raise ZssegError(f"{flag} {path} is inside the {self.name} dataset's folder {folder}; write outputs outside the dataset")
 
     def load_image(self, index: int) -> np.ndarray:
         return read_image(self.samples[index].image)
@@ -305,7 +330,7 @@ def read_label_file(path: Path) -> np.ndarray:
             raw = np.array(image)
     except FileNotFoundError:
         raise ZssegError(f"label map not found: {path}") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise ZssegError(f"{path}: cannot read label map ({error})") from None
     if raw.ndim != 2:
         raise ZssegError(f"{path}: label map is not single-channel")
@@ -314,8 +339,12 @@ def read_label_file(path: Path) -> np.ndarray:
     return raw.astype(np.int64)
 
 
-def load_dataset(name: str, root: str | Path | None = None, split: str = "val") -> SegmentationDataset:
-    """A benchmark split from its official layout under `root` (default: `default_data_root()`)."""
+def load_dataset(name: str, root: str | Path | None = None, split: str = "val", skip_missing_labels: bool = False) -> SegmentationDataset:
+    """A benchmark split from its official layout under `root` (default: `default_data_root()`).
+
+    Every image of the split must have its label map: a missing one is an error naming it,
+    unless `skip_missing_labels`, which leaves such images out and lists them in `skipped`.
+    """
     if name not in DATASETS:
         raise ZssegError(f"unknown dataset '{name}'; available: {', '.join(DATASETS)}")
     spec = DATASETS[name]
@@ -338,21 +367,25 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "val") 
             f"for example {missing[0].label.name} (looked for {missing[0].image}); {hint}"
         )
     unlabeled = [s for s in samples if not s.label.is_file()]
-    if unlabeled:
+    if unlabeled and not skip_missing_labels:
         raise ZssegError(
             f"{name} ({split}): {len(unlabeled)} of {len(samples)} images have no label map, "
-            f"for example {unlabeled[0].image.name} (looked for {unlabeled[0].label}); {hint}"
+            f"for example {unlabeled[0].image.name} (looked for {unlabeled[0].label}); "
+            "pass --skip-missing-labels to leave them out"
         )
+    samples = [s for s in samples if s.label.is_file()]
+    if not samples:
+        raise ZssegError(f"{name} ({split}): none of the images has a label map; {hint}")
     names = [s.name for s in samples]
     if len(set(names)) != len(names):
         raise ZssegError(f"{name} ({split}): two samples share a file name; predictions could not be told apart")
-    return SegmentationDataset(spec, root, split, sorted(samples, key=lambda s: s.name))
+    return SegmentationDataset(spec, root, split, sorted(samples, key=lambda s: s.name), unlabeled)
 
 
-def _files(folder: Path, suffix: str) -> list[Path]:
+def _files(folder: Path, suffixes: set[str]) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(folder)
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix and p.is_file())
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file())
 
 
 def _image_for(folder: Path, stem: str, preferred: str) -> Path | None:

@@ -33,7 +33,7 @@ from .metrics import ConfusionMatrix, SegmentationMetrics, compute_metrics
 from .proposals import ProposalGenerator
 from .segmenter import DEFAULT_MAX_SIZE, Segmenter
 from .vocabulary import Vocabulary
-from .writers import write_label_png
+from .writers import check_target, write_label_png
 
 PROTOCOLS = ("cross-dataset", "zero-shot")
 
@@ -100,6 +100,10 @@ def oracle_classes(masks: torch.Tensor, label: np.ndarray, num_classes: int) -> 
     return probs, keep
 
 
+class UnreadableLabel(ZssegError):
+    """An image's label map cannot be read (or holds values its benchmark does not define)."""
+
+
 @dataclass
 class EvaluationReport:
     """What `evaluate` returns; `as_dict` is the JSON that `zsseg eval --output` writes."""
@@ -110,6 +114,7 @@ class EvaluationReport:
     class_names: list[str]
     metrics: SegmentationMetrics
     num_images: int
+    skipped_images: int
     seconds_per_image: float
     wall_seconds: float
     processes: int
@@ -122,6 +127,7 @@ class EvaluationReport:
             "protocol": self.protocol,
             **self.metrics.as_dict(self.class_names),
             "num_images": self.num_images,
+            "skipped_images": self.skipped_images,
             "seconds_per_image": self.seconds_per_image,
             "wall_seconds": self.wall_seconds,
             "processes": self.processes,
@@ -141,8 +147,9 @@ class EvaluationReport:
         if self.protocol == "zero-shot":
             summary += [("mIoU(seen)", m.mIoU_seen), ("mIoU(unseen)", m.mIoU_unseen), ("hIoU", m.hIoU)]
         lines.append("  ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in summary))
+        skipped = f" ({self.skipped_images} skipped: no readable label map)" if self.skipped_images else ""
         lines.append(
-            f"{self.dataset} {self.split}, {self.protocol}: {self.num_images} images, "
+            f"{self.dataset} {self.split}, {self.protocol}: {self.num_images} images{skipped}, "
             f"{m.classes_in_mean} of {len(self.class_names)} classes present (the means are over these), "
             f"{self.seconds_per_image:.2f} s per image per process, {self.processes} process(es)"
         )
@@ -160,6 +167,14 @@ def unseen_classes(dataset: SegmentationDataset, protocol: str) -> tuple[int, ..
     return dataset.unseen
 
 
+def check_prediction_folder(dataset: SegmentationDataset, folder: Path, limit: int | None = None) -> None:
+    """Refuse a prediction folder inside the dataset's folders, or one where a prediction would
+    replace a file that zsseg did not write (checked for the first `limit` images)."""
+    dataset.check_outside(folder, "--save-predictions")
+    for sample in dataset.samples[:limit]:
+        check_target(folder / f"{sample.name}.png", advice="choose another --save-predictions folder")
+
+
 def evaluate(
     dataset: SegmentationDataset,
     predictor: Predictor,
@@ -170,6 +185,7 @@ def evaluate(
     save_predictions: Path | None = None,
     progress: bool = True,
     settings: dict | None = None,
+    skip_unreadable_labels: bool = False,
 ) -> EvaluationReport:
     """Predict and score the first `limit` images (all if None) of `dataset`.
 
@@ -180,16 +196,22 @@ def evaluate(
             of the run calls `evaluate` with the same arguments.
         save_predictions: folder where each prediction is written as `NAME.png` (NAME = the
             image's file stem): class indices of the dataset's vocabulary, 255 unlabelled
-            (16-bit with 65535 for vocabularies above 255 classes).
+            (16-bit with 65535 for vocabularies above 255 classes). It may not be inside the
+            dataset's folders, and only files that zsseg wrote are replaced.
+        skip_unreadable_labels: leave out images whose label map cannot be read, and count
+            them (with those `load_dataset` left out) in `skipped_images`; else an error.
     """
     from tqdm import tqdm
 
     unseen = unseen_classes(dataset, protocol)
     if limit is not None and limit < 1:
         raise ZssegError(f"--limit must be at least 1, got {limit}")
+    if save_predictions is not None:
+        check_prediction_folder(dataset, save_predictions, limit)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     matrix = ConfusionMatrix(dataset.num_classes)
     busy = 0.0
+    unreadable = 0
     started = time.perf_counter()
     mine = context.shard(count)
     description = f"{dataset.name} {dataset.split}" + (f" (process 0 of {context.world_size})" if context.enabled else "")
@@ -203,6 +225,11 @@ def evaluate(
                 clock = time.perf_counter()
                 try:
                     _evaluate_one(dataset, index, predictor, matrix, save_predictions)
+                except UnreadableLabel as error:
+                    if skip_unreadable_labels:
+                        unreadable += 1
+                    else:
+                        failure = ZssegError(f"{error}; pass --skip-missing-labels to leave such images out")
                 except ZssegError as error:
                     failure = error
                 busy += time.perf_counter() - clock
@@ -216,7 +243,7 @@ def evaluate(
     finally:
         bar.close()
     counts = context.sum(matrix.as_tensor())
-    totals = context.sum(torch.tensor([busy, float(len(mine))], dtype=torch.float64))
+    totals = context.sum(torch.tensor([busy, float(len(mine) - unreadable), float(unreadable)], dtype=torch.float64))
     metrics = compute_metrics(ConfusionMatrix.from_counts(counts.numpy()), unseen)
     return EvaluationReport(
         dataset=dataset.name,
@@ -224,7 +251,8 @@ def evaluate(
         protocol=protocol,
         class_names=dataset.class_names,
         metrics=metrics,
-        num_images=count,
+        num_images=count - int(totals[2]),
+        skipped_images=len(dataset.skipped) + int(totals[2]),
         seconds_per_image=float(totals[0] / max(totals[1], 1.0)),
         wall_seconds=time.perf_counter() - started,
         processes=context.world_size,
@@ -235,7 +263,10 @@ def evaluate(
 def _evaluate_one(dataset: SegmentationDataset, index: int, predictor: Predictor, matrix: ConfusionMatrix, save: Path | None) -> None:
     sample = dataset.samples[index]
     image = dataset.load_image(index)
-    label = dataset.load_label(index)
+    try:
+        label = dataset.load_label(index)
+    except ZssegError as error:
+        raise UnreadableLabel(str(error)) from None
     if image.shape[:2] != label.shape:
         raise ZssegError(f"{sample.image} is {image.shape[1]}x{image.shape[0]} but its label map {sample.label} is {label.shape[1]}x{label.shape[0]}")
     prediction = predictor(image, label)
@@ -243,6 +274,7 @@ def _evaluate_one(dataset: SegmentationDataset, index: int, predictor: Predictor
         raise ZssegError(f"{sample.name}: prediction is {prediction.shape}, label map is {label.shape}")
     matrix.update(label, prediction)
     if save is not None:
+        check_target(save / f"{sample.name}.png", advice="choose another --save-predictions folder")
         try:
             write_label_png(save / f"{sample.name}.png", prediction, dataset.num_classes)
         except OSError as error:

@@ -34,7 +34,7 @@ from ..errors import ZssegError
 from ..evaluation import unseen_classes
 from ..prompts import PromptEncoder, VocabularyEmbedding
 from ..vocabulary import Vocabulary
-from ..writers import write_atomically
+from ..writers import check_target, write_atomically
 from .config import ModelConfig, NamedConfig, TrainConfig
 from .criterion import set_loss
 from .data import Augmentation, TrainingSamples
@@ -156,6 +156,14 @@ def _barrier(context: Distributed) -> None:
         dist.barrier()
 
 
+def check_output_dir(output_dir: Path) -> None:
+    """A new run (no checkpoint in `output_dir`) may replace only the log and weights that an
+    earlier zsseg run left there, never a user's file of the same name."""
+    if output_dir.is_dir() and not _checkpoints(output_dir):
+        for name in (LOG_NAME, WEIGHTS_NAME, CONFIG_NAME):
+            check_target(output_dir / name, advice="choose a new --output-dir")
+
+
 def _trim_log(path: Path, step: int) -> None:
     """Drop log lines past `step` (written after the checkpoint a run resumes from)."""
     if not path.is_file():
@@ -212,6 +220,7 @@ def train_proposals(
 
     model = build_model(model_config, seed=train.seed)
     start = 0
+    check_output_dir(output_dir)
     checkpoints = _checkpoints(output_dir)
     resume = _load_checkpoint(checkpoints[-1][1]) if checkpoints else None
     if resume is None:
