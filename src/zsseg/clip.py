@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch.nn import functional as F
@@ -107,6 +109,22 @@ def usable_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, AssertionError) as error:
         raise ZssegError(f"device '{device}' is not usable here: {str(error).splitlines()[0]}") from None
     return device
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a connection to the Hugging Face hub (or $HF_ENDPOINT) opens within `timeout`.
+
+    Asked before downloading, so that an offline machine gets the offline message at once
+    instead of after the hub client's retries (about half a minute). Behind a proxy the answer
+    cannot be known from here, so it is yes and the hub client decides."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)), timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _looks_like_path(name: str) -> bool:
@@ -203,7 +221,7 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
     else:
         # The local cache first (fast, and the only option offline), then the hub.
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-        sources = [(name, True)] + ([] if offline else [(name, False)])
+        sources = [(name, True)] + ([] if offline or not hub_reachable() else [(name, False)])
 
     with quiet_transformers():
         last_error: Exception | None = None

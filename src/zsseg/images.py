@@ -1,11 +1,14 @@
 """Reading images: any path, PIL image or array becomes an HWC uint8 RGB array.
 
 Handles EXIF orientation, 16-bit and float images, grayscale, palette, RGBA (composited on
-white) and CMYK. Refuses images above `MAX_PIXELS` before decoding them (decompression bombs).
+white) and CMYK. Refuses images above `MAX_PIXELS` (150 million pixels) before decoding them: this
+guards against decompression bombs, and stays below Pillow's own guard (about 179 million
+pixels), so that zsseg's limit is the one that applies and its message gives the size.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Union
@@ -20,7 +23,7 @@ from .errors import ZssegError
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm", ".jp2"}
-MAX_PIXELS = 200_000_000  # refuse larger images: decoding one takes over 600 MB
+MAX_PIXELS = 150_000_000  # refuse larger images (a 12000x12500 photo); decoding one takes 450 MB
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -36,7 +39,7 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+        return np.array(Image.alpha_composite(background, rgba).convert("RGB"))
     return np.array(image.convert("RGB"))
 
 
@@ -49,19 +52,25 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ZssegError(f"expected an image file, got a folder: {path}")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below applies
             with Image.open(path) as image:
                 if image.width * image.height > max_pixels:
                     raise ZssegError(
-                        f"{path}: image is {image.width}x{image.height}, above the limit of {max_pixels:,} pixels"
+                        f"{path}: image is {image.width}x{image.height} ({image.width * image.height:,} pixels), "
+                        f"above the limit of {max_pixels:,} pixels"
                     )
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 return _to_rgb(image)
     except ZssegError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ZssegError(f"{path}: image is too large to decode safely (decompression bomb guard)") from None
+    except Image.DecompressionBombError as error:
+        # Pillow's own guard (about 179 million pixels, unless a program lowered it) fires
+        # while opening, before the size can be asked; its message gives the pixel count.
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        if found and int(found.group(1)) > max_pixels:
+            raise ZssegError(f"{path}: image has {int(found.group(1)):,} pixels, above the limit of {max_pixels:,} pixels") from None
+        raise ZssegError(f"{path}: refused by Pillow's decompression-bomb guard: {error}") from None
     except Image.UnidentifiedImageError:
         raise ZssegError(f"{path}: not an image file, or a format Pillow cannot read") from None
     except PermissionError:

@@ -48,17 +48,18 @@ class Vocabulary:
     def __post_init__(self) -> None:
         if not self.classes:
             raise ZssegError("the vocabulary is empty: give at least one class name")
-        seen: dict[str, int] = {}
+        seen: dict[str, int] = {}  # each name (any synonym), compared case- and space-insensitively
         for index, synonyms in enumerate(self.classes):
             if not synonyms or any(not s.strip() for s in synonyms):
                 raise ZssegError(f"class {index + 1} of the vocabulary has an empty name")
-            key = _canonical(", ".join(synonyms))
-            if key in seen:
-                raise ZssegError(
-                    f"duplicate class name '{', '.join(synonyms)}' "
-                    f"(classes {seen[key] + 1} and {index + 1}): each class must appear once"
-                )
-            seen[key] = index
+            for synonym in synonyms:
+                key = _canonical(synonym)
+                if seen.get(key, index) != index:
+                    raise ZssegError(
+                        f"duplicate class name '{synonym}' (classes {seen[key] + 1} and {index + 1}): "
+                        "each name may appear in one class only"
+                    )
+                seen[key] = index
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -111,7 +112,33 @@ class Vocabulary:
         if name not in PRESETS:
             raise ZssegError(f"unknown vocabulary '{name}'; built-in ones: {', '.join(PRESETS)}")
         text = resources.files("zsseg").joinpath("vocabularies", f"{name}.txt").read_text("utf-8")
-        return cls.from_names(text.splitlines(), name=name)
+        classes = [synonyms for synonyms in map(_split_synonyms, text.splitlines()) if synonyms]
+        return cls(_without_shared_synonyms(classes), name)
+
+
+def _without_shared_synonyms(classes: list[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    """Published benchmark vocabularies (ADE20K-847's WordNet synonyms) give some names to
+    several classes ("machine" is a synonym of "car" and a class of its own). With the maximum
+    over synonyms, such a class could never win, so a shared name stays only with its owner:
+    the class it is the one name of, else the one class it is the first name of; where no
+    class owns it, every class drops it. The benchmark's class order and count are kept."""
+    holders: dict[str, list[int]] = {}
+    for index, synonyms in enumerate(classes):
+        for synonym in synonyms:
+            holders.setdefault(_canonical(synonym), []).append(index)
+
+    def owner(key: str) -> int | None:
+        for rule in (lambda i: len(classes[i]) == 1, lambda i: _canonical(classes[i][0]) == key):
+            candidates = [i for i in holders[key] if rule(i)]
+            if candidates:
+                return candidates[0] if len(candidates) == 1 else None
+        return None
+
+    resolved = []
+    for index, synonyms in enumerate(classes):
+        kept = tuple(s for s in synonyms if len(holders[_canonical(s)]) == 1 or owner(_canonical(s)) == index)
+        resolved.append(kept or synonyms)
+    return tuple(resolved)
 
 
 def _split_synonyms(entry: str) -> tuple[str, ...]:
