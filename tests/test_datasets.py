@@ -126,7 +126,7 @@ def test_bad_layouts(tmp_path):
         load_dataset("coco-stuff", tmp_path)
     with pytest.raises(ZssegError, match=r"ImageSets/Segmentation/val.txt is missing"):
         load_dataset("voc-20", tmp_path)
-    with pytest.raises(ZssegError, match="gtFine/val is missing"):
+    with pytest.raises(ZssegError, match="leftImg8bit/val is missing"):
         load_dataset("cityscapes", DATA, "val")
     # label maps whose images are missing
     (tmp_path / "coco" / "val2017").mkdir(parents=True)
