@@ -48,6 +48,32 @@ def test_segmenting_a_folder_into_itself_leaves_every_input_identical(clip_dir, 
     assert _digests(photos) == before  # nothing replaced, nothing added
 
 
+def test_a_folder_segmented_into_itself_twice(clip_dir, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo = _image(photos / "a.jpg")
+    before = photo.read_bytes()
+    assert _segment(clip_dir, photos, photos) == 0
+    assert _segment(clip_dir, photos, photos) == 0  # its label map and overlay are not taken as inputs
+    assert "1 image(s) segmented, 0 failed" in capsys.readouterr().err
+    assert photo.read_bytes() == before and sorted(p.name for p in photos.iterdir()) == ["a.jpg", "a.json", "a.png", "a_overlay.png"]
+
+
+def test_files_the_command_reads_are_never_outputs(clip_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    vocabulary = out / "photo.json"  # an odd name for a vocabulary file, but the user's
+    vocabulary.write_text("cat\ndog\n")
+    photo = _image(tmp_path / "photo.png")
+    status = main(["segment", str(photo), "--vocabulary-file", str(vocabulary), "--clip", str(clip_dir), "--out", str(out), "--overwrite"])
+    assert status == 2 and "photo.json is one of the inputs" in capsys.readouterr().err
+    assert vocabulary.read_text() == "cat\ndog\n"
+    config = clip_dir / "config.json"
+    before = config.read_bytes()
+    assert _segment(clip_dir, clip_dir, _image(tmp_path / "config.png"), extra=["--overwrite"]) == 2
+    assert "config.json is one of the inputs" in capsys.readouterr().err and config.read_bytes() == before
+
+
 def test_single_file_with_its_own_folder_as_output(clip_dir, tmp_path, capsys):
     photo = _image(tmp_path / "photo.png")
     before = photo.read_bytes()

@@ -26,7 +26,7 @@ from .maskformer.config import CONFIGS
 from .segmenter import DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, Segmenter
 from .version import __version__
 from .vocabulary import PRESETS, Vocabulary
-from .writers import check_target, output_paths, write_json, write_outputs
+from .writers import check_target, output_paths, write_json, write_outputs, written_by_zsseg
 
 DEFAULT_MAX_PROPOSALS = 100
 USABLE_PROPOSALS = [name for name, cls in GENERATORS.items() if not cls.needs_ground_truth]
@@ -183,13 +183,14 @@ def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerat
 
 def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
     """Image files named directly or found (non-recursively) in folders, each once (by resolved
-    path, in the order given); plus per-input errors."""
+    path, in the order given); plus per-input errors. In a folder, label maps and overlays that
+    zsseg wrote are not inputs, so segmenting a folder into itself twice works."""
     images: dict[Path, Path] = {}
     failures = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not written_by_zsseg(p))
             if not found:
                 failures.append(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         elif path.exists():
@@ -202,11 +203,23 @@ def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return list(images.values()), failures
 
 
-def _check_outputs(images: list[Path], out: Path, overwrite: bool) -> None:
+def _inputs(args: argparse.Namespace, images: list[Path] = ()) -> frozenset[Path]:
+    """Every file the command reads (resolved): images, the vocabulary file, and the files of
+    the CLIP and proposal-weight folders. No output may be one of them, even with --overwrite."""
+    files = [*images, getattr(args, "vocabulary_file", None)]
+    for model in (getattr(args, "clip", None), getattr(args, "proposal_weights", None)):
+        path = Path(model).expanduser() if model is not None else None
+        if path is not None and path.is_dir():
+            files.extend(p for p in path.iterdir() if p.is_file())
+        elif path is not None and path.is_file():
+            files.extend([path, path.with_suffix(".json")])
+    return frozenset(Path(f).resolve() for f in files if f is not None)
+
+
+def _check_outputs(images: list[Path], out: Path, overwrite: bool, inputs: frozenset[Path]) -> None:
     """Before any work: no two images write the same file, no output is an input, and no
     existing file that zsseg did not write is replaced (unless `overwrite`)."""
     _check_output_folder(out, "--out")
-    inputs = frozenset(image.resolve() for image in images)
     owner: dict[str, Path] = {}
     for image in images:
         for target in output_paths(out, image.stem):
@@ -246,8 +259,8 @@ def _segment(args: argparse.Namespace) -> int:
 
     vocabulary = _vocabulary(args)
     images, failures = _collect_images(args.inputs)
-    _check_outputs(images, args.out, args.overwrite)
-    inputs = frozenset(image.resolve() for image in images)
+    inputs = _inputs(args, images)
+    _check_outputs(images, args.out, args.overwrite, inputs)
     done = 0
     if images:
         segmenter = _segmenter(args, args.device, _proposal_generator(args, args.device))
@@ -275,7 +288,7 @@ def _segment(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _check_json_output(path: Path, flag: str, dataset: SegmentationDataset) -> None:
+def _check_json_output(path: Path, flag: str, dataset: SegmentationDataset, inputs: frozenset[Path]) -> None:
     """Fail before a long run, not after it, if the JSON cannot or may not be written."""
     if path.is_dir():
         raise ZssegError(f"{flag} {path} is a folder; give a file name such as {path / 'scores.json'}")
@@ -283,7 +296,7 @@ def _check_json_output(path: Path, flag: str, dataset: SegmentationDataset) -> N
         raise ZssegError(f"{flag} folder {path.parent} does not exist")
     dataset.check_outside(path, flag)
     _check_output_folder(path.parent, flag)
-    check_target(path, advice=f"give another {flag} file")
+    check_target(path, inputs, advice=f"give another {flag} file")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -293,7 +306,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.data_root, args.split, skip_missing_labels=args.skip_missing_labels)
     unseen_classes(dataset, args.protocol)
     if args.output is not None:
-        _check_json_output(args.output, "--output", dataset)
+        _check_json_output(args.output, "--output", dataset, _inputs(args))
     if args.save_predictions is not None:
         _check_output_folder(args.save_predictions, "--save-predictions")
         check_prediction_folder(dataset, args.save_predictions, args.limit)
@@ -333,7 +346,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         text = report.table()
         print("\n".join(text.splitlines()[-2:]) if args.quiet else text)
         if args.output is not None:
-            check_target(args.output, advice="give another --output file")
+            check_target(args.output, _inputs(args), advice="give another --output file")
             write_json(args.output, report.as_dict())
             print(f"zsseg: wrote {args.output}", file=sys.stderr)
     return 0
