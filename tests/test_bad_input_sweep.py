@@ -274,3 +274,76 @@ def test_one_line_in_a_fresh_process(tmp_path, photo, args, message):
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --- found by a newcomer's sweep from a fresh clone ----------------------------------------------
+
+
+def test_incomplete_or_damaged_clip_weights(clip_dir, tmp_path, capsys, photo):
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    for name, damage, message in [
+        ("partial", lambda f: save_file({"x": torch.zeros(1)}, str(f)), "are incomplete: 78 tensor(s) missing"),
+        ("garbage", lambda f: f.write_bytes(b"garbage"), "cannot load CLIP from"),
+    ]:
+        model = tmp_path / name
+        shutil.copytree(clip_dir, model)
+        damage(model / "model.safetensors")
+        status, err = _segment(capsys, model, tmp_path / "out", photo)
+        assert status == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_huge_foreign_png_in_the_output_folder(clip_dir, tmp_path, capsys, photo):
+    out = tmp_path / "out"
+    out.mkdir()
+    _png_header_only(out / "photo.png", 20000, 20000)
+    status, err = _segment(capsys, clip_dir, out, photo)
+    assert status == 2 and "photo.png exists and was not written by zsseg" in err and err.count("\n") == 1
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _png_header_only(folder / "huge.png", 20000, 20000)
+    status, err = _segment(capsys, clip_dir, tmp_path / "out2", folder)
+    assert status == 1 and "above the limit" in err
+
+
+def test_file_names_and_classes_that_are_not_utf8(clip_dir, tmp_path, capsys, photo):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    odd = folder / os.fsdecode(b"bad\xff.jpg")
+    odd.write_bytes(photo.read_bytes())
+    status, err = _segment(capsys, clip_dir, tmp_path / "out", folder)
+    assert status == 0, err
+    record = json.loads((tmp_path / "out" / os.fsdecode(b"bad\xff.json")).read_bytes().decode("utf-8"))
+    assert record["image"] == str(odd)
+    status, err = _segment(capsys, clip_dir, tmp_path / "out2", photo, classes=("--classes", os.fsdecode(b"cat; d\xffg")))
+    assert status == 2 and "not valid UTF-8" in err and err.count("\n") == 1
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_output_folder_that_is_a_broken_link(clip_dir, tmp_path, capsys, photo, kind):
+    link = tmp_path / "out"
+    if kind == "dangling":
+        link.symlink_to(tmp_path / "nowhere")
+    else:
+        (tmp_path / "other").symlink_to(link)
+        link.symlink_to(tmp_path / "other")
+    status, err = _segment(capsys, clip_dir, link, photo)
+    assert status == 2 and "is a symbolic link to nothing" in err and err.count("\n") == 1
+
+
+def test_ensemble_weight_without_the_network(clip_dir, tmp_path, capsys, photo):
+    status, err = _segment(capsys, clip_dir, tmp_path / "out", photo, extra=("--ensemble-weight", "0.5"))
+    assert status == 2 and "--ensemble-weight is for --proposals maskformer" in err
+
+
+def test_standard_output_that_cannot_be_written():
+    with open(os.devnull if not os.path.exists("/dev/full") else "/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "zsseg.cli", "vocabularies"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    assert proc.returncode == 2 and "cannot write to standard output" in proc.stderr and "Traceback" not in proc.stderr

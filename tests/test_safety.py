@@ -176,14 +176,15 @@ def test_eval_json_output_is_checked_like_predictions(tmp_path, capsys):
     assert json.loads(scores.read_text())["mIoU"] == 100.0
 
 
-def test_training_never_replaces_a_foreign_log(tmp_path, capsys):
+@pytest.mark.parametrize("log", ["my own notes\n", '{"step": 5, "loss": 1.0, "note": "another tool"}\nmy notes\n'])
+def test_training_never_replaces_a_foreign_log(tmp_path, capsys, log):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "log.jsonl").write_text("my own notes\n")
+    (out / "log.jsonl").write_text(log)
     status = main(["train", "proposals", "--dataset", "voc-20", "--split", "val", "--data-root", str(DATA), "--config", "tiny",
                    "--clip", str(tmp_path / "no-clip"), "--output-dir", str(out)])
     assert status == 2 and "log.jsonl exists and was not written by zsseg" in capsys.readouterr().err
-    assert (out / "log.jsonl").read_text() == "my own notes\n"
+    assert (out / "log.jsonl").read_text() == log
     assert main(["train", "proposals", "--dataset", "voc-20", "--split", "val", "--data-root", str(DATA), "--config", "tiny",
                  "--output-dir", str(DATA / "VOCdevkit" / "runs")]) == 2
     assert "inside the voc-20 dataset's folder" in capsys.readouterr().err
@@ -199,13 +200,18 @@ def test_a_missing_label_is_an_error_unless_skipped(tmp_path, capsys):
         load_dataset("ade20k-150", tmp_path)
     assert _eval(tmp_path, "--limit", "2") == 2
     assert "ADE_val_00000001" in capsys.readouterr().err
-    dataset = load_dataset("ade20k-150", tmp_path, skip_missing_labels=True)
-    assert [s.name for s in dataset.samples] == ["ADE_val_00000000", "ADE_val_00000002"]
+    dataset = load_dataset("ade20k-150", tmp_path, skip_missing_labels=True)  # still the whole split
+    assert [s.name for s in dataset.samples] == ["ADE_val_00000000", "ADE_val_00000001", "ADE_val_00000002"]
     out = tmp_path / "scores.json"
     assert _eval(tmp_path, "--skip-missing-labels", "--output", str(out)) == 0
     assert "1 skipped: no readable label map" in capsys.readouterr().out
     report = json.loads(out.read_text())
     assert report["num_images"] == 2 and report["skipped_images"] == 1
+    # --limit takes the same first images with or without the flag; the skipped one is among them or not
+    assert _eval(tmp_path, "--skip-missing-labels", "--limit", "1", "--output", str(out)) == 0
+    assert (json.loads(out.read_text())["num_images"], json.loads(out.read_text())["skipped_images"]) == (1, 0)
+    assert _eval(tmp_path, "--skip-missing-labels", "--limit", "2", "--output", str(out)) == 0
+    assert (json.loads(out.read_text())["num_images"], json.loads(out.read_text())["skipped_images"]) == (1, 1)
 
 
 def test_an_unreadable_label_is_an_error_unless_skipped(tmp_path, capsys):
@@ -282,9 +288,18 @@ def test_ctrl_c_reports_what_was_finished(clip_dir, tmp_path, capsys, monkeypatc
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Segmenter, "segment", segment_then_interrupt)
-    assert _segment(clip_dir, tmp_path / "out", *images) == 130
-    assert "interrupted; 1 of 3 image(s) were segmented" in capsys.readouterr().err
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    assert _segment(clip_dir, tmp_path / "out", broken, *images) == 130
+    err = capsys.readouterr().err.splitlines()
+    assert "broken.jpg: not an image file" in err[0]  # what failed before Ctrl-C is still reported
+    assert err[1].endswith("interrupted: 1 of 4 image(s) segmented, 1 failed; their outputs are in " + str(tmp_path / "out"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "a.png", "a_overlay.png"]
+    calls.clear()
+    calls.append(1)  # the first image is interrupted: nothing done, no folder claimed or made
+    assert _segment(clip_dir, tmp_path / "out2", *images) == 130
+    assert capsys.readouterr().err.strip().endswith("interrupted: 0 of 3 image(s) segmented, 0 failed")
+    assert not (tmp_path / "out2").exists()
 
 
 # --- 8. any script in the legend, UTF-8 in the JSON ------------------------------------------

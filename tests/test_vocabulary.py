@@ -26,10 +26,10 @@ def test_duplicate_class_is_an_error():
         Vocabulary.parse("cat; dog; Cat")
 
 
-@pytest.mark.parametrize("text", ["dog; cat, dog", "pot; pot, flowerpot", "Dog;  cat,  DOG ", "cat, kitty; kitty"])
+@pytest.mark.parametrize("text", ["dog; cat, dog", "pot; pot, flowerpot", "Dog;  cat,  DOG ", "cat, kitty; kitty", "caf\u00e9; cafe\u0301"])
 def test_a_name_in_two_classes_is_a_duplicate(text):
     # With the maximum over synonyms, the class whose name another class repeats could never win.
-    with pytest.raises(ZssegError, match=r"duplicate class name '\w+' \(classes 1 and 2\)"):
+    with pytest.raises(ZssegError, match=r"duplicate class name '[^']+' \(classes 1 and 2\)"):
         Vocabulary.parse(text)
 
 

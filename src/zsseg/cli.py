@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .clip import DEFAULT_CLIP, DTYPES
 from .datasets import DATASETS, IGNORE, SegmentationDataset, load_dataset
@@ -149,7 +149,7 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str]) -> Non
     parser.add_argument("--batch-size", type=_at_least(1), default=32, help="crops per CLIP forward pass (default 32)")
     parser.add_argument("--proposal-weights", type=Path, default=None, metavar="PATH",
                         help="trained proposal network for --proposals maskformer: the --output-dir of `zsseg train proposals` or its proposals.safetensors")
-    parser.add_argument("--ensemble-weight", type=_unit_interval, default=ENSEMBLE_WEIGHT,
+    parser.add_argument("--ensemble-weight", type=_unit_interval, default=None,
                         help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}): seen classes p_net^l * p_clip^(1-l), unseen the reverse")
 
 
@@ -159,8 +159,10 @@ def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenera
         if args.proposal_weights is None:
             raise ZssegError("--proposals maskformer needs --proposal-weights (the --output-dir of `zsseg train proposals`)")
         options.update(weights=args.proposal_weights, device=device)
-    elif args.proposal_weights is not None:
-        raise ZssegError(f"--proposal-weights is for --proposals maskformer, not {args.proposals}")
+    else:
+        for flag, value in (("--proposal-weights", args.proposal_weights), ("--ensemble-weight", args.ensemble_weight)):
+            if value is not None:
+                raise ZssegError(f"{flag} is for --proposals maskformer, not {args.proposals}")
     if GENERATORS[args.proposals].needs_ground_truth:
         options["ignore_index"] = IGNORE
     elif "max_proposals" not in options:
@@ -177,7 +179,7 @@ def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerat
         dtype=args.dtype,
         max_size=args.max_size,
         batch_size=args.batch_size,
-        ensemble_weight=args.ensemble_weight,
+        ensemble_weight=ENSEMBLE_WEIGHT if args.ensemble_weight is None else args.ensemble_weight,
     )
 
 
@@ -190,7 +192,11 @@ def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not written_by_zsseg(p))
+            try:
+                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not written_by_zsseg(p))
+            except OSError as error:
+                failures.append(f"{path}: cannot read the folder: {error.strerror or error}")
+                continue
             if not found:
                 failures.append(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         elif path.exists():
@@ -232,6 +238,8 @@ def _check_outputs(images: list[Path], out: Path, overwrite: bool, inputs: froze
 def _check_output_folder(folder: Path, flag: str) -> None:
     """`folder` is a folder, or can be made as one, and is writable. Creates nothing: outputs
     make their folder when they are written."""
+    if folder.is_symlink() and not folder.exists():
+        raise ZssegError(f"{flag} {folder} is a symbolic link to nothing (dangling, or a loop)")
     if folder.exists() and not folder.is_dir():
         raise ZssegError(f"{flag} {folder} exists and is not a folder")
     existing = folder.absolute()
@@ -261,6 +269,7 @@ def _segment(args: argparse.Namespace) -> int:
     images, failures = _collect_images(args.inputs)
     inputs = _inputs(args, images)
     _check_outputs(images, args.out, args.overwrite, inputs)
+    created = not args.out.exists()
     done = 0
     if images:
         segmenter = _segmenter(args, args.device, _proposal_generator(args, args.device))
@@ -279,13 +288,22 @@ def _segment(args: argparse.Namespace) -> int:
                 except OSError as error:
                     failures.append(f"{path}: cannot write outputs to {args.out}: {error.strerror or error}")
         except KeyboardInterrupt:
-            print(f"zsseg: interrupted; {done} of {len(images)} image(s) were segmented, their outputs are in {args.out}", file=sys.stderr)
+            _report(failures)
+            where = f"; their outputs are in {args.out}" if done else ""
+            print(f"zsseg: interrupted: {done} of {len(images)} image(s) segmented, {len(failures)} failed{where}", file=sys.stderr)
             return 130
-    for failure in failures:
-        print(f"zsseg: {failure}", file=sys.stderr)
+        finally:
+            if created and args.out.is_dir() and not any(args.out.iterdir()):
+                args.out.rmdir()  # made for an output that then failed: leave nothing behind
+    _report(failures)
     where = f"; outputs in {args.out}" if done else ""
     print(f"zsseg: {done} image(s) segmented, {len(failures)} failed{where}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _report(failures: list[str]) -> None:
+    for failure in failures:
+        print(f"zsseg: {failure}", file=sys.stderr)
 
 
 def _check_json_output(path: Path, flag: str, dataset: SegmentationDataset, inputs: frozenset[Path]) -> None:
@@ -321,7 +339,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "oracle": args.oracle,
             "proposals": args.proposals,
             "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
-            "ensemble_weight": args.ensemble_weight if args.proposals == MaskFormerProposals.name and not args.oracle else None,
+            "ensemble_weight": predictor.segmenter.ensemble_weight if isinstance(predictor, ClipPredictor) and args.proposals == MaskFormerProposals.name else None,
             "max_proposals": generator.max_proposals,
             "clip": None if args.oracle else args.clip,
             "templates": None if args.oracle else args.templates,
@@ -344,7 +362,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         shutdown_distributed()
     if context.is_main:
         text = report.table()
-        print("\n".join(text.splitlines()[-2:]) if args.quiet else text)
+        _output(text.splitlines()[-2:] if args.quiet else text.splitlines())
         if args.output is not None:
             check_target(args.output, _inputs(args), advice="give another --output file")
             write_json(args.output, report.as_dict())
@@ -393,23 +411,36 @@ def _train(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "vocabularies":
-        for name, description in PRESETS.items():
-            print(f"{name:20s} {len(Vocabulary.preset(name)):4d} classes  {description}")
+        _output(f"{name:20s} {len(Vocabulary.preset(name)):4d} classes  {description}" for name, description in PRESETS.items())
         return 0
     if args.command == "datasets":
-        for name, spec in DATASETS.items():
-            zero_shot = f", zero-shot {len(spec.unseen)} unseen" if spec.unseen else ""
-            print(f"{name:20s} splits {'/'.join(spec.splits):18s} {spec.description}{zero_shot}")
+        _output(
+            f"{name:20s} splits {'/'.join(spec.splits):18s} {spec.description}"
+            + (f", zero-shot {len(spec.unseen)} unseen" if spec.unseen else "")
+            for name, spec in DATASETS.items()
+        )
         return 0
     if args.command == "configs":
-        for name, config in CONFIGS.items():
-            print(f"{name:14s} {config.description}")
+        _output(f"{name:14s} {config.description}" for name, config in CONFIGS.items())
         return 0
     if args.command == "eval":
         return _evaluate(args)
     if args.command == "train":
         return _train(args)
     return _segment(args)
+
+
+def _output(lines: Iterable[str]) -> None:
+    """Print results to standard output. A closed pipe propagates (main stops quietly); any
+    other write error (a full disk, `> /dev/full`) is a one-line error."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise ZssegError(f"cannot write to standard output: {error.strerror or error}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,9 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         print("zsseg train: error: say what to train: `zsseg train proposals ...` (see `zsseg train proposals --help`)", file=sys.stderr)
         return 2
     try:
-        status = _run(args)
-        sys.stdout.flush()  # here, so that a closed pipe is noticed below and not at exit
-        return status
+        return _run(args)
     except ZssegError as error:
         rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
         print(f"zsseg: error{f' (process {rank})' if rank else ''}: {error}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError
 from torch.nn import functional as F
 
 from .errors import ZssegError
@@ -193,6 +195,17 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _check_complete(source: str, info: dict) -> None:
+    """Refuse weights that leave part of the model at its random initialisation: it would run,
+    and silently give meaningless results."""
+    missing = list(info.get("missing_keys") or []) + [str(k) for k in info.get("mismatched_keys") or []]
+    if missing:
+        raise ZssegError(
+            f"the CLIP weights in {source} are incomplete: {len(missing)} tensor(s) missing or of the wrong shape, "
+            f"for example {missing[0]}; give a complete checkpoint"
+        )
+
+
 def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cpu", dtype: str = "fp32") -> ClipModel:
     """Load a CLIP from a Hugging Face hub id or a local folder in that format.
 
@@ -227,13 +240,15 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
         last_error: Exception | None = None
         for source, local_only in sources:
             try:
-                model = CLIPModel.from_pretrained(
-                    source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True
+                model, info = CLIPModel.from_pretrained(
+                    source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True, output_loading_info=True
                 )
                 tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-                break
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                last_error = error
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError, SafetensorError) as error:
+                last_error = error  # a damaged or mismatched file: one line below, not a traceback
+                continue
+            _check_complete(source, info)
+            break
         else:
             if folder.exists():
                 detail = str(last_error).strip().splitlines()[0] if last_error else "unknown error"

@@ -262,16 +262,14 @@ class SegmentationDataset:
         vocabulary: the benchmark's classes, index i = label i.
         unseen: indices of the zero-shot unseen classes (empty if the benchmark has no split).
         samples: sorted by name.
-        skipped: images left out because their label map is missing (`skip_missing_labels`).
     """
 
-    def __init__(self, spec: DatasetSpec, root: Path, split: str, samples: list[Sample], skipped: list[Sample] | None = None):
+    def __init__(self, spec: DatasetSpec, root: Path, split: str, samples: list[Sample]):
         self.spec = spec
         self.name = spec.name
         self.root = root
         self.split = split
         self.samples = samples
-        self.skipped = list(skipped or [])
         self.vocabulary = Vocabulary.preset(spec.vocabulary)
         self.unseen = tuple(_class_index(self.vocabulary, name) for name in spec.unseen)
 
@@ -290,7 +288,7 @@ class SegmentationDataset:
     def folders(self) -> list[Path]:
         """The top folders under `root` that hold this dataset's files (such as `root/coco`)."""
         tops = set()
-        for parent in {p.parent for s in self.samples + self.skipped for p in (s.image, s.label)}:
+        for parent in {p.parent for s in self.samples for p in (s.image, s.label)}:
             inside = parent.is_relative_to(self.root) and parent != self.root
             tops.add(self.root / parent.relative_to(self.root).parts[0] if inside else parent)
         return sorted(tops)
@@ -343,7 +341,9 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "val", 
     """A benchmark split from its official layout under `root` (default: `default_data_root()`).
 
     Every image of the split must have its label map: a missing one is an error naming it,
-    unless `skip_missing_labels`, which leaves such images out and lists them in `skipped`.
+    unless `skip_missing_labels`. The samples are then still every image, so that a `limit`
+    takes the same images either way; `evaluate(skip_unreadable_labels=True)` leaves out and
+    counts those whose label map is missing or unreadable.
     """
     if name not in DATASETS:
         raise ZssegError(f"unknown dataset '{name}'; available: {', '.join(DATASETS)}")
@@ -373,13 +373,12 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "val", 
             f"for example {unlabeled[0].image.name} (looked for {unlabeled[0].label}); "
             "pass --skip-missing-labels to leave them out"
         )
-    samples = [s for s in samples if s.label.is_file()]
-    if not samples:
+    if len(unlabeled) == len(samples):
         raise ZssegError(f"{name} ({split}): none of the images has a label map; {hint}")
     names = [s.name for s in samples]
     if len(set(names)) != len(names):
         raise ZssegError(f"{name} ({split}): two samples share a file name; predictions could not be told apart")
-    return SegmentationDataset(spec, root, split, sorted(samples, key=lambda s: s.name), unlabeled)
+    return SegmentationDataset(spec, root, split, sorted(samples, key=lambda s: s.name))
 
 
 def _files(folder: Path, suffixes: set[str]) -> list[Path]:

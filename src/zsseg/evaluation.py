@@ -198,8 +198,8 @@ def evaluate(
             image's file stem): class indices of the dataset's vocabulary, 255 unlabelled
             (16-bit with 65535 for vocabularies above 255 classes). It may not be inside the
             dataset's folders, and only files that zsseg wrote are replaced.
-        skip_unreadable_labels: leave out images whose label map cannot be read, and count
-            them (with those `load_dataset` left out) in `skipped_images`; else an error.
+        skip_unreadable_labels: leave out images whose label map is missing or cannot be
+            read, and count them in `skipped_images`; else such an image is an error.
     """
     from tqdm import tqdm
 
@@ -252,7 +252,7 @@ def evaluate(
         class_names=dataset.class_names,
         metrics=metrics,
         num_images=count - int(totals[2]),
-        skipped_images=len(dataset.skipped) + int(totals[2]),
+        skipped_images=int(totals[2]),
         seconds_per_image=float(totals[0] / max(totals[1], 1.0)),
         wall_seconds=time.perf_counter() - started,
         processes=context.world_size,

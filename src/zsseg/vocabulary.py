@@ -13,6 +13,7 @@ mass, and a one-name class gives exactly Eq. 1 of the paper.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,7 +36,8 @@ PRESETS: dict[str, str] = {
 
 
 def _canonical(name: str) -> str:
-    return re.sub(r"\s+", " ", name.strip()).lower()
+    """The form names are compared in: Unicode NFC ("café" composed or not), spaces, case."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", name).strip()).lower()
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,11 @@ class Vocabulary:
         for index, synonyms in enumerate(self.classes):
             if not synonyms or any(not s.strip() for s in synonyms):
                 raise ZssegError(f"class {index + 1} of the vocabulary has an empty name")
+            for synonym in synonyms:
+                try:
+                    synonym.encode("utf-8")
+                except UnicodeEncodeError:  # bytes of another encoding on the command line
+                    raise ZssegError(f"class {index + 1} of the vocabulary is not valid UTF-8 text: {synonym!r}") from None
             for synonym in synonyms:
                 key = _canonical(synonym)
                 if seen.get(key, index) != index:

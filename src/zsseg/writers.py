@@ -15,6 +15,7 @@ import colorsys
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -143,7 +144,8 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def _json_bytes(data: dict) -> bytes:
-    return (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    # A file name that is not valid UTF-8 reaches Python as lone surrogates: keep them as \u escapes.
+    return (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
 
 
 def _save_png(image: Image.Image, f: BinaryIO) -> None:
@@ -154,25 +156,26 @@ def _save_png(image: Image.Image, f: BinaryIO) -> None:
 
 def written_by_zsseg(path: Path) -> bool:
     """Whether `path` is a file that zsseg wrote: a PNG with zsseg's Software text chunk, a
-    JSON object with zsseg's "software" field, a training log (JSON lines with a "step"), or
+    JSON object with zsseg's "software" field, a training log whose lines carry that field, or
     proposal weights in zsseg's safetensors format. Only a PNG's header is read, not its pixels."""
     try:
         if path.suffix.lower() == ".png":
-            with Image.open(path) as image:
+            with warnings.catch_warnings(), Image.open(path) as image:  # the header only: no size limit applies
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 return str(image.info.get("Software", "")).startswith("zsseg")
         if path.suffix.lower() == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             return isinstance(data, dict) and str(data.get("software", "")).startswith("zsseg")
-        if path.suffix.lower() == ".jsonl":  # a training log: JSON records, each with its step
+        if path.suffix.lower() == ".jsonl":  # a training log: JSON records, each with zsseg's mark
             with path.open(encoding="utf-8") as f:
                 first = json.loads(f.readline() or "null")
-            return isinstance(first, dict) and "step" in first
+            return isinstance(first, dict) and str(first.get("software", "")).startswith("zsseg")
         if path.suffix.lower() == ".safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), "pt") as f:
                 return str((f.metadata() or {}).get("format", "")).startswith("zsseg")
-    except (OSError, ValueError, SyntaxError, RuntimeError):
+    except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError):
         return False
     return False
 

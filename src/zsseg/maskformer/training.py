@@ -11,7 +11,8 @@
 - Checkpoints (`OUT/checkpoint-STEP.pt`: model, optimiser, scheduler, step, every process's RNG
   state) are written atomically every `checkpoint_every` steps; rerunning the same command
   resumes from the newest one and ends with the same weights as an uninterrupted run.
-- `OUT/log.jsonl` has one line per `log_every` steps with the loss terms and learning rate.
+- `OUT/log.jsonl` has one line per `log_every` steps with the loss terms and learning rate
+  (each line says `"software": "zsseg VERSION"`, so a user's log is never taken for zsseg's).
 - At the end `OUT/proposals.safetensors` and `OUT/proposals.json` hold the trained network.
 """
 
@@ -34,7 +35,7 @@ from ..errors import ZssegError
 from ..evaluation import unseen_classes
 from ..prompts import PromptEncoder, VocabularyEmbedding
 from ..vocabulary import Vocabulary
-from ..writers import check_target, write_atomically
+from ..writers import SOFTWARE, check_target, write_atomically
 from .config import ModelConfig, NamedConfig, TrainConfig
 from .criterion import set_loss
 from .data import Augmentation, TrainingSamples
@@ -307,7 +308,7 @@ def train_proposals(
             clock = now
             if context.is_main:
                 with open(log_path, "a", encoding="utf-8") as log:
-                    log.write(json.dumps(last_log) + "\n")
+                    log.write(json.dumps({"software": SOFTWARE, **last_log}) + "\n")
                 bar.set_postfix(loss=f"{values['loss']:.3f}", ce=f"{values['ce']:.3f}", dice=f"{values['dice']:.3f}")
         if done % train.checkpoint_every == 0 or done == train.max_iters:
             rng = _gather(context, torch.get_rng_state())
