@@ -131,6 +131,21 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def stale(cell: Cell, report: dict, args: argparse.Namespace) -> bool:
+    """Whether a reused cell JSON was made with other settings than this run's."""
+    from zsseg.datasets import load_dataset
+
+    images = min(args.limit, len(load_dataset(cell.dataset, args.data_root, "val")))
+    return (
+        report["num_images"] != images
+        or report["max_size"] != args.max_size
+        or (cell.uses_clip and Path(report["clip"]).resolve() != args.clip.resolve())
+        or (cell.needs_weights and Path(report["proposal_weights"]).resolve() != args.proposal_weights.resolve())
+        or (cell.needs_weights and cell.uses_clip and report["ensemble_weight"] != args.ensemble_weight)
+        or (report["proposals"] in GENERATORS and report["max_proposals"] != args.max_proposals)
+    )
+
+
 def run_cell(cell: Cell, argv: list[str], log: Path, threads: int) -> float:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     started = time.perf_counter()
@@ -175,9 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     reports = {c.key: json.loads((args.work_dir / f"{c.key}.json").read_text(encoding="utf-8")) for c in plan}
     for cell in plan:
-        if reports[cell.key]["num_images"] != min(args.limit, reports[cell.key]["num_images"]) or (
-            cell.uses_clip and Path(reports[cell.key]["clip"]).resolve() != args.clip.resolve()
-        ):
+        if stale(cell, reports[cell.key], args):
             raise SystemExit(f"{cell.key}.json in {args.work_dir} is from other settings; delete it to re-run")
     rows = table_rows(plan, reports)
     text = markdown(rows)

@@ -106,3 +106,7 @@ def test_benchmark_runs_zsseg_eval_and_tabulates_its_json(clip_dir, tmp_path):
     accuracy.main(["--clip", str(clip_dir), "--limit", "2", "--only", "camvid-gt", "--work-dir", str(tmp_path / "cells"),
                    "--output", str(tmp_path / "again.json")])
     assert not (tmp_path / "cells" / "camvid-gt.log").exists()
+    # ... but not one made with other settings.
+    with pytest.raises(SystemExit, match="other settings"):
+        accuracy.main(["--clip", str(clip_dir), "--limit", "3", "--only", "camvid-gt", "--work-dir", str(tmp_path / "cells"),
+                       "--output", str(tmp_path / "stale.json")])
