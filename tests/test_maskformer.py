@@ -423,6 +423,8 @@ def test_segmenter_labels_the_network_masks_with_one_part_alone(trained, clip):
     assert torch.equal(result.masks, ordered[scores.keep])
     with pytest.raises(ZssegError, match="unknown classifier"):
         Segmenter(clip=clip, proposals=generator, classifier="both")
+    with pytest.raises(ZssegError, match="no classifier of their own"):
+        Segmenter(clip=clip, proposals="selective-search", classifier="network")
 
 def test_a_different_clip_is_refused(trained, tmp_path):
     from zsseg import load_clip

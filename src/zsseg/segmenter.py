@@ -104,6 +104,8 @@ class Segmenter:
             raise ZssegError(f"unknown classifier '{classifier}'; choose from {', '.join(CLASSIFIERS)}")
         if isinstance(proposals, str):
             proposals = build_proposal_generator(proposals, max_proposals=max_proposals)
+        if classifier == "network" and not isinstance(proposals, MaskFormerProposals):
+            raise ZssegError(f"the '{proposals.name}' proposals have no classifier of their own; 'network' needs maskformer proposals")
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
         self.proposals = proposals
         self.classifier = RegionClassifier(self.clip, templates=templates, batch_size=batch_size)
