@@ -401,6 +401,30 @@ def test_segmenter_ensembles_the_network_with_clip(trained, clip):
     assert torch.allclose(results[1.0].region_probs, torch.where(seen, net, clip_probs), atol=1e-5)
 
 
+def test_segmenter_labels_the_network_masks_with_one_part_alone(trained, clip):
+    vocabulary = Vocabulary.parse("person; grass; cat; clouds, sky")
+    image = read_image(DATA / "coco/val2017/000000010363.jpg")
+    generator = MaskFormerProposals(trained)
+    working = resize_image(image, generator.proposal_size(*image.shape[:2], 1024))
+    masks, embeddings = generator.predict(working)
+    network = Segmenter(clip=clip, proposals=generator, templates="single", classifier="network").segment(image, vocabulary)
+    encoder = Segmenter(clip=clip, proposals=generator, templates="single").proposal_prompts
+    # Network alone: its probabilities for every class, seen or not, on all its masks.
+    assert torch.allclose(network.region_probs, generator.class_probs(embeddings, encoder.encode_vocabulary(vocabulary)), atol=1e-6)
+    assert network.masks.shape[0] == TINY.model.num_queries
+    # CLIP alone: Eq. 1 for every class on each mask non-empty at 0.5 (the reference code's lambda <= 0).
+    alone = Segmenter(clip=clip, proposals=generator, templates="single", classifier="clip")
+    assert alone.proposal_prompts is None
+    result = alone.segment(image, vocabulary)
+    ordered = generator.generate(working)
+    scores = alone.classifier.classify(working, ordered, vocabulary)
+    assert torch.allclose(result.region_probs, scores.probs, atol=1e-6)
+    assert torch.equal(result.masks, ordered[scores.keep])
+    with pytest.raises(ZssegError, match="unknown classifier"):
+        Segmenter(clip=clip, proposals=generator, classifier="both")
+    with pytest.raises(ZssegError, match="no classifier of their own"):
+        Segmenter(clip=clip, proposals="selective-search", classifier="network")
+
 def test_a_different_clip_is_refused(trained, tmp_path):
     from zsseg import load_clip
 
@@ -421,6 +445,7 @@ def test_segment_and_eval_cli_use_the_trained_proposals(trained, clip_dir, tmp_p
     assert ev.returncode == 0, ev.stderr
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["proposals"] == "maskformer" and scores["ensemble_weight"] == 0.8 and "hIoU" in scores
+    assert scores["classifier"] == "ensemble"
     oracle = run([*common, "--oracle", "--proposals", "maskformer", "--proposal-weights", str(trained), "--quiet"])
     assert oracle.returncode == 0 and "mIoU" in oracle.stdout, oracle.stderr
     missing = run([*common, "--proposals", "maskformer"])

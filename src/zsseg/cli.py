@@ -23,7 +23,7 @@ from .images import IMAGE_EXTENSIONS, read_image
 from .prompts import TEMPLATE_SETS
 from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator
 from .maskformer.config import CONFIGS
-from .segmenter import DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, Segmenter
+from .segmenter import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, Segmenter
 from .version import __version__
 from .vocabulary import PRESETS, Vocabulary
 from .writers import check_target, output_paths, write_json, write_outputs, written_by_zsseg
@@ -151,6 +151,8 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str]) -> Non
                         help="trained proposal network for --proposals maskformer: the --output-dir of `zsseg train proposals` or its proposals.safetensors")
     parser.add_argument("--ensemble-weight", type=_unit_interval, default=None,
                         help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}): seen classes p_net^l * p_clip^(1-l), unseen the reverse")
+    parser.add_argument("--classifier", default="ensemble", choices=list(CLASSIFIERS),
+                        help="who labels the maskformer's masks: the ensemble (default), clip alone or the network alone (ablations)")
 
 
 def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerator:
@@ -180,6 +182,7 @@ def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerat
         max_size=args.max_size,
         batch_size=args.batch_size,
         ensemble_weight=ENSEMBLE_WEIGHT if args.ensemble_weight is None else args.ensemble_weight,
+        classifier=args.classifier,
     )
 
 
@@ -340,6 +343,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "proposals": args.proposals,
             "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
             "ensemble_weight": predictor.segmenter.ensemble_weight if isinstance(predictor, ClipPredictor) and args.proposals == MaskFormerProposals.name else None,
+            "classifier": args.classifier if args.proposals == MaskFormerProposals.name and not args.oracle else None,
             "max_proposals": generator.max_proposals,
             "clip": None if args.oracle else args.clip,
             "templates": None if args.oracle else args.templates,

@@ -25,6 +25,8 @@ from .vocabulary import Vocabulary, as_vocabulary
 DEFAULT_PROPOSALS = "selective-search"
 DEFAULT_MAX_SIZE = 1024
 ENSEMBLE_WEIGHT = 0.8  # lambda of the ensemble with a proposal network's classifier (the paper's)
+# Who labels a proposal network's masks: the ensemble, CLIP alone (Eq. 1), or the network's head alone.
+CLASSIFIERS = ("ensemble", "clip", "network")
 
 
 @dataclass
@@ -76,6 +78,9 @@ class Segmenter:
             ("maskformer" proposals, loaded with `MaskFormerProposals(weights)`): for classes it
             was trained on, p = p_net^lambda * p_clip^(1 - lambda); for the others the exponents
             are swapped, so CLIP decides unseen classes. Unused with training-free proposals.
+        classifier: with a proposal network, "ensemble" (default), or one part alone for
+            ablations (the paper's Table 7): "clip" labels every non-empty mask by Eq. 1 for
+            every class, "network" uses the network's probabilities for every class.
     """
 
     def __init__(
@@ -89,20 +94,26 @@ class Segmenter:
         max_proposals: int = 100,
         batch_size: int = 32,
         ensemble_weight: float = ENSEMBLE_WEIGHT,
+        classifier: str = "ensemble",
     ):
         if max_size is not None and max_size < 32:
             raise ZssegError(f"max_size must be at least 32 pixels, got {max_size}")
         if not 0.0 <= ensemble_weight <= 1.0:
             raise ZssegError(f"ensemble weight must be in [0, 1], got {ensemble_weight}")
+        if classifier not in CLASSIFIERS:
+            raise ZssegError(f"unknown classifier '{classifier}'; choose from {', '.join(CLASSIFIERS)}")
         if isinstance(proposals, str):
             proposals = build_proposal_generator(proposals, max_proposals=max_proposals)
+        if classifier == "network" and not isinstance(proposals, MaskFormerProposals):
+            raise ZssegError(f"the '{proposals.name}' proposals have no classifier of their own; 'network' needs maskformer proposals")
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
         self.proposals = proposals
         self.classifier = RegionClassifier(self.clip, templates=templates, batch_size=batch_size)
         self.max_size = max_size
         self.ensemble_weight = ensemble_weight
+        self.classifier_mode = classifier
         self.proposal_prompts: PromptEncoder | None = None
-        if isinstance(proposals, MaskFormerProposals):
+        if isinstance(proposals, MaskFormerProposals) and classifier != "clip":
             self.proposal_prompts = proposal_text_encoder(proposals, self.clip, self.classifier.prompts)
 
     def prepare(self, vocabulary: Vocabulary | str | list[str]) -> Vocabulary:
@@ -175,11 +186,13 @@ class Segmenter:
     def _ensemble(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks `[Q, h, w]` of a proposal network and the ensemble of its class probabilities
         with CLIP's (the reference code's): a query whose binarised mask is empty keeps the
-        network's probabilities only."""
+        network's probabilities only. With `classifier="network"`, the network's alone."""
         proposals: MaskFormerProposals = self.proposals  # type: ignore[assignment]
         masks, embeddings = proposals.predict(image)
         network = proposals.class_probs(embeddings, self.proposal_prompts.encode_vocabulary(vocabulary))
         lap("proposals")
+        if self.classifier_mode == "network":
+            return masks, network
         clip_probs = torch.ones_like(network)
         probs, keep = self._clip_probs(image, masks, text, lap)
         clip_probs[keep] = probs
@@ -219,4 +232,4 @@ def proposal_text_encoder(proposals: MaskFormerProposals, clip: ClipModel, defau
     return encoder
 
 
-__all__ = ["Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT"]
+__all__ = ["Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "CLASSIFIERS"]
