@@ -326,8 +326,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     dataset = load_dataset(args.dataset, args.data_root, args.split, skip_missing_labels=args.skip_missing_labels)
     unseen_classes(dataset, args.protocol)
+    inputs = _inputs(args)
     if args.output is not None:
-        _check_json_output(args.output, "--output", dataset, _inputs(args))
+        _check_json_output(args.output, "--output", dataset, inputs)
     if args.save_predictions is not None:
         _check_output_folder(args.save_predictions, "--save-predictions")
         check_prediction_folder(dataset, args.save_predictions, args.limit)
@@ -368,7 +369,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         text = report.table()
         _output(text.splitlines()[-2:] if args.quiet else text.splitlines())
         if args.output is not None:
-            check_target(args.output, _inputs(args), advice="give another --output file")
+            check_target(args.output, inputs, advice="give another --output file")
             write_json(args.output, report.as_dict())
             print(f"zsseg: wrote {args.output}", file=sys.stderr)
     return 0
