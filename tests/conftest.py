@@ -14,6 +14,19 @@ DATA = Path(os.environ.get("ZSSEG_TEST_DATA", SHARED / "data"))
 TOKENIZER = Path(os.environ.get("ZSSEG_TEST_TOKENIZER", SHARED / "clip-tokenizer"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_text_cache(tmp_path_factory):
+    """Tests never read or write the user's text-feature cache (~/.cache/zsseg): each session
+    has its own, so the cache is exercised without depending on earlier runs."""
+    old = os.environ.get("ZSSEG_CACHE_DIR")
+    os.environ["ZSSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("zsseg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ZSSEG_CACHE_DIR", None)
+    else:
+        os.environ["ZSSEG_CACHE_DIR"] = old
+
+
 def tiny_clip_config(image_size: int = 224):
     from transformers import CLIPConfig
 

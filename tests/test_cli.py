@@ -117,7 +117,7 @@ def test_vocabulary_file_and_preset(clip_dir, tmp_path):
     args = ["segment", str(image), "--clip", str(clip_dir), "--max-size", "64"]
     assert main(args + ["--vocabulary-file", str(vocab), "--out", str(tmp_path / "o1")]) == 0
     assert json.loads((tmp_path / "o1" / "a.json").read_text())["vocabulary"] == ["cat", "sofa, couch"]
-    assert main(args + ["--vocabulary", "ade20k-847", "--templates", "single", "--out", str(tmp_path / "o2")]) == 0
+    assert main(args + ["--vocabulary", "ade20k-847", "--prompt", "single", "--out", str(tmp_path / "o2")]) == 0
     assert Image.open(tmp_path / "o2" / "a.png").mode in ("I;16", "I")  # > 255 classes: 16-bit labels
     assert main(args + ["--vocabulary-file", str(tmp_path / "none.txt"), "--out", str(tmp_path / "o3")]) == 2
 

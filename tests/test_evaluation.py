@@ -127,7 +127,7 @@ def test_cli_ground_truth_oracle_is_100(tmp_path):
 def test_cli_clip_pipeline_zero_shot(clip_dir, tmp_path):
     out = tmp_path / "scores.json"
     proc = run(["eval", "--dataset", "coco-stuff", "--data-root", str(DATA), "--clip", str(clip_dir), "--limit", "2",
-                "--max-size", "160", "--max-proposals", "8", "--templates", "single", "--protocol", "zero-shot", "--output", str(out)])
+                "--max-size", "160", "--max-proposals", "8", "--prompt", "single", "--protocol", "zero-shot", "--output", str(out)])
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["clip"] == str(clip_dir) and report["oracle"] is False
@@ -142,7 +142,7 @@ def normalised(report):
     "args",
     [
         ["--dataset", "ade20k-150", "--oracle", "--proposals", "selective-search", "--max-proposals", "30", "--limit", "5"],
-        ["--dataset", "voc-20", "--protocol", "zero-shot", "--max-size", "128", "--max-proposals", "6", "--templates", "single", "--limit", "3"],
+        ["--dataset", "voc-20", "--protocol", "zero-shot", "--max-size", "128", "--max-proposals", "6", "--prompt", "single", "--limit", "3"],
     ],
     ids=["oracle", "clip"],
 )

@@ -385,7 +385,7 @@ def test_segmenter_ensembles_the_network_with_clip(trained, clip):
     assert generator.seen_classes(vocabulary).tolist() == [True, False, True, False]
     results = {}
     for lam in (0.8, 1.0):
-        segmenter = Segmenter(clip=clip, proposals=generator, templates="single", ensemble_weight=lam)
+        segmenter = Segmenter(clip=clip, proposals=generator, prompt="single", ensemble_weight=lam)
         results[lam] = segmenter.segment(image, vocabulary)
     assert results[0.8].label_map.shape == image.shape[:2] and results[0.8].masks.shape[0] == TINY.model.num_queries
     # Recompute the ensemble by hand from its two sources.
@@ -407,13 +407,13 @@ def test_segmenter_labels_the_network_masks_with_one_part_alone(trained, clip):
     generator = MaskFormerProposals(trained)
     working = resize_image(image, generator.proposal_size(*image.shape[:2], 1024))
     masks, embeddings = generator.predict(working)
-    network = Segmenter(clip=clip, proposals=generator, templates="single", classifier="network").segment(image, vocabulary)
-    encoder = Segmenter(clip=clip, proposals=generator, templates="single").proposal_prompts
+    network = Segmenter(clip=clip, proposals=generator, prompt="single", classifier="network").segment(image, vocabulary)
+    encoder = Segmenter(clip=clip, proposals=generator, prompt="single").proposal_prompts
     # Network alone: its probabilities for every class, seen or not, on all its masks.
     assert torch.allclose(network.region_probs, generator.class_probs(embeddings, encoder.encode_vocabulary(vocabulary)), atol=1e-6)
     assert network.masks.shape[0] == TINY.model.num_queries
     # CLIP alone: Eq. 1 for every class on each mask non-empty at 0.5 (the reference code's lambda <= 0).
-    alone = Segmenter(clip=clip, proposals=generator, templates="single", classifier="clip")
+    alone = Segmenter(clip=clip, proposals=generator, prompt="single", classifier="clip")
     assert alone.proposal_prompts is None
     result = alone.segment(image, vocabulary)
     ordered = generator.generate(working)

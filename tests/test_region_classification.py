@@ -69,7 +69,7 @@ def test_crop_by_hand():
 
 
 def test_eq1_probabilities_by_hand(clip):
-    classifier = RegionClassifier(clip, templates="single")
+    classifier = RegionClassifier(clip, prompt="single")
     text = classifier.embed_vocabulary(["cat", "dog", "wall"])
     image_features = F.normalize(torch.randn(4, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
     probs, logits = classifier.scores(image_features, text)
@@ -81,7 +81,7 @@ def test_eq1_probabilities_by_hand(clip):
 
 
 def test_synonyms_take_the_maximum_logit(clip):
-    classifier = RegionClassifier(clip, templates="single")
+    classifier = RegionClassifier(clip, prompt="single")
     text = classifier.embed_vocabulary(Vocabulary.parse("sofa, couch; wall"))
     feats = classifier.prompts.encode_names(["sofa", "couch", "wall"])
     image = F.normalize(torch.randn(3, 32, generator=torch.Generator().manual_seed(1)), dim=-1)
@@ -101,7 +101,7 @@ def test_whole_image_mask_agrees_with_transformers_zero_shot(clip, clip_dir, coc
     size = min(photo.size)
     image = np.array(photo.crop((0, 0, size, size)).resize((side, side), Image.BICUBIC))
     names = ["cat", "dog", "wall", "person", "pizza"]
-    ours = RegionClassifier(clip, templates="single").classify(image, np.ones((1, side, side), bool), names).probs[0]
+    ours = RegionClassifier(clip, prompt="single").classify(image, np.ones((1, side, side), bool), names).probs[0]
 
     processor = CLIPProcessor.from_pretrained(clip_dir)
     model = CLIPModel.from_pretrained(clip_dir).eval()

@@ -1,8 +1,8 @@
-"""Command line: `zsseg segment`, `zsseg eval`, `zsseg train proposals`, `zsseg vocabularies`, ...
+"""Command line: `zsseg segment`, `zsseg eval`, `zsseg train proposals|prompts`, `zsseg prompts select`, ...
 
 Exit status: 0 on success, 1 when some images failed (the others are written), 2 when nothing
 could run or an evaluation stopped (bad arguments, vocabulary, model, dataset or output
-path). Errors are one line each. `zsseg eval` and `zsseg train proposals` also run under
+path). Errors are one line each. `zsseg eval` and `zsseg train ...` also run under
 `torchrun --no-python zsseg ...`.
 """
 
@@ -20,7 +20,8 @@ from .datasets import DATASETS, IGNORE, SegmentationDataset, load_dataset
 from .errors import ZssegError
 from .evaluation import PROTOCOLS
 from .images import IMAGE_EXTENSIONS, read_image
-from .prompts import TEMPLATE_SETS
+from .prompts import TEMPLATE_SETS, load_prompt
+from .prompt_learning import PROMPT_CONFIGS
 from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator
 from .maskformer.config import CONFIGS
 from .segmenter import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, Segmenter
@@ -104,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                           "inside the dataset's folders, and only files zsseg wrote are replaced")
     evaluate.add_argument("--quiet", action="store_true", help="print only the summary, not the per-class table")
 
-    train = commands.add_parser("train", help="train the learned proposal network (MaskFormer with a CLIP-text classifier)")
+    train = commands.add_parser("train", help="train the proposal network (MaskFormer with a CLIP-text classifier) or a prompt")
     trainers = train.add_subparsers(dest="what", metavar="WHAT")
     proposals = trainers.add_parser(
         "proposals",
@@ -120,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes")
     proposals.add_argument("--config", default="paper", choices=list(CONFIGS), help="named architecture + training config (default paper; `zsseg configs` lists them)")
     proposals.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP whose text embeddings are the classifier (default {DEFAULT_CLIP})")
+    proposals.add_argument("--prompt", default=None, metavar="PROMPT",
+                           help="prompt of the classifier's text embeddings: imagenet (default), vild, single, a template with {}, "
+                           "or a prompt file/folder (`zsseg prompts select`, `zsseg train prompts`: learn the prompt first); stored with the weights")
     proposals.add_argument("--backbone-weights", default=None,
                            help="ImageNet weights of the ResNet backbone: hub id or folder (default: the config's, e.g. microsoft/resnet-101); "
                            "'none' for random weights; for the clip backbone, 'none' skips CLIP's image weights")
@@ -131,8 +135,52 @@ def _parser() -> argparse.ArgumentParser:
     proposals.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     proposals.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
     proposals.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final proposals.safetensors + proposals.json")
+    proposals.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
 
-    commands.add_parser("configs", help="list the named proposal-network configs of `zsseg train proposals`")
+    prompts = trainers.add_parser(
+        "prompts",
+        help="learn a prompt (CoOp context vectors) with a frozen CLIP on a benchmark's training split",
+        description="Learn context vectors put before every class name, on Eq. 1 crops of the ground-truth segments of the seen "
+        "classes (zero-shot) or all classes (cross-dataset), with CLIP frozen. Writes OUT/prompt.safetensors + OUT/prompt.json, "
+        "which --prompt OUT takes. Rerunning the same command resumes; torchrun as for proposals.",
+    )
+    prompts.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
+    prompts.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
+    prompts.add_argument("--split", default="train", help="dataset split (default train)")
+    prompts.add_argument("--protocol", default="zero-shot", choices=list(PROTOCOLS), help="zero-shot: learn on the seen classes only (default); cross-dataset: all")
+    prompts.add_argument("--config", default="paper", choices=list(PROMPT_CONFIGS), help="named settings (default paper; `zsseg configs` lists them)")
+    prompts.add_argument("--clip", default=DEFAULT_CLIP, help=f"the frozen CLIP (default {DEFAULT_CLIP})")
+    prompts.add_argument("--context-length", type=_at_least(1), default=None, help="learned vectors before the class name (default: the config's, 16)")
+    prompts.add_argument("--samples-per-class", type=_at_least(0), default=None, help="at most this many samples per class, 0 = all (default: the config's)")
+    prompts.add_argument("--max-iters", type=_at_least(1), default=None, help="training steps (default: the config's)")
+    prompts.add_argument("--batch-size", type=_at_least(1), default=None, help="crops per step over all processes (default: the config's, 32)")
+    prompts.add_argument("--checkpoint-every", type=_at_least(1), default=None, help="steps between checkpoints (default: the config's)")
+    prompts.add_argument("--log-every", type=_at_least(1), default=None, help="steps between log lines (default: the config's)")
+    prompts.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    prompts.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
+    prompts.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final prompt.safetensors + prompt.json")
+
+    prompt_commands = commands.add_parser("prompts", help="choose the best prompt template on training data")
+    prompt_tools = prompt_commands.add_subparsers(dest="what", metavar="WHAT")
+    select = prompt_tools.add_parser(
+        "select",
+        help="score every template of a set, alone, on the training split's seen classes, and write the best",
+        description="Score each template alone by the mean class accuracy of Eq. 1 on the ground-truth segments of the "
+        "training split's seen classes (all classes for cross-dataset). Never reads validation images or unseen classes. "
+        "Prints the ranking and writes the best template as a prompt file that --prompt takes.",
+    )
+    select.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
+    select.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
+    select.add_argument("--protocol", default="zero-shot", choices=list(PROTOCOLS), help="zero-shot: seen classes only (default); cross-dataset: all")
+    select.add_argument("--templates", default="imagenet", choices=list(TEMPLATE_SETS), help="the set to choose from (default imagenet, CLIP's 80)")
+    select.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
+    select.add_argument("--limit", type=_at_least(1), default=None, help="use the first N training images only")
+    select.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    select.add_argument("--batch-size", type=_at_least(1), default=32, help="crops per CLIP forward pass (default 32)")
+    select.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
+    select.add_argument("--output", required=True, type=Path, help="the prompt file to write (JSON), with the whole ranking")
+
+    commands.add_parser("configs", help="list the named configs of `zsseg train proposals` and `zsseg train prompts`")
     commands.add_parser("vocabularies", help="list the built-in vocabularies")
     commands.add_parser("datasets", help="list the benchmarks `zsseg eval` reads")
     return parser
@@ -142,7 +190,11 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str]) -> Non
     parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
     parser.add_argument("--proposals", default=DEFAULT_PROPOSALS, choices=proposals, help=f"mask proposal generator (default {DEFAULT_PROPOSALS})")
     parser.add_argument("--max-proposals", type=_at_least(1), default=None, help="masks per image (default 100; all segments for ground-truth)")
-    parser.add_argument("--templates", default="imagenet", choices=list(TEMPLATE_SETS), help="prompt templates (default imagenet)")
+    parser.add_argument("--prompt", default=None, metavar="PROMPT",
+                        help="how class names are prompted: imagenet (CLIP's 80 templates), vild, single, one template such as "
+                        "'a sculpture of a {}.', or a prompt file or folder (`zsseg prompts select`, `zsseg train prompts`); "
+                        "default: the prompt a maskformer was trained with, else imagenet")
+    parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="CLIP precision (default fp32)")
     parser.add_argument("--max-size", type=_at_least(32), default=DEFAULT_MAX_SIZE, help=f"longer side images are processed at (default {DEFAULT_MAX_SIZE}); outputs are full size")
@@ -176,13 +228,14 @@ def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerat
     return Segmenter(
         clip=args.clip,
         proposals=proposals,
-        templates=args.templates,
+        prompt=args.prompt,
         device=device,
         dtype=args.dtype,
         max_size=args.max_size,
         batch_size=args.batch_size,
         ensemble_weight=ENSEMBLE_WEIGHT if args.ensemble_weight is None else args.ensemble_weight,
         classifier=args.classifier,
+        text_cache=not args.no_text_cache,
     )
 
 
@@ -216,12 +269,14 @@ def _inputs(args: argparse.Namespace, images: list[Path] = ()) -> frozenset[Path
     """Every file the command reads (resolved): images, the vocabulary file, and the files of
     the CLIP and proposal-weight folders. No output may be one of them, even with --overwrite."""
     files = [*images, getattr(args, "vocabulary_file", None)]
-    for model in (getattr(args, "clip", None), getattr(args, "proposal_weights", None)):
+    prompt = getattr(args, "prompt", None)
+    prompt = Path(prompt) if prompt is not None and Path(prompt).expanduser().exists() else None
+    for model in (getattr(args, "clip", None), getattr(args, "proposal_weights", None), prompt):
         path = Path(model).expanduser() if model is not None else None
         if path is not None and path.is_dir():
             files.extend(p for p in path.iterdir() if p.is_file())
         elif path is not None and path.is_file():
-            files.extend([path, path.with_suffix(".json")])
+            files.extend([path, path.with_suffix(".json"), path.with_suffix(".safetensors")])
     return frozenset(Path(f).resolve() for f in files if f is not None)
 
 
@@ -265,10 +320,17 @@ def _vocabulary(args: argparse.Namespace) -> Vocabulary:
     return Vocabulary.from_file(args.vocabulary_file)
 
 
+def _check_prompt(args: argparse.Namespace) -> None:
+    """A misspelt prompt or a broken prompt file is an error before any model loads."""
+    if getattr(args, "prompt", None) is not None and not getattr(args, "oracle", False):
+        load_prompt(args.prompt)
+
+
 def _segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     vocabulary = _vocabulary(args)
+    _check_prompt(args)
     images, failures = _collect_images(args.inputs)
     inputs = _inputs(args, images)
     _check_outputs(images, args.out, args.overwrite, inputs)
@@ -326,6 +388,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     dataset = load_dataset(args.dataset, args.data_root, args.split, skip_missing_labels=args.skip_missing_labels)
     unseen_classes(dataset, args.protocol)
+    _check_prompt(args)
     inputs = _inputs(args)
     if args.output is not None:
         _check_json_output(args.output, "--output", dataset, inputs)
@@ -347,7 +410,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "classifier": args.classifier if args.proposals == MaskFormerProposals.name and not args.oracle else None,
             "max_proposals": generator.max_proposals,
             "clip": None if args.oracle else args.clip,
-            "templates": None if args.oracle else args.templates,
+            "prompt": None if args.oracle else predictor.segmenter.classifier.prompts.prompt.describe(),
             "dtype": None if args.oracle else args.dtype,
             "max_size": args.max_size,
             "data_root": str(dataset.root),
@@ -390,6 +453,9 @@ def _train(args: argparse.Namespace) -> int:
         for key in ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed")
         if getattr(args, key) is not None
     }
+    if args.prompt is not None:
+        load_prompt(args.prompt)  # a bad prompt is an error now, not after the dataset is read
+        overrides["prompt"] = args.prompt
     config = replace(config, train=replace(config.train, **overrides))
     backbone = config.model.backbone
     if args.backbone_weights is None:
@@ -404,13 +470,62 @@ def _train(args: argparse.Namespace) -> int:
     context = init_distributed(args.device)
     try:
         clip = load_clip(args.clip, device=context.device)
-        result = train_proposals(dataset, config, clip, args.output_dir, args.protocol, weights, context)
+        result = train_proposals(dataset, config, clip, args.output_dir, args.protocol, weights, context,
+                                 text_cache=not args.no_text_cache)
     finally:
         shutdown_distributed()
     if context.is_main:
         resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
         loss = f", last loss {result.last_log['loss']:.4f}" if result.last_log else ""
         print(f"zsseg: trained {result.steps} steps{resumed}{loss}; weights in {result.weights}", file=sys.stderr)
+    return 0
+
+
+def _train_prompts(args: argparse.Namespace) -> int:
+    from .clip import load_clip
+    from .distributed import init_distributed, shutdown_distributed
+    from .evaluation import unseen_classes
+    from .prompt_learning import check_output_dir, prompt_config, prompt_config_with, train_prompts
+
+    config = prompt_config_with(prompt_config(args.config), **{
+        key: getattr(args, key)
+        for key in ("context_length", "samples_per_class", "max_iters", "batch_size", "checkpoint_every", "log_every", "seed")
+    })
+    dataset = load_dataset(args.dataset, args.data_root, args.split)
+    unseen_classes(dataset, args.protocol)
+    dataset.check_outside(args.output_dir, "--output-dir")
+    _check_output_folder(args.output_dir, "--output-dir")
+    check_output_dir(args.output_dir)
+    context = init_distributed(args.device)
+    try:
+        clip = load_clip(args.clip, device=context.device)
+        result = train_prompts(dataset, config, clip, args.output_dir, args.protocol, context)
+    finally:
+        shutdown_distributed()
+    if context.is_main:
+        resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
+        loss = f", last loss {result.last_log['loss']:.4f}" if result.last_log else ""
+        print(f"zsseg: trained {result.steps} steps{resumed}{loss}; pass --prompt {args.output_dir}", file=sys.stderr)
+    return 0
+
+
+def _select_prompt(args: argparse.Namespace) -> int:
+    from .clip import load_clip
+    from .evaluation import unseen_classes
+    from .prompt_selection import TRAINING_SPLIT, select_template
+    from .prompts import save_template_prompt
+
+    dataset = load_dataset(args.dataset, args.data_root, TRAINING_SPLIT)
+    unseen_classes(dataset, args.protocol)
+    inputs = _inputs(args)
+    _check_json_output(args.output, "--output", dataset, inputs)
+    clip = load_clip(args.clip, device=args.device)
+    selection = select_template(dataset, clip, args.protocol, args.templates, args.limit, args.batch_size,
+                                text_cache=not args.no_text_cache)
+    _output(selection.table().splitlines())
+    check_target(args.output, inputs, advice="give another --output file")
+    save_template_prompt(args.output, selection.best, {"clip": args.clip, "template_set": args.templates, **selection.as_dict()})
+    print(f"zsseg: best template '{selection.ranking[0].template}'; wrote {args.output} (pass --prompt {args.output})", file=sys.stderr)
     return 0
 
 
@@ -426,12 +541,17 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.command == "configs":
-        _output(f"{name:14s} {config.description}" for name, config in CONFIGS.items())
+        _output(
+            [f"zsseg train proposals --config {name:14s} {config.description}" for name, config in CONFIGS.items()]
+            + [f"zsseg train prompts --config {name:16s} {config.description}" for name, config in PROMPT_CONFIGS.items()]
+        )
         return 0
     if args.command == "eval":
         return _evaluate(args)
     if args.command == "train":
-        return _train(args)
+        return _train(args) if args.what == "proposals" else _train_prompts(args)
+    if args.command == "prompts":
+        return _select_prompt(args)
     return _segment(args)
 
 
@@ -451,10 +571,13 @@ def _output(lines: Iterable[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
-        print("zsseg: error: give a command: segment, eval, train, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
+        print("zsseg: error: give a command: segment, eval, train, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
         return 2
     if args.command == "train" and args.what is None:
-        print("zsseg train: error: say what to train: `zsseg train proposals ...` (see `zsseg train proposals --help`)", file=sys.stderr)
+        print("zsseg train: error: say what to train: `zsseg train proposals ...` or `zsseg train prompts ...` (see their --help)", file=sys.stderr)
+        return 2
+    if args.command == "prompts" and args.what is None:
+        print("zsseg prompts: error: say what to do: `zsseg prompts select ...` (see `zsseg prompts select --help`)", file=sys.stderr)
         return 2
     try:
         return _run(args)

@@ -8,6 +8,7 @@ constants. Weights are read from safetensors, or from a PyTorch file with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import pickle
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -58,6 +59,7 @@ class ClipModel:
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
     context_length: int
+    _text_fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -93,6 +95,70 @@ class ClipModel:
         if not out:
             return torch.empty(0, self.embed_dim)
         return torch.cat(out)
+
+    def text_fingerprint(self) -> str:
+        """SHA-256 of the text tower's weights as loaded (dtype included): the CLIP's identity for
+        the text-feature cache. Computed once (a fraction of a second for ViT-B/16)."""
+        if self._text_fingerprint is None:
+            digest = hashlib.sha256()
+            tensors = {f"text_model.{k}": v for k, v in self.model.text_model.state_dict().items()}
+            tensors["text_projection.weight"] = self.model.text_projection.weight
+            for name in sorted(tensors):
+                tensor = tensors[name].detach().cpu().contiguous().reshape(-1)
+                digest.update(f"{name}:{tensor.dtype}:{tensor.numel()};".encode())
+                digest.update(tensor.view(torch.uint8).numpy())
+            self._text_fingerprint = digest.hexdigest()
+        return self._text_fingerprint
+
+    def token_probe(self) -> torch.Tensor:
+        """`[64, W]` float32 rows of the token embedding table at fixed token ids: compared with
+        the rows a learned prompt was trained with, to tell whether this CLIP is that one."""
+        table = self.model.text_model.embeddings.token_embedding.weight
+        ids = torch.linspace(0, table.shape[0] - 1, 64).round().long()
+        return table.detach()[ids.to(table.device)].float().cpu()
+
+    def encode_with_context(self, context: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """L2-normalised text embeddings `[N, D]` float32 of "[SOS] c_1 .. c_n NAME . [EOS]", where
+        c_i are the rows of `context` `[n, W]` put in place of token embeddings (CoOp's learned
+        prompt, as the paper's code builds it). Differentiable with respect to `context`; with
+        n = 0 it equals `encode_text([f"{name}." ...])`."""
+        tokenizer = self.tokenizer
+        filler = tokenizer("X", add_special_tokens=False)["input_ids"]
+        dot = tokenizer(".", add_special_tokens=False)["input_ids"]
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        n = int(context.shape[0])
+        rows = [[bos, *filler * n, *ids, *dot, eos] for ids in tokenizer(names, add_special_tokens=False)["input_ids"]]
+        for name, row in zip(names, rows):
+            if len(row) > self.context_length:
+                raise ZssegError(
+                    f"class name '{name[:60]}' is too long: with a {n}-token learned context it is {len(row)} tokens, "
+                    f"CLIP's context is {self.context_length}"
+                )
+        if not rows:
+            return torch.empty(0, self.embed_dim)
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        text_model = self.model.text_model
+        embeds = text_model.embeddings.token_embedding(ids)
+        if n:
+            context = context.to(device=embeds.device, dtype=embeds.dtype)
+            embeds = torch.cat([embeds[:, :1], context.expand(len(rows), -1, -1), embeds[:, 1 + n :]], dim=1)
+
+        def use_embeds(module, args, kwargs):  # the tower's own mask and pooling, our token embeddings
+            return (), {**kwargs, "input_ids": None, "inputs_embeds": embeds}
+
+        hook = text_model.embeddings.register_forward_pre_hook(use_embeds, with_kwargs=True)
+        try:
+            pooled = text_model(input_ids=ids, attention_mask=mask).pooler_output
+        finally:
+            hook.remove()
+        return F.normalize(self.model.text_projection(pooled).float(), dim=-1)
 
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from .clip import ClipModel
 from .errors import ZssegError
 from .images import ImageInput, image_tensor
-from .prompts import PromptEncoder, VocabularyEmbedding
+from .prompts import PromptEncoder, PromptLike, VocabularyEmbedding
 from .vocabulary import Vocabulary, as_vocabulary
 
 TEMPERATURE = 100.0  # Eq. 1; CLIP's own learned logit scale also converges to 100.
@@ -95,13 +95,14 @@ class RegionClassifier:
     def __init__(
         self,
         clip: ClipModel,
-        templates: str | tuple[str, ...] = "imagenet",
+        prompt: PromptLike = "imagenet",
         temperature: float = TEMPERATURE,
         mask_threshold: float = 0.5,
         batch_size: int = 32,
+        text_cache: bool = True,
     ):
         self.clip = clip
-        self.prompts = PromptEncoder(clip, templates)
+        self.prompts = PromptEncoder(clip, prompt, cache=text_cache)
         self.temperature = temperature
         self.mask_threshold = mask_threshold
         self.batch_size = batch_size

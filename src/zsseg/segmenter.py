@@ -17,13 +17,14 @@ from .assembly import UNLABELED, assemble, assemble_labels
 from .clip import DEFAULT_CLIP, ClipModel, load_clip
 from .errors import ZssegError
 from .images import ImageInput, as_rgb_array, image_tensor, resize_image
-from .prompts import PromptEncoder, VocabularyEmbedding, resolve_templates
+from .prompts import PromptEncoder, PromptLike, VocabularyEmbedding
 from .proposals import MaskFormerProposals, ProposalGenerator, build_proposal_generator
 from .region_classification import RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
 
 DEFAULT_PROPOSALS = "selective-search"
 DEFAULT_MAX_SIZE = 1024
+DEFAULT_PROMPT = "imagenet"
 ENSEMBLE_WEIGHT = 0.8  # lambda of the ensemble with a proposal network's classifier (the paper's)
 # Who labels a proposal network's masks: the ensemble, CLIP alone (Eq. 1), or the network's head alone.
 CLASSIFIERS = ("ensemble", "clip", "network")
@@ -68,7 +69,10 @@ class Segmenter:
         clip: hub id, local folder, or an already loaded `ClipModel`.
         proposals: a generator name ("selective-search", "contour-hierarchy") or instance
             (such as `MaskFormerProposals(weights)`).
-        templates: prompt template set ("imagenet", "vild", "single") or a list of templates.
+        prompt: how class names are put to CLIP's text tower: a template set ("imagenet",
+            "vild", "single"), one template ("a sculpture of a {}."), a list of templates, or a
+            prompt file (`zsseg prompts select`, `zsseg train prompts`); see `zsseg.prompts`.
+            Default: the prompt a proposal network was trained with, else "imagenet".
         device, dtype: where and how CLIP runs ("cpu"/"cuda", "fp32"/"bf16").
         max_size: images are processed with their longer side at most this many pixels; the
             label map is returned at full size.
@@ -81,13 +85,15 @@ class Segmenter:
         classifier: with a proposal network, "ensemble" (default), or one part alone for
             ablations (the paper's Table 7): "clip" labels every non-empty mask by Eq. 1 for
             every class, "network" uses the network's probabilities for every class.
+        text_cache: keep text features in the disk cache (`zsseg.text_cache`); False encodes
+            every vocabulary afresh.
     """
 
     def __init__(
         self,
         clip: str | ClipModel = DEFAULT_CLIP,
         proposals: str | ProposalGenerator = DEFAULT_PROPOSALS,
-        templates: str | tuple[str, ...] = "imagenet",
+        prompt: PromptLike | None = None,
         device: str = "cpu",
         dtype: str = "fp32",
         max_size: int | None = DEFAULT_MAX_SIZE,
@@ -95,6 +101,7 @@ class Segmenter:
         batch_size: int = 32,
         ensemble_weight: float = ENSEMBLE_WEIGHT,
         classifier: str = "ensemble",
+        text_cache: bool = True,
     ):
         if max_size is not None and max_size < 32:
             raise ZssegError(f"max_size must be at least 32 pixels, got {max_size}")
@@ -108,7 +115,9 @@ class Segmenter:
             raise ZssegError(f"the '{proposals.name}' proposals have no classifier of their own; 'network' needs maskformer proposals")
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
         self.proposals = proposals
-        self.classifier = RegionClassifier(self.clip, templates=templates, batch_size=batch_size)
+        if prompt is None:
+            prompt = proposals.trained.training_prompt if isinstance(proposals, MaskFormerProposals) else DEFAULT_PROMPT
+        self.classifier = RegionClassifier(self.clip, prompt=prompt, batch_size=batch_size, text_cache=text_cache)
         self.max_size = max_size
         self.ensemble_weight = ensemble_weight
         self.classifier_mode = classifier
@@ -207,16 +216,17 @@ class Segmenter:
 
 
 def proposal_text_encoder(proposals: MaskFormerProposals, clip: ClipModel, default: PromptEncoder) -> PromptEncoder:
-    """The prompt encoder for a proposal network's classifier: the templates it was trained with,
-    on a CLIP whose text embeddings match those it was trained against (checked on a few of its
+    """The prompt encoder for a proposal network's classifier: the prompt it was trained with
+    (a learned one is stored in its weights), on a CLIP whose text embeddings match those it was trained against (checked on a few of its
     training classes, so that a different CLIP is an error rather than silent noise)."""
     if clip.embed_dim != proposals.embed_dim:
         raise ZssegError(
             f"the proposal network was trained against {proposals.embed_dim}-d CLIP text embeddings "
             f"('{proposals.trained.info.get('clip')}'), but this CLIP's are {clip.embed_dim}-d; pass that CLIP (--clip)"
         )
-    templates = proposals.trained.templates
-    encoder = default if default.templates == resolve_templates(templates) else PromptEncoder(clip, templates)
+    prompt = proposals.trained.training_prompt
+    same = prompt.identity == default.prompt.identity
+    encoder = default if same else PromptEncoder(clip, prompt, cache=default.disk if default.disk is not None else False)
     stored = proposals.trained.train_text
     probe = min(4, stored.num_classes)
     rows = [int(i) for i in range(stored.features.shape[0]) if int(stored.synonym_class[0, i]) < probe]

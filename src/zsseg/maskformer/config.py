@@ -91,7 +91,8 @@ class TrainConfig:
         no_object_weight, class_weight, mask_weight, dice_weight: loss and matching weights
             (cross-entropy, sigmoid focal loss, dice loss).
         deep_supervision: also apply the loss to every intermediate decoder layer.
-        templates: prompt templates for the frozen CLIP text embeddings of the classes.
+        prompt: the prompt of the frozen CLIP text embeddings of the classes: a template set, a
+            template, or a prompt file (`zsseg.prompts.load_prompt`).
         checkpoint_every, log_every: steps between checkpoints and between log lines.
         seed: fixes initialisation, data order, augmentation and dropout.
     """
@@ -113,7 +114,7 @@ class TrainConfig:
     mask_weight: float = 20.0
     dice_weight: float = 1.0
     deep_supervision: bool = True
-    templates: str = "imagenet"
+    prompt: str = "imagenet"
     checkpoint_every: int = 1000
     log_every: int = 20
     seed: int = 0

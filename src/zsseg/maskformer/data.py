@@ -19,16 +19,16 @@ from ..images import resize_image, resize_labels
 from .criterion import Target
 
 
-def _generator(*keys: int) -> torch.Generator:
+def seeded_generator(*keys: int) -> torch.Generator:
     seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
     return torch.Generator().manual_seed(seed)
 
 
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+def uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=generator))
 
 
-def _randint(generator: torch.Generator, high: int) -> int:
+def randint(generator: torch.Generator, high: int) -> int:
     """Uniform integer in [0, high]."""
     return int(torch.randint(0, high + 1, (), generator=generator))
 
@@ -46,13 +46,13 @@ class Augmentation:
         """`image` HWC uint8 and `label` [H, W] int (-1 ignored) -> both crop_size x crop_size;
         padding is black in the image and -1 in the label."""
         height, width = label.shape
-        short = self.crop_size * _uniform(generator, self.min_scale, self.max_scale)
+        short = self.crop_size * uniform(generator, self.min_scale, self.max_scale)
         scale = short / min(height, width)
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         image, label = resize_image(image, size), resize_labels(label, size)
         side = self.crop_size
-        y0 = _randint(generator, max(0, size[0] - side))
-        x0 = _randint(generator, max(0, size[1] - side))
+        y0 = randint(generator, max(0, size[0] - side))
+        x0 = randint(generator, max(0, size[1] - side))
         image, label = image[y0 : y0 + side, x0 : x0 + side], label[y0 : y0 + side, x0 : x0 + side]
         out_image = np.zeros((side, side, 3), dtype=np.uint8)
         out_label = np.full((side, side), -1, dtype=np.int32)
@@ -96,7 +96,7 @@ class TrainingSamples:
     def image_index(self, position: int) -> int:
         epoch, offset = divmod(position, len(self.dataset))
         if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(len(self.dataset), generator=_generator(self.seed, epoch, 0))}
+            self._perms = {epoch: torch.randperm(len(self.dataset), generator=seeded_generator(self.seed, epoch, 0))}
         return int(self._perms[epoch][offset])
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, Target]:
@@ -104,7 +104,7 @@ class TrainingSamples:
         index = self.image_index(position)
         image = self.dataset.load_image(index)
         label = self._lut[self.dataset.load_label(index) + 1]
-        image, label = self.augmentation(image, label, _generator(self.seed, position, 1))
+        image, label = self.augmentation(image, label, seeded_generator(self.seed, position, 1))
         return torch.from_numpy(image).permute(2, 0, 1).float(), semantic_target(label)
 
     def batch(self, positions: list[int]) -> tuple[torch.Tensor, list[Target]]:

@@ -16,7 +16,7 @@ import torch
 
 from ..clip import read_json
 from ..errors import ZssegError
-from ..prompts import VocabularyEmbedding
+from ..prompts import Prompt, VocabularyEmbedding, prompt_from_record, prompt_record
 from ..vocabulary import Vocabulary
 from ..writers import SOFTWARE, write_atomically
 from .config import ModelConfig, model_config_from_dict
@@ -36,7 +36,8 @@ class TrainedProposals:
         train_text: text embeddings of the training classes (ranks queries by objectness).
         class_names: the training classes (synonyms joined by ", "); at inference these
             classes count as "seen" in the ensemble.
-        info: the rest of proposals.json (clip, templates, dataset, protocol, steps, train config).
+        info: the rest of proposals.json (clip, dataset, protocol, steps, train config).
+        prompt: the prompt the classifier was trained with.
     """
 
     model: MaskFormer
@@ -53,21 +54,31 @@ class TrainedProposals:
     def test_size(self) -> int:
         return int(self.info["train"]["test_size"])
 
+    prompt: Prompt | None = None
+
     @property
-    def templates(self) -> str:
-        return self.info["train"]["templates"]
+    def training_prompt(self) -> Prompt:
+        """The prompt whose text embeddings the classifier was trained against."""
+        if self.prompt is None:
+            self.prompt = prompt_from_record(self.info["train"].get("prompt", "imagenet"), {})
+        return self.prompt
 
 
 def save_proposals(
-    folder: Path, model: MaskFormer, train_text: VocabularyEmbedding, class_names: list[str], info: dict
+    folder: Path, model: MaskFormer, train_text: VocabularyEmbedding, class_names: list[str], info: dict, prompt: Prompt
 ) -> tuple[Path, Path]:
-    """Write both files atomically (together: neither is replaced unless both were written)."""
+    """Write both files atomically (together: neither is replaced unless both were written).
+    The prompt the classifier was trained with is stored with it (a learned prompt's vectors
+    too), so the weights are all that inference needs."""
     from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors["text.features"] = train_text.features.detach().cpu().float().contiguous()
     tensors["text.synonym_class"] = train_text.synonym_class.reshape(-1).cpu().contiguous()
-    config = {"software": SOFTWARE, "format": FORMAT, "model": asdict(model.config), "class_names": class_names, **info}
+    record, prompt_tensors = prompt_record(prompt)
+    tensors.update({f"prompt.{k}": v for k, v in prompt_tensors.items()})
+    config = {"software": SOFTWARE, "format": FORMAT, "model": asdict(model.config), "class_names": class_names,
+              **info, "prompt": record}
     targets = [folder / WEIGHTS_NAME, folder / CONFIG_NAME]
     write_atomically(
         targets,
@@ -120,7 +131,9 @@ def load_proposals(path: str | Path, device: str | torch.device = "cpu") -> Trai
             synonym_class=tensors["text.synonym_class"].long().reshape(1, -1),
             num_classes=len(class_names),
         )
+        prompt = prompt_from_record(info.get("prompt") or info["train"].get("prompt") or info["train"].get("templates", "imagenet"),
+                                    {k[len("prompt.") :]: v for k, v in tensors.items() if k.startswith("prompt.")})
     except (KeyError, TypeError, RuntimeError) as error:
         detail = str(error).strip().splitlines()[0]
         raise ZssegError(f"{weights} does not match {config_path.name}: {detail}") from None
-    return TrainedProposals(model=model.to(device).eval(), train_text=text, class_names=class_names, info=info)
+    return TrainedProposals(model=model.to(device).eval(), train_text=text, class_names=class_names, info=info, prompt=prompt)

@@ -1,0 +1,102 @@
+"""A disk cache of CLIP text features, shared by every zsseg process of a user.
+
+Encoding a large vocabulary with CLIP's 80 templates (ADE20K-847: 68,000 prompts) takes minutes
+on a CPU, and every run would repeat it. Each class embedding is stored once, keyed by
+
+- the CLIP: a SHA-256 of its text tower's weights as loaded (their dtype included), so a
+  changed or fine-tuned model never reads another's features;
+- the prompt: a SHA-256 of the templates, or of a learned prompt's context vectors;
+- the class name, exactly as written.
+
+The store is one SQLite file, `text-features.sqlite3` in `$ZSSEG_CACHE_DIR` (default
+`$XDG_CACHE_HOME/zsseg`, else `~/.cache/zsseg`). SQLite makes each write one atomic transaction
+and lets several processes (torchrun, parallel jobs) read and write it at once. Features are
+stored as float32 bytes: what is read is exactly what was written. A cache that cannot be used
+(a read-only or damaged file) is skipped with one warning; results are the same without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FILE_NAME = "text-features.sqlite3"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS features ("
+    "model TEXT NOT NULL, prompt TEXT NOT NULL, name TEXT NOT NULL, vector BLOB NOT NULL, "
+    "PRIMARY KEY (model, prompt, name))"
+)
+_CHUNK = 500  # names per query, below SQLite's limit on bound parameters
+log = logging.getLogger("zsseg")
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("ZSSEG_CACHE_DIR"):
+        return Path(os.environ["ZSSEG_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "zsseg"
+
+
+class TextFeatureCache:
+    """Class embeddings on disk. `get` returns what it has; `put` stores new ones.
+
+    Args:
+        folder: where the SQLite file lives (default `default_cache_dir()`); made on first write.
+    """
+
+    def __init__(self, folder: Path | str | None = None):
+        self.path = Path(folder if folder is not None else default_cache_dir()) / FILE_NAME
+        self._disabled = False
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=60.0)
+        connection.execute(_SCHEMA)
+        return connection
+
+    def _fail(self, error: Exception) -> None:
+        if not self._disabled:
+            log.warning("zsseg: not using the text-feature cache %s: %s", self.path, error)
+        self._disabled = True
+
+    def get(self, model: str, prompt: str, names: list[str]) -> dict[str, torch.Tensor]:
+        """The stored features of those `names` it has, as float32 `[D]` tensors."""
+        if self._disabled or not names or not self.path.is_file():
+            return {}
+        found: dict[str, torch.Tensor] = {}
+        try:
+            with self._connect() as connection:
+                unique = list(dict.fromkeys(names))
+                for start in range(0, len(unique), _CHUNK):
+                    chunk = unique[start : start + _CHUNK]
+                    rows = connection.execute(
+                        f"SELECT name, vector FROM features WHERE model = ? AND prompt = ? AND name IN ({','.join('?' * len(chunk))})",
+                        [model, prompt, *chunk],
+                    )
+                    for name, blob in rows:
+                        found[name] = torch.from_numpy(np.frombuffer(blob, dtype=np.float32).copy())
+            connection.close()
+        except (sqlite3.Error, OSError) as error:
+            self._fail(error)
+            return {}
+        return found
+
+    def put(self, model: str, prompt: str, features: dict[str, torch.Tensor]) -> None:
+        """Store features (one transaction: all of them or, if it fails, none)."""
+        if self._disabled or not features:
+            return
+        rows = [(model, prompt, name, v.detach().float().cpu().numpy().tobytes()) for name, v in features.items()]
+        try:
+            with self._connect() as connection:
+                connection.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?)", rows)
+            connection.close()
+        except (sqlite3.Error, OSError) as error:
+            self._fail(error)
+
+
+__all__ = ["FILE_NAME", "TextFeatureCache", "default_cache_dir"]

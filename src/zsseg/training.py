@@ -1,0 +1,281 @@
+"""The one training loop of zsseg, shared by everything it trains (`zsseg train proposals|prompts`).
+
+A `TrainingTask` says what is trained: its module, optimiser, loss on a batch, and the files
+it leaves at the end. `run_training` does the rest, the same way for every task:
+
+- Under torchrun each process computes its share of every batch (`Distributed.shard`); DDP
+  averages the gradients (gloo on CPU, NCCL on GPU).
+- Checkpoints (`OUT/checkpoint-STEP.pt`: module, optimiser, scheduler, step, every process's
+  RNG state, and the run's signature) are written atomically every `checkpoint_every` steps;
+  rerunning the same command resumes from the newest one and ends with the same weights as an
+  uninterrupted run. A checkpoint of a different run (another signature) is refused.
+- `OUT/log.jsonl` has one line per `log_every` steps with the loss terms and learning rate;
+  each line says `"software": "zsseg VERSION"`, so a user's log is never taken for zsseg's.
+- A new run (no checkpoint yet) never replaces a file of the same name that zsseg did not write.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .distributed import Distributed
+from .errors import ZssegError
+from .writers import SOFTWARE, check_target, write_atomically
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d{7})\.pt$")
+KEEP_CHECKPOINTS = 2
+LOG_NAME = "log.jsonl"
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the loop itself needs of a task's training config.
+
+    Attributes:
+        max_iters: optimisation steps.
+        batch_size: samples per step over all processes.
+        grad_clip: maximum L2 norm of the whole module's gradient (0: no clipping).
+        checkpoint_every, log_every: steps between checkpoints and between log lines.
+        seed: seeds what the task does not seed itself (dropout), per process.
+    """
+
+    max_iters: int
+    batch_size: int
+    grad_clip: float
+    checkpoint_every: int
+    log_every: int
+    seed: int
+
+
+class TrainingTask(Protocol):
+    """What one kind of training provides to `run_training`.
+
+    Attributes:
+        module: the trained `nn.Module` (its state is checkpointed; DDP wraps it).
+        signature: what must be equal for a checkpoint to be resumed (JSON-serialisable).
+        output_names: the files `save` writes in the output folder.
+        postfix_terms: loss terms shown beside the progress bar.
+    """
+
+    module: nn.Module
+    signature: dict
+    output_names: tuple[str, ...]
+    postfix_terms: tuple[str, ...]
+
+    def initialise(self) -> None:
+        """A new run only: load pretrained weights into `module`."""
+
+    def prepare(self) -> None:
+        """After the weights are in place, before the optimiser is built (e.g. freeze layers)."""
+
+    def build_optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]: ...
+
+    def loss(self, module: nn.Module, positions: list[int], context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total loss of this process's samples `positions` (run through `module`, the
+        DDP-wrapped one) and its named terms, for the log."""
+
+    def learning_rate(self, optimizer: torch.optim.Optimizer) -> float:
+        """The learning rate to log."""
+
+    def save(self, output_dir: Path) -> Path:
+        """Write the trained result (main process only); return the main file."""
+
+
+@dataclass
+class TrainingResult:
+    output_dir: Path
+    steps: int
+    resumed_from: int
+    weights: Path
+    last_log: dict | None
+
+
+def checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """The checkpoints in `folder`, as (step, path), oldest first."""
+    found = []
+    for path in folder.iterdir() if folder.is_dir() else []:
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def check_output_dir(output_dir: Path, output_names: tuple[str, ...]) -> None:
+    """A new run (no checkpoint in `output_dir`) may replace only the log and results that an
+    earlier zsseg run left there, never a user's file of the same name."""
+    if output_dir.is_dir() and not checkpoints(output_dir):
+        for name in (LOG_NAME, *output_names):
+            check_target(output_dir / name, advice="choose a new --output-dir")
+
+
+def _save_checkpoint(folder: Path, state: dict) -> Path:
+    path = folder / f"checkpoint-{state['step']:07d}.pt"
+    write_atomically([path], [lambda f: torch.save(state, f)])
+    for _, old in checkpoints(folder)[:-KEEP_CHECKPOINTS]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file: say which, do not guess
+        raise ZssegError(f"cannot read checkpoint {path}: {str(error).strip().splitlines()[0]}; delete it to resume from the one before") from None
+
+
+def _gather(context: Distributed, state: torch.Tensor) -> list[torch.Tensor]:
+    """Every process's `state` (an RNG state), in rank order."""
+    if not context.enabled:
+        return [state]
+    states: list = [None] * context.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _average(values: dict[str, float], context: Distributed) -> dict[str, float]:
+    if not context.enabled:
+        return values
+    keys = sorted(values)
+    tensor = context.sum(torch.tensor([values[k] for k in keys], dtype=torch.float64))
+    return {k: float(v) / context.world_size for k, v in zip(keys, tensor)}
+
+
+def _barrier(context: Distributed) -> None:
+    if context.enabled:
+        dist.barrier()
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines past `step` (written after the checkpoint a run resumes from)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    write_atomically([path], [lambda f: f.write("".join(f"{line}\n" for line in kept).encode("utf-8"))])
+
+
+def run_training(
+    task: TrainingTask,
+    settings: LoopSettings,
+    output_dir: Path,
+    context: Distributed = Distributed(),
+    progress: bool = True,
+) -> TrainingResult:
+    """Train `task` for `settings.max_iters` steps, or resume it from `output_dir`; see the
+    module docstring."""
+    from tqdm import tqdm
+
+    if settings.batch_size % context.world_size:
+        raise ZssegError(f"batch size {settings.batch_size} must be a multiple of the number of processes ({context.world_size})")
+    device = torch.device(context.device)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    check_output_dir(output_dir, task.output_names)
+    found = checkpoints(output_dir)
+    resume = _load_checkpoint(found[-1][1]) if found else None
+    start = 0
+    module = task.module
+    if resume is None:
+        task.initialise()
+    else:
+        if json.loads(resume["signature"]) != json.loads(json.dumps(task.signature)):
+            raise ZssegError(
+                f"{output_dir} holds checkpoints of a different run (config, dataset, classes or CLIP differ); "
+                "use a new --output-dir, or the same settings to resume"
+            )
+        if len(resume["rng"]) != context.world_size:
+            raise ZssegError(
+                f"the checkpoint in {output_dir} was written by {len(resume['rng'])} process(es); "
+                f"resume with the same number, not {context.world_size}"
+            )
+        start = int(resume["step"])
+        if start > settings.max_iters:
+            raise ZssegError(f"{output_dir} already holds a checkpoint at step {start}, past --max-iters {settings.max_iters}")
+        module.load_state_dict(resume["model"])
+    module.to(device).train()
+    task.prepare()
+    optimizer, scheduler = task.build_optimizer()
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["rng"][context.rank])
+        if device.type == "cuda" and resume.get("cuda_rng"):
+            torch.cuda.set_rng_state(resume["cuda_rng"][context.rank], device)
+    else:
+        torch.manual_seed(settings.seed + 1000 * context.rank)  # dropout differs across processes
+
+    wrapped: nn.Module = module
+    if context.enabled:
+        wrapped = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    log_path = output_dir / LOG_NAME
+    if context.is_main:
+        _trim_log(log_path, start)
+    last_log = None
+    bar = tqdm(total=settings.max_iters, initial=start, desc="training", unit="step", disable=not (progress and context.is_main) or None)
+    clock = time.perf_counter()
+    for step in range(start, settings.max_iters):
+        positions = [step * settings.batch_size + j for j in context.shard(settings.batch_size)]
+        total, terms = task.loss(wrapped, positions, context)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        trained = [p for p in module.parameters() if p.requires_grad]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, settings.grad_clip)) if settings.grad_clip > 0 else float("nan")
+        optimizer.step()
+        scheduler.step()
+        done = step + 1
+
+        if done % settings.log_every == 0 or done == settings.max_iters:
+            values = _average({"loss": float(total.detach()), **{k: float(v) for k, v in terms.items()}}, context)
+            now = time.perf_counter()
+            last_log = {
+                "step": done,
+                **{k: round(v, 6) for k, v in values.items()},
+                "lr": task.learning_rate(optimizer),
+                "grad_norm": round(grad_norm, 6),
+                "seconds_per_step": round((now - clock) / settings.log_every, 4),
+            }
+            clock = now
+            if context.is_main:
+                with open(log_path, "a", encoding="utf-8") as log:
+                    log.write(json.dumps({"software": SOFTWARE, **last_log}) + "\n")
+                bar.set_postfix({k: f"{values[k]:.3f}" for k in ("loss", *task.postfix_terms) if k in values})
+        if done % settings.checkpoint_every == 0 or done == settings.max_iters:
+            rng = _gather(context, torch.get_rng_state())
+            cuda_rng = _gather(context, torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+            if context.is_main:
+                _save_checkpoint(output_dir, {
+                    "step": done,
+                    "model": module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng,
+                    "cuda_rng": cuda_rng,
+                    "signature": json.dumps(task.signature),
+                })
+            _barrier(context)
+        bar.update(1)
+    bar.close()
+
+    module.eval()
+    main_file = output_dir / task.output_names[0]
+    if context.is_main:
+        main_file = task.save(output_dir)
+    _barrier(context)
+    return TrainingResult(output_dir, settings.max_iters, start, main_file, last_log)
+
+
+__all__ = ["LOG_NAME", "LoopSettings", "TrainingResult", "TrainingTask", "check_output_dir", "checkpoints", "run_training"]
