@@ -15,6 +15,9 @@ is measured. On the first --limit images of COCO-Stuff val2017, CamVid val and A
 - COCO-Stuff zero-shot (156 seen / 15 unseen): the MaskFormer trained on the seen classes with
   the proxy CLIP's text embeddings as classifier, its masks labelled by CLIP alone, by the
   network's head alone, and by the ensemble at lambda = 0.8; ground-truth proposals beside.
+- Prompts (`--prompts NAME=PROMPT ...`): ground-truth proposals + Eq. 1 on COCO-Stuff zero-shot
+  with each prompt (a template, `zsseg prompts select`'s file, `zsseg train prompts`' folder),
+  beside the 80-template default row.
 
 A cell whose JSON already exists in --work-dir is read, not re-run (delete it to re-run).
 The proxy CLIP was trained here on a few hundred images: its numbers check that the method
@@ -53,7 +56,7 @@ class Cell:
     extra: dict = field(default_factory=dict)
 
 
-def cells(limit: int, max_proposals: int, max_size: int, ensemble_weight: float) -> list[Cell]:
+def cells(limit: int, max_proposals: int, max_size: int, ensemble_weight: float, prompts: dict[str, str] | None = None) -> list[Cell]:
     """The benchmark's runs, in table order."""
     out = []
     for dataset in DATASETS:
@@ -67,6 +70,9 @@ def cells(limit: int, max_proposals: int, max_size: int, ensemble_weight: float)
                             common + k + ["--oracle"], uses_clip=False))
     common = ["--dataset", "coco-stuff", "--limit", str(limit), "--max-size", str(max_size), "--protocol", "zero-shot"]
     out.append(Cell("zs-gt", "coco-stuff", "ground-truth proposals + Eq. 1", common + ["--proposals", "ground-truth"], "zero-shot"))
+    for name, prompt in (prompts or {}).items():
+        out.append(Cell(f"zs-gt-prompt-{name}", "coco-stuff", f"ground-truth proposals + Eq. 1, prompt: {name}",
+                        common + ["--proposals", "ground-truth", "--prompt", prompt], "zero-shot", extra={"prompt": prompt}))
     maskformer = common + ["--proposals", "maskformer"]
     for classifier, label in (("clip", "CLIP alone"), ("network", "network alone"),
                               ("ensemble", f"ensemble, lambda={ensemble_weight:g}")):
@@ -143,7 +149,20 @@ def stale(cell: Cell, report: dict, args: argparse.Namespace) -> bool:
         or (cell.needs_weights and Path(report["proposal_weights"]).resolve() != args.proposal_weights.resolve())
         or (cell.needs_weights and cell.uses_clip and report["ensemble_weight"] != args.ensemble_weight)
         or (report["proposals"] in GENERATORS and report["max_proposals"] != args.max_proposals)
+        or ("prompt" in cell.extra and _prompt_changed(cell.extra["prompt"], report))
     )
+
+
+def _prompt_changed(prompt: str, report: dict) -> bool:
+    """Whether the report was made with another prompt than `prompt` names now (a retrained
+    prompt in the same folder has another identity)."""
+    from zsseg.prompts import LearnedPrompt, load_prompt
+
+    current = load_prompt(prompt)
+    recorded = report.get("prompt") or {}
+    if isinstance(current, LearnedPrompt):
+        return recorded.get("identity") != current.identity[:16]
+    return recorded.get("templates", [recorded.get("name")]) != list(current.templates) and recorded.get("name") != prompt
 
 
 def run_cell(cell: Cell, argv: list[str], log: Path, threads: int) -> float:
@@ -166,6 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-proposals", type=int, default=100)
     parser.add_argument("--max-size", type=int, default=1024)
     parser.add_argument("--ensemble-weight", type=float, default=0.8)
+    parser.add_argument("--prompts", nargs="*", default=[], metavar="NAME=PROMPT",
+                        help="extra zero-shot ground-truth-proposal rows, one per prompt (a template, a prompt file or folder)")
     parser.add_argument("--only", nargs="*", default=None, help="run only the cells whose key starts with one of these")
     parser.add_argument("--jobs", type=int, default=2, help="zsseg eval processes at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -175,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    plan = [c for c in cells(args.limit, args.max_proposals, args.max_size, args.ensemble_weight)
+    prompts = dict(item.split("=", 1) for item in args.prompts)
+    plan = [c for c in cells(args.limit, args.max_proposals, args.max_size, args.ensemble_weight, prompts)
             if (args.proposal_weights is not None or not c.needs_weights)
             and (args.only is None or any(c.key.startswith(p) for p in args.only))]
     todo = [c for c in plan if not (args.work_dir / f"{c.key}.json").is_file()]

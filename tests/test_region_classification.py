@@ -31,7 +31,7 @@ def test_class_embedding_is_normalised_mean_of_normalised_prompts(clip):
 
 
 def test_text_features_are_cached(clip, monkeypatch):
-    encoder = PromptEncoder(clip, "single")
+    encoder = PromptEncoder(clip, "single", cache=False)  # in memory; the disk cache is tested in test_prompts.py
     calls = []
     original = clip.encode_text
     monkeypatch.setattr(clip, "encode_text", lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw))

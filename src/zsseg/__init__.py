@@ -8,7 +8,7 @@ classification (`zsseg.region_classification`, Eq. 1) -> assembly (`zsseg.assemb
 from .assembly import UNLABELED, assemble, assemble_labels
 from .clip import DEFAULT_CLIP, ClipModel, load_clip
 from .errors import ZssegError
-from .prompts import TEMPLATE_SETS, PromptEncoder
+from .prompts import TEMPLATE_SETS, LearnedPrompt, Prompt, PromptEncoder, TemplatePrompt, load_prompt
 from .proposals import GENERATORS, ProposalGenerator, build_proposal_generator
 from .region_classification import RegionClassifier, RegionScores, crop_regions
 from .segmenter import SegmentationResult, Segmenter
@@ -22,12 +22,15 @@ __all__ = [
     "TEMPLATE_SETS",
     "UNLABELED",
     "ClipModel",
+    "LearnedPrompt",
+    "Prompt",
     "PromptEncoder",
     "ProposalGenerator",
     "RegionClassifier",
     "RegionScores",
     "SegmentationResult",
     "Segmenter",
+    "TemplatePrompt",
     "Vocabulary",
     "ZssegError",
     "__version__",
@@ -36,4 +39,5 @@ __all__ = [
     "build_proposal_generator",
     "crop_regions",
     "load_clip",
+    "load_prompt",
 ]

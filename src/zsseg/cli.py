@@ -114,11 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         "Rerunning the same command resumes from the newest checkpoint in --output-dir. Under torchrun "
         "(torchrun --nproc_per_node N --no-python zsseg train proposals ...) each process takes its share of every batch.",
     )
-    proposals.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
-    proposals.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
-    proposals.add_argument("--split", default="train", help="dataset split (default train)")
-    proposals.add_argument("--protocol", default="zero-shot", choices=list(PROTOCOLS),
-                           help="zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes")
+    _training_data_options(proposals, "zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes")
     proposals.add_argument("--config", default="paper", choices=list(CONFIGS), help="named architecture + training config (default paper; `zsseg configs` lists them)")
     proposals.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP whose text embeddings are the classifier (default {DEFAULT_CLIP})")
     proposals.add_argument("--prompt", default=None, metavar="PROMPT",
@@ -127,13 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     proposals.add_argument("--backbone-weights", default=None,
                            help="ImageNet weights of the ResNet backbone: hub id or folder (default: the config's, e.g. microsoft/resnet-101); "
                            "'none' for random weights; for the clip backbone, 'none' skips CLIP's image weights")
-    proposals.add_argument("--max-iters", type=_at_least(1), default=None, help="training steps (default: the config's)")
-    proposals.add_argument("--batch-size", type=_at_least(1), default=None, help="images per step over all processes (default: the config's)")
+    _training_loop_options(proposals, "images")
     proposals.add_argument("--crop-size", type=_at_least(32), default=None, help="square training crop, a multiple of 32 (default: the config's)")
-    proposals.add_argument("--checkpoint-every", type=_at_least(1), default=None, help="steps between checkpoints (default: the config's)")
-    proposals.add_argument("--log-every", type=_at_least(1), default=None, help="steps between log lines (default: the config's)")
-    proposals.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    proposals.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
     proposals.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final proposals.safetensors + proposals.json")
     proposals.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
 
@@ -144,20 +135,12 @@ def _parser() -> argparse.ArgumentParser:
         "classes (zero-shot) or all classes (cross-dataset), with CLIP frozen. Writes OUT/prompt.safetensors + OUT/prompt.json, "
         "which --prompt OUT takes. Rerunning the same command resumes; torchrun as for proposals.",
     )
-    prompts.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
-    prompts.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
-    prompts.add_argument("--split", default="train", help="dataset split (default train)")
-    prompts.add_argument("--protocol", default="zero-shot", choices=list(PROTOCOLS), help="zero-shot: learn on the seen classes only (default); cross-dataset: all")
+    _training_data_options(prompts, "zero-shot: learn on the seen classes only (default); cross-dataset: all")
     prompts.add_argument("--config", default="paper", choices=list(PROMPT_CONFIGS), help="named settings (default paper; `zsseg configs` lists them)")
     prompts.add_argument("--clip", default=DEFAULT_CLIP, help=f"the frozen CLIP (default {DEFAULT_CLIP})")
     prompts.add_argument("--context-length", type=_at_least(1), default=None, help="learned vectors before the class name (default: the config's, 16)")
     prompts.add_argument("--samples-per-class", type=_at_least(0), default=None, help="at most this many samples per class, 0 = all (default: the config's)")
-    prompts.add_argument("--max-iters", type=_at_least(1), default=None, help="training steps (default: the config's)")
-    prompts.add_argument("--batch-size", type=_at_least(1), default=None, help="crops per step over all processes (default: the config's, 32)")
-    prompts.add_argument("--checkpoint-every", type=_at_least(1), default=None, help="steps between checkpoints (default: the config's)")
-    prompts.add_argument("--log-every", type=_at_least(1), default=None, help="steps between log lines (default: the config's)")
-    prompts.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    prompts.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
+    _training_loop_options(prompts, "crops")
     prompts.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final prompt.safetensors + prompt.json")
 
     prompt_commands = commands.add_parser("prompts", help="choose the best prompt template on training data")
@@ -184,6 +167,23 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("vocabularies", help="list the built-in vocabularies")
     commands.add_parser("datasets", help="list the benchmarks `zsseg eval` reads")
     return parser
+
+
+def _training_data_options(parser: argparse.ArgumentParser, protocol_help: str) -> None:
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
+    parser.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
+    parser.add_argument("--split", default="train", help="dataset split (default train)")
+    parser.add_argument("--protocol", default="zero-shot", choices=list(PROTOCOLS), help=protocol_help)
+
+
+def _training_loop_options(parser: argparse.ArgumentParser, samples: str) -> None:
+    """The flags of `zsseg.training.run_training`, shared by every `zsseg train`."""
+    parser.add_argument("--max-iters", type=_at_least(1), default=None, help="training steps (default: the config's)")
+    parser.add_argument("--batch-size", type=_at_least(1), default=None, help=f"{samples} per step over all processes (default: the config's)")
+    parser.add_argument("--checkpoint-every", type=_at_least(1), default=None, help="steps between checkpoints (default: the config's)")
+    parser.add_argument("--log-every", type=_at_least(1), default=None, help="steps between log lines (default: the config's)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
 
 
 def _model_options(parser: argparse.ArgumentParser, proposals: list[str]) -> None:
@@ -441,10 +441,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .clip import load_clip
-    from .distributed import init_distributed, shutdown_distributed
     from .maskformer.config import RESNETS, named_config
-    from .evaluation import unseen_classes
     from .maskformer.training import check_output_dir, train_proposals
 
     config = named_config(args.config)
@@ -462,6 +459,35 @@ def _train(args: argparse.Namespace) -> int:
         weights = "clip" if backbone == "clip" else RESNETS[backbone].imagenet_weights
     else:
         weights = None if args.backbone_weights.lower() == "none" else args.backbone_weights
+    return _run_training(
+        args, check_output_dir,
+        lambda dataset, clip, context: train_proposals(dataset, config, clip, args.output_dir, args.protocol, weights, context,
+                                                       text_cache=not args.no_text_cache),
+        lambda result: f"weights in {result.weights}",
+    )
+
+
+def _train_prompts(args: argparse.Namespace) -> int:
+    from .prompt_learning import check_output_dir, prompt_config, prompt_config_with, train_prompts
+
+    config = prompt_config_with(prompt_config(args.config), **{
+        key: getattr(args, key)
+        for key in ("context_length", "samples_per_class", "max_iters", "batch_size", "checkpoint_every", "log_every", "seed")
+    })
+    return _run_training(
+        args, check_output_dir,
+        lambda dataset, clip, context: train_prompts(dataset, config, clip, args.output_dir, args.protocol, context),
+        lambda result: f"pass --prompt {args.output_dir}",
+    )
+
+
+def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], None], train: Callable, done: Callable) -> int:
+    """What every `zsseg train` does around its training: the dataset, the checks of
+    --output-dir before any model loads, torchrun, and the closing line."""
+    from .clip import load_clip
+    from .distributed import init_distributed, shutdown_distributed
+    from .evaluation import unseen_classes
+
     dataset = load_dataset(args.dataset, args.data_root, args.split)
     unseen_classes(dataset, args.protocol)  # before CLIP loads: a protocol the dataset lacks
     dataset.check_outside(args.output_dir, "--output-dir")
@@ -469,43 +495,13 @@ def _train(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)
     context = init_distributed(args.device)
     try:
-        clip = load_clip(args.clip, device=context.device)
-        result = train_proposals(dataset, config, clip, args.output_dir, args.protocol, weights, context,
-                                 text_cache=not args.no_text_cache)
+        result = train(dataset, load_clip(args.clip, device=context.device), context)
     finally:
         shutdown_distributed()
     if context.is_main:
         resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
         loss = f", last loss {result.last_log['loss']:.4f}" if result.last_log else ""
-        print(f"zsseg: trained {result.steps} steps{resumed}{loss}; weights in {result.weights}", file=sys.stderr)
-    return 0
-
-
-def _train_prompts(args: argparse.Namespace) -> int:
-    from .clip import load_clip
-    from .distributed import init_distributed, shutdown_distributed
-    from .evaluation import unseen_classes
-    from .prompt_learning import check_output_dir, prompt_config, prompt_config_with, train_prompts
-
-    config = prompt_config_with(prompt_config(args.config), **{
-        key: getattr(args, key)
-        for key in ("context_length", "samples_per_class", "max_iters", "batch_size", "checkpoint_every", "log_every", "seed")
-    })
-    dataset = load_dataset(args.dataset, args.data_root, args.split)
-    unseen_classes(dataset, args.protocol)
-    dataset.check_outside(args.output_dir, "--output-dir")
-    _check_output_folder(args.output_dir, "--output-dir")
-    check_output_dir(args.output_dir)
-    context = init_distributed(args.device)
-    try:
-        clip = load_clip(args.clip, device=context.device)
-        result = train_prompts(dataset, config, clip, args.output_dir, args.protocol, context)
-    finally:
-        shutdown_distributed()
-    if context.is_main:
-        resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
-        loss = f", last loss {result.last_log['loss']:.4f}" if result.last_log else ""
-        print(f"zsseg: trained {result.steps} steps{resumed}{loss}; pass --prompt {args.output_dir}", file=sys.stderr)
+        print(f"zsseg: trained {result.steps} steps{resumed}{loss}; {done(result)}", file=sys.stderr)
     return 0
 
 

@@ -43,7 +43,7 @@ from .maskformer.data import randint, seeded_generator, uniform
 from .maskformer.training import training_classes
 from .prompts import PROMPT_JSON, PROMPT_TENSORS, LearnedPrompt, VocabularyEmbedding, save_learned_prompt, synonym_rows
 from .region_classification import TEMPERATURE, mask_boxes
-from .training import LoopSettings, TrainingResult, run_training
+from .training import LoopSettings, TrainingResult, run_record, run_training
 from .training import check_output_dir as _check_output_dir
 from .vocabulary import Vocabulary
 
@@ -277,13 +277,9 @@ class PromptTask:
 
     def save(self, output_dir: Path) -> Path:
         info = {
-            "clip": self.clip.source,
-            "dataset": self.dataset.name,
-            "split": self.dataset.split,
-            "protocol": self.protocol,
+            **run_record(self.clip.source, self.dataset, self.protocol, self.config.max_iters),
             "class_names": self.vocabulary.names,
             "samples": len(self.samples),
-            "steps": self.config.max_iters,
             "train": asdict(self.config),
         }
         prompt = LearnedPrompt(self.module.context.detach().float().cpu().clone(), self.clip.token_probe(), info)

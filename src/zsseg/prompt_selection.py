@@ -57,14 +57,14 @@ class Selection:
         for rank, score in enumerate(self.ranking, 1):
             lines.append(f"{rank:4d}  {score.mean_class_accuracy:14.2f}  {score.accuracy:8.2f}  {score.template}")
         lines.append(f"scored on {self.segments} segments of {self.classes} classes in {self.images} {self.dataset} "
-                     f"{self.split} images ({self.protocol} protocol: seen classes only)")
+                     f"{self.split} images ({self.protocol} protocol: {'seen classes only' if self.protocol == 'zero-shot' else 'all classes'})")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
         return {
             "selected_on": {"dataset": self.dataset, "split": self.split, "protocol": self.protocol, "images": self.images,
                             "segments": self.segments, "classes": self.classes,
-                            "score": "mean class accuracy of ground-truth segments (Eq. 1 crops), seen classes"},
+                            "score": "mean class accuracy of Eq. 1 on the ground-truth segments (training split; zero-shot: seen classes only)"},
             "ranking": [vars(score) for score in self.ranking],
         }
 

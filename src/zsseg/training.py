@@ -99,6 +99,11 @@ class TrainingResult:
     last_log: dict | None
 
 
+def run_record(clip_source: str, dataset, protocol: str, steps: int) -> dict:
+    """What every trained result records of its run: the CLIP, the data, the protocol, the steps."""
+    return {"clip": clip_source, "dataset": dataset.name, "split": dataset.split, "protocol": protocol, "steps": steps}
+
+
 def checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """The checkpoints in `folder`, as (step, path), oldest first."""
     found = []
@@ -278,4 +283,4 @@ def run_training(
     return TrainingResult(output_dir, settings.max_iters, start, main_file, last_log)
 
 
-__all__ = ["LOG_NAME", "LoopSettings", "TrainingResult", "TrainingTask", "check_output_dir", "checkpoints", "run_training"]
+__all__ = ["LOG_NAME", "LoopSettings", "TrainingResult", "TrainingTask", "check_output_dir", "checkpoints", "run_record", "run_training"]

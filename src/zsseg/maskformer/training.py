@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -26,7 +26,7 @@ from ..datasets import SegmentationDataset
 from ..distributed import Distributed
 from ..evaluation import unseen_classes
 from ..prompts import PromptEncoder, VocabularyEmbedding, load_prompt
-from ..training import LOG_NAME, LoopSettings, TrainingResult, run_training
+from ..training import LOG_NAME, LoopSettings, TrainingResult, run_record, run_training
 from ..training import check_output_dir as _check_output_dir
 from ..vocabulary import Vocabulary
 from .config import ModelConfig, NamedConfig, TrainConfig
@@ -147,11 +147,7 @@ class ProposalTask:
 
     def save(self, output_dir: Path) -> Path:
         info = {
-            "clip": self.clip.source,
-            "dataset": self.dataset.name,
-            "split": self.dataset.split,
-            "protocol": self.protocol,
-            "steps": self.train.max_iters,
+            **run_record(self.clip.source, self.dataset, self.protocol, self.train.max_iters),
             "backbone_weights": self.backbone_weights,
             "train": asdict(self.train),
         }

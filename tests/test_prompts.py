@@ -1,0 +1,374 @@
+"""Prompts as values, template selection, prompt learning (CoOp) and the text-feature cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DATA, save_tiny_clip
+from zsseg import Segmenter, load_clip
+from zsseg.datasets import SegmentationDataset, load_dataset
+from zsseg.errors import ZssegError
+from zsseg.maskformer.config import named_config
+from zsseg.maskformer.training import train_proposals
+from zsseg.maskformer.weights import load_proposals
+from zsseg.prompt_learning import PromptTask, augmented_crop, prompt_config, sample_segments, train_prompts, warmup_cosine
+from zsseg.prompt_selection import select_template
+from zsseg.prompts import (
+    IMAGENET_TEMPLATES,
+    LearnedPrompt,
+    PromptEncoder,
+    TemplatePrompt,
+    load_prompt,
+    save_learned_prompt,
+    save_template_prompt,
+)
+from zsseg.text_cache import TextFeatureCache
+
+CPU = prompt_config("cpu")
+
+
+def small(**overrides):
+    return replace(CPU, **{"batch_size": 4, "samples_per_class": 2, "log_every": 1, "checkpoint_every": 2, **overrides})
+
+
+def subset(name: str, split: str, count: int) -> SegmentationDataset:
+    dataset = load_dataset(name, DATA, split)
+    dataset.samples = dataset.samples[:count]
+    return dataset
+
+
+def run(args, env=None, module=("-m", "zsseg")):
+    return subprocess.run([sys.executable, *module, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def learned(clip, tmp_path_factory) -> Path:
+    """A prompt learned for a few steps on real COCO-Stuff train images (zero-shot)."""
+    out = tmp_path_factory.mktemp("learned")
+    train_prompts(subset("coco-stuff", "train", 6), small(max_iters=3), clip, out, "zero-shot", progress=False)
+    return out
+
+
+# --- a prompt is a value --------------------------------------------------------------------
+
+def test_every_kind_of_prompt_loads_from_one_value(learned, tmp_path):
+    assert load_prompt("imagenet").templates == IMAGENET_TEMPLATES
+    assert load_prompt("a sculpture of a {}.").templates == ("a sculpture of a {}.",)
+    assert load_prompt(["a {}.", "the {}."]).templates == ("a {}.", "the {}.")
+    for value in (learned, learned / "prompt.json", learned / "prompt.safetensors", str(learned)):
+        prompt = load_prompt(value)
+        assert isinstance(prompt, LearnedPrompt) and prompt.context.shape[0] == CPU.context_length
+    info = json.loads((learned / "prompt.json").read_text())
+    assert info["info"]["clip"] and info["info"]["class_names"] and info["info"]["train"]["lr"] == 0.02
+    save_template_prompt(tmp_path / "best.json", TemplatePrompt(("itap of a {}.",), "x"), {"note": 1})
+    assert load_prompt(tmp_path / "best.json").templates == ("itap of a {}.",)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("imagenett", "neither a template set"),
+    ("a {} and a {}", "exactly once"),
+    ("missing/prompt.json", "neither a template set"),
+])
+def test_bad_prompts_are_one_line_errors(value, message):
+    with pytest.raises(ZssegError, match=message):
+        load_prompt(value)
+
+
+def test_bad_prompt_files(tmp_path):
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    with pytest.raises(ZssegError, match="not a zsseg prompt file"):
+        load_prompt(tmp_path / "other.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ZssegError, match="has no prompt.json"):
+        load_prompt(tmp_path / "empty")
+
+
+def test_zero_length_learned_prompt_is_the_plain_class_name(clip):
+    names = ["cat", "potted plant", "sky-other-merged", "t-shirt"]
+    empty = LearnedPrompt(torch.zeros(0, 64), clip.token_probe())
+    plain = clip.encode_text([f"{name}." for name in names])
+    assert torch.allclose(empty.encode(clip, names), plain, atol=1e-6)
+    assert torch.allclose(PromptEncoder(clip, empty, cache=False).encode_names(names), plain, atol=1e-6)
+
+
+def test_learned_context_changes_the_embedding_and_carries_gradients(clip):
+    context = torch.nn.Parameter(torch.randn(4, 64) * 0.02)
+    features = clip.encode_with_context(context, ["cat", "dog"])
+    features.sum().backward()
+    assert context.grad is not None and context.grad.abs().sum() > 0
+    assert not torch.allclose(features.detach(), clip.encode_text(["cat.", "dog."]), atol=1e-4)
+
+
+def test_a_prompt_from_another_clip_is_refused(learned, clip_dir, tmp_path):
+    other = load_clip(str(save_tiny_clip(tmp_path / "other", seed=1)))
+    with pytest.raises(ZssegError, match="token embeddings differ"):
+        PromptEncoder(other, learned)
+    proc = run(["segment", str(DATA / "coco" / "val2017" / "000000010092.jpg"), "--classes", "cat; car",
+                "--clip", str(tmp_path / "other"), "--prompt", str(learned), "--out", str(tmp_path / "out")])
+    assert proc.returncode == 2 and "token embeddings differ" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+    assert PromptEncoder(load_clip(str(clip_dir), dtype="bf16"), learned).prompt.context is not None  # same CLIP, lower precision
+
+
+# --- template selection -----------------------------------------------------------------------
+
+def test_selection_never_reads_val_images_or_unseen_classes(clip, monkeypatch):
+    train = subset("coco-stuff", "train", 8)
+    unseen = {name for i in train.unseen for name in train.vocabulary.classes[i]}
+    read, encoded = [], []
+    real_image, real_label = SegmentationDataset.load_image, SegmentationDataset.load_label
+    monkeypatch.setattr(SegmentationDataset, "load_image", lambda self, i: read.append((self.split, self.samples[i].image)) or real_image(self, i))
+    monkeypatch.setattr(SegmentationDataset, "load_label", lambda self, i: read.append((self.split, self.samples[i].label)) or real_label(self, i))
+    real_encode = PromptEncoder.encode_names
+    monkeypatch.setattr(PromptEncoder, "encode_names", lambda self, names: encoded.extend(names) or real_encode(self, names))
+
+    selection = select_template(train, clip, "zero-shot", ["a photo of a {}.", "a sculpture of a {}.", "itap of a {}."], progress=False)
+    assert read and all(split == "train" and "train2017" in str(path) for split, path in read)
+    assert encoded and not unseen & set(encoded)
+    assert [s.template for s in selection.ranking] and len(selection.ranking) == 3
+    scores = [(s.mean_class_accuracy, s.accuracy) for s in selection.ranking]
+    assert scores == sorted(scores, reverse=True) and selection.segments > 0
+    with pytest.raises(ZssegError, match="never on 'val'"):
+        select_template(subset("coco-stuff", "val", 2), clip, "zero-shot", "single", progress=False)
+
+
+def test_selection_scores_are_the_accuracy_of_eq1_on_segments(clip):
+    """The table is Eq. 1 on the segments: recomputed by hand for one template."""
+    from zsseg.prompt_selection import segment_features
+
+    train = subset("coco-stuff", "train", 4)
+    selection = select_template(train, clip, "cross-dataset", ["a photo of a {}."], progress=False)
+    features, targets = segment_features(train, clip, list(range(train.num_classes)), progress=False)
+    text = PromptEncoder(clip, "a photo of a {}.").encode_vocabulary(train.vocabulary)
+    right = (text.class_logits(features, 100.0).argmax(1) == targets).float()
+    assert selection.ranking[0].accuracy == pytest.approx(100 * float(right.mean()), abs=1e-3)
+    per_class = [float(right[targets == c].mean()) for c in targets.unique()]
+    assert selection.ranking[0].mean_class_accuracy == pytest.approx(100 * sum(per_class) / len(per_class), abs=1e-3)
+
+
+def test_select_cli_writes_a_prompt_the_other_commands_take(clip_dir, tmp_path):
+    out = tmp_path / "best.json"
+    proc = run(["prompts", "select", "--dataset", "coco-stuff", "--data-root", str(DATA), "--protocol", "zero-shot",
+                "--templates", "vild", "--limit", "4", "--clip", str(clip_dir), "--output", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 14 + 2 and "seen classes only" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["selected_on"]["split"] == "train" and len(data["ranking"]) == 14
+    assert data["templates"] == [data["ranking"][0]["template"]]
+    seg = run(["segment", str(DATA / "coco" / "val2017" / "000000010092.jpg"), "--classes", "cat; car", "--clip", str(clip_dir),
+               "--prompt", str(out), "--max-proposals", "4", "--max-size", "128", "--out", str(tmp_path / "seg")])
+    assert seg.returncode == 0, seg.stderr
+    again = run(["prompts", "select", "--dataset", "coco-stuff", "--data-root", str(DATA), "--limit", "2",
+                 "--clip", str(clip_dir), "--output", str(DATA / "coco" / "x.json")])
+    assert again.returncode == 2 and "inside the coco-stuff dataset" in again.stderr
+
+
+# --- prompt learning --------------------------------------------------------------------------
+
+def test_learning_changes_the_context_and_leaves_clip_bit_identical(clip_dir, tmp_path):
+    clip = load_clip(str(clip_dir))
+    before = {k: v.clone() for k, v in clip.model.state_dict().items()}
+    initial = PromptTask(subset("coco-stuff", "train", 6), small(), clip, "zero-shot", torch.device("cpu"), False).module.context.detach().clone()
+    train_prompts(subset("coco-stuff", "train", 6), small(max_iters=4, lr=0.5), clip, tmp_path, "zero-shot", progress=False)
+    learned = load_prompt(tmp_path)
+    assert learned.context.shape == initial.shape and not torch.allclose(learned.context, initial)
+    assert initial.std() == pytest.approx(0.02, rel=0.1)  # N(0, 0.02)
+    after = clip.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3, 4] and all(e["software"].startswith("zsseg") for e in log)
+
+
+def test_learning_lowers_the_loss_on_real_crops(clip, tmp_path):
+    config = small(max_iters=30, batch_size=8, samples_per_class=0, lr=2.0, warmup_iters=0, flip=False, min_crop_area=1.0,
+                   grad_clip=0.0, checkpoint_every=100)
+    train_prompts(subset("camvid", "train", 4), config, clip, tmp_path, "cross-dataset", progress=False)
+    losses = [json.loads(line)["ce"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+
+
+def test_interrupted_learning_resumes_exactly(clip, tmp_path, monkeypatch):
+    dataset = subset("coco-stuff", "train", 6)
+    train_prompts(dataset, small(max_iters=5), clip, tmp_path / "whole", "zero-shot", progress=False)
+
+    real_loss = PromptTask.loss
+
+    def dies_at_step_four(self, module, positions, context):
+        if positions[0] >= 3 * 4:  # step index 3, after the step-2 checkpoint and one more step
+            raise KeyboardInterrupt
+        return real_loss(self, module, positions, context)
+
+    monkeypatch.setattr(PromptTask, "loss", dies_at_step_four)
+    with pytest.raises(KeyboardInterrupt):
+        train_prompts(dataset, small(max_iters=5), clip, tmp_path / "cut", "zero-shot", progress=False)
+    monkeypatch.setattr(PromptTask, "loss", real_loss)
+    assert not (tmp_path / "cut" / "prompt.json").exists()
+    result = train_prompts(dataset, small(max_iters=5), clip, tmp_path / "cut", "zero-shot", progress=False)
+    assert result.resumed_from == 2
+    assert torch.equal(load_prompt(tmp_path / "whole").context, load_prompt(tmp_path / "cut").context)
+    steps = lambda d: [json.loads(line)["step"] for line in (d / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert steps(tmp_path / "cut") == steps(tmp_path / "whole") == [1, 2, 3, 4, 5]
+    with pytest.raises(ZssegError, match="different run"):
+        train_prompts(dataset, small(max_iters=6, context_length=4), clip, tmp_path / "cut", "zero-shot", progress=False)
+
+
+def test_samples_and_schedule_follow_the_reference():
+    found = [(0, [1, 2]), (1, [1]), (2, [1, 3]), (3, [1])]
+    assert sample_segments(found, 0, 0) == [(0, 1), (1, 1), (2, 1), (3, 1), (0, 2), (2, 3)]
+    capped = sample_segments(found, 2, 0)
+    assert [c for _, c in capped] == [1, 1, 2, 3] and capped == sample_segments(found, 2, 0)
+    config = prompt_config("paper")
+    assert (config.context_length, config.init_std, config.lr, config.weight_decay, config.batch_size) == (16, 0.02, 0.02, 5e-4, 32)
+    assert warmup_cosine(0, config) == pytest.approx(0.005) and warmup_cosine(100, config) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 100 / 16000)).item()))
+    assert warmup_cosine(config.max_iters, config) == pytest.approx(0.0)
+
+
+def test_augmented_crop_erases_the_background_and_keeps_the_size():
+    image = torch.full((3, 40, 60), 200.0)
+    mask = torch.zeros(40, 60, dtype=torch.bool)
+    mask[10:30, 20:50] = True
+    mask[10, 20] = False
+    generator = torch.Generator().manual_seed(0)
+    crop = augmented_crop(image, mask, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), generator, 1.0, False)
+    assert crop.shape == (3, 32, 32)
+    assert crop[:, 0, 0].abs().max() < crop[:, 16, 16].abs().max()  # the erased corner is the mean (0)
+
+
+def test_two_process_torchrun_learning_matches_one_process(clip_dir, tmp_path):
+    args = ["train", "prompts", "--dataset", "coco-stuff", "--data-root", str(DATA), "--protocol", "zero-shot", "--config", "cpu",
+            "--clip", str(clip_dir), "--max-iters", "2", "--batch-size", "4", "--samples-per-class", "2", "--checkpoint-every", "1"]
+    one = run([*args, "--output-dir", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    two = run(["--standalone", "--nproc_per_node", "2", "-m", "zsseg", *args, "--output-dir", str(tmp_path / "two")],
+              module=("-m", "torch.distributed.run"))
+    assert two.returncode == 0, two.stderr
+    state = torch.load(tmp_path / "two" / "checkpoint-0000002.pt", weights_only=True)
+    assert len(state["rng"]) == 2 and set(state["model"]) == {"context"}  # the vectors only, not CLIP
+    assert torch.allclose(load_prompt(tmp_path / "one").context, load_prompt(tmp_path / "two").context, atol=1e-6)
+
+
+# --- prompts first, then proposals --------------------------------------------------------------
+
+def test_proposals_trained_with_a_learned_prompt_keep_it(learned, clip, tmp_path):
+    tiny = named_config("tiny")
+    config = replace(tiny, train=replace(tiny.train, prompt=str(learned), crop_size=128, batch_size=2, max_iters=2))
+    train_proposals(subset("coco-stuff", "train", 2), config, clip, tmp_path, "zero-shot", progress=False)
+    learned_copy = load_prompt(learned)
+    stored = load_proposals(tmp_path).training_prompt
+    assert isinstance(stored, LearnedPrompt) and torch.equal(stored.context, learned_copy.context)
+    from zsseg.proposals import MaskFormerProposals
+
+    segmenter = Segmenter(clip=clip, proposals=MaskFormerProposals(tmp_path, max_proposals=5), max_size=128)
+    assert segmenter.classifier.prompts.prompt.identity == learned_copy.identity  # default: the network's own prompt
+    assert segmenter.proposal_prompts is segmenter.classifier.prompts
+    other = Segmenter(clip=clip, proposals=MaskFormerProposals(tmp_path, max_proposals=5), prompt="single", max_size=128)
+    assert other.proposal_prompts.prompt.identity == learned_copy.identity  # the network keeps the prompt it learned with
+
+
+# --- the text-feature cache ---------------------------------------------------------------------
+
+def test_cache_returns_exactly_what_it_stored_and_a_changed_model_misses(clip_dir, tmp_path, monkeypatch):
+    cache = TextFeatureCache(tmp_path / "cache")
+    names = ["cat", "dog", "potted plant"]
+    first = PromptEncoder(load_clip(str(clip_dir)), "vild", cache=cache).encode_names(names)
+
+    calls = []
+    real = TemplatePrompt.encode
+    monkeypatch.setattr(TemplatePrompt, "encode", lambda self, clip, n: calls.append(list(n)) or real(self, clip, n))
+    again = PromptEncoder(load_clip(str(clip_dir)), "vild", cache=cache).encode_names(names + ["sofa"])
+    assert calls == [["sofa"]] and torch.equal(again[:3], first)  # bit-identical, and only the new name encoded
+
+    changed = load_clip(str(clip_dir))
+    with torch.no_grad():
+        changed.model.text_model.final_layer_norm.weight.mul_(1.5)
+    changed._text_fingerprint = None
+    calls.clear()
+    PromptEncoder(changed, "vild", cache=cache).encode_names(names)
+    assert calls == [names]
+    calls.clear()
+    PromptEncoder(load_clip(str(clip_dir)), "single", cache=cache).encode_names(names)  # another prompt: another key
+    assert calls == [names]
+    direct = TextFeatureCache(tmp_path / "cache")
+    vector = torch.randn(32)
+    direct.put("m", "p", {"x": vector})
+    assert torch.equal(direct.get("m", "p", ["x", "y"])["x"], vector) and direct.get("m", "q", ["x"]) == {}
+
+
+def test_cache_is_shared_safely_by_concurrent_processes(tmp_path):
+    script = (
+        "import sys, torch\n"
+        "from zsseg.text_cache import TextFeatureCache\n"
+        "cache = TextFeatureCache(sys.argv[1])\n"
+        "for i in range(40):\n"
+        "    cache.put('model', 'prompt', {f'{sys.argv[2]}-{i}-{j}': torch.full((8,), float(i)) for j in range(5)})\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), tag], stderr=subprocess.PIPE, text=True) for tag in "abc"]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    names = [f"{tag}-{i}-{j}" for tag in "abc" for i in range(40) for j in range(5)]
+    found = TextFeatureCache(tmp_path).get("model", "prompt", names)
+    assert len(found) == 600 and all(float(found[n][0]) == float(n.split("-")[1]) for n in names)
+
+
+def test_a_broken_cache_is_skipped_with_a_warning(clip, tmp_path, caplog):
+    (tmp_path / "text-features.sqlite3").write_bytes(b"not a database at all" * 100)
+    encoder = PromptEncoder(clip, "single", cache=TextFeatureCache(tmp_path))
+    assert encoder.encode_names(["cat"]).shape == (1, 32)
+    assert "not using the text-feature cache" in caplog.text
+
+
+def test_no_text_cache_flag_writes_no_cache(clip_dir, tmp_path):
+    env = {"ZSSEG_CACHE_DIR": str(tmp_path / "cache")}
+    args = ["segment", str(DATA / "coco" / "val2017" / "000000010092.jpg"), "--classes", "cat; car", "--clip", str(clip_dir),
+            "--prompt", "single", "--max-proposals", "3", "--max-size", "96"]
+    assert run([*args, "--no-text-cache", "--out", str(tmp_path / "a")], env=env).returncode == 0
+    assert not (tmp_path / "cache").exists()
+    assert run([*args, "--out", str(tmp_path / "b")], env=env).returncode == 0
+    assert (tmp_path / "cache" / "text-features.sqlite3").is_file()
+
+
+def test_learned_prompt_files_are_written_together(clip, tmp_path):
+    prompt = LearnedPrompt(torch.randn(3, 64), clip.token_probe(), {"clip": "x"})
+    weights, config = save_learned_prompt(tmp_path, prompt)
+    assert (weights.name, config.name) == ("prompt.safetensors", "prompt.json")
+    assert torch.equal(load_prompt(tmp_path).context, prompt.context)
+
+
+def test_prompt_commands_refuse_bad_input_in_one_line(clip_dir, learned, tmp_path):
+    train = ["train", "prompts", "--dataset", "coco-stuff", "--data-root", str(DATA), "--clip", str(clip_dir), "--config", "cpu"]
+    zero = run([*train, "--context-length", "0", "--output-dir", str(tmp_path / "a")])
+    assert zero.returncode == 2 and "--context-length: must be at least 1" in zero.stderr
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "prompt.json").write_text("my notes")
+    foreign = run([*train, "--max-iters", "1", "--output-dir", str(tmp_path / "mine")])
+    assert foreign.returncode == 2 and "not written by zsseg" in foreign.stderr
+    assert (tmp_path / "mine" / "prompt.json").read_text() == "my notes"
+    bare = run(["prompts"])
+    assert bare.returncode == 2 and bare.stderr.count("\n") == 1 and "zsseg prompts select" in bare.stderr
+    (tmp_path / "notes.json").write_text("{}")
+    select = run(["prompts", "select", "--dataset", "coco-stuff", "--data-root", str(DATA), "--clip", str(clip_dir),
+                  "--limit", "1", "--output", str(tmp_path / "notes.json")])
+    assert select.returncode == 2 and "not written by zsseg" in select.stderr and (tmp_path / "notes.json").read_text() == "{}"
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "prompt.json").write_bytes((learned / "prompt.json").read_bytes())
+    (broken / "prompt.safetensors").write_bytes(b"\x00" * 40)
+    image = str(DATA / "coco" / "val2017" / "000000010092.jpg")
+    for prompt, message in ((broken, "cannot read the learned prompt"), ("a {} {}", "exactly once"), ("photo of a cat", "neither")):
+        proc = run(["segment", image, "--classes", "cat; car", "--clip", str(clip_dir), "--prompt", str(prompt),
+                    "--out", str(tmp_path / "out")])
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "out").exists()
+    proposals = run(["train", "proposals", "--dataset", "coco-stuff", "--data-root", str(DATA), "--config", "tiny",
+                     "--clip", str(clip_dir), "--prompt", "nope", "--output-dir", str(tmp_path / "p")])
+    assert proposals.returncode == 2 and "neither a template set" in proposals.stderr
