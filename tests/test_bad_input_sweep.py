@@ -341,9 +341,10 @@ def test_ensemble_weight_without_the_network(clip_dir, tmp_path, capsys, photo):
     assert status == 2 and "--ensemble-weight is for --proposals maskformer" in err
 
 
-def test_standard_output_that_cannot_be_written():
-    with open(os.devnull if not os.path.exists("/dev/full") else "/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "zsseg.cli", "vocabularies"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+@pytest.mark.parametrize("command", [["vocabularies"], ["--version"]])
+def test_standard_output_that_cannot_be_written(command):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "zsseg.cli", *command], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert proc.returncode == 2 and "cannot write to standard output" in proc.stderr and "Traceback" not in proc.stderr

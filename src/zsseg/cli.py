@@ -65,9 +65,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+class _Version(argparse.Action):
+    """`--version`, printed like every other output: a full disk (`> /dev/full`) is an error."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            _output([f"zsseg {__version__}"])
+        except ZssegError as error:
+            parser.exit(2, f"zsseg: error: {error}\n")
+        parser.exit(0)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="zsseg", description="Open-vocabulary semantic segmentation with CLIP.")
-    parser.add_argument("--version", action="version", version=f"zsseg {__version__}")
+    parser.add_argument("--version", action=_Version, help="print zsseg's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     segment = commands.add_parser("segment", help="label every pixel of images with your class names")
@@ -565,17 +579,17 @@ def _output(lines: Iterable[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command is None:
-        print("zsseg: error: give a command: segment, eval, train, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
-        return 2
-    if args.command == "train" and args.what is None:
-        print("zsseg train: error: say what to train: `zsseg train proposals ...` or `zsseg train prompts ...` (see their --help)", file=sys.stderr)
-        return 2
-    if args.command == "prompts" and args.what is None:
-        print("zsseg prompts: error: say what to do: `zsseg prompts select ...` (see `zsseg prompts select --help`)", file=sys.stderr)
-        return 2
     try:
+        args = _parser().parse_args(argv)  # inside: `--version | head -0` is a closed pipe too
+        if args.command is None:
+            print("zsseg: error: give a command: segment, eval, train, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
+            return 2
+        if args.command == "train" and args.what is None:
+            print("zsseg train: error: say what to train: `zsseg train proposals ...` or `zsseg train prompts ...` (see their --help)", file=sys.stderr)
+            return 2
+        if args.command == "prompts" and args.what is None:
+            print("zsseg prompts: error: say what to do: `zsseg prompts select ...` (see `zsseg prompts select --help`)", file=sys.stderr)
+            return 2
         return _run(args)
     except ZssegError as error:
         rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
