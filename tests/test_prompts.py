@@ -230,6 +230,10 @@ def test_samples_and_schedule_follow_the_reference():
     assert (config.context_length, config.init_std, config.lr, config.weight_decay, config.batch_size) == (16, 0.02, 0.02, 5e-4, 32)
     assert warmup_cosine(0, config) == pytest.approx(0.005) and warmup_cosine(100, config) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 100 / 16000)).item()))
     assert warmup_cosine(config.max_iters, config) == pytest.approx(0.0)
+    assert config.temperature == 100.0
+    for bad in ({"temperature": 0}, {"context_length": 0}, {"min_crop_area": 0}, {"samples_per_class": -1}):
+        with pytest.raises(ZssegError):
+            replace(config, **bad)
 
 
 def test_augmented_crop_erases_the_background_and_keeps_the_size():

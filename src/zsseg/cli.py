@@ -154,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     prompts.add_argument("--clip", default=DEFAULT_CLIP, help=f"the frozen CLIP (default {DEFAULT_CLIP})")
     prompts.add_argument("--context-length", type=_at_least(1), default=None, help="learned vectors before the class name (default: the config's, 16)")
     prompts.add_argument("--samples-per-class", type=_at_least(0), default=None, help="at most this many samples per class, 0 = all (default: the config's)")
+    prompts.add_argument("--temperature", type=float, default=None, help="logit scale of the loss (default: the config's, 100 as in Eq. 1)")
     _training_loop_options(prompts, "crops")
     prompts.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final prompt.safetensors + prompt.json")
 
@@ -486,7 +487,7 @@ def _train_prompts(args: argparse.Namespace) -> int:
 
     config = prompt_config_with(prompt_config(args.config), **{
         key: getattr(args, key)
-        for key in ("context_length", "samples_per_class", "max_iters", "batch_size", "checkpoint_every", "log_every", "seed")
+        for key in ("context_length", "samples_per_class", "temperature", "max_iters", "batch_size", "checkpoint_every", "log_every", "seed")
     })
     return _run_training(
         args, check_output_dir,

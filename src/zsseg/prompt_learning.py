@@ -63,6 +63,8 @@ class PromptTrainConfig:
         grad_clip: maximum L2 norm of the context vectors' gradient (0: none).
         min_crop_area: smallest area of the random resized crop, as a fraction of the box.
         flip: random horizontal flip.
+        temperature: the logit scale of the loss (Eq. 1's 100, which is also a trained CLIP's
+            own scale; a CLIP trained here with a smaller scale may learn better at its own).
         checkpoint_every, log_every: steps between checkpoints and between log lines.
         seed: fixes initialisation, sample choice, order and augmentation.
     """
@@ -80,11 +82,14 @@ class PromptTrainConfig:
     grad_clip: float = 0.01
     min_crop_area: float = 0.08
     flip: bool = True
+    temperature: float = TEMPERATURE
     checkpoint_every: int = 1000
     log_every: int = 20
     seed: int = 0
 
     def __post_init__(self):
+        if self.temperature <= 0:
+            raise ZssegError(f"temperature must be positive, got {self.temperature}")
         for name in ("context_length", "max_iters", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ZssegError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -267,7 +272,7 @@ class PromptTask:
         crops, targets = zip(*(self.sample(p) for p in positions))
         image = self.clip.encode_images(torch.stack(crops))  # no gradient: the image tower is frozen
         text = VocabularyEmbedding(module(self.synonyms), self.owner.to(self.device), len(self.vocabulary))
-        logits = text.class_logits(image.to(self.device), TEMPERATURE)
+        logits = text.class_logits(image.to(self.device), self.config.temperature)
         target = torch.tensor(targets, device=self.device)
         ce = F.cross_entropy(logits, target)
         return ce, {"ce": ce.detach(), "acc": (logits.argmax(dim=1) == target).float().mean()}
