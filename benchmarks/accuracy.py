@@ -154,15 +154,17 @@ def stale(cell: Cell, report: dict, args: argparse.Namespace) -> bool:
 
 
 def _prompt_changed(prompt: str, report: dict) -> bool:
-    """Whether the report was made with another prompt than `prompt` names now (a retrained
-    prompt in the same folder has another identity)."""
+    """Whether the report was made with another prompt than `prompt` gives now (a file whose
+    templates changed, a retrained prompt in the same folder)."""
     from zsseg.prompts import LearnedPrompt, load_prompt
 
     current = load_prompt(prompt)
     recorded = report.get("prompt") or {}
     if isinstance(current, LearnedPrompt):
         return recorded.get("identity") != current.identity[:16]
-    return recorded.get("templates", [recorded.get("name")]) != list(current.templates) and recorded.get("name") != prompt
+    if "templates" in recorded:
+        return recorded["templates"] != list(current.templates)
+    return recorded.get("name") != current.name
 
 
 def run_cell(cell: Cell, argv: list[str], log: Path, threads: int) -> float:

@@ -110,3 +110,19 @@ def test_benchmark_runs_zsseg_eval_and_tabulates_its_json(clip_dir, tmp_path):
     with pytest.raises(SystemExit, match="other settings"):
         accuracy.main(["--clip", str(clip_dir), "--limit", "3", "--only", "camvid-gt", "--work-dir", str(tmp_path / "cells"),
                        "--output", str(tmp_path / "stale.json")])
+
+
+def test_prompt_rows_and_their_staleness(tmp_path):
+    from zsseg.prompts import TemplatePrompt, save_template_prompt
+
+    cells = accuracy.cells(limit=2, max_proposals=100, max_size=1024, ensemble_weight=0.8, prompts={"one": "single"})
+    [cell] = [c for c in cells if c.key == "zs-gt-prompt-one"]
+    assert cell.protocol == "zero-shot" and cell.args[-2:] == ["--prompt", "single"]
+    assert not accuracy._prompt_changed("single", {"prompt": {"kind": "templates", "name": "single"}})
+    assert accuracy._prompt_changed("vild", {"prompt": {"kind": "templates", "name": "single"}})
+    path = tmp_path / "best.json"
+    save_template_prompt(path, TemplatePrompt(("a {}.",), "x"), {})
+    recorded = {"prompt": {"kind": "templates", "name": str(path), "templates": ["a {}."]}}
+    assert not accuracy._prompt_changed(str(path), recorded)
+    save_template_prompt(path, TemplatePrompt(("the {}.",), "x"), {})  # the same file, selected again
+    assert accuracy._prompt_changed(str(path), recorded)
