@@ -410,3 +410,28 @@ def test_offline_hub_is_not_retried(tmp_path, monkeypatch):
     with pytest.raises(ZssegError):
         clip_module.load_clip("openai/clip-vit-base-patch16")
     assert tried == [True, True, False]
+
+
+def test_ctrl_c_while_the_command_starts(monkeypatch, capsys):
+    """A Ctrl-C while torch and the rest are still being imported: one line, status 130."""
+    import importlib.abc
+
+    from zsseg import console
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "zsseg.cli":
+                raise KeyboardInterrupt
+            return None
+
+    exits = []
+    monkeypatch.setattr(console, "_exit_now", exits.append)  # the real one ends the process at once
+    monkeypatch.delitem(sys.modules, "zsseg.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    assert console.main() == 130 and exits == [130]
+    assert capsys.readouterr().err == "zsseg: interrupted\n"
+
+
+def test_importing_zsseg_is_light():
+    code = "import sys, zsseg; assert 'torch' not in sys.modules; from zsseg import Segmenter; assert 'torch' in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -5,15 +5,36 @@ classification (`zsseg.region_classification`, Eq. 1) -> assembly (`zsseg.assemb
 -> label map -> writers (`zsseg.writers`).
 """
 
-from .assembly import UNLABELED, assemble, assemble_labels
-from .clip import DEFAULT_CLIP, ClipModel, load_clip
-from .errors import ZssegError
-from .prompts import TEMPLATE_SETS, LearnedPrompt, Prompt, PromptEncoder, TemplatePrompt, load_prompt
-from .proposals import GENERATORS, ProposalGenerator, build_proposal_generator
-from .region_classification import RegionClassifier, RegionScores, crop_regions
-from .segmenter import SegmentationResult, Segmenter
+import importlib
+
 from .version import __version__
-from .vocabulary import PRESETS, Vocabulary
+
+# Names are imported on first use (PEP 562), so that `import zsseg` and the start of the `zsseg`
+# command are light: a Ctrl-C while torch loads is then caught by the command (zsseg.console).
+_EXPORTS = {
+    "UNLABELED": "assembly", "assemble": "assembly", "assemble_labels": "assembly",
+    "DEFAULT_CLIP": "clip", "ClipModel": "clip", "load_clip": "clip",
+    "ZssegError": "errors",
+    "TEMPLATE_SETS": "prompts", "LearnedPrompt": "prompts", "Prompt": "prompts", "PromptEncoder": "prompts",
+    "TemplatePrompt": "prompts", "load_prompt": "prompts",
+    "GENERATORS": "proposals", "ProposalGenerator": "proposals", "build_proposal_generator": "proposals",
+    "RegionClassifier": "region_classification", "RegionScores": "region_classification", "crop_regions": "region_classification",
+    "SegmentationResult": "segmenter", "Segmenter": "segmenter",
+    "PRESETS": "vocabulary", "Vocabulary": "vocabulary",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'zsseg' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "DEFAULT_CLIP",

@@ -1,0 +1,27 @@
+"""The `zsseg` command's entry point: light to import, so that Ctrl-C at any moment, even
+while torch is still loading, ends with one line and status 130 instead of a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _exit_now(status: int) -> None:
+    # Modules that the interrupt left half-imported (numpy, torch) must not run their exit
+    # hooks: they fail with tracebacks of their own. Nothing has been written yet.
+    os._exit(status)
+
+
+def main() -> int:
+    try:
+        from .cli import main as run
+    except KeyboardInterrupt:
+        print("zsseg: interrupted", file=sys.stderr, flush=True)
+        _exit_now(130)
+        return 130
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
