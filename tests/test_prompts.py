@@ -77,6 +77,8 @@ def test_every_kind_of_prompt_loads_from_one_value(learned, tmp_path):
     ("imagenett", "neither a template set"),
     ("a {} and a {}", "exactly once"),
     ("missing/prompt.json", "neither a template set"),
+    ("", "the prompt is empty"),
+    ("  ", "the prompt is empty"),
 ])
 def test_bad_prompts_are_one_line_errors(value, message):
     with pytest.raises(ZssegError, match=message):
@@ -90,6 +92,9 @@ def test_bad_prompt_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ZssegError, match="has no prompt.json"):
         load_prompt(tmp_path / "empty")
+    (tmp_path / "escape.json").write_text(json.dumps({"format": "zsseg-prompt/1", "kind": "learned", "tensors": "../x.safetensors"}))
+    with pytest.raises(ZssegError, match="must name a file beside it"):
+        load_prompt(tmp_path / "escape.json")
 
 
 def test_zero_length_learned_prompt_is_the_plain_class_name(clip):
@@ -231,7 +236,7 @@ def test_samples_and_schedule_follow_the_reference():
     assert warmup_cosine(0, config) == pytest.approx(0.005) and warmup_cosine(100, config) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 100 / 16000)).item()))
     assert warmup_cosine(config.max_iters, config) == pytest.approx(0.0)
     assert config.temperature == 100.0
-    for bad in ({"temperature": 0}, {"context_length": 0}, {"min_crop_area": 0}, {"samples_per_class": -1}):
+    for bad in ({"temperature": 0}, {"temperature": float("nan")}, {"context_length": 0}, {"min_crop_area": 0}, {"samples_per_class": -1}):
         with pytest.raises(ZssegError):
             replace(config, **bad)
 

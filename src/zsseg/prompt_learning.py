@@ -88,7 +88,7 @@ class PromptTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.temperature <= 0:
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ZssegError(f"temperature must be positive, got {self.temperature}")
         for name in ("context_length", "max_iters", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:

@@ -237,6 +237,8 @@ def load_prompt(value: PromptLike) -> Prompt:
     if isinstance(value, (tuple, list)):
         return TemplatePrompt(resolve_templates(value), name="custom")
     text = str(value)
+    if not text.strip():
+        raise ZssegError(f"the prompt is empty; give a template set ({', '.join(TEMPLATE_SETS)}), a template with '{{}}', or a prompt file")
     if text in TEMPLATE_SETS:
         return TemplatePrompt(TEMPLATE_SETS[text], name=text)
     path = Path(text).expanduser()
@@ -264,7 +266,10 @@ def _read_prompt_file(path: Path) -> Prompt:
         if data["kind"] == TemplatePrompt.kind:
             return TemplatePrompt(resolve_templates(data["templates"]), name=str(path))
         if data["kind"] == LearnedPrompt.kind:
-            tensors_path = path.with_name(data["tensors"])
+            name = str(data["tensors"])
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise ZssegError(f"{path}: \"tensors\" must name a file beside it, not '{name[:60]}'")
+            tensors_path = path.with_name(name)
             return LearnedPrompt(**_read_tensors(tensors_path, data), info=data["info"], source=str(path))
     except (KeyError, TypeError) as error:
         raise ZssegError(f"{path} is an incomplete prompt file: {error}") from None
