@@ -167,9 +167,7 @@ def _parser() -> argparse.ArgumentParser:
         "training split's seen classes (all classes for cross-dataset). Never reads validation images or unseen classes. "
         "Prints the ranking and writes the best template as a prompt file that --prompt takes.",
     )
-    select.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
-    select.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
-    select.add_argument("--protocol", default="zero-shot", choices=list(PROTOCOLS), help="zero-shot: seen classes only (default); cross-dataset: all")
+    _training_data_options(select, "zero-shot: seen classes only (default); cross-dataset: all", split=False)
     select.add_argument("--templates", default="imagenet", choices=list(TEMPLATE_SETS), help="the set to choose from (default imagenet, CLIP's 80)")
     select.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
     select.add_argument("--limit", type=_at_least(1), default=None, help="use the first N training images only")
@@ -184,10 +182,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _training_data_options(parser: argparse.ArgumentParser, protocol_help: str) -> None:
+def _training_data_options(parser: argparse.ArgumentParser, protocol_help: str, split: bool = True) -> None:
+    """The training data: a benchmark, where it is, its split (unless fixed), and the protocol."""
     parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
     parser.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
-    parser.add_argument("--split", default="train", help="dataset split (default train)")
+    if split:
+        parser.add_argument("--split", default="train", help="dataset split (default train)")
     parser.add_argument("--protocol", default="zero-shot", choices=list(PROTOCOLS), help=protocol_help)
 
 
@@ -465,8 +465,8 @@ def _train(args: argparse.Namespace) -> int:
         for key in ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed")
         if getattr(args, key) is not None
     }
+    _check_prompt(args)  # a bad prompt is an error now, not after the dataset is read
     if args.prompt is not None:
-        load_prompt(args.prompt)  # a bad prompt is an error now, not after the dataset is read
         overrides["prompt"] = args.prompt
     config = replace(config, train=replace(config.train, **overrides))
     backbone = config.model.backbone

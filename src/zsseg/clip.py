@@ -117,24 +117,31 @@ class ClipModel:
         ids = torch.linspace(0, table.shape[0] - 1, 64).round().long()
         return table.detach()[ids.to(table.device)].float().cpu()
 
-    def encode_with_context(self, context: torch.Tensor, names: list[str]) -> torch.Tensor:
-        """L2-normalised text embeddings `[N, D]` float32 of "[SOS] c_1 .. c_n NAME . [EOS]", where
-        c_i are the rows of `context` `[n, W]` put in place of token embeddings (CoOp's learned
-        prompt, as the paper's code builds it). Differentiable with respect to `context`; with
-        n = 0 it equals `encode_text([f"{name}." ...])`."""
+    def context_rows(self, names: list[str], n: int) -> list[list[int]]:
+        """Token ids of "[SOS] X*n NAME . [EOS]" for each name (X marks the n places a learned
+        context takes); a name too long for CLIP's context is an error naming it."""
         tokenizer = self.tokenizer
         filler = tokenizer("X", add_special_tokens=False)["input_ids"]
         dot = tokenizer(".", add_special_tokens=False)["input_ids"]
-        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        n = int(context.shape[0])
-        rows = [[bos, *filler * n, *ids, *dot, eos] for ids in tokenizer(names, add_special_tokens=False)["input_ids"]]
+        rows = [[tokenizer.bos_token_id, *filler * n, *ids, *dot, tokenizer.eos_token_id]
+                for ids in tokenizer(names, add_special_tokens=False)["input_ids"]]
         for name, row in zip(names, rows):
             if len(row) > self.context_length:
                 raise ZssegError(
                     f"class name '{name[:60]}' is too long: with a {n}-token learned context it is {len(row)} tokens, "
                     f"CLIP's context is {self.context_length}"
                 )
+        return rows
+
+    def encode_with_context(self, context: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """L2-normalised text embeddings `[N, D]` float32 of "[SOS] c_1 .. c_n NAME . [EOS]", where
+        c_i are the rows of `context` `[n, W]` put in place of token embeddings (CoOp's learned
+        prompt, as the paper's code builds it). Differentiable with respect to `context`; with
+        n = 0 it equals `encode_text([f"{name}." ...])`."""
+        tokenizer = self.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        n = int(context.shape[0])
+        rows = self.context_rows(names, n)
         if not rows:
             return torch.empty(0, self.embed_dim)
         length = max(len(r) for r in rows)

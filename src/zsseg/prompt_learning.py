@@ -135,19 +135,22 @@ def prompt_config_with(config: PromptTrainConfig, **overrides) -> PromptTrainCon
     return replace(config, **{k: v for k, v in overrides.items() if v is not None and k in known})
 
 
+def present_classes(label: np.ndarray, classes: set[int]) -> list[int]:
+    """The classes of `classes` that `label` ([H, W], -1 ignored) shows, in increasing order."""
+    return [int(c) for c in np.unique(label) if int(c) in classes]
+
+
 def image_classes(dataset: SegmentationDataset, classes: list[int], limit: int | None = None,
                   progress: bool = True) -> list[tuple[int, list[int]]]:
     """(image index, the classes of `classes` present in its ground truth), for the first
     `limit` images of `dataset` that have any. Reads every label map once."""
     from tqdm import tqdm
 
-    wanted = np.zeros(dataset.num_classes + 1, dtype=bool)
-    wanted[np.asarray(classes, dtype=np.int64) + 1] = True
+    wanted = set(classes)
     found = []
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for index in tqdm(range(count), desc="reading labels", unit="image", disable=not progress or None, leave=False):
-        present = np.unique(dataset.load_label(index)) + 1
-        present = [int(c) - 1 for c in present if wanted[c]]
+        present = present_classes(dataset.load_label(index), wanted)
         if present:
             found.append((index, present))
     return found
@@ -319,6 +322,7 @@ __all__ = [
     "PromptTrainConfig",
     "augmented_crop",
     "image_classes",
+    "present_classes",
     "prompt_config",
     "sample_segments",
     "train_prompts",

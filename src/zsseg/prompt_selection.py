@@ -21,7 +21,7 @@ from .datasets import SegmentationDataset
 from .errors import ZssegError
 from .images import image_tensor
 from .maskformer.training import training_classes
-from .prompt_learning import image_classes
+from .prompt_learning import present_classes
 from .prompts import PromptEncoder, TemplatePrompt, resolve_templates
 from .region_classification import TEMPERATURE, crop_regions
 from .vocabulary import Vocabulary
@@ -72,14 +72,19 @@ class Selection:
 def segment_features(dataset: SegmentationDataset, clip: ClipModel, classes: list[int], limit: int | None = None,
                      batch_size: int = 32, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """`[M, D]` CLIP features of the Eq. 1 crops of every ground-truth segment of `classes` in
-    the first `limit` images, and `[M]` their class (dataset index)."""
+    the first `limit` images, and `[M]` their class (dataset index). Each label map is read
+    once, and only images with such a segment are read."""
     from tqdm import tqdm
 
-    found = image_classes(dataset, classes, limit, progress)
+    wanted = set(classes)
     features, targets = [], []
-    for index, present in tqdm(found, desc="encoding segments", unit="image", disable=not progress or None, leave=False):
-        label = torch.from_numpy(dataset.load_label(index))
-        masks = torch.stack([label == c for c in present])
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for index in tqdm(range(count), desc="encoding segments", unit="image", disable=not progress or None, leave=False):
+        label = dataset.load_label(index)
+        present = present_classes(label, wanted)
+        if not present:
+            continue
+        masks = torch.stack([torch.from_numpy(label == c) for c in present])
         crops, _ = crop_regions(image_tensor(dataset.load_image(index)), masks, clip.image_size, clip.image_mean, clip.image_std)
         for start in range(0, len(crops), batch_size):
             features.append(clip.encode_images(crops[start : start + batch_size]).cpu())

@@ -210,13 +210,7 @@ class LearnedPrompt(Prompt):
             )
 
     def check_lengths(self, clip: ClipModel, names: list[str]) -> None:
-        extra = int(self.context.shape[0]) + 3  # start, ".", end
-        for name, count in zip(names, clip.token_counts(names)):
-            if count - 2 + extra > clip.context_length:
-                raise ZssegError(
-                    f"class name '{name[:60]}' is too long: with the learned prompt's {self.context.shape[0]} context "
-                    f"vectors it is {count - 2 + extra} tokens, CLIP's context is {clip.context_length}"
-                )
+        clip.context_rows(names, int(self.context.shape[0]))
 
     @torch.no_grad()
     def encode(self, clip: ClipModel, names: list[str], batch_size: int = 256) -> torch.Tensor:
@@ -393,13 +387,13 @@ class PromptEncoder:
         if missing:
             self.check_lengths(missing)
             stored: dict[str, torch.Tensor] = {}
-            if self.disk is not None:
-                model, prompt = self.clip.text_fingerprint(), self.prompt.identity
-                stored = {k: v for k, v in self.disk.get(model, prompt, missing).items() if v.numel() == self.clip.embed_dim}
+            key = (self.clip.text_fingerprint(), self.prompt.identity) if self.disk is not None else None
+            if key is not None:
+                stored = {k: v for k, v in self.disk.get(*key, missing).items() if v.numel() == self.clip.embed_dim}
             fresh = [n for n in missing if n not in stored]
             encoded = dict(zip(fresh, self.prompt.encode(self.clip, fresh))) if fresh else {}
-            if encoded and self.disk is not None:
-                self.disk.put(model, prompt, encoded)
+            if encoded and key is not None:
+                self.disk.put(*key, encoded)
             self._cache.update(stored)
             self._cache.update(encoded)
         if not names:

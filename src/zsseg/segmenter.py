@@ -226,7 +226,7 @@ def proposal_text_encoder(proposals: MaskFormerProposals, clip: ClipModel, defau
         )
     prompt = proposals.trained.training_prompt
     same = prompt.identity == default.prompt.identity
-    encoder = default if same else PromptEncoder(clip, prompt, cache=default.disk if default.disk is not None else False)
+    encoder = default if same else PromptEncoder(clip, prompt, cache=default.disk or False)
     stored = proposals.trained.train_text
     probe = min(4, stored.num_classes)
     rows = [int(i) for i in range(stored.features.shape[0]) if int(stored.synonym_class[0, i]) < probe]
