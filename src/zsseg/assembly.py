@@ -44,12 +44,21 @@ def assemble_labels(masks: torch.Tensor, probs: torch.Tensor, size: tuple[int, i
     Upsampling is linear, so upsampling the numerator sum_k M_k C_k equals using upsampled
     masks; the positive denominator does not change the arg-max.
     """
+    return assemble_top(masks, probs, size)[0]
+
+
+def assemble_top(masks: torch.Tensor, probs: torch.Tensor, size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 2 arg-max labels `[h, w]` int64 at `size` (as `assemble_labels`) and the winning
+    class's score `[h, w]` float32 (the upsampled numerator over the upsampled coverage; 0
+    where no mask covers the pixel)."""
     masks, probs = masks.float(), probs.float().to(masks.device)
     if masks.shape[0] == 0:
         shape = size or tuple(masks.shape[1:])
-        return torch.full(shape, UNLABELED, dtype=torch.long)
+        return torch.full(shape, UNLABELED, dtype=torch.long), torch.zeros(shape)
     if size is None or tuple(size) == tuple(masks.shape[1:]):
-        return label_map(assemble(masks, probs), masks)
+        best, labels = assemble(masks, probs).max(dim=0)
+        covered = masks.sum(dim=0) > 0
+        return torch.where(covered, labels, torch.full_like(labels, UNLABELED)), torch.where(covered, best, 0.0)
     numerator = torch.einsum("kc,khw->chw", probs, masks)
     coverage = masks.sum(dim=0, keepdim=True)
     stacked = torch.cat([numerator, coverage])[None]  # [1, C+1, h, w]
@@ -57,6 +66,7 @@ def assemble_labels(masks: torch.Tensor, probs: torch.Tensor, size: tuple[int, i
     in_h = masks.shape[1]
     rows = max(1, _CHUNK_ELEMENTS // (stacked.shape[1] * out_w))
     labels = torch.empty(out_h, out_w, dtype=torch.long)
+    scores = torch.empty(out_h, out_w)
     scale = in_h / out_h
     for start in range(0, out_h, rows):
         stop = min(out_h, start + rows)
@@ -64,9 +74,11 @@ def assemble_labels(masks: torch.Tensor, probs: torch.Tensor, size: tuple[int, i
         src0 = max(0, int((start + 0.5) * scale - 0.5) - 1)
         src1 = min(in_h, int((stop - 0.5) * scale - 0.5) + 3)
         band = _resize_band(stacked[:, :, src0:src1], in_h, src0, (start, stop), out_h, out_w)
-        best = band[:-1].argmax(dim=0)
-        labels[start:stop] = torch.where(band[-1] > 0, best, torch.full_like(best, UNLABELED))
-    return labels
+        value, best = band[:-1].max(dim=0)
+        covered = band[-1] > 0
+        labels[start:stop] = torch.where(covered, best, torch.full_like(best, UNLABELED))
+        scores[start:stop] = torch.where(covered, value / band[-1].clamp_min(torch.finfo(torch.float32).tiny), 0.0)
+    return labels, scores
 
 
 def _resize_band(band: torch.Tensor, in_h: int, src0: int, out_rows: tuple[int, int], out_h: int, out_w: int) -> torch.Tensor:

@@ -39,6 +39,16 @@ _OFFLINE_HELP = (
 )
 
 
+def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names, dtypes and bytes): identifies weights as loaded."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tensor.numel()};".encode())
+        digest.update(tensor.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 @dataclass
 class ClipModel:
     """A loaded CLIP with what is needed to feed it.
@@ -100,14 +110,9 @@ class ClipModel:
         """SHA-256 of the text tower's weights as loaded (dtype included): the CLIP's identity for
         the text-feature cache. Computed once (a fraction of a second for ViT-B/16)."""
         if self._text_fingerprint is None:
-            digest = hashlib.sha256()
             tensors = {f"text_model.{k}": v for k, v in self.model.text_model.state_dict().items()}
             tensors["text_projection.weight"] = self.model.text_projection.weight
-            for name in sorted(tensors):
-                tensor = tensors[name].detach().cpu().contiguous().reshape(-1)
-                digest.update(f"{name}:{tensor.dtype}:{tensor.numel()};".encode())
-                digest.update(tensor.view(torch.uint8).numpy())
-            self._text_fingerprint = digest.hexdigest()
+            self._text_fingerprint = fingerprint(tensors)
         return self._text_fingerprint
 
     def token_probe(self) -> torch.Tensor:

@@ -7,9 +7,11 @@ one group: NCCL when it runs on CUDA, gloo on CPU. Several nodes work as torchru
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -53,6 +55,28 @@ class Distributed:
         reduced = tensor.to(self.device if self.device.startswith("cuda") else "cpu").clone()
         dist.all_reduce(reduced, op=op)
         return reduced.cpu()
+
+
+def for_each_shard(count: int, context: Distributed, work: Callable[[int], None]) -> None:
+    """Call `work(index)` for this process's share of 0..count-1 (`Distributed.shard`).
+
+    Every process takes the same number of steps and, after each, learns whether any process's
+    `work` raised a `ZssegError`: then all stop together (the failing one re-raises its error,
+    the others say which process failed), so no process waits forever in a later collective.
+    """
+    for step in range(math.ceil(count / context.world_size)):
+        index = step * context.world_size + context.rank
+        failure = None
+        if index < count:
+            try:
+                work(index)
+            except ZssegError as error:
+                failure = error
+        failed_rank = int(context.max(torch.tensor([context.rank + 1 if failure else 0]))[0]) - 1
+        if failure is not None:
+            raise failure
+        if failed_rank >= 0:
+            raise ZssegError(f"stopped: process {failed_rank} failed (see its error)")
 
 
 def init_distributed(device: str = "cpu", timeout_minutes: float = 30.0) -> Distributed:
