@@ -1,8 +1,8 @@
-"""Command line: `zsseg segment`, `zsseg eval`, `zsseg train proposals|prompts`, `zsseg prompts select`, ...
+"""Command line: `zsseg segment`, `zsseg eval`, `zsseg train proposals|prompts`, `zsseg pseudo-label`, `zsseg prompts select`, ...
 
 Exit status: 0 on success, 1 when some images failed (the others are written), 2 when nothing
 could run or an evaluation stopped (bad arguments, vocabulary, model, dataset or output
-path). Errors are one line each. `zsseg eval` and `zsseg train ...` also run under
+path). Errors are one line each. `zsseg eval`, `zsseg train ...` and `zsseg pseudo-label` also run under
 `torchrun --no-python zsseg ...`.
 """
 
@@ -25,6 +25,7 @@ from .prompt_learning import PROMPT_CONFIGS
 from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator
 from .maskformer.config import CONFIGS
 from .segmenter import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, Segmenter
+from .self_training import DEFAULT_REJECT_THRESHOLD
 from .version import __version__
 from .vocabulary import PRESETS, Vocabulary
 from .writers import check_target, output_paths, write_json, write_outputs, written_by_zsseg
@@ -141,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     proposals.add_argument("--crop-size", type=_at_least(32), default=None, help="square training crop, a multiple of 32 (default: the config's)")
     proposals.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final proposals.safetensors + proposals.json")
     proposals.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
+    proposals.add_argument("--pseudo-labels", type=Path, default=None, metavar="DIR",
+                           help="self-training: train on the labels `zsseg pseudo-label` wrote to DIR for this --dataset/--split "
+                           "(seen ground truth + unseen pseudo-labels), learning every class (zero-shot protocol)")
 
     prompts = trainers.add_parser(
         "prompts",
@@ -157,6 +161,22 @@ def _parser() -> argparse.ArgumentParser:
     prompts.add_argument("--temperature", type=float, default=None, help="logit scale of the loss (default: the config's, 100 as in Eq. 1)")
     _training_loop_options(prompts, "crops")
     prompts.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final prompt.safetensors + prompt.json")
+
+    pseudo = commands.add_parser(
+        "pseudo-label",
+        help="self-training: label the unseen classes of a training split with a trained zero-shot model",
+        description="Label each training image for self-training: its seen ground truth is kept, every other pixel takes the "
+        "unseen class the model scores highest, or is ignored below --reject-threshold. Writes NAME.png per image in the "
+        "dataset's own label encoding and pseudo-labels.json. Rerunning the same command resumes. Under torchrun the "
+        "images are sharded. Then: zsseg train proposals ... --pseudo-labels DIR.",
+    )
+    _training_data_options(pseudo, "zero-shot (the only protocol with unseen classes)", protocols=["zero-shot"])
+    _model_options(pseudo, USABLE_PROPOSALS, default_proposals=MaskFormerProposals.name)
+    pseudo.add_argument("--reject-threshold", type=_unit_interval, default=DEFAULT_REJECT_THRESHOLD,
+                        help="ignore pixels whose unseen-class score (its share of the covering proposals' probability, 0..1) "
+                        f"is below this (default {DEFAULT_REJECT_THRESHOLD}, the reference's: label every non-seen pixel)")
+    pseudo.add_argument("--limit", type=_at_least(1), default=None, help="label the first N images only (a retrain then uses those)")
+    pseudo.add_argument("--output-dir", required=True, type=Path, help="where the label files and pseudo-labels.json go")
 
     prompt_commands = commands.add_parser("prompts", help="choose the best prompt template on training data")
     prompt_tools = prompt_commands.add_subparsers(dest="what", metavar="WHAT")
@@ -182,13 +202,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _training_data_options(parser: argparse.ArgumentParser, protocol_help: str, split: bool = True) -> None:
+def _training_data_options(parser: argparse.ArgumentParser, protocol_help: str, split: bool = True,
+                           protocols: list[str] = list(PROTOCOLS)) -> None:
     """The training data: a benchmark, where it is, its split (unless fixed), and the protocol."""
     parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
     parser.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
     if split:
         parser.add_argument("--split", default="train", help="dataset split (default train)")
-    parser.add_argument("--protocol", default="zero-shot", choices=list(PROTOCOLS), help=protocol_help)
+    parser.add_argument("--protocol", default="zero-shot", choices=protocols, help=protocol_help)
 
 
 def _training_loop_options(parser: argparse.ArgumentParser, samples: str) -> None:
@@ -201,9 +222,9 @@ def _training_loop_options(parser: argparse.ArgumentParser, samples: str) -> Non
     parser.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
 
 
-def _model_options(parser: argparse.ArgumentParser, proposals: list[str]) -> None:
+def _model_options(parser: argparse.ArgumentParser, proposals: list[str], default_proposals: str = DEFAULT_PROPOSALS) -> None:
     parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
-    parser.add_argument("--proposals", default=DEFAULT_PROPOSALS, choices=proposals, help=f"mask proposal generator (default {DEFAULT_PROPOSALS})")
+    parser.add_argument("--proposals", default=default_proposals, choices=proposals, help=f"mask proposal generator (default {default_proposals})")
     parser.add_argument("--max-proposals", type=_at_least(1), default=None, help="masks per image (default 100; all segments for ground-truth)")
     parser.add_argument("--prompt", default=None, metavar="PROMPT",
                         help="how class names are prompted: imagenet (CLIP's 80 templates), vild, single, one template such as "
@@ -424,6 +445,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "ensemble_weight": predictor.segmenter.ensemble_weight if isinstance(predictor, ClipPredictor) and args.proposals == MaskFormerProposals.name else None,
             "classifier": args.classifier if args.proposals == MaskFormerProposals.name and not args.oracle else None,
             "max_proposals": generator.max_proposals,
+            "self_training": generator.trained.self_training if isinstance(generator, MaskFormerProposals) else None,
             "clip": None if args.oracle else args.clip,
             "prompt": None if args.oracle else predictor.segmenter.classifier.prompts.prompt.describe(),
             "dtype": None if args.oracle else args.dtype,
@@ -474,11 +496,22 @@ def _train(args: argparse.Namespace) -> int:
         weights = "clip" if backbone == "clip" else RESNETS[backbone].imagenet_weights
     else:
         weights = None if args.backbone_weights.lower() == "none" else args.backbone_weights
+    labels = {}
+
+    def check(dataset: SegmentationDataset) -> None:
+        if args.pseudo_labels is not None:
+            from .self_training import load_pseudo_labels
+
+            if args.protocol != "zero-shot":
+                raise ZssegError("--pseudo-labels is for the zero-shot protocol (--protocol zero-shot)")
+            labels["pseudo_labels"] = load_pseudo_labels(args.pseudo_labels, dataset)
+
     return _run_training(
         args, check_output_dir,
         lambda dataset, clip, context: train_proposals(dataset, config, clip, args.output_dir, args.protocol, weights, context,
-                                                       text_cache=not args.no_text_cache),
-        lambda result: f"weights in {result.weights}",
+                                                       text_cache=not args.no_text_cache, **labels),
+        lambda result: f"weights in {result.weights}" + (" (self-trained)" if labels else ""),
+        check,
     )
 
 
@@ -496,9 +529,11 @@ def _train_prompts(args: argparse.Namespace) -> int:
     )
 
 
-def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], None], train: Callable, done: Callable) -> int:
+def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], None], train: Callable, done: Callable,
+                  check: Callable[[SegmentationDataset], None] = lambda dataset: None) -> int:
     """What every `zsseg train` does around its training: the dataset, the checks of
-    --output-dir before any model loads, torchrun, and the closing line."""
+    --output-dir (and `check` of the dataset) before any model loads, torchrun, and the
+    closing line."""
     from .clip import load_clip
     from .distributed import init_distributed, shutdown_distributed
     from .evaluation import unseen_classes
@@ -508,6 +543,7 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
     dataset.check_outside(args.output_dir, "--output-dir")
     _check_output_folder(args.output_dir, "--output-dir")
     check_output_dir(args.output_dir)
+    check(dataset)
     context = init_distributed(args.device)
     try:
         result = train(dataset, load_clip(args.clip, device=context.device), context)
@@ -517,6 +553,36 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
         resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
         loss = f", last loss {result.last_log['loss']:.4f}" if result.last_log else ""
         print(f"zsseg: trained {result.steps} steps{resumed}{loss}; {done(result)}", file=sys.stderr)
+    return 0
+
+
+def _pseudo_label(args: argparse.Namespace) -> int:
+    from .distributed import init_distributed, shutdown_distributed
+    from .self_training import pseudo_label
+
+    dataset = load_dataset(args.dataset, args.data_root, args.split)
+    _check_prompt(args)
+    dataset.check_outside(args.output_dir, "--output-dir")
+    _check_output_folder(args.output_dir, "--output-dir")
+    context = init_distributed(args.device)
+    try:
+        segmenter = _segmenter(args, context.device, _proposal_generator(args, context.device))
+        settings = {
+            "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
+            "clip": args.clip,
+            "prompt": segmenter.classifier.prompts.prompt.describe(),
+            "dtype": args.dtype,
+            "data_root": str(dataset.root),
+            "zsseg_version": __version__,
+        }
+        report = pseudo_label(dataset, segmenter, args.output_dir, protocol=args.protocol, reject_threshold=args.reject_threshold,
+                              limit=args.limit, context=context, settings=settings)
+    finally:
+        shutdown_distributed()
+    if context.is_main:
+        _output(report.summary())
+        print(f"zsseg: pseudo-labels in {args.output_dir}; train on them with "
+              f"`zsseg train proposals ... --pseudo-labels {args.output_dir}`", file=sys.stderr)
     return 0
 
 
@@ -563,6 +629,8 @@ def _run(args: argparse.Namespace) -> int:
         return _train(args) if args.what == "proposals" else _train_prompts(args)
     if args.command == "prompts":
         return _select_prompt(args)
+    if args.command == "pseudo-label":
+        return _pseudo_label(args)
     return _segment(args)
 
 
@@ -583,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)  # inside: `--version | head -0` is a closed pipe too
         if args.command is None:
-            print("zsseg: error: give a command: segment, eval, train, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
+            print("zsseg: error: give a command: segment, eval, train, pseudo-label, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
             return 2
         if args.command == "train" and args.what is None:
             print("zsseg train: error: say what to train: `zsseg train proposals ...` or `zsseg train prompts ...` (see their --help)", file=sys.stderr)

@@ -15,7 +15,6 @@ i mod N) and the confusion matrices are summed, so the numbers equal a single pr
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 from .assembly import assemble_labels
 from .datasets import SegmentationDataset
-from .distributed import Distributed
+from .distributed import Distributed, for_each_shard
 from .errors import ZssegError
 from .images import resize_image, resize_labels
 from .metrics import ConfusionMatrix, SegmentationMetrics, compute_metrics
@@ -167,6 +166,20 @@ def unseen_classes(dataset: SegmentationDataset, protocol: str) -> tuple[int, ..
     return dataset.unseen
 
 
+def check_not_pseudo_labelled(dataset: SegmentationDataset, proposals: object) -> None:
+    """Refuse to score a self-trained network on the images it was pseudo-labelled on: their
+    pseudo-labels copied the seen ground truth, which the network then learned, so the score
+    (seen IoU near 100) would measure memorised labels, not the model."""
+    trained = getattr(proposals, "trained", None)
+    record = getattr(trained, "self_training", None)
+    if record and record.get("dataset") == dataset.name and record.get("split") == dataset.split:
+        raise ZssegError(
+            f"this proposal network was self-trained on pseudo-labels of {dataset.name} {dataset.split}, which hold that split's "
+            "seen ground truth: its scores there would be inflated (seen IoU near 100), not a result; evaluate on another split "
+            "(val); the labels' own diagnostic is in their pseudo-labels.json"
+        )
+
+
 def check_prediction_folder(dataset: SegmentationDataset, folder: Path, limit: int | None = None) -> None:
     """Refuse a prediction folder inside the dataset's folders, or one where a prediction would
     replace a file that zsseg did not write (checked for the first `limit` images)."""
@@ -204,6 +217,7 @@ def evaluate(
     from tqdm import tqdm
 
     unseen = unseen_classes(dataset, protocol)
+    check_not_pseudo_labelled(dataset, getattr(getattr(predictor, "segmenter", predictor), "proposals", None))
     if limit is not None and limit < 1:
         raise ZssegError(f"--limit must be at least 1, got {limit}")
     if save_predictions is not None:
@@ -216,30 +230,22 @@ def evaluate(
     mine = context.shard(count)
     description = f"{dataset.name} {dataset.split}" + (f" (process 0 of {context.world_size})" if context.enabled else "")
     bar = tqdm(total=len(mine), desc=description, unit="image", disable=True if not (progress and context.is_main) else None)
-    steps = math.ceil(count / context.world_size)
+
+    def work(index: int) -> None:
+        nonlocal busy, unreadable
+        clock = time.perf_counter()
+        try:
+            _evaluate_one(dataset, index, predictor, matrix, save_predictions)
+        except UnreadableLabel as error:
+            if not skip_unreadable_labels:
+                raise ZssegError(f"{error}; pass --skip-missing-labels to leave such images out") from None
+            unreadable += 1
+        finally:
+            busy += time.perf_counter() - clock
+            bar.update(1)
+
     try:
-        for step in range(steps):  # every process takes the same number of steps, so collectives match
-            index = step * context.world_size + context.rank
-            failure = None
-            if index < count:
-                clock = time.perf_counter()
-                try:
-                    _evaluate_one(dataset, index, predictor, matrix, save_predictions)
-                except UnreadableLabel as error:
-                    if skip_unreadable_labels:
-                        unreadable += 1
-                    else:
-                        failure = ZssegError(f"{error}; pass --skip-missing-labels to leave such images out")
-                except ZssegError as error:
-                    failure = error
-                busy += time.perf_counter() - clock
-                bar.update(1)
-            # Each step, every process learns whether any failed, so all stop together.
-            failed_rank = int(context.max(torch.tensor([context.rank + 1 if failure else 0]))[0]) - 1
-            if failure is not None:
-                raise failure
-            if failed_rank >= 0:
-                raise ZssegError(f"stopped: process {failed_rank} failed (see its error)")
+        for_each_shard(count, context, work)
     finally:
         bar.close()
     counts = context.sum(matrix.as_tensor())

@@ -11,12 +11,18 @@
 - The loop is `zsseg.training.run_training`: DDP under torchrun, atomic checkpoints every
   `checkpoint_every` steps, exact resume by rerunning the same command, `OUT/log.jsonl`.
 - At the end `OUT/proposals.safetensors` and `OUT/proposals.json` hold the trained network.
+- Self-training (`pseudo_labels=`, from `zsseg pseudo-label`): the same training on the
+  pseudo-labelled images, where the unseen classes now have labels, so every class is
+  learned. The run records where its labels came from and the seen/unseen split
+  (`TrainedProposals.self_training`); the ensemble keeps treating the original unseen
+  classes as unseen.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -24,6 +30,7 @@ from torch import nn
 from ..clip import ClipModel
 from ..datasets import SegmentationDataset
 from ..distributed import Distributed
+from ..errors import ZssegError
 from ..evaluation import unseen_classes
 from ..prompts import PromptEncoder, VocabularyEmbedding, load_prompt
 from ..training import LOG_NAME, LoopSettings, TrainingResult, run_record, run_training
@@ -34,6 +41,9 @@ from .criterion import set_loss
 from .data import Augmentation, TrainingSamples
 from .model import MaskFormer, build_model
 from .weights import CONFIG_NAME, WEIGHTS_NAME, save_proposals
+
+if TYPE_CHECKING:
+    from ..self_training import PseudoLabels
 
 
 def training_classes(dataset: SegmentationDataset, protocol: str) -> list[int]:
@@ -86,11 +96,19 @@ class ProposalTask:
     postfix_terms = ("ce", "dice")
 
     def __init__(self, dataset: SegmentationDataset, config: NamedConfig, clip: ClipModel, protocol: str,
-                 backbone_weights: str | None, device: torch.device, text_cache: bool = True):
+                 backbone_weights: str | None, device: torch.device, text_cache: bool = True,
+                 pseudo_labels: PseudoLabels | None = None):
         train = config.train
+        self.pseudo_labels = pseudo_labels
+        if pseudo_labels is not None:
+            if protocol != "zero-shot":
+                raise ZssegError("pseudo-labels are for the zero-shot protocol (--protocol zero-shot)")
+            dataset = pseudo_labels.dataset
+            class_indices = list(range(dataset.num_classes))  # the unseen classes have labels now
+        else:
+            class_indices = training_classes(dataset, protocol)
         self.train, self.dataset, self.clip, self.protocol = train, dataset, clip, protocol
         self.backbone_weights = backbone_weights
-        class_indices = training_classes(dataset, protocol)
         self.vocabulary = Vocabulary([dataset.vocabulary.classes[i] for i in class_indices], name=f"{dataset.name}-{protocol}")
         self.prompt = load_prompt(train.prompt)
         text = PromptEncoder(clip, self.prompt, cache=text_cache).encode_vocabulary(self.vocabulary)
@@ -103,6 +121,9 @@ class ProposalTask:
         self.module = build_model(self.model_config, seed=train.seed)
         self.signature = _run_signature(self.model_config, train, dataset, protocol, self.vocabulary.names, backbone_weights,
                                         clip.source, self.prompt.identity)
+        if pseudo_labels is not None:
+            manifest = pseudo_labels.manifest
+            self.signature["pseudo_labels"] = {"signature": manifest["signature"], "pixels": manifest["pixels"]}
         self.samples = TrainingSamples(dataset, class_indices, Augmentation(train.crop_size, train.min_scale, train.max_scale, train.flip), train.seed)
         self.loss_weights = {"ce": train.class_weight, "focal": train.mask_weight, "dice": train.dice_weight}
         self.device = device
@@ -151,6 +172,8 @@ class ProposalTask:
             "backbone_weights": self.backbone_weights,
             "train": asdict(self.train),
         }
+        if self.pseudo_labels is not None:
+            info["self_training"] = self.pseudo_labels.record()
         return save_proposals(output_dir, self.module, self.text, self.vocabulary.names, info, self.prompt)[0]
 
 
@@ -187,6 +210,7 @@ def train_proposals(
     context: Distributed = Distributed(),
     progress: bool = True,
     text_cache: bool = True,
+    pseudo_labels: PseudoLabels | None = None,
 ) -> TrainingResult:
     """Train (or resume training) the proposal network; see the module docstring.
 
@@ -201,8 +225,10 @@ def train_proposals(
             random backbone; for the "clip" backbone any non-None value starts from CLIP's tower.
         context: this process's place under torchrun.
         text_cache: use the disk cache of text features.
+        pseudo_labels: self-training: train on these labels of `dataset`'s images
+            (`zsseg.self_training.load_pseudo_labels`) instead of its ground truth.
     """
-    task = ProposalTask(dataset, config, clip, protocol, backbone_weights, torch.device(context.device), text_cache)
+    task = ProposalTask(dataset, config, clip, protocol, backbone_weights, torch.device(context.device), text_cache, pseudo_labels)
     return run_training(task, loop_settings(config.train), output_dir, context, progress)
 
 

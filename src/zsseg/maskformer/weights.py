@@ -19,7 +19,7 @@ from ..errors import ZssegError
 from ..prompts import Prompt, VocabularyEmbedding, prompt_from_record, prompt_record
 from ..vocabulary import Vocabulary
 from ..writers import SOFTWARE, write_atomically
-from .config import ModelConfig, model_config_from_dict
+from .config import model_config_from_dict
 from .model import MaskFormer
 
 WEIGHTS_NAME = "proposals.safetensors"
@@ -34,9 +34,9 @@ class TrainedProposals:
     Attributes:
         model: the network, in eval mode.
         train_text: text embeddings of the training classes (ranks queries by objectness).
-        class_names: the training classes (synonyms joined by ", "); at inference these
-            classes count as "seen" in the ensemble.
-        info: the rest of proposals.json (clip, dataset, protocol, steps, train config).
+        class_names: the training classes (synonyms joined by ", ").
+        info: the rest of proposals.json (clip, dataset, protocol, steps, train config, and
+            for a self-trained network `self_training`: its pseudo-labels and class split).
         prompt: the prompt the classifier was trained with.
     """
 
@@ -49,6 +49,21 @@ class TrainedProposals:
     def vocabulary(self) -> Vocabulary:
         """The training classes, with their synonyms."""
         return Vocabulary.from_names(self.class_names)
+
+    @property
+    def self_training(self) -> dict | None:
+        """For a network trained on pseudo-labels (`zsseg pseudo-label`): where they came from
+        (dataset, split, folder) and the seen/unseen split; None otherwise."""
+        return self.info.get("self_training")
+
+    @property
+    def seen_class_names(self) -> list[str]:
+        """The classes that count as "seen" in the ensemble: the training classes, except that a
+        self-trained network, which has learned the unseen classes from its own pseudo-labels,
+        keeps its original seen classes (as the reference code, whose ensemble follows the
+        dataset's seen/unseen split)."""
+        record = self.self_training
+        return list(record["seen_classes"]) if record else self.class_names
 
     @property
     def test_size(self) -> int:
@@ -64,12 +79,27 @@ class TrainedProposals:
         return self.prompt
 
 
-def save_proposals(
-    folder: Path, model: MaskFormer, train_text: VocabularyEmbedding, class_names: list[str], info: dict, prompt: Prompt
-) -> tuple[Path, Path]:
-    """Write both files atomically (together: neither is replaced unless both were written).
-    The prompt the classifier was trained with is stored with it (a learned prompt's vectors
-    too), so the weights are all that inference needs."""
+@dataclass(frozen=True)
+class NetworkFiles:
+    """How one kind of trained network is stored: its two file names, its format tag, and what
+    it is and which command writes it (named in error messages)."""
+
+    weights: str
+    config: str
+    format: str
+    kind: str
+    command: str
+
+
+PROPOSAL_FILES = NetworkFiles(WEIGHTS_NAME, CONFIG_NAME, FORMAT, "proposal-network", "zsseg train proposals")
+
+
+def save_network(folder: Path, files: NetworkFiles, model: torch.nn.Module, model_config: dict, train_text: VocabularyEmbedding,
+                 class_names: list[str], info: dict, prompt: Prompt) -> tuple[Path, Path]:
+    """Write a network's weights (with the text embeddings of its training classes and its
+    prompt's tensors) and its JSON config, atomically and together: neither is replaced unless
+    both were written. The prompt is stored with it (a learned prompt's vectors too), so the
+    files are all that inference needs."""
     from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -77,55 +107,81 @@ def save_proposals(
     tensors["text.synonym_class"] = train_text.synonym_class.reshape(-1).cpu().contiguous()
     record, prompt_tensors = prompt_record(prompt)
     tensors.update({f"prompt.{k}": v for k, v in prompt_tensors.items()})
-    config = {"software": SOFTWARE, "format": FORMAT, "model": asdict(model.config), "class_names": class_names,
+    config = {"software": SOFTWARE, "format": files.format, "model": model_config, "class_names": class_names,
               **info, "prompt": record}
-    targets = [folder / WEIGHTS_NAME, folder / CONFIG_NAME]
+    targets = [folder / files.weights, folder / files.config]
     write_atomically(
         targets,
         [
-            lambda f: f.write(save(tensors, metadata={"format": FORMAT})),
+            lambda f: f.write(save(tensors, metadata={"format": files.format})),
             lambda f: f.write((json.dumps(config, indent=1) + "\n").encode("utf-8")),
         ],
     )
     return targets[0], targets[1]
 
 
-def resolve_weights(path: str | Path) -> tuple[Path, Path]:
+def save_proposals(
+    folder: Path, model: MaskFormer, train_text: VocabularyEmbedding, class_names: list[str], info: dict, prompt: Prompt
+) -> tuple[Path, Path]:
+    """`save_network` for the proposal network."""
+    return save_network(folder, PROPOSAL_FILES, model, asdict(model.config), train_text, class_names, info, prompt)
+
+
+def resolve_weights(path: str | Path, files: NetworkFiles = PROPOSAL_FILES) -> tuple[Path, Path]:
     """(weights file, config file) for a folder holding both or for the weights file itself."""
     path = Path(path).expanduser()
     if path.is_dir():
-        weights = path / WEIGHTS_NAME
+        weights = path / files.weights
         if not weights.is_file():
-            raise ZssegError(f"{path} holds no {WEIGHTS_NAME}; give the --output-dir of `zsseg train proposals` or the file itself")
+            raise ZssegError(f"{path} holds no {files.weights}; give the --output-dir of `{files.command}` or the file itself")
     elif path.is_file():
         weights = path
     else:
-        raise ZssegError(f"proposal weights not found: {path}")
+        raise ZssegError(f"weights not found: {path}")
     config = weights.with_suffix(".json")
     if not config.is_file():
-        raise ZssegError(f"{weights} has no {config.name} beside it (written with the weights by `zsseg train proposals`)")
+        raise ZssegError(f"{weights} has no {config.name} beside it (written with the weights by `{files.command}`)")
     return weights, config
 
 
-def load_proposals(path: str | Path, device: str | torch.device = "cpu") -> TrainedProposals:
-    """Load what `save_proposals` wrote, from its folder or the weights file."""
+@dataclass
+class StoredNetwork:
+    """What `read_network` returns: the JSON (less model and class_names), the model config,
+    the model's tensors, and the training classes with their text embeddings and prompt."""
+
+    info: dict
+    model_config: dict
+    state: dict
+    class_names: list[str]
+    text: VocabularyEmbedding
+    prompt: Prompt
+    weights: Path
+    config: Path
+
+    def load_state(self, model: torch.nn.Module) -> None:
+        try:
+            model.load_state_dict(self.state)
+        except RuntimeError as error:
+            raise ZssegError(f"{self.weights} does not match {self.config.name}: {str(error).strip().splitlines()[0]}") from None
+
+
+def read_network(path: str | Path, files: NetworkFiles) -> StoredNetwork:
+    """Read what `save_network` wrote, from its folder or the weights file (tensors only:
+    nothing is unpickled)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    weights, config_path = resolve_weights(path)
+    weights, config_path = resolve_weights(path, files)
     info = read_json(config_path)
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise ZssegError(f"{config_path} is not a zsseg proposal-network config (format {FORMAT})")
+    if not isinstance(info, dict) or info.get("format") != files.format:
+        raise ZssegError(f"{config_path} is not a zsseg {files.kind} config (format {files.format}, written by `{files.command}`)")
     try:
         tensors = load_file(str(weights))
     except (OSError, SafetensorError) as error:
         raise ZssegError(f"cannot read {weights}: {error}") from None
     try:
-        config: ModelConfig = model_config_from_dict(info.pop("model"))
+        model_config = dict(info.pop("model"))
         class_names = list(info.pop("class_names"))
-        model = MaskFormer(config)
-        state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        model.load_state_dict(state)
         text = VocabularyEmbedding(
             features=tensors["text.features"].float(),
             synonym_class=tensors["text.synonym_class"].long().reshape(1, -1),
@@ -136,4 +192,14 @@ def load_proposals(path: str | Path, device: str | torch.device = "cpu") -> Trai
     except (KeyError, TypeError, RuntimeError) as error:
         detail = str(error).strip().splitlines()[0]
         raise ZssegError(f"{weights} does not match {config_path.name}: {detail}") from None
-    return TrainedProposals(model=model.to(device).eval(), train_text=text, class_names=class_names, info=info, prompt=prompt)
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    return StoredNetwork(info, model_config, state, class_names, text, prompt, weights, config_path)
+
+
+def load_proposals(path: str | Path, device: str | torch.device = "cpu") -> TrainedProposals:
+    """Load what `save_proposals` wrote, from its folder or the weights file."""
+    stored = read_network(path, PROPOSAL_FILES)
+    model = MaskFormer(model_config_from_dict(stored.model_config))
+    stored.load_state(model)
+    return TrainedProposals(model=model.to(device).eval(), train_text=stored.text, class_names=stored.class_names,
+                            info=stored.info, prompt=stored.prompt)
