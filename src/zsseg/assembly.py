@@ -61,9 +61,21 @@ def assemble_top(masks: torch.Tensor, probs: torch.Tensor, size: tuple[int, int]
         return torch.where(covered, labels, torch.full_like(labels, UNLABELED)), torch.where(covered, best, 0.0)
     numerator = torch.einsum("kc,khw->chw", probs, masks)
     coverage = masks.sum(dim=0, keepdim=True)
-    stacked = torch.cat([numerator, coverage])[None]  # [1, C+1, h, w]
+    return _top_in_bands(torch.cat([numerator, coverage])[None], size)
+
+
+def dense_labels(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Arg-max labels `[H, W]` int64 at `size` of per-pixel class scores `[C, h, w]` (such as a
+    dense classifier's probabilities) that span the same image, upsampled bilinearly in bands."""
+    scores = scores.float()
+    return _top_in_bands(torch.cat([scores, torch.ones_like(scores[:1])])[None], size)[0]
+
+
+def _top_in_bands(stacked: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels and winning scores at `size` of `[1, C+1, h, w]` (class numerators, then the
+    coverage), bilinearly upsampled band by band so that memory stays bounded."""
     out_h, out_w = size
-    in_h = masks.shape[1]
+    in_h = stacked.shape[2]
     rows = max(1, _CHUNK_ELEMENTS // (stacked.shape[1] * out_w))
     labels = torch.empty(out_h, out_w, dtype=torch.long)
     scores = torch.empty(out_h, out_w)

@@ -99,14 +99,25 @@ class TrainingSamples:
             self._perms = {epoch: torch.randperm(len(self.dataset), generator=seeded_generator(self.seed, epoch, 0))}
         return int(self._perms[epoch][offset])
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, Target]:
-        """Sample `position` of the run: `[3, S, S]` float pixels in [0, 255] and its target."""
+    def labelled(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample `position` of the run: `[3, S, S]` float pixels in [0, 255] and `[S, S]` int64
+        training-class labels (-1 ignored)."""
         index = self.image_index(position)
         image = self.dataset.load_image(index)
         label = self._lut[self.dataset.load_label(index) + 1]
         image, label = self.augmentation(image, label, seeded_generator(self.seed, position, 1))
-        return torch.from_numpy(image).permute(2, 0, 1).float(), semantic_target(label)
+        return torch.from_numpy(image).permute(2, 0, 1).float(), torch.from_numpy(label).long()
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, Target]:
+        """Sample `position` of the run: its pixels and its set-loss target."""
+        image, label = self.labelled(position)
+        return image, semantic_target(label.numpy())
 
     def batch(self, positions: list[int]) -> tuple[torch.Tensor, list[Target]]:
         samples = [self[p] for p in positions]
         return torch.stack([s[0] for s in samples]), [s[1] for s in samples]
+
+    def labelled_batch(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`[B, 3, S, S]` pixels and `[B, S, S]` labels (the per-pixel losses' input)."""
+        samples = [self.labelled(p) for p in positions]
+        return torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples])

@@ -260,23 +260,34 @@ class MaskFormer(nn.Module):
         return torch.cat([classes, void[:, None]], dim=1).reshape(*class_embeddings.shape[:-1], text.num_classes + 1)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters split by optimiser treatment: backbone or head, with or without weight decay."""
-        groups: dict[str, list[nn.Parameter]] = {"backbone": [], "backbone_no_decay": [], "head": [], "head_no_decay": []}
-        no_decay_types = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.Embedding)
-        for module_name, module in self.named_modules():
-            for name, param in module.named_parameters(recurse=False):
-                if not param.requires_grad:
-                    continue
-                part = "backbone" if module_name.startswith("backbone") else "head"
-                no_decay = isinstance(module, no_decay_types) or "embedding" in name
-                groups[part + ("_no_decay" if no_decay else "")].append(param)
-        return groups
+        return parameter_groups(self)
+
+
+def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """A network's trainable parameters split by optimiser treatment: backbone (modules under
+    `backbone`) or head, with or without weight decay (norms and embeddings have none)."""
+    groups: dict[str, list[nn.Parameter]] = {"backbone": [], "backbone_no_decay": [], "head": [], "head_no_decay": []}
+    no_decay_types = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.Embedding)
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            part = "backbone" if module_name.startswith("backbone") else "head"
+            no_decay = isinstance(module, no_decay_types) or "embedding" in name
+            groups[part + ("_no_decay" if no_decay else "")].append(param)
+    return groups
 
 
 def build_model(config: ModelConfig, seed: int | None = None) -> MaskFormer:
     """A randomly initialised network (deterministic for a given seed)."""
+    return seeded(MaskFormer, config, seed)
+
+
+def seeded(network: type[nn.Module], config, seed: int | None) -> nn.Module:
+    """`network(config)` initialised under `seed` (the global RNG is left as it was), or
+    unseeded if None."""
     if seed is None:
-        return MaskFormer(config)
+        return network(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MaskFormer(config)
+        return network(config)

@@ -1,0 +1,309 @@
+"""The paper's retrained FCN baseline (§5): per-pixel embeddings scored against CLIP text.
+
+    run = train_fcn(load_dataset("coco-stuff", root, "train"), fcn_config("cpu"), clip, Path("out"))
+    fcn = load_fcn("out")
+    embeddings = fcn.predict(image)               # [D, H/4, W/4] per-pixel embeddings
+    probs = fcn.class_probs(embeddings, text)     # [C, H/4, W/4]
+
+As the paper's code (`ZeroShotPerPixelModel` with `ZeroPerPixelBaselineHead`): a ResNet
+backbone and MaskFormer's FPN pixel decoder give per-pixel features at stride 4; a 1x1
+convolution maps them to CLIP's D-dim joint space; class logits are 100 x cosine with the
+frozen CLIP text embeddings of the vocabulary, so the trained network scores any vocabulary.
+Training: the logits are upsampled 4x (bilinear) and cross-entropy is taken over the training
+classes, pixels of other classes (the unseen ones, zero-shot) and void ignored.
+
+Training shares `zsseg.training.run_training` (DDP, atomic checkpoints, exact resume, log)
+and MaskFormer's data stream, optimiser (AdamW, poly) and batch-norm freezing. The weights go
+to `OUT/fcn.safetensors` and `OUT/fcn.json`, stored as the proposal network's are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .clip import ClipModel, usable_device
+from .datasets import SegmentationDataset
+from .distributed import Distributed
+from .errors import ZssegError
+from .maskformer.config import RESNETS, TrainConfig
+from .maskformer.data import Augmentation, TrainingSamples
+from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, ResNetFeatures, parameter_groups, seeded
+from .maskformer.training import build_optimizer, freeze_batch_norm, loop_settings, training_classes
+from .maskformer.weights import NetworkFiles, read_network, save_network
+from .prompts import Prompt, PromptEncoder, VocabularyEmbedding, load_prompt
+from .training import TrainingResult, run_record, run_training
+from .training import check_output_dir as _check_output_dir
+from .vocabulary import Vocabulary
+
+FCN_FILES = NetworkFiles("fcn.safetensors", "fcn.json", "zsseg-fcn/1", "FCN", "zsseg train fcn")
+
+
+@dataclass(frozen=True)
+class FcnModelConfig:
+    """Architecture: a ResNet (a name in `RESNETS`), the FPN pixel decoder (`conv_dim` wide,
+    `mask_dim` output channels), and the 1x1 projection to CLIP's `embed_dim` (set from the CLIP
+    used in training)."""
+
+    backbone: str = "resnet-101"
+    conv_dim: int = 256
+    mask_dim: int = 256
+    embed_dim: int = 512
+
+    def __post_init__(self):
+        if self.backbone not in RESNETS:
+            raise ZssegError(f"unknown FCN backbone '{self.backbone}'; choose one of {', '.join(RESNETS)}")
+        for name in ("conv_dim", "mask_dim", "embed_dim"):
+            if getattr(self, name) < 1:
+                raise ZssegError(f"FCN config {name} must be at least 1, got {getattr(self, name)}")
+        if self.conv_dim % 32:
+            raise ZssegError(f"conv_dim must be a multiple of 32 (GroupNorm with 32 groups), got {self.conv_dim}")
+
+
+@dataclass(frozen=True)
+class FcnConfig:
+    """A named FCN config. `train` is MaskFormer's `TrainConfig`; of it the FCN uses the
+    schedule, optimiser, augmentation, test size, prompt and loop settings (the set-loss
+    weights and deep supervision do not apply)."""
+
+    description: str
+    model: FcnModelConfig
+    train: TrainConfig
+
+
+FCN_CONFIGS: dict[str, FcnConfig] = {
+    "paper": FcnConfig(
+        "the paper's FCN baseline: ResNet-101 (ImageNet) + FPN, 640 crops, batch 32, 60k steps, AdamW 1e-4 (its MaskFormer recipe)",
+        FcnModelConfig(),
+        TrainConfig(),
+    ),
+    "cpu": FcnConfig(
+        "a small random-init ResNet, 64-wide FPN, 128 crops, batch 4, 1500 steps at lr 1e-3 (CPU, tests)",
+        FcnModelConfig(backbone="resnet-tiny", conv_dim=64, mask_dim=64),
+        TrainConfig(max_iters=1500, batch_size=4, crop_size=128, test_size=192, lr=1e-3, backbone_lr_multiplier=1.0,
+                    checkpoint_every=250, log_every=10),
+    ),
+}
+
+
+def fcn_config(name: str) -> FcnConfig:
+    if name not in FCN_CONFIGS:
+        raise ZssegError(f"unknown FCN config '{name}'; choose one of {', '.join(FCN_CONFIGS)}")
+    return FCN_CONFIGS[name]
+
+
+class PerPixelFcn(nn.Module):
+    """`forward` takes `[B, 3, H, W]` pixels in [0, 255] (H, W multiples of 32) and returns
+    `[B, D, H/4, W/4]` unit-norm per-pixel embeddings in CLIP's joint space."""
+
+    def __init__(self, config: FcnModelConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = ResNetFeatures(config.backbone)
+        self.pixel_decoder = PixelDecoder(self.backbone.channels, config.conv_dim, config.mask_dim)
+        self.predictor = nn.Conv2d(config.mask_dim, config.embed_dim, 1)
+        nn.init.kaiming_normal_(self.predictor.weight, mode="fan_out", nonlinearity="relu")  # detectron2's c2_msra_fill
+        nn.init.zeros_(self.predictor.bias)
+        self.register_buffer("pixel_mean", torch.tensor(self.backbone.mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(self.backbone.std).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] % SIZE_DIVISIBILITY or images.shape[-2] % SIZE_DIVISIBILITY:
+            raise ZssegError(f"FCN input sides must be multiples of {SIZE_DIVISIBILITY}, got {tuple(images.shape[-2:])}")
+        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        return F.normalize(self.predictor(self.pixel_decoder(features)), dim=1)
+
+    @staticmethod
+    def class_logits(embeddings: torch.Tensor, text: VocabularyEmbedding) -> torch.Tensor:
+        """`[B, C, h, w]` logits: 100 x cosine of each pixel's embedding with each class's text
+        embeddings (the best of its synonyms)."""
+        batch, dim, height, width = embeddings.shape
+        flat = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)
+        logits = text.class_logits(flat, TEMPERATURE)
+        return logits.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return parameter_groups(self)
+
+
+def build_fcn(config: FcnModelConfig, seed: int | None = None) -> PerPixelFcn:
+    """A randomly initialised network (deterministic for a given seed)."""
+    return seeded(PerPixelFcn, config, seed)
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """A new run may replace only the log and weights that an earlier zsseg run left there."""
+    _check_output_dir(output_dir, (FCN_FILES.weights, FCN_FILES.config))
+
+
+class FcnTask:
+    """The FCN as a `zsseg.training.TrainingTask`: per-pixel cross-entropy over the training
+    classes, scored against their frozen CLIP text embeddings."""
+
+    output_names = (FCN_FILES.weights, FCN_FILES.config)
+    postfix_terms = ("ce",)
+
+    def __init__(self, dataset: SegmentationDataset, config: FcnConfig, clip: ClipModel, protocol: str,
+                 backbone_weights: str | None, device: torch.device, text_cache: bool = True):
+        train = config.train
+        self.train, self.dataset, self.clip, self.protocol = train, dataset, clip, protocol
+        self.backbone_weights = backbone_weights
+        class_indices = training_classes(dataset, protocol)
+        self.vocabulary = Vocabulary([dataset.vocabulary.classes[i] for i in class_indices], name=f"{dataset.name}-{protocol}")
+        self.prompt = load_prompt(train.prompt)
+        text = PromptEncoder(clip, self.prompt, cache=text_cache).encode_vocabulary(self.vocabulary)
+        self.text = VocabularyEmbedding(text.features.float().to(device), text.synonym_class.to(device), text.num_classes)
+        self.model_config = replace(config.model, embed_dim=clip.embed_dim)
+        self.module = build_fcn(self.model_config, seed=train.seed)
+        settings = asdict(train)
+        settings.pop("max_iters")
+        self.signature = {"kind": "fcn", "model": asdict(self.model_config), "train": settings, "dataset": dataset.name,
+                          "split": dataset.split, "num_images": len(dataset), "protocol": protocol,
+                          "class_names": self.vocabulary.names, "backbone_weights": backbone_weights, "clip": clip.source,
+                          "prompt": self.prompt.identity}
+        augmentation = Augmentation(train.crop_size, train.min_scale, train.max_scale, train.flip)
+        self.samples = TrainingSamples(dataset, class_indices, augmentation, train.seed)
+        self.device = device
+
+    def initialise(self) -> None:
+        if self.backbone_weights is not None:
+            self.module.backbone.load_pretrained(self.backbone_weights)
+
+    def prepare(self) -> None:
+        if self.backbone_weights is not None:
+            freeze_batch_norm(self.module.backbone)
+
+    def build_optimizer(self):
+        return build_optimizer(self.module, self.train)
+
+    def loss(self, module: nn.Module, positions: list[int], context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, labels = self.samples.labelled_batch(positions)
+        images, labels = images.to(self.device), labels.to(self.device)
+        logits = PerPixelFcn.class_logits(module(images), self.text)
+        logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        # Mean over this process's labelled pixels, as the reference (DDP averages the processes).
+        ce = F.cross_entropy(logits, labels, ignore_index=-1) if (labels >= 0).any() else logits.sum() * 0.0
+        return ce, {"ce": ce.detach()}
+
+    def learning_rate(self, optimizer: torch.optim.Optimizer) -> float:
+        return next(g["lr"] for g in optimizer.param_groups if g["name"].startswith("head"))
+
+    def save(self, output_dir: Path) -> Path:
+        info = {**run_record(self.clip.source, self.dataset, self.protocol, self.train.max_iters),
+                "backbone_weights": self.backbone_weights, "train": asdict(self.train)}
+        return save_network(output_dir, FCN_FILES, self.module, asdict(self.module.config), self.text, self.vocabulary.names,
+                            info, self.prompt)[0]
+
+
+def train_fcn(
+    dataset: SegmentationDataset,
+    config: FcnConfig,
+    clip: ClipModel,
+    output_dir: Path,
+    protocol: str = "zero-shot",
+    backbone_weights: str | None = None,
+    context: Distributed = Distributed(),
+    progress: bool = True,
+    text_cache: bool = True,
+) -> TrainingResult:
+    """Train (or resume training) the FCN; see the module docstring.
+
+    Args:
+        dataset: the training split.
+        config: `fcn_config(...)`, possibly with overrides.
+        clip: gives the frozen text embeddings of the training classes (with `config.train.prompt`).
+        protocol: "zero-shot" learns the seen classes only; "cross-dataset" all.
+        backbone_weights: ImageNet weights of the ResNet (hub id or folder), or None (random).
+    """
+    task = FcnTask(dataset, config, clip, protocol, backbone_weights, torch.device(context.device), text_cache)
+    return run_training(task, loop_settings(config.train), output_dir, context, progress)
+
+
+@dataclass
+class TrainedFcn:
+    """A trained FCN with what inference needs.
+
+    Attributes:
+        model: the network, in eval mode.
+        train_text: text embeddings of its training classes.
+        class_names: its training classes (they count as "seen" in the ensemble with CLIP).
+        info: the rest of fcn.json (clip, dataset, protocol, steps, train config).
+        prompt: the prompt its classifier was trained with.
+    """
+
+    model: PerPixelFcn
+    train_text: VocabularyEmbedding
+    class_names: list[str]
+    info: dict
+    prompt: Prompt
+
+    @property
+    def test_size(self) -> int:
+        return int(self.info["train"]["test_size"])
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.config.embed_dim
+
+    @property
+    def training_prompt(self) -> Prompt:
+        return self.prompt
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary.from_names(self.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.predictor.weight.device
+
+    def processing_size(self, height: int, width: int, max_size: int | None) -> tuple[int, int]:
+        """The size the image is used at: shorter side `test_size`, longer side at most
+        `max_size`, both multiples of 4 (so the stride-4 output spans it exactly)."""
+        scale = self.test_size / min(height, width)
+        if max_size is not None and max(height, width) * scale > max_size:
+            scale = max_size / max(height, width)
+        return tuple(max(4, int(round(side * scale / 4)) * 4) for side in (height, width))  # type: ignore[return-value]
+
+    def seen_classes(self, vocabulary: Vocabulary) -> torch.Tensor:
+        """`[C]` bool: classes of `vocabulary` that the network was trained on (any synonym)."""
+        trained = {name.lower() for synonyms in self.vocabulary.classes for name in synonyms}
+        return torch.tensor([any(n.lower() in trained for n in cls) for cls in vocabulary.classes])
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray) -> torch.Tensor:
+        """`[D, H/4, W/4]` unit-norm embeddings of an HWC uint8 image whose sides are multiples
+        of 4 (see `processing_size`); it is padded to a multiple of 32 for the network."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ZssegError(f"expected an HWC uint8 RGB image, got {image.dtype} array of shape {image.shape}")
+        height, width = image.shape[:2]
+        if height % 4 or width % 4:
+            raise ZssegError(f"FCN images must have sides that are multiples of 4, got {height}x{width} (see processing_size)")
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        pixels = F.pad(pixels, (0, -width % SIZE_DIVISIBILITY, 0, -height % SIZE_DIVISIBILITY))[None].to(self.device)
+        return self.model(pixels)[0, :, : height // 4, : width // 4].float()
+
+    @torch.no_grad()
+    def class_probs(self, embeddings: torch.Tensor, text: VocabularyEmbedding) -> torch.Tensor:
+        """`[C, h, w]` softmax probabilities over the vocabulary of `text`."""
+        text = VocabularyEmbedding(text.features.to(self.device).float(), text.synonym_class.to(self.device), text.num_classes)
+        return PerPixelFcn.class_logits(embeddings[None].to(self.device), text)[0].float().softmax(dim=0).cpu()
+
+
+def load_fcn(path: str | Path, device: str | torch.device = "cpu") -> TrainedFcn:
+    """Load what `zsseg train fcn` wrote, from its folder or `fcn.safetensors`."""
+    stored = read_network(path, FCN_FILES)
+    unknown = set(stored.model_config) - {f.name for f in fields(FcnModelConfig)}
+    if unknown:
+        raise ZssegError(f"{stored.config}: unknown FCN config field(s): {', '.join(sorted(unknown))}")
+    model = PerPixelFcn(FcnModelConfig(**stored.model_config))
+    stored.load_state(model)
+    return TrainedFcn(model.to(usable_device(device)).eval(), stored.text, stored.class_names, stored.info, stored.prompt)
+
+
+__all__ = ["FCN_CONFIGS", "FCN_FILES", "FcnConfig", "FcnModelConfig", "PerPixelFcn", "TrainedFcn", "fcn_config", "load_fcn", "train_fcn"]
