@@ -15,6 +15,9 @@ is measured. On the first --limit images of COCO-Stuff val2017, CamVid val and A
 - COCO-Stuff zero-shot (156 seen / 15 unseen): the MaskFormer trained on the seen classes with
   the proxy CLIP's text embeddings as classifier, its masks labelled by CLIP alone, by the
   network's head alone, and by the ensemble at lambda = 0.8; ground-truth proposals beside.
+- Methods (issue 12): on every dataset the fast mode (Selective Search, mask pooling), dense
+  CLIP plain and SCLIP, and with --fcn-weights the FCN + dense CLIP ensemble; on COCO-Stuff
+  zero-shot also the MaskFormer in the fast mode and the FCN alone.
 - Prompts (`--prompts NAME=PROMPT ...`): ground-truth proposals + Eq. 1 on COCO-Stuff zero-shot
   with each prompt (a template, `zsseg prompts select`'s file, `zsseg train prompts`' folder),
   beside the 80-template default row.
@@ -53,6 +56,7 @@ class Cell:
     protocol: str = "cross-dataset"
     uses_clip: bool = True
     needs_weights: bool = False
+    needs_fcn: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -68,6 +72,13 @@ def cells(limit: int, max_proposals: int, max_size: int, ensemble_weight: float,
                             extra={"oracle_of": f"{dataset}-{generator}-oracle", "gt_of": f"{dataset}-gt"}))
             out.append(Cell(f"{dataset}-{generator}-oracle", dataset, f"{generator}, K={max_proposals}, oracle",
                             common + k + ["--oracle"], uses_clip=False))
+        k = ["--proposals", GENERATORS[0], "--max-proposals", str(max_proposals)]
+        out.append(Cell(f"{dataset}-fast", dataset, f"{GENERATORS[0]}, K={max_proposals}, fast (mask pooling)",
+                        common + k + ["--method", "fast"]))
+        for mode in ("plain", "sclip"):
+            out.append(Cell(f"{dataset}-dense-{mode}", dataset, f"dense CLIP, {mode}", common + ["--method", "dense-clip", "--dense-mode", mode]))
+        out.append(Cell(f"{dataset}-fcn", dataset, "FCN (COCO-Stuff seen classes) + dense CLIP, lambda=0.7",
+                        common + ["--method", "fcn"], needs_fcn=True))
     common = ["--dataset", "coco-stuff", "--limit", str(limit), "--max-size", str(max_size), "--protocol", "zero-shot"]
     out.append(Cell("zs-gt", "coco-stuff", "ground-truth proposals + Eq. 1", common + ["--proposals", "ground-truth"], "zero-shot"))
     for name, prompt in (prompts or {}).items():
@@ -81,15 +92,25 @@ def cells(limit: int, max_proposals: int, max_size: int, ensemble_weight: float,
                         "zero-shot", needs_weights=True))
     out.append(Cell("zs-maskformer-oracle", "coco-stuff", "MaskFormer (seen classes), oracle",
                     maskformer + ["--oracle"], "zero-shot", uses_clip=False, needs_weights=True))
+    out.append(Cell("zs-maskformer-fast", "coco-stuff", f"MaskFormer (seen classes), fast (mask pooling), ensemble, lambda={ensemble_weight:g}",
+                    maskformer + ["--method", "fast", "--ensemble-weight", str(ensemble_weight)], "zero-shot", needs_weights=True))
+    for mode in ("plain", "sclip"):
+        out.append(Cell(f"zs-dense-{mode}", "coco-stuff", f"dense CLIP, {mode}", common + ["--method", "dense-clip", "--dense-mode", mode],
+                        "zero-shot"))
+    for classifier, label in (("network", "FCN (seen classes) alone"), ("ensemble", "FCN (seen classes) + dense CLIP, lambda=0.7")):
+        out.append(Cell(f"zs-fcn-{classifier}", "coco-stuff", label, common + ["--method", "fcn", "--classifier", classifier],
+                        "zero-shot", needs_fcn=True))
     return out
 
 
-def command(cell: Cell, clip: Path, weights: Path | None, data_root: Path, output: Path) -> list[str]:
+def command(cell: Cell, clip: Path, weights: Path | None, data_root: Path, output: Path, fcn: Path | None = None) -> list[str]:
     args = ["zsseg", "eval", *cell.args, "--data-root", str(data_root), "--output", str(output), "--quiet"]
     if cell.uses_clip:
         args += ["--clip", str(clip)]
     if cell.needs_weights:
         args += ["--proposal-weights", str(weights)]
+    if cell.needs_fcn:
+        args += ["--fcn-weights", str(fcn)]
     return args
 
 
@@ -147,8 +168,9 @@ def stale(cell: Cell, report: dict, args: argparse.Namespace) -> bool:
         or report["max_size"] != args.max_size
         or (cell.uses_clip and Path(report["clip"]).resolve() != args.clip.resolve())
         or (cell.needs_weights and Path(report["proposal_weights"]).resolve() != args.proposal_weights.resolve())
+        or (cell.needs_fcn and Path(report["fcn_weights"]).resolve() != args.fcn_weights.resolve())
         or (cell.needs_weights and cell.uses_clip and report["ensemble_weight"] != args.ensemble_weight)
-        or (report["proposals"] in GENERATORS and report["max_proposals"] != args.max_proposals)
+        or (report.get("proposals") in GENERATORS and report["max_proposals"] != args.max_proposals)
         or ("prompt" in cell.extra and _prompt_changed(cell.extra["prompt"], report))
     )
 
@@ -182,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clip", type=Path, required=True, help="the proxy CLIP folder (benchmarks/proxy_clip.py)")
     parser.add_argument("--proposal-weights", type=Path, default=None,
                         help="MaskFormer trained zero-shot with that CLIP; without it the zero-shot MaskFormer rows are left out")
+    parser.add_argument("--fcn-weights", type=Path, default=None,
+                        help="FCN trained (zsseg train fcn) with that CLIP; without it the FCN rows are left out")
     parser.add_argument("--data-root", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=20, help="first N val images of each dataset, the same for every row")
     parser.add_argument("--max-proposals", type=int, default=100)
@@ -201,11 +225,13 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = dict(item.split("=", 1) for item in args.prompts)
     plan = [c for c in cells(args.limit, args.max_proposals, args.max_size, args.ensemble_weight, prompts)
             if (args.proposal_weights is not None or not c.needs_weights)
+            and (args.fcn_weights is not None or not c.needs_fcn)
             and (args.only is None or any(c.key.startswith(p) for p in args.only))]
     todo = [c for c in plan if not (args.work_dir / f"{c.key}.json").is_file()]
 
     def job(cell: Cell) -> None:
-        seconds = run_cell(cell, command(cell, args.clip, args.proposal_weights, args.data_root, args.work_dir / f"{cell.key}.json"),
+        seconds = run_cell(cell, command(cell, args.clip, args.proposal_weights, args.data_root, args.work_dir / f"{cell.key}.json",
+                                         args.fcn_weights),
                            args.work_dir / f"{cell.key}.log", args.threads)
         print(f"{cell.key}: {seconds:.0f} s", flush=True)
 
@@ -222,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(text)
     result = {"command": " ".join(["python", "benchmarks/accuracy.py"] + (argv if argv is not None else sys.argv[1:])),
               "clip": str(args.clip), "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
+              "fcn_weights": None if args.fcn_weights is None else str(args.fcn_weights),
               "limit": args.limit, "rows": rows, "markdown": text}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

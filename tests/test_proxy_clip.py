@@ -89,8 +89,14 @@ def test_table_rows_pair_each_two_stage_cell_with_its_oracle_and_ground_truth():
     text = accuracy.markdown(rows)
     assert "| camvid val | 2 | selective-search, K=100 (Eq. 1 + Eq. 2) | 5.00 | 8.00 | 50.00 | 1.00 |" in text
     assert "| MaskFormer (seen classes), ensemble, lambda=0.8 | 2 | 10.00 | 4.00 | 5.71 | 9.00 | 50.00 | 1.00 |" in text
-    zero_shot = [c for c in cells if c.protocol == "zero-shot" and c.needs_weights and c.uses_clip]
+    zero_shot = [c for c in cells if c.protocol == "zero-shot" and c.needs_weights and "--classifier" in c.args]
     assert [c.args[c.args.index("--classifier") + 1] for c in zero_shot] == ["clip", "network", "ensemble"]
+    # The methods' rows: each names its --method, and the FCN's take the FCN weights.
+    methods = {c.key: c.args[c.args.index("--method") + 1] for c in cells if "--method" in c.args}
+    assert methods["camvid-fast"] == "fast" and methods["zs-dense-sclip"] == "dense-clip" and methods["zs-fcn-network"] == "fcn"
+    assert {c.key for c in cells if c.needs_fcn} == {"coco-stuff-fcn", "camvid-fcn", "ade20k-150-fcn", "zs-fcn-network", "zs-fcn-ensemble"}
+    fcn = accuracy.command(next(c for c in cells if c.key == "zs-fcn-ensemble"), "clip", None, DATA, "out.json", "runs/fcn")
+    assert fcn[fcn.index("--fcn-weights") + 1] == "runs/fcn"
 
 
 def test_benchmark_runs_zsseg_eval_and_tabulates_its_json(clip_dir, tmp_path):

@@ -23,8 +23,10 @@ from .images import IMAGE_EXTENSIONS, read_image
 from .prompts import TEMPLATE_SETS, load_prompt
 from .prompt_learning import PROMPT_CONFIGS
 from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator
+from .fcn import FCN_CONFIGS
 from .maskformer.config import CONFIGS
-from .segmenter import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, Segmenter
+from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES
+from .segmenter import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS, Segmenter
 from .self_training import DEFAULT_REJECT_THRESHOLD
 from .version import __version__
 from .vocabulary import PRESETS, Vocabulary
@@ -49,14 +51,23 @@ def _at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
+def _fraction(include_one: bool) -> Callable[[str], float]:
+    """argparse type: a number in [0, 1], or [0, 1) unless `include_one`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        if not (0.0 <= value <= 1.0 if include_one else 0.0 <= value < 1.0):
+            raise argparse.ArgumentTypeError(f"must be in [0, 1{']' if include_one else ')'}, got {text}")
+        return value
+
+    return parse
+
+
+_unit_interval = _fraction(include_one=True)
+_overlap = _fraction(include_one=False)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
                           "inside the dataset's folders, and only files zsseg wrote are replaced")
     evaluate.add_argument("--quiet", action="store_true", help="print only the summary, not the per-class table")
 
-    train = commands.add_parser("train", help="train the proposal network (MaskFormer with a CLIP-text classifier) or a prompt")
+    train = commands.add_parser("train", help="train the proposal network (MaskFormer with a CLIP-text classifier), the FCN baseline or a prompt")
     trainers = train.add_subparsers(dest="what", metavar="WHAT")
     proposals = trainers.add_parser(
         "proposals",
@@ -129,22 +140,20 @@ def _parser() -> argparse.ArgumentParser:
         "Rerunning the same command resumes from the newest checkpoint in --output-dir. Under torchrun "
         "(torchrun --nproc_per_node N --no-python zsseg train proposals ...) each process takes its share of every batch.",
     )
-    _training_data_options(proposals, "zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes")
-    proposals.add_argument("--config", default="paper", choices=list(CONFIGS), help="named architecture + training config (default paper; `zsseg configs` lists them)")
-    proposals.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP whose text embeddings are the classifier (default {DEFAULT_CLIP})")
-    proposals.add_argument("--prompt", default=None, metavar="PROMPT",
-                           help="prompt of the classifier's text embeddings: imagenet (default), vild, single, a template with {}, "
-                           "or a prompt file/folder (`zsseg prompts select`, `zsseg train prompts`: learn the prompt first); stored with the weights")
-    proposals.add_argument("--backbone-weights", default=None,
-                           help="ImageNet weights of the ResNet backbone: hub id or folder (default: the config's, e.g. microsoft/resnet-101); "
-                           "'none' for random weights; for the clip backbone, 'none' skips CLIP's image weights")
-    _training_loop_options(proposals, "images")
-    proposals.add_argument("--crop-size", type=_at_least(32), default=None, help="square training crop, a multiple of 32 (default: the config's)")
-    proposals.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final proposals.safetensors + proposals.json")
-    proposals.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
+    _network_training_options(proposals, CONFIGS, "proposals",
+                              "; for the clip backbone, 'none' skips CLIP's image weights")
     proposals.add_argument("--pseudo-labels", type=Path, default=None, metavar="DIR",
                            help="self-training: train on the labels `zsseg pseudo-label` wrote to DIR for this --dataset/--split "
                            "(seen ground truth + unseen pseudo-labels), learning every class (zero-shot protocol)")
+
+    fcn = trainers.add_parser(
+        "fcn",
+        help="train the paper's FCN baseline: per-pixel embeddings scored against CLIP text",
+        description="Train the paper's retrained FCN (ResNet + FPN, per-pixel embeddings, 100 x cosine with frozen CLIP text "
+        "embeddings, cross-entropy on the seen classes, unseen and void pixels ignored). Rerunning the same command resumes. "
+        "Under torchrun each process takes its share of every batch. Then: zsseg segment|eval --method fcn --fcn-weights OUT.",
+    )
+    _network_training_options(fcn, FCN_CONFIGS, "fcn")
 
     prompts = trainers.add_parser(
         "prompts",
@@ -212,6 +221,24 @@ def _training_data_options(parser: argparse.ArgumentParser, protocol_help: str, 
     parser.add_argument("--protocol", default="zero-shot", choices=protocols, help=protocol_help)
 
 
+def _network_training_options(parser: argparse.ArgumentParser, configs: dict, files: str, backbone_note: str = "") -> None:
+    """The flags of `zsseg train proposals` and `zsseg train fcn`: data, config, the CLIP and
+    prompt of the text classifier, the backbone's weights, the loop, and where it all goes."""
+    _training_data_options(parser, "zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes")
+    parser.add_argument("--config", default="paper", choices=list(configs), help="named architecture + training config (default paper; `zsseg configs` lists them)")
+    parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP whose text embeddings are the classifier (default {DEFAULT_CLIP})")
+    parser.add_argument("--prompt", default=None, metavar="PROMPT",
+                        help="prompt of the classifier's text embeddings: imagenet (default), vild, single, a template with {}, "
+                        "or a prompt file/folder (`zsseg prompts select`, `zsseg train prompts`: learn the prompt first); stored with the weights")
+    parser.add_argument("--backbone-weights", default=None,
+                        help="ImageNet weights of the ResNet backbone: hub id or folder (default: the config's, e.g. microsoft/resnet-101); "
+                        f"'none' for random weights{backbone_note}")
+    _training_loop_options(parser, "images")
+    parser.add_argument("--crop-size", type=_at_least(32), default=None, help="square training crop, a multiple of 32 (default: the config's)")
+    parser.add_argument("--output-dir", required=True, type=Path, help=f"checkpoints, log.jsonl, and the final {files}.safetensors + {files}.json")
+    parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
+
+
 def _training_loop_options(parser: argparse.ArgumentParser, samples: str) -> None:
     """The flags of `zsseg.training.run_training`, shared by every `zsseg train`."""
     parser.add_argument("--max-iters", type=_at_least(1), default=None, help="training steps (default: the config's)")
@@ -224,7 +251,19 @@ def _training_loop_options(parser: argparse.ArgumentParser, samples: str) -> Non
 
 def _model_options(parser: argparse.ArgumentParser, proposals: list[str], default_proposals: str = DEFAULT_PROPOSALS) -> None:
     parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
-    parser.add_argument("--proposals", default=default_proposals, choices=proposals, help=f"mask proposal generator (default {default_proposals})")
+    parser.add_argument("--method", default="two-stage", choices=list(METHODS),
+                        help="two-stage: proposals + CLIP on each (Eq. 1, the paper's; default); fast: the same proposals, each "
+                        "classified by pooling dense CLIP features (one CLIP pass, an approximation of Eq. 1); dense-clip: every "
+                        "pixel by CLIP's patch features (training-free FCN baseline); fcn: a trained FCN (--fcn-weights) + dense CLIP")
+    parser.add_argument("--proposals", default=None, choices=proposals, help=f"mask proposal generator (default {default_proposals})")
+    parser.set_defaults(default_proposals=default_proposals)
+    parser.add_argument("--dense-mode", default="plain", choices=list(DENSE_MODES),
+                        help="dense CLIP's patch features (fast, dense-clip, fcn): plain, as the paper's; sclip: SCLIP's correlative "
+                        "self-attention in the last layer, which makes them local")
+    parser.add_argument("--overlap", type=_overlap, default=DEFAULT_OVERLAP,
+                        help="overlap of dense CLIP's sliding 224 windows, in [0, 1) (dense-clip, fcn; default 2/3, the paper's code)")
+    parser.add_argument("--fcn-weights", type=Path, default=None, metavar="PATH",
+                        help="trained FCN for --method fcn: the --output-dir of `zsseg train fcn` or its fcn.safetensors")
     parser.add_argument("--max-proposals", type=_at_least(1), default=None, help="masks per image (default 100; all segments for ground-truth)")
     parser.add_argument("--prompt", default=None, metavar="PROMPT",
                         help="how class names are prompted: imagenet (CLIP's 80 templates), vild, single, one template such as "
@@ -238,26 +277,43 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str], defaul
     parser.add_argument("--proposal-weights", type=Path, default=None, metavar="PATH",
                         help="trained proposal network for --proposals maskformer: the --output-dir of `zsseg train proposals` or its proposals.safetensors")
     parser.add_argument("--ensemble-weight", type=_unit_interval, default=None,
-                        help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}): seen classes p_net^l * p_clip^(1-l), unseen the reverse")
+                        help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}; {FCN_ENSEMBLE_WEIGHT} for the fcn + dense "
+                        "CLIP one): seen classes p_net^l * p_clip^(1-l), unseen the reverse")
     parser.add_argument("--classifier", default="ensemble", choices=list(CLASSIFIERS),
-                        help="who labels the maskformer's masks: the ensemble (default), clip alone or the network alone (ablations)")
+                        help="who labels the maskformer's masks or the fcn's pixels: the ensemble (default), clip alone or the network "
+                        "alone (ablations)")
+
+
+PER_PIXEL_METHODS = ("dense-clip", "fcn")
 
 
 def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerator:
+    method = args.method
+    if method in PER_PIXEL_METHODS:
+        for flag, value in (("--proposals", args.proposals), ("--proposal-weights", args.proposal_weights), ("--max-proposals", args.max_proposals)):
+            if value is not None:
+                raise ZssegError(f"{flag} is for the proposal methods (two-stage, fast), not --method {method}, which labels pixels")
+    if method != "fcn" and args.fcn_weights is not None:
+        raise ZssegError(f"--fcn-weights is for --method fcn, not {method}")
+    if method == "fcn" and args.fcn_weights is None:
+        raise ZssegError("--method fcn needs --fcn-weights (the --output-dir of `zsseg train fcn`)")
+    if method == "dense-clip" and args.ensemble_weight is not None:
+        raise ZssegError("--ensemble-weight is for maskformer proposals or --method fcn; dense-clip is CLIP alone")
+    name = args.proposals or args.default_proposals
     options = {} if args.max_proposals is None else {"max_proposals": args.max_proposals}
-    if args.proposals == MaskFormerProposals.name:
+    if name == MaskFormerProposals.name:
         if args.proposal_weights is None:
             raise ZssegError("--proposals maskformer needs --proposal-weights (the --output-dir of `zsseg train proposals`)")
         options.update(weights=args.proposal_weights, device=device)
     else:
         for flag, value in (("--proposal-weights", args.proposal_weights), ("--ensemble-weight", args.ensemble_weight)):
-            if value is not None:
-                raise ZssegError(f"{flag} is for --proposals maskformer, not {args.proposals}")
-    if GENERATORS[args.proposals].needs_ground_truth:
+            if value is not None and not (method == "fcn" and flag == "--ensemble-weight"):
+                raise ZssegError(f"{flag} is for --proposals maskformer, not {name}")
+    if GENERATORS[name].needs_ground_truth:
         options["ignore_index"] = IGNORE
     elif "max_proposals" not in options:
         options["max_proposals"] = DEFAULT_MAX_PROPOSALS
-    return build_proposal_generator(args.proposals, **options)
+    return build_proposal_generator(name, **options)
 
 
 def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerator) -> Segmenter:
@@ -269,9 +325,13 @@ def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerat
         dtype=args.dtype,
         max_size=args.max_size,
         batch_size=args.batch_size,
-        ensemble_weight=ENSEMBLE_WEIGHT if args.ensemble_weight is None else args.ensemble_weight,
+        ensemble_weight=args.ensemble_weight,
         classifier=args.classifier,
         text_cache=not args.no_text_cache,
+        method=args.method,
+        dense_mode=args.dense_mode,
+        overlap=args.overlap,
+        fcn=args.fcn_weights,
     )
 
 
@@ -303,11 +363,11 @@ def _collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 def _inputs(args: argparse.Namespace, images: list[Path] = ()) -> frozenset[Path]:
     """Every file the command reads (resolved): images, the vocabulary file, and the files of
-    the CLIP and proposal-weight folders. No output may be one of them, even with --overwrite."""
+    the CLIP, proposal-weight and FCN folders. No output may be one of them, even with --overwrite."""
     files = [*images, getattr(args, "vocabulary_file", None)]
     prompt = getattr(args, "prompt", None)
     prompt = Path(prompt) if prompt is not None and Path(prompt).expanduser().exists() else None
-    for model in (getattr(args, "clip", None), getattr(args, "proposal_weights", None), prompt):
+    for model in (getattr(args, "clip", None), getattr(args, "proposal_weights", None), getattr(args, "fcn_weights", None), prompt):
         path = Path(model).expanduser() if model is not None else None
         if path is not None and path.is_dir():
             files.extend(p for p in path.iterdir() if p.is_file())
@@ -422,6 +482,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .distributed import init_distributed, shutdown_distributed
     from .evaluation import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate, unseen_classes
 
+    if args.oracle and args.method != "two-stage":
+        raise ZssegError(f"--oracle scores proposals alone, with no classifier; --method {args.method} does not apply")
     dataset = load_dataset(args.dataset, args.data_root, args.split, skip_missing_labels=args.skip_missing_labels)
     unseen_classes(dataset, args.protocol)
     _check_prompt(args)
@@ -438,13 +500,20 @@ def _evaluate(args: argparse.Namespace) -> int:
             predictor = OraclePredictor(generator, dataset.num_classes, args.max_size)
         else:
             predictor = ClipPredictor(_segmenter(args, context.device, generator), dataset.vocabulary)
+        per_pixel = args.method in PER_PIXEL_METHODS and not args.oracle
+        proposals = None if per_pixel else args.proposals or args.default_proposals
         settings = {
             "oracle": args.oracle,
-            "proposals": args.proposals,
+            "method": None if args.oracle else args.method,
+            "proposals": proposals,
             "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
-            "ensemble_weight": predictor.segmenter.ensemble_weight if isinstance(predictor, ClipPredictor) and args.proposals == MaskFormerProposals.name else None,
-            "classifier": args.classifier if args.proposals == MaskFormerProposals.name and not args.oracle else None,
-            "max_proposals": generator.max_proposals,
+            "fcn_weights": None if args.fcn_weights is None else str(args.fcn_weights),
+            "dense_mode": args.dense_mode if args.method != "two-stage" and not args.oracle else None,
+            "overlap": args.overlap if per_pixel else None,
+            "ensemble_weight": predictor.segmenter.ensemble_weight
+            if isinstance(predictor, ClipPredictor) and (proposals == MaskFormerProposals.name or args.method == "fcn") else None,
+            "classifier": args.classifier if (proposals == MaskFormerProposals.name or args.method == "fcn") and not args.oracle else None,
+            "max_proposals": None if per_pixel else generator.max_proposals,
             "self_training": generator.trained.self_training if isinstance(generator, MaskFormerProposals) else None,
             "clip": None if args.oracle else args.clip,
             "prompt": None if args.oracle else predictor.segmenter.classifier.prompts.prompt.describe(),
@@ -475,13 +544,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train_config(args: argparse.Namespace, config):
+    """A named config (`NamedConfig` or `FcnConfig`) with the command line's training overrides."""
     from dataclasses import replace
 
-    from .maskformer.config import RESNETS, named_config
-    from .maskformer.training import check_output_dir, train_proposals
-
-    config = named_config(args.config)
     overrides = {
         key: getattr(args, key)
         for key in ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed")
@@ -490,12 +556,23 @@ def _train(args: argparse.Namespace) -> int:
     _check_prompt(args)  # a bad prompt is an error now, not after the dataset is read
     if args.prompt is not None:
         overrides["prompt"] = args.prompt
-    config = replace(config, train=replace(config.train, **overrides))
-    backbone = config.model.backbone
+    return replace(config, train=replace(config.train, **overrides))
+
+
+def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
+    from .maskformer.config import RESNETS
+
     if args.backbone_weights is None:
-        weights = "clip" if backbone == "clip" else RESNETS[backbone].imagenet_weights
-    else:
-        weights = None if args.backbone_weights.lower() == "none" else args.backbone_weights
+        return "clip" if backbone == "clip" else RESNETS[backbone].imagenet_weights
+    return None if args.backbone_weights.lower() == "none" else args.backbone_weights
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .maskformer.config import named_config
+    from .maskformer.training import check_output_dir, train_proposals
+
+    config = _train_config(args, named_config(args.config))
+    weights = _backbone_weights(args, config.model.backbone)
     labels = {}
 
     def check(dataset: SegmentationDataset) -> None:
@@ -512,6 +589,19 @@ def _train(args: argparse.Namespace) -> int:
                                                        text_cache=not args.no_text_cache, **labels),
         lambda result: f"weights in {result.weights}" + (" (self-trained)" if labels else ""),
         check,
+    )
+
+
+def _train_fcn(args: argparse.Namespace) -> int:
+    from .fcn import check_output_dir, fcn_config, train_fcn
+
+    config = _train_config(args, fcn_config(args.config))
+    weights = _backbone_weights(args, config.model.backbone)
+    return _run_training(
+        args, check_output_dir,
+        lambda dataset, clip, context: train_fcn(dataset, config, clip, args.output_dir, args.protocol, weights, context,
+                                                 text_cache=not args.no_text_cache),
+        lambda result: f"weights in {result.weights}; use them with --method fcn --fcn-weights {args.output_dir}",
     )
 
 
@@ -620,13 +710,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "configs":
         _output(
             [f"zsseg train proposals --config {name:14s} {config.description}" for name, config in CONFIGS.items()]
+            + [f"zsseg train fcn --config {name:20s} {config.description}" for name, config in FCN_CONFIGS.items()]
             + [f"zsseg train prompts --config {name:16s} {config.description}" for name, config in PROMPT_CONFIGS.items()]
         )
         return 0
     if args.command == "eval":
         return _evaluate(args)
     if args.command == "train":
-        return _train(args) if args.what == "proposals" else _train_prompts(args)
+        return {"proposals": _train, "fcn": _train_fcn, "prompts": _train_prompts}[args.what](args)
     if args.command == "prompts":
         return _select_prompt(args)
     if args.command == "pseudo-label":
@@ -654,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             print("zsseg: error: give a command: segment, eval, train, pseudo-label, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
             return 2
         if args.command == "train" and args.what is None:
-            print("zsseg train: error: say what to train: `zsseg train proposals ...` or `zsseg train prompts ...` (see their --help)", file=sys.stderr)
+            print("zsseg train: error: say what to train: `zsseg train proposals ...`, `zsseg train fcn ...` or `zsseg train prompts ...` (see their --help)", file=sys.stderr)
             return 2
         if args.command == "prompts" and args.what is None:
             print("zsseg prompts: error: say what to do: `zsseg prompts select ...` (see `zsseg prompts select --help`)", file=sys.stderr)

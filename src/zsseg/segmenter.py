@@ -1,8 +1,20 @@
-"""The two-stage pipeline behind one object: proposals -> CLIP region classification -> assembly.
+"""Every method behind one object; the default is the paper's two-stage pipeline.
 
     segmenter = Segmenter(clip="openai/clip-vit-base-patch16", proposals="selective-search")
     result = segmenter.segment("photo.jpg", "cat; sofa, couch; wall")
     result.label_map  # [H, W] int32, index into result.class_names, -1 where no proposal
+
+Methods (`method=`):
+
+- "two-stage" (default): proposals -> CLIP region classification of each (Eq. 1) -> Eq. 2.
+- "fast": the same proposals and Eq. 2, but each mask is classified by pooling dense CLIP
+  features inside it (`zsseg.dense_clip.pool_masks`), one CLIP pass over the image (at most
+  two 224 windows) instead of one per proposal. An approximation of Eq. 1, never the default.
+- "dense-clip": the paper's first FCN baseline, training-free: every pixel classified from
+  CLIP's own patch features, sliding windows (`zsseg.dense_clip`); `dense_mode="sclip"` makes
+  the patch tokens local.
+- "fcn": the paper's retrained FCN (`zsseg train fcn`), ensembled with dense CLIP as the
+  paper's code does (lambda 0.7, exponents swapped for unseen classes).
 """
 
 from __future__ import annotations
@@ -13,8 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .assembly import UNLABELED, assemble, assemble_labels
+from pathlib import Path
+
+from torch.nn import functional as F
+
+from .assembly import UNLABELED, assemble, assemble_labels, dense_labels
 from .clip import DEFAULT_CLIP, ClipModel, load_clip
+from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES, DenseClip, dense_logits, pool_masks
 from .errors import ZssegError
 from .images import ImageInput, as_rgb_array, image_tensor, resize_image
 from .prompts import PromptEncoder, PromptLike, VocabularyEmbedding
@@ -26,8 +43,10 @@ DEFAULT_PROPOSALS = "selective-search"
 DEFAULT_MAX_SIZE = 1024
 DEFAULT_PROMPT = "imagenet"
 ENSEMBLE_WEIGHT = 0.8  # lambda of the ensemble with a proposal network's classifier (the paper's)
-# Who labels a proposal network's masks: the ensemble, CLIP alone (Eq. 1), or the network's head alone.
+FCN_ENSEMBLE_WEIGHT = 0.7  # lambda of the FCN + dense CLIP ensemble (the reference's per-pixel configs)
+# Who labels: the ensemble, CLIP alone (Eq. 1 / dense CLIP), or the trained network alone.
 CLASSIFIERS = ("ensemble", "clip", "network")
+METHODS = ("two-stage", "fast", "dense-clip", "fcn")
 
 
 @dataclass
@@ -39,9 +58,12 @@ class SegmentationResult:
             where no proposal covers the pixel.
         class_names: the vocabulary, one name per class (synonyms joined by ", ").
         scores: `[C, h, w]` float32 Eq. 2 scores at the processing size (h, w), each pixel's
-            scores summing to 1 where covered and 0 elsewhere.
-        masks: `[K, h, w]` float32 proposals that were classified (non-empty after binarising).
-        region_probs: `[K, C]` float32 class probabilities of each proposal (Eq. 1).
+            scores summing to 1 where covered and 0 elsewhere; for the per-pixel methods
+            ("dense-clip", "fcn") the class probabilities at 1/4 of the processing size.
+        masks: `[K, h, w]` float32 proposals that were classified (non-empty after binarising);
+            empty (K = 0) for the per-pixel methods.
+        region_probs: `[K, C]` float32 class probabilities of each proposal (Eq. 1, or mask
+            pooling in the fast mode).
         timings: seconds spent in each stage.
     """
 
@@ -82,11 +104,17 @@ class Segmenter:
             ("maskformer" proposals, loaded with `MaskFormerProposals(weights)`): for classes it
             was trained on, p = p_net^lambda * p_clip^(1 - lambda); for the others the exponents
             are swapped, so CLIP decides unseen classes. Unused with training-free proposals.
-        classifier: with a proposal network, "ensemble" (default), or one part alone for
-            ablations (the paper's Table 7): "clip" labels every non-empty mask by Eq. 1 for
-            every class, "network" uses the network's probabilities for every class.
+        classifier: with a proposal network or an FCN, "ensemble" (default), or one part
+            alone for ablations (the paper's Table 7): "clip" labels every non-empty mask by Eq. 1
+            (or every pixel by dense CLIP) for every class, "network" uses the network's
+            probabilities for every class.
         text_cache: keep text features in the disk cache (`zsseg.text_cache`); False encodes
             every vocabulary afresh.
+        method: "two-stage" (default), "fast", "dense-clip" or "fcn" (see the module docstring).
+        dense_mode: dense CLIP's patch features, "plain" (the paper's) or "sclip" (local).
+        overlap: of dense CLIP's sliding 224 windows (default 2/3, the paper's code).
+        fcn: for method "fcn", its weights (the --output-dir of `zsseg train fcn`) or a loaded
+            `TrainedFcn`. The FCN's lambda defaults to 0.7 (`FCN_ENSEMBLE_WEIGHT`).
     """
 
     def __init__(
@@ -99,30 +127,58 @@ class Segmenter:
         max_size: int | None = DEFAULT_MAX_SIZE,
         max_proposals: int = 100,
         batch_size: int = 32,
-        ensemble_weight: float = ENSEMBLE_WEIGHT,
+        ensemble_weight: float | None = None,
         classifier: str = "ensemble",
         text_cache: bool = True,
+        method: str = "two-stage",
+        dense_mode: str = "plain",
+        overlap: float = DEFAULT_OVERLAP,
+        fcn=None,
     ):
         if max_size is not None and max_size < 32:
             raise ZssegError(f"max_size must be at least 32 pixels, got {max_size}")
+        if method not in METHODS:
+            raise ZssegError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+        if ensemble_weight is None:
+            ensemble_weight = FCN_ENSEMBLE_WEIGHT if method == "fcn" else ENSEMBLE_WEIGHT
         if not 0.0 <= ensemble_weight <= 1.0:
             raise ZssegError(f"ensemble weight must be in [0, 1], got {ensemble_weight}")
         if classifier not in CLASSIFIERS:
             raise ZssegError(f"unknown classifier '{classifier}'; choose from {', '.join(CLASSIFIERS)}")
+        if dense_mode not in DENSE_MODES:
+            raise ZssegError(f"unknown dense CLIP mode '{dense_mode}'; choose from {', '.join(DENSE_MODES)}")
+        if (method == "fcn") != (fcn is not None):
+            raise ZssegError("the 'fcn' method needs trained FCN weights (fcn=, --fcn-weights)" if method == "fcn"
+                             else f"FCN weights are for the 'fcn' method, not '{method}'")
         if isinstance(proposals, str):
             proposals = build_proposal_generator(proposals, max_proposals=max_proposals)
-        if classifier == "network" and not isinstance(proposals, MaskFormerProposals):
-            raise ZssegError(f"the '{proposals.name}' proposals have no classifier of their own; 'network' needs maskformer proposals")
+        per_pixel = method in ("dense-clip", "fcn")
+        if method == "dense-clip" and classifier != "ensemble":
+            raise ZssegError("the 'dense-clip' method is CLIP alone; --classifier is for maskformer proposals or the fcn method")
+        if classifier == "network" and not (isinstance(proposals, MaskFormerProposals) or method == "fcn"):
+            raise ZssegError("'network' needs a classifier of its own: maskformer proposals or the fcn method")
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
+        self.method = method
         self.proposals = proposals
+        self.fcn = None
+        if method == "fcn":
+            from .fcn import TrainedFcn, load_fcn
+
+            self.fcn = fcn if isinstance(fcn, TrainedFcn) else load_fcn(Path(fcn), device=self.clip.device)
         if prompt is None:
-            prompt = proposals.trained.training_prompt if isinstance(proposals, MaskFormerProposals) else DEFAULT_PROMPT
+            network = self.fcn if self.fcn is not None else getattr(proposals, "trained", None) if not per_pixel else None
+            prompt = network.training_prompt if network is not None else DEFAULT_PROMPT
         self.classifier = RegionClassifier(self.clip, prompt=prompt, batch_size=batch_size, text_cache=text_cache)
         self.max_size = max_size
         self.ensemble_weight = ensemble_weight
         self.classifier_mode = classifier
+        self.dense_mode, self.overlap = dense_mode, overlap
+        # Dense CLIP: sliding windows at the processing size, or (fast mode) at most two 224 windows.
+        self.dense = DenseClip(self.clip, dense_mode, overlap=0.0 if method == "fast" else overlap)
         self.proposal_prompts: PromptEncoder | None = None
-        if isinstance(proposals, MaskFormerProposals) and classifier != "clip":
+        if self.fcn is not None and classifier != "clip":
+            self.proposal_prompts = network_text_encoder(self.fcn, self.fcn.embed_dim, self.clip, self.classifier.prompts)
+        elif isinstance(proposals, MaskFormerProposals) and classifier != "clip" and not per_pixel:
             self.proposal_prompts = proposal_text_encoder(proposals, self.clip, self.classifier.prompts)
 
     def prepare(self, vocabulary: Vocabulary | str | list[str]) -> Vocabulary:
@@ -161,6 +217,8 @@ class Segmenter:
         text = self.classifier.embed_vocabulary(vocabulary)
         lap("text_encoding")
         full = as_rgb_array(image)
+        if self.method in ("dense-clip", "fcn"):
+            return self._per_pixel(full, vocabulary, text, lap, timings)
         if self.proposals.needs_ground_truth and ground_truth is None:
             raise ZssegError(f"the '{self.proposals.name}' proposals need the image's label map (ground_truth=)")
         small = resize_image(full, self.proposals.proposal_size(full.shape[0], full.shape[1], self.max_size))
@@ -184,13 +242,65 @@ class Segmenter:
             timings=timings,
         )
 
+    def _per_pixel(self, full: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap, timings: dict) -> SegmentationResult:
+        """The per-pixel methods: dense CLIP, the FCN, or their ensemble, at 1/4 of the
+        processing size, upsampled to the image's size."""
+        sizer = self.fcn if self.fcn is not None else self.dense
+        small = resize_image(full, sizer.processing_size(full.shape[0], full.shape[1], self.max_size))
+        lap("image_loading")
+        network = clip_probs = None
+        if self.fcn is not None and self.classifier_mode != "clip":
+            network = self.fcn.class_probs(self.fcn.predict(small), self.proposal_prompts.encode_vocabulary(vocabulary))
+            lap("network")
+        if network is None or self.classifier_mode == "ensemble":
+            clip_probs = dense_logits(self.dense.features(small), text).softmax(dim=0).cpu()
+            lap("image_encoding")
+        if network is None:
+            probs = clip_probs
+        elif clip_probs is None:
+            probs = network
+        else:
+            probs = self._combine(network, clip_probs, self.fcn.seen_classes(vocabulary)[:, None, None])
+        labels = dense_labels(probs, full.shape[:2])
+        lap("assembly")
+        return SegmentationResult(
+            label_map=labels.numpy().astype(np.int32),
+            class_names=vocabulary.names,
+            scores=probs,
+            masks=torch.empty(0, *probs.shape[1:]),
+            region_probs=torch.empty(0, len(vocabulary)),
+            timings=timings,
+        )
+
+    def _combine(self, network: torch.Tensor, clip_probs: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """The ensemble of a trained network's probabilities with CLIP's (the reference code's):
+        p_net^lambda * p_clip^(1 - lambda) for the classes it was trained on (`seen`), the
+        exponents swapped for the others, so CLIP decides the unseen classes."""
+        lam = self.ensemble_weight
+        return torch.where(seen, network.pow(lam) * clip_probs.pow(1 - lam), network.pow(1 - lam) * clip_probs.pow(lam))
+
     def _clip_probs(self, image: np.ndarray, masks: torch.Tensor, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 1: `[K', C]` CLIP probabilities of the masks non-empty at 0.5, and `[K]` which."""
+        """Eq. 1: `[K', C]` CLIP probabilities of the masks non-empty at 0.5, and `[K]` which.
+        In the fast mode, mask pooling of dense CLIP features stands in for Eq. 1's crops."""
+        if self.method == "fast":
+            return self._pooled_probs(image, masks, text, lap)
         crops, keep = self.classifier.crops(image_tensor(image), masks)
         lap("crops")
         features = self.classifier.encode_crops(crops)
         lap("image_encoding")
         return self.classifier.scores(features, text)[0], keep
+
+    def _pooled_probs(self, image: np.ndarray, masks: torch.Tensor, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fast mode's approximation of Eq. 1: dense CLIP features of the image at
+        `DenseClip.fast_size` (at most two 224 windows), each mask binarised at 0.5 after
+        resizing to that size and its cells' features averaged; softmax(100 x cos) as Eq. 1.
+        A mask too small to cover any cell there is dropped, as an empty one is by Eq. 1."""
+        size = self.dense.fast_size(image.shape[0], image.shape[1])
+        dense = self.dense.features(resize_image(image, size))
+        small = F.interpolate(masks.float()[None], size=size, mode="bilinear", align_corners=False)[0] if len(masks) else masks.new_zeros(0, *size)
+        pooled, keep = pool_masks(dense, small)
+        lap("image_encoding")
+        return self.classifier.scores(F.normalize(pooled.float(), dim=-1).cpu(), text)[0], keep.cpu()
 
     def _ensemble(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks `[Q, h, w]` of a proposal network and the ensemble of its class probabilities
@@ -205,41 +315,42 @@ class Segmenter:
         clip_probs = torch.ones_like(network)
         probs, keep = self._clip_probs(image, masks, text, lap)
         clip_probs[keep] = probs
-        seen = proposals.seen_classes(vocabulary)[None]
-        lam = self.ensemble_weight
-        probs = torch.where(
-            seen,
-            network.pow(lam) * clip_probs.pow(1 - lam),
-            network.pow(1 - lam) * clip_probs.pow(lam),
-        )
-        return masks, probs
+        return masks, self._combine(network, clip_probs, proposals.seen_classes(vocabulary)[None])
 
 
 def proposal_text_encoder(proposals: MaskFormerProposals, clip: ClipModel, default: PromptEncoder) -> PromptEncoder:
-    """The prompt encoder for a proposal network's classifier: the prompt it was trained with
-    (a learned one is stored in its weights), on a CLIP whose text embeddings match those it was trained against (checked on a few of its
-    training classes, so that a different CLIP is an error rather than silent noise)."""
-    if clip.embed_dim != proposals.embed_dim:
+    """The prompt encoder of a proposal network's classifier (`network_text_encoder`)."""
+    return network_text_encoder(proposals.trained, proposals.embed_dim, clip, default)
+
+
+def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: PromptEncoder) -> PromptEncoder:
+    """The prompt encoder for a trained network's text classifier (a proposal network or an
+    FCN): the prompt it was trained with (a learned one is stored in its weights), on a CLIP
+    whose text embeddings match those it was trained against (checked on a few of its training
+    classes, so that a different CLIP is an error rather than silent noise).
+
+    `trained` has `training_prompt`, `train_text`, `vocabulary` and `info` (its JSON)."""
+    if clip.embed_dim != embed_dim:
         raise ZssegError(
-            f"the proposal network was trained against {proposals.embed_dim}-d CLIP text embeddings "
-            f"('{proposals.trained.info.get('clip')}'), but this CLIP's are {clip.embed_dim}-d; pass that CLIP (--clip)"
+            f"the network was trained against {embed_dim}-d CLIP text embeddings "
+            f"('{trained.info.get('clip')}'), but this CLIP's are {clip.embed_dim}-d; pass that CLIP (--clip)"
         )
-    prompt = proposals.trained.training_prompt
+    prompt = trained.training_prompt
     same = prompt.identity == default.prompt.identity
     encoder = default if same else PromptEncoder(clip, prompt, cache=default.disk or False)
-    stored = proposals.trained.train_text
+    stored = trained.train_text
     probe = min(4, stored.num_classes)
     rows = [int(i) for i in range(stored.features.shape[0]) if int(stored.synonym_class[0, i]) < probe]
-    names = [name for synonyms in proposals.trained.vocabulary.classes[:probe] for name in synonyms]
+    names = [name for synonyms in trained.vocabulary.classes[:probe] for name in synonyms]
     if len(names) == len(rows):
         fresh = encoder.encode_names(names)
         similarity = float((fresh * stored.features[rows].to(fresh)).sum(dim=1).min())
         if similarity < 0.99:
             raise ZssegError(
-                f"this CLIP ('{clip.source}') does not give the text embeddings the proposal network was trained "
-                f"against ('{proposals.trained.info.get('clip')}'; cosine {similarity:.3f}); pass that CLIP (--clip)"
+                f"this CLIP ('{clip.source}') does not give the text embeddings the network was trained "
+                f"against ('{trained.info.get('clip')}'; cosine {similarity:.3f}); pass that CLIP (--clip)"
             )
     return encoder
 
 
-__all__ = ["Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "CLASSIFIERS"]
+__all__ = ["Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "CLASSIFIERS", "METHODS"]

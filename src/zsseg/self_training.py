@@ -206,6 +206,8 @@ def pseudo_label(
         raise ZssegError("pseudo-labels are for the zero-shot protocol (--protocol zero-shot): the cross-dataset one has no unseen classes")
     if not 0.0 <= reject_threshold <= 1.0:
         raise ZssegError(f"the reject threshold must be in [0, 1], got {reject_threshold}")
+    if segmenter.method not in ("two-stage", "fast"):
+        raise ZssegError(f"pseudo-labels are made from proposals (--method two-stage or fast), not --method {segmenter.method}")
     if segmenter.proposals.needs_ground_truth:
         raise ZssegError(f"the '{segmenter.proposals.name}' proposals read the ground truth, unseen classes included; pseudo-labels need a model that does not")
     if limit is not None and limit < 1:
