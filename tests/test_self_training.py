@@ -268,6 +268,24 @@ def test_cli_pseudo_label_retrain_and_evaluate(network, labelled, clip_dir, tmp_
     assert json.loads((tmp_path / "val.json").read_text())["self_training"]["split"] == "train"
 
 
+def test_two_process_torchrun_pseudo_labelling_equals_one_process(network, clip_dir, tmp_path):
+    """Sharded under torchrun (image i to process i mod 2): the same files and counts as one
+    process (both single-threaded, so that the arithmetic is the same)."""
+    args = ["pseudo-label", "--dataset", "coco-stuff", "--data-root", str(DATA), "--clip", str(clip_dir),
+            "--proposal-weights", str(network), "--max-size", "256", "--limit", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "zsseg", *args, "--output-dir", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "zsseg",
+                          *args, "--output-dir", str(tmp_path / "two")], capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr
+    for sample in load_dataset("coco-stuff", DATA, "train").samples[:3]:
+        assert np.array_equal(*(np.array(Image.open(tmp_path / run / f"{sample.name}.png")) for run in ("one", "two")))
+    one, two = (json.loads((tmp_path / run / MANIFEST_NAME).read_text()) for run in ("one", "two"))
+    assert one["pixels"] == two["pixels"] and one["diagnostic"] == two["diagnostic"] and two["complete"]
+
+
 def test_cli_bad_inputs(network, labelled, clip_dir, tmp_path):
     common = ["--dataset", "coco-stuff", "--data-root", str(DATA)]
     model = ["--clip", str(clip_dir), "--proposal-weights", str(network)]
