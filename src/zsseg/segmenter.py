@@ -156,7 +156,8 @@ class Segmenter:
         if method == "dense-clip" and classifier != "ensemble":
             raise ZssegError("the 'dense-clip' method is CLIP alone; --classifier is for maskformer proposals or the fcn method")
         if classifier == "network" and not (isinstance(proposals, MaskFormerProposals) or method == "fcn"):
-            raise ZssegError("'network' needs a classifier of its own: maskformer proposals or the fcn method")
+            raise ZssegError(f"the '{proposals.name}' proposals have no classifier of their own; 'network' needs maskformer "
+                             "proposals or the fcn method")
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
         self.method = method
         self.proposals = proposals
