@@ -47,6 +47,7 @@ def save_random_fcn(folder: Path, clip) -> None:
     names = Vocabulary.preset("coco-stuff-171")
     text = PromptEncoder(clip, prompt, cache=False).encode_vocabulary(names)
     info = {"clip": clip.source, "dataset": "coco-stuff", "protocol": "cross-dataset", "steps": 0, "train": asdict(config.train)}
+    folder.mkdir(parents=True, exist_ok=True)
     save_network(folder, FCN_FILES, model, asdict(model.config), text, names.names, info, prompt)
 
 
@@ -95,11 +96,11 @@ def main() -> None:
     baseline = rows[0][1]
     print(f"\n{len(images)} COCO-Stuff val2017 images, max size {args.max_size}, {torch.get_num_threads()} threads, "
           f"ViT-B/16 (random weights), 171 classes\n")
-    print("| method | s / image | vs two-stage | dense CLIP windows / image | largest stages (s / image) |")
+    print("| method | s / image | speed-up over two-stage | dense CLIP windows / image | largest stages (s / image) |")
     print("|---|---:|---:|---:|---|")
     for name, seconds, windows, stages in rows:
         top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1])[:3])
-        print(f"| {name} | {seconds:.2f} | {baseline / seconds:.1f}x faster | {windows:g} | {top} |")
+        print(f"| {name} | {seconds:.2f} | {baseline / seconds:.1f}x | {windows:g} | {top} |")
 
 
 if __name__ == "__main__":
