@@ -293,6 +293,8 @@ def test_cli_bad_inputs(network, labelled, clip_dir, tmp_path):
     assert threshold.returncode == 2 and "reject-threshold" in threshold.stderr
     cross = run(["pseudo-label", *common, *model, "--protocol", "cross-dataset", "--output-dir", str(tmp_path / "a")])
     assert cross.returncode == 2 and "invalid choice" in cross.stderr
+    dense = run(["pseudo-label", *common, "--clip", str(clip_dir), "--method", "dense-clip", "--output-dir", str(tmp_path / "a")])
+    assert dense.returncode == 2 and "made from proposals" in dense.stderr
     gt = run(["pseudo-label", *common, *model, "--proposals", "ground-truth", "--output-dir", str(tmp_path / "a")])
     assert gt.returncode == 2 and "invalid choice" in gt.stderr
     inside = run(["pseudo-label", *common, *model, "--output-dir", str(DATA / "coco" / "pl")])

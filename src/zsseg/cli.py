@@ -650,6 +650,8 @@ def _pseudo_label(args: argparse.Namespace) -> int:
     from .distributed import init_distributed, shutdown_distributed
     from .self_training import pseudo_label
 
+    if args.method in PER_PIXEL_METHODS:
+        raise ZssegError(f"pseudo-labels are made from proposals (--method two-stage or fast), not --method {args.method}")
     dataset = load_dataset(args.dataset, args.data_root, args.split)
     _check_prompt(args)
     dataset.check_outside(args.output_dir, "--output-dir")
