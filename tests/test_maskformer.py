@@ -390,7 +390,7 @@ def test_segmenter_ensembles_the_network_with_clip(trained, clip):
     # Recompute the ensemble by hand from its two sources.
     working = resize_image(image, generator.proposal_size(*image.shape[:2], 1024))
     masks, embeddings = generator.predict(working)
-    net = generator.class_probs(embeddings, segmenter.proposal_prompts.encode_vocabulary(vocabulary))
+    net = generator.class_probs(embeddings, segmenter.network_prompts.encode_vocabulary(vocabulary))
     clip_scores = segmenter.classifier.classify(working, masks, vocabulary)
     clip_probs = torch.ones_like(net)
     clip_probs[clip_scores.keep] = clip_scores.probs
@@ -407,13 +407,13 @@ def test_segmenter_labels_the_network_masks_with_one_part_alone(trained, clip):
     working = resize_image(image, generator.proposal_size(*image.shape[:2], 1024))
     masks, embeddings = generator.predict(working)
     network = Segmenter(clip=clip, proposals=generator, prompt="single", classifier="network").segment(image, vocabulary)
-    encoder = Segmenter(clip=clip, proposals=generator, prompt="single").proposal_prompts
+    encoder = Segmenter(clip=clip, proposals=generator, prompt="single").network_prompts
     # Network alone: its probabilities for every class, seen or not, on all its masks.
     assert torch.allclose(network.region_probs, generator.class_probs(embeddings, encoder.encode_vocabulary(vocabulary)), atol=1e-6)
     assert network.masks.shape[0] == TINY.model.num_queries
     # CLIP alone: Eq. 1 for every class on each mask non-empty at 0.5 (the reference code's lambda <= 0).
     alone = Segmenter(clip=clip, proposals=generator, prompt="single", classifier="clip")
-    assert alone.proposal_prompts is None
+    assert alone.network_prompts is None
     result = alone.segment(image, vocabulary)
     ordered = generator.generate(working)
     scores = alone.classifier.classify(working, ordered, vocabulary)

@@ -278,9 +278,9 @@ def test_proposals_trained_with_a_learned_prompt_keep_it(learned, clip, tmp_path
 
     segmenter = Segmenter(clip=clip, proposals=MaskFormerProposals(tmp_path, max_proposals=5), max_size=128)
     assert segmenter.classifier.prompts.prompt.identity == learned_copy.identity  # default: the network's own prompt
-    assert segmenter.proposal_prompts is segmenter.classifier.prompts
+    assert segmenter.network_prompts is segmenter.classifier.prompts
     other = Segmenter(clip=clip, proposals=MaskFormerProposals(tmp_path, max_proposals=5), prompt="single", max_size=128)
-    assert other.proposal_prompts.prompt.identity == learned_copy.identity  # the network keeps the prompt it learned with
+    assert other.network_prompts.prompt.identity == learned_copy.identity  # the network keeps the prompt it learned with
 
 
 # --- the text-feature cache ---------------------------------------------------------------------

@@ -176,18 +176,19 @@ class Segmenter:
         self.dense_mode, self.overlap = dense_mode, overlap
         # Dense CLIP: sliding windows at the processing size, or (fast mode) at most two 224 windows.
         self.dense = DenseClip(self.clip, dense_mode, overlap=0.0 if method == "fast" else overlap)
-        self.proposal_prompts: PromptEncoder | None = None
+        # The prompt encoder of a trained network's own text classifier (proposal network or FCN).
+        self.network_prompts: PromptEncoder | None = None
         if self.fcn is not None and classifier != "clip":
-            self.proposal_prompts = network_text_encoder(self.fcn, self.fcn.embed_dim, self.clip, self.classifier.prompts)
+            self.network_prompts = network_text_encoder(self.fcn, self.fcn.embed_dim, self.clip, self.classifier.prompts)
         elif isinstance(proposals, MaskFormerProposals) and classifier != "clip" and not per_pixel:
-            self.proposal_prompts = proposal_text_encoder(proposals, self.clip, self.classifier.prompts)
+            self.network_prompts = proposal_text_encoder(proposals, self.clip, self.classifier.prompts)
 
     def prepare(self, vocabulary: Vocabulary | str | list[str]) -> Vocabulary:
         """Validate a vocabulary and encode its names (cached), so errors surface before any image."""
         vocabulary = as_vocabulary(vocabulary)
         self.classifier.embed_vocabulary(vocabulary)
-        if self.proposal_prompts is not None:
-            self.proposal_prompts.encode_vocabulary(vocabulary)
+        if self.network_prompts is not None:
+            self.network_prompts.encode_vocabulary(vocabulary)
         return vocabulary
 
     def segment(
@@ -224,7 +225,7 @@ class Segmenter:
             raise ZssegError(f"the '{self.proposals.name}' proposals need the image's label map (ground_truth=)")
         small = resize_image(full, self.proposals.proposal_size(full.shape[0], full.shape[1], self.max_size))
         lap("image_loading")
-        if self.proposal_prompts is not None:
+        if self.network_prompts is not None:
             masks, probs = self._ensemble(small, vocabulary, text, lap)
         else:
             masks = self.proposals.generate(small, ground_truth)  # generators that need none ignore it
@@ -251,7 +252,7 @@ class Segmenter:
         lap("image_loading")
         network = clip_probs = None
         if self.fcn is not None and self.classifier_mode != "clip":
-            network = self.fcn.class_probs(self.fcn.predict(small), self.proposal_prompts.encode_vocabulary(vocabulary))
+            network = self.fcn.class_probs(self.fcn.predict(small), self.network_prompts.encode_vocabulary(vocabulary))
             lap("network")
         if network is None or self.classifier_mode == "ensemble":
             clip_probs = dense_logits(self.dense.features(small), text).softmax(dim=0).cpu()
@@ -309,7 +310,7 @@ class Segmenter:
         network's probabilities only. With `classifier="network"`, the network's alone."""
         proposals: MaskFormerProposals = self.proposals  # type: ignore[assignment]
         masks, embeddings = proposals.predict(image)
-        network = proposals.class_probs(embeddings, self.proposal_prompts.encode_vocabulary(vocabulary))
+        network = proposals.class_probs(embeddings, self.network_prompts.encode_vocabulary(vocabulary))
         lap("proposals")
         if self.classifier_mode == "network":
             return masks, network
