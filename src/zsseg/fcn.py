@@ -31,7 +31,7 @@ from .clip import ClipModel, usable_device
 from .datasets import SegmentationDataset
 from .distributed import Distributed
 from .errors import ZssegError
-from .maskformer.config import RESNETS, TrainConfig
+from .maskformer.config import RESNETS, SolverConfig
 from .maskformer.data import Augmentation, TrainingSamples
 from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, ResNetFeatures, parameter_groups, seeded
 from .maskformer.training import build_optimizer, freeze_batch_norm, loop_settings, training_classes
@@ -67,25 +67,24 @@ class FcnModelConfig:
 
 @dataclass(frozen=True)
 class FcnConfig:
-    """A named FCN config. `train` is MaskFormer's `TrainConfig`; of it the FCN uses the
-    schedule, optimiser, augmentation, test size, prompt and loop settings (the set-loss
-    weights and deep supervision do not apply)."""
+    """A named FCN config: its architecture, and the solver it shares with the proposal
+    network (schedule, optimiser, augmentation, test size, prompt, loop settings)."""
 
     description: str
     model: FcnModelConfig
-    train: TrainConfig
+    train: SolverConfig
 
 
 FCN_CONFIGS: dict[str, FcnConfig] = {
     "paper": FcnConfig(
         "the paper's FCN baseline: ResNet-101 (ImageNet) + FPN, 640 crops, batch 32, 60k steps, AdamW 1e-4 (its MaskFormer recipe)",
         FcnModelConfig(),
-        TrainConfig(),
+        SolverConfig(),
     ),
     "cpu": FcnConfig(
         "a small random-init ResNet, 64-wide FPN, 128 crops, batch 4, 1500 steps at lr 1e-3 (CPU, tests)",
         FcnModelConfig(backbone="resnet-tiny", conv_dim=64, mask_dim=64),
-        TrainConfig(max_iters=1500, batch_size=4, crop_size=128, test_size=192, lr=1e-3, backbone_lr_multiplier=1.0,
+        SolverConfig(max_iters=1500, batch_size=4, crop_size=128, test_size=192, lr=1e-3, backbone_lr_multiplier=1.0,
                     checkpoint_every=250, log_every=10),
     ),
 }

@@ -75,8 +75,9 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Training settings; the defaults are the paper's (MaskFormer's recipe).
+class SolverConfig:
+    """What every per-pixel network trains with (the proposal network's `TrainConfig` and the
+    FCN's); the defaults are the paper's (MaskFormer's recipe).
 
     Attributes:
         max_iters, batch_size: optimisation steps and images per step (over all processes).
@@ -88,9 +89,6 @@ class TrainConfig:
         lr, weight_decay, backbone_lr_multiplier, poly_power: AdamW with a poly schedule;
             norm layers and embeddings have no weight decay.
         grad_clip: maximum L2 norm of the whole model's gradient (MaskFormer: 0.01).
-        no_object_weight, class_weight, mask_weight, dice_weight: loss and matching weights
-            (cross-entropy, sigmoid focal loss, dice loss).
-        deep_supervision: also apply the loss to every intermediate decoder layer.
         prompt: the prompt of the frozen CLIP text embeddings of the classes: a template set, a
             template, or a prompt file (`zsseg.prompts.load_prompt`).
         checkpoint_every, log_every: steps between checkpoints and between log lines.
@@ -109,11 +107,6 @@ class TrainConfig:
     backbone_lr_multiplier: float = 0.1
     poly_power: float = 0.9
     grad_clip: float = 0.01
-    no_object_weight: float = 0.1
-    class_weight: float = 1.0
-    mask_weight: float = 20.0
-    dice_weight: float = 1.0
-    deep_supervision: bool = True
     prompt: str = "imagenet"
     checkpoint_every: int = 1000
     log_every: int = 20
@@ -129,6 +122,23 @@ class TrainConfig:
             raise ZssegError(f"scales must satisfy 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
         if self.lr <= 0 or self.weight_decay < 0 or self.backbone_lr_multiplier < 0:
             raise ZssegError("lr must be positive, weight decay and the backbone multiplier non-negative")
+
+
+@dataclass(frozen=True)
+class TrainConfig(SolverConfig):
+    """The proposal network's training settings: `SolverConfig` and the set loss.
+
+    Attributes:
+        no_object_weight, class_weight, mask_weight, dice_weight: loss and matching weights
+            (cross-entropy, sigmoid focal loss, dice loss).
+        deep_supervision: also apply the loss to every intermediate decoder layer.
+    """
+
+    no_object_weight: float = 0.1
+    class_weight: float = 1.0
+    mask_weight: float = 20.0
+    dice_weight: float = 1.0
+    deep_supervision: bool = True
 
 
 @dataclass(frozen=True)
@@ -190,6 +200,7 @@ __all__ = [
     "ModelConfig",
     "NamedConfig",
     "RESNETS",
+    "SolverConfig",
     "TrainConfig",
     "model_config_from_dict",
     "named_config",

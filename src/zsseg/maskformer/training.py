@@ -36,10 +36,10 @@ from ..prompts import PromptEncoder, VocabularyEmbedding, load_prompt
 from ..training import LOG_NAME, LoopSettings, TrainingResult, run_record, run_training
 from ..training import check_output_dir as _check_output_dir
 from ..vocabulary import Vocabulary
-from .config import ModelConfig, NamedConfig, TrainConfig
+from .config import ModelConfig, NamedConfig, SolverConfig, TrainConfig
 from .criterion import set_loss
 from .data import Augmentation, TrainingSamples
-from .model import MaskFormer, build_model
+from .model import build_model
 from .weights import CONFIG_NAME, WEIGHTS_NAME, save_proposals
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def poly_factor(step: int, max_iters: int, power: float) -> float:
     return (1.0 - min(step, max_iters) / max_iters) ** power
 
 
-def build_optimizer(model: MaskFormer, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def build_optimizer(model: nn.Module, config: SolverConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (backbone at lr x backbone_lr_multiplier; no decay on norms and embeddings) and
     the poly schedule."""
     groups = model.parameter_groups()
@@ -196,7 +196,7 @@ def _run_signature(model_config: ModelConfig, config: TrainConfig, dataset: Segm
     }
 
 
-def loop_settings(train: TrainConfig) -> LoopSettings:
+def loop_settings(train: SolverConfig) -> LoopSettings:
     return LoopSettings(train.max_iters, train.batch_size, train.grad_clip, train.checkpoint_every, train.log_every, train.seed)
 
 
