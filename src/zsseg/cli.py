@@ -205,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     select.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
     select.add_argument("--output", required=True, type=Path, help="the prompt file to write (JSON), with the whole ranking")
 
-    commands.add_parser("configs", help="list the named configs of `zsseg train proposals` and `zsseg train prompts`")
+    commands.add_parser("configs", help="list the named configs of `zsseg train proposals`, `zsseg train fcn` and `zsseg train prompts`")
     commands.add_parser("vocabularies", help="list the built-in vocabularies")
     commands.add_parser("datasets", help="list the benchmarks `zsseg eval` reads")
     return parser
