@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,21 @@ def _private_text_cache(tmp_path_factory):
         os.environ.pop("ZSSEG_CACHE_DIR", None)
     else:
         os.environ["ZSSEG_CACHE_DIR"] = old
+
+
+def run(args, env=None, module=("-m", "zsseg")):
+    """A command in a fresh Python process (`python -m zsseg ARGS` by default), captured."""
+    return subprocess.run([sys.executable, *module, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+def subset(name: str, split: str, count: int):
+    """The first `count` samples of a real benchmark split."""
+    from zsseg.datasets import load_dataset
+
+    dataset = load_dataset(name, DATA, split)
+    dataset.samples = dataset.samples[:count]
+    return dataset
 
 
 def tiny_clip_config(image_size: int = 224):

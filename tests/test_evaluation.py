@@ -3,25 +3,17 @@ predictions re-score to the reported numbers, torchrun with 2 processes equals 1
 and bad inputs give clear errors."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA
+from conftest import DATA, run
 from zsseg.datasets import load_dataset
 from zsseg.errors import ZssegError
 from zsseg.evaluation import OraclePredictor, evaluate, oracle_classes
 from zsseg.proposals import GroundTruthProposals, SelectiveSearch
-
-
-def run(args, env=None, module=("-m", "zsseg")):
-    return subprocess.run([sys.executable, *module, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
 
 
 @pytest.mark.parametrize(

@@ -3,18 +3,14 @@ exact resume, saved weights), dense CLIP, their ensemble checked by hand, and th
 CLIP budget; and the same through `zsseg train fcn`, `segment` and `eval --method`."""
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import DATA
+from conftest import DATA, run, subset
 from zsseg import Segmenter, Vocabulary, ZssegError
-from zsseg.datasets import load_dataset
 from zsseg.dense_clip import dense_logits
 from zsseg.fcn import FCN_CONFIGS, FcnModelConfig, fcn_config, load_fcn, train_fcn
 from zsseg.images import read_image, resize_image
@@ -29,16 +25,6 @@ CPU = fcn_config("cpu")
 
 def small(**train):
     return replace(CPU, train=replace(CPU.train, **{"crop_size": 128, "batch_size": 2, "log_every": 1, **train}))
-
-
-def subset(name, split, count):
-    dataset = load_dataset(name, DATA, split)
-    dataset.samples = dataset.samples[:count]
-    return dataset
-
-
-def run(args):
-    return subprocess.run([sys.executable, "-m", "zsseg", *args], capture_output=True, text=True, timeout=600, env=dict(os.environ))
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ learns, exact resumption after a kill, torchrun, saved weights, and the ensemble
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,9 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, save_tiny_clip
+from conftest import DATA, run, save_tiny_clip, subset
 from zsseg import Segmenter, Vocabulary, ZssegError
-from zsseg.datasets import load_dataset
 from zsseg.images import bounded_size, read_image, resize_image
 from zsseg.maskformer.config import CONFIGS, TrainConfig, named_config
 from zsseg.maskformer.criterion import Target, dice_loss, focal_loss, hungarian_match, set_loss
@@ -30,19 +28,8 @@ from zsseg.proposals import MaskFormerProposals
 TINY = named_config("tiny")
 
 
-def run(args, env=None, module=("-m", "zsseg")):
-    return subprocess.run([sys.executable, *module, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
-
-
 def small(config=TINY, **train):
     return replace(config, train=replace(config.train, **{"crop_size": 128, "batch_size": 2, "log_every": 1, **train}))
-
-
-def subset(name, split, count):
-    dataset = load_dataset(name, DATA, split)
-    dataset.samples = dataset.samples[:count]
-    return dataset
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -12,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DATA, save_tiny_clip
+from conftest import DATA, run, save_tiny_clip, subset
 from zsseg import Segmenter, load_clip
-from zsseg.datasets import SegmentationDataset, load_dataset
+from zsseg.datasets import SegmentationDataset
 from zsseg.errors import ZssegError
 from zsseg.maskformer.config import named_config
 from zsseg.maskformer.training import train_proposals
@@ -37,17 +36,6 @@ CPU = prompt_config("cpu")
 
 def small(**overrides):
     return replace(CPU, **{"batch_size": 4, "samples_per_class": 2, "log_every": 1, "checkpoint_every": 2, **overrides})
-
-
-def subset(name: str, split: str, count: int) -> SegmentationDataset:
-    dataset = load_dataset(name, DATA, split)
-    dataset.samples = dataset.samples[:count]
-    return dataset
-
-
-def run(args, env=None, module=("-m", "zsseg")):
-    return subprocess.run([sys.executable, *module, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA
+from conftest import DATA, run, subset
 from zsseg import Segmenter, ZssegError
 from zsseg.assembly import assemble
 from zsseg.datasets import IGNORE, load_dataset
@@ -27,16 +27,6 @@ from zsseg.self_training import MANIFEST_NAME, LabelEncoding, load_pseudo_labels
 
 TINY = named_config("tiny")
 CONFIG = replace(TINY, train=replace(TINY.train, crop_size=128, batch_size=2, log_every=1, max_iters=2))
-
-
-def run(args):
-    return subprocess.run([sys.executable, "-m", "zsseg", *args], capture_output=True, text=True, timeout=600, env=dict(os.environ))
-
-
-def subset(name, split, count):
-    dataset = load_dataset(name, DATA, split)
-    dataset.samples = dataset.samples[:count]
-    return dataset
 
 
 @pytest.fixture(scope="module")
