@@ -32,12 +32,11 @@ from .datasets import SegmentationDataset
 from .distributed import Distributed
 from .errors import ZssegError
 from .maskformer.config import RESNETS, SolverConfig
-from .maskformer.data import Augmentation, TrainingSamples
 from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, ResNetFeatures, parameter_groups, seeded
-from .maskformer.training import build_optimizer, freeze_batch_norm, loop_settings, training_classes
+from .maskformer.training import TextClassifierTask, loop_settings, training_classes
 from .maskformer.weights import NetworkFiles, read_network, save_network
-from .prompts import Prompt, PromptEncoder, VocabularyEmbedding, load_prompt
-from .training import TrainingResult, run_record, run_training
+from .prompts import Prompt, VocabularyEmbedding
+from .training import TrainingResult, run_training
 from .training import check_output_dir as _check_output_dir
 from .vocabulary import Vocabulary
 
@@ -140,7 +139,7 @@ def check_output_dir(output_dir: Path) -> None:
     _check_output_dir(output_dir, (FCN_FILES.weights, FCN_FILES.config))
 
 
-class FcnTask:
+class FcnTask(TextClassifierTask):
     """The FCN as a `zsseg.training.TrainingTask`: per-pixel cross-entropy over the training
     classes, scored against their frozen CLIP text embeddings."""
 
@@ -149,36 +148,11 @@ class FcnTask:
 
     def __init__(self, dataset: SegmentationDataset, config: FcnConfig, clip: ClipModel, protocol: str,
                  backbone_weights: str | None, device: torch.device, text_cache: bool = True):
-        train = config.train
-        self.train, self.dataset, self.clip, self.protocol = train, dataset, clip, protocol
-        self.backbone_weights = backbone_weights
-        class_indices = training_classes(dataset, protocol)
-        self.vocabulary = Vocabulary([dataset.vocabulary.classes[i] for i in class_indices], name=f"{dataset.name}-{protocol}")
-        self.prompt = load_prompt(train.prompt)
-        text = PromptEncoder(clip, self.prompt, cache=text_cache).encode_vocabulary(self.vocabulary)
-        self.text = VocabularyEmbedding(text.features.float().to(device), text.synonym_class.to(device), text.num_classes)
+        super().__init__(dataset, config.train, clip, protocol, backbone_weights, device, text_cache,
+                         training_classes(dataset, protocol))
         self.model_config = replace(config.model, embed_dim=clip.embed_dim)
-        self.module = build_fcn(self.model_config, seed=train.seed)
-        settings = asdict(train)
-        settings.pop("max_iters")
-        self.signature = {"kind": "fcn", "model": asdict(self.model_config), "train": settings, "dataset": dataset.name,
-                          "split": dataset.split, "num_images": len(dataset), "protocol": protocol,
-                          "class_names": self.vocabulary.names, "backbone_weights": backbone_weights, "clip": clip.source,
-                          "prompt": self.prompt.identity}
-        augmentation = Augmentation(train.crop_size, train.min_scale, train.max_scale, train.flip)
-        self.samples = TrainingSamples(dataset, class_indices, augmentation, train.seed)
-        self.device = device
-
-    def initialise(self) -> None:
-        if self.backbone_weights is not None:
-            self.module.backbone.load_pretrained(self.backbone_weights)
-
-    def prepare(self) -> None:
-        if self.backbone_weights is not None:
-            freeze_batch_norm(self.module.backbone)
-
-    def build_optimizer(self):
-        return build_optimizer(self.module, self.train)
+        self.module = build_fcn(self.model_config, seed=config.train.seed)
+        self.signature = {"kind": "fcn", **self.run_signature(self.model_config)}
 
     def loss(self, module: nn.Module, positions: list[int], context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images, labels = self.samples.labelled_batch(positions)
@@ -189,14 +163,9 @@ class FcnTask:
         ce = F.cross_entropy(logits, labels, ignore_index=-1) if (labels >= 0).any() else logits.sum() * 0.0
         return ce, {"ce": ce.detach()}
 
-    def learning_rate(self, optimizer: torch.optim.Optimizer) -> float:
-        return next(g["lr"] for g in optimizer.param_groups if g["name"].startswith("head"))
-
     def save(self, output_dir: Path) -> Path:
-        info = {**run_record(self.clip.source, self.dataset, self.protocol, self.train.max_iters),
-                "backbone_weights": self.backbone_weights, "train": asdict(self.train)}
         return save_network(output_dir, FCN_FILES, self.module, asdict(self.module.config), self.text, self.vocabulary.names,
-                            info, self.prompt)[0]
+                            self.run_info(), self.prompt)[0]
 
 
 def train_fcn(

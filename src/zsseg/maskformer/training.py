@@ -36,7 +36,7 @@ from ..prompts import PromptEncoder, VocabularyEmbedding, load_prompt
 from ..training import LOG_NAME, LoopSettings, TrainingResult, run_record, run_training
 from ..training import check_output_dir as _check_output_dir
 from ..vocabulary import Vocabulary
-from .config import ModelConfig, NamedConfig, SolverConfig, TrainConfig
+from .config import NamedConfig, SolverConfig
 from .criterion import set_loss
 from .data import Augmentation, TrainingSamples
 from .model import build_model
@@ -88,7 +88,65 @@ def check_output_dir(output_dir: Path) -> None:
     _check_output_dir(output_dir, (WEIGHTS_NAME, CONFIG_NAME))
 
 
-class ProposalTask:
+class TextClassifierTask:
+    """What a `zsseg.training.TrainingTask` shares with every network whose classifier is the
+    frozen CLIP text embeddings of its training classes (the proposal network, the FCN): those
+    embeddings, the data stream, the run's signature and record, the optimiser, and loading and
+    freezing a pretrained ResNet backbone. Subclasses set `module`, its config, and the loss."""
+
+    def __init__(self, dataset: SegmentationDataset, train: SolverConfig, clip: ClipModel, protocol: str,
+                 backbone_weights: str | None, device: torch.device, text_cache: bool, class_indices: list[int]):
+        self.train, self.dataset, self.clip, self.protocol = train, dataset, clip, protocol
+        self.backbone_weights = backbone_weights
+        self.device = device
+        self.vocabulary = Vocabulary([dataset.vocabulary.classes[i] for i in class_indices], name=f"{dataset.name}-{protocol}")
+        self.prompt = load_prompt(train.prompt)
+        text = PromptEncoder(clip, self.prompt, cache=text_cache).encode_vocabulary(self.vocabulary)
+        self.text = VocabularyEmbedding(text.features.float().to(device), text.synonym_class.to(device), text.num_classes)
+        augmentation = Augmentation(train.crop_size, train.min_scale, train.max_scale, train.flip)
+        self.samples = TrainingSamples(dataset, class_indices, augmentation, train.seed)
+
+    def run_signature(self, model_config) -> dict:
+        """What must be equal for a checkpoint to be resumed (max_iters may grow)."""
+        train = asdict(self.train)
+        train.pop("max_iters")
+        return {
+            "model": asdict(model_config),
+            "train": train,
+            "dataset": self.dataset.name,
+            "split": self.dataset.split,
+            "num_images": len(self.dataset),
+            "protocol": self.protocol,
+            "class_names": self.vocabulary.names,
+            "backbone_weights": self.backbone_weights,
+            "clip": self.clip.source,
+            "prompt": self.prompt.identity,
+        }
+
+    def run_info(self) -> dict:
+        """The run's record in the saved JSON (beside the architecture and classes)."""
+        return {
+            **run_record(self.clip.source, self.dataset, self.protocol, self.train.max_iters),
+            "backbone_weights": self.backbone_weights,
+            "train": asdict(self.train),
+        }
+
+    def initialise(self) -> None:
+        if self.backbone_weights is not None:
+            self.module.backbone.load_pretrained(self.backbone_weights)
+
+    def prepare(self) -> None:
+        if self.backbone_weights is not None:
+            freeze_batch_norm(self.module.backbone)  # before the optimiser: frozen parameters stay out of it
+
+    def build_optimizer(self):
+        return build_optimizer(self.module, self.train)
+
+    def learning_rate(self, optimizer: torch.optim.Optimizer) -> float:
+        return next(g["lr"] for g in optimizer.param_groups if g["name"].startswith("head"))
+
+
+class ProposalTask(TextClassifierTask):
     """The proposal network as a `zsseg.training.TrainingTask`: the set loss of MaskFormer,
     with the frozen CLIP text embeddings of the training classes as its classifier."""
 
@@ -98,7 +156,6 @@ class ProposalTask:
     def __init__(self, dataset: SegmentationDataset, config: NamedConfig, clip: ClipModel, protocol: str,
                  backbone_weights: str | None, device: torch.device, text_cache: bool = True,
                  pseudo_labels: PseudoLabels | None = None):
-        train = config.train
         self.pseudo_labels = pseudo_labels
         if pseudo_labels is not None:
             if protocol != "zero-shot":
@@ -107,41 +164,25 @@ class ProposalTask:
             class_indices = list(range(dataset.num_classes))  # the unseen classes have labels now
         else:
             class_indices = training_classes(dataset, protocol)
-        self.train, self.dataset, self.clip, self.protocol = train, dataset, clip, protocol
-        self.backbone_weights = backbone_weights
-        self.vocabulary = Vocabulary([dataset.vocabulary.classes[i] for i in class_indices], name=f"{dataset.name}-{protocol}")
-        self.prompt = load_prompt(train.prompt)
-        text = PromptEncoder(clip, self.prompt, cache=text_cache).encode_vocabulary(self.vocabulary)
-        self.text = VocabularyEmbedding(text.features.float().to(device), text.synonym_class.to(device), text.num_classes)
+        super().__init__(dataset, config.train, clip, protocol, backbone_weights, device, text_cache, class_indices)
         self.model_config = replace(
             config.model,
             embed_dim=clip.embed_dim,
             clip_vision=clip.model.config.vision_config.to_dict() if config.model.backbone == "clip" else None,
         )
-        self.module = build_model(self.model_config, seed=train.seed)
-        self.signature = _run_signature(self.model_config, train, dataset, protocol, self.vocabulary.names, backbone_weights,
-                                        clip.source, self.prompt.identity)
+        self.module = build_model(self.model_config, seed=config.train.seed)
+        self.signature = self.run_signature(self.model_config)
         if pseudo_labels is not None:
             manifest = pseudo_labels.manifest
             self.signature["pseudo_labels"] = {"signature": manifest["signature"], "pixels": manifest["pixels"]}
-        self.samples = TrainingSamples(dataset, class_indices, Augmentation(train.crop_size, train.min_scale, train.max_scale, train.flip), train.seed)
+        train = config.train
         self.loss_weights = {"ce": train.class_weight, "focal": train.mask_weight, "dice": train.dice_weight}
-        self.device = device
 
     def initialise(self) -> None:
-        if self.backbone_weights is None:
-            return
-        if self.model_config.backbone == "clip":
+        if self.backbone_weights is not None and self.model_config.backbone == "clip":
             self.module.backbone.body.vision_model.load_state_dict(self.clip.model.vision_model.state_dict())
         else:
-            self.module.backbone.load_pretrained(self.backbone_weights)
-
-    def prepare(self) -> None:
-        if self.backbone_weights is not None:
-            freeze_batch_norm(self.module.backbone)  # before the optimiser: frozen parameters stay out of it
-
-    def build_optimizer(self):
-        return build_optimizer(self.module, self.train)
+            super().initialise()
 
     def loss(self, module: nn.Module, positions: list[int], context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         train = self.train
@@ -163,37 +204,11 @@ class ProposalTask:
                 total = total + self.loss_weights[name] * value
         return total, terms
 
-    def learning_rate(self, optimizer: torch.optim.Optimizer) -> float:
-        return next(g["lr"] for g in optimizer.param_groups if g["name"].startswith("head"))
-
     def save(self, output_dir: Path) -> Path:
-        info = {
-            **run_record(self.clip.source, self.dataset, self.protocol, self.train.max_iters),
-            "backbone_weights": self.backbone_weights,
-            "train": asdict(self.train),
-        }
+        info = self.run_info()
         if self.pseudo_labels is not None:
             info["self_training"] = self.pseudo_labels.record()
         return save_proposals(output_dir, self.module, self.text, self.vocabulary.names, info, self.prompt)[0]
-
-
-def _run_signature(model_config: ModelConfig, config: TrainConfig, dataset: SegmentationDataset, protocol: str,
-                   class_names: list[str], backbone_weights: str | None, clip_source: str, prompt: str) -> dict:
-    """What must be equal for a checkpoint to be resumed (max_iters may grow)."""
-    train = asdict(config)
-    train.pop("max_iters")
-    return {
-        "model": asdict(model_config),
-        "train": train,
-        "dataset": dataset.name,
-        "split": dataset.split,
-        "num_images": len(dataset),
-        "protocol": protocol,
-        "class_names": class_names,
-        "backbone_weights": backbone_weights,
-        "clip": clip_source,
-        "prompt": prompt,
-    }
 
 
 def loop_settings(train: SolverConfig) -> LoopSettings:
