@@ -26,7 +26,7 @@ from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build
 from .fcn import FCN_CONFIGS
 from .maskformer.config import CONFIGS
 from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES
-from .segmenter import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS, Segmenter
+from .segmenter import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS, PER_PIXEL_METHODS, Segmenter
 from .self_training import DEFAULT_REJECT_THRESHOLD
 from .version import __version__
 from .vocabulary import PRESETS, Vocabulary
@@ -282,9 +282,6 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str], defaul
     parser.add_argument("--classifier", default="ensemble", choices=list(CLASSIFIERS),
                         help="who labels the maskformer's masks or the fcn's pixels: the ensemble (default), clip alone or the network "
                         "alone (ablations)")
-
-
-PER_PIXEL_METHODS = ("dense-clip", "fcn")
 
 
 def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerator:

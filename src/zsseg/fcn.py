@@ -19,7 +19,7 @@ to `OUT/fcn.safetensors` and `OUT/fcn.json`, stored as the proposal network's ar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from .clip import ClipModel, usable_device
 from .datasets import SegmentationDataset
 from .distributed import Distributed
 from .errors import ZssegError
-from .maskformer.config import RESNETS, SolverConfig
+from .maskformer.config import RESNETS, SolverConfig, config_from_dict
 from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, ResNetFeatures, parameter_groups, seeded
 from .maskformer.training import TextClassifierTask, loop_settings, training_classes
 from .maskformer.weights import NetworkFiles, read_network, save_network
@@ -240,8 +240,7 @@ class TrainedFcn:
 
     def seen_classes(self, vocabulary: Vocabulary) -> torch.Tensor:
         """`[C]` bool: classes of `vocabulary` that the network was trained on (any synonym)."""
-        trained = {name.lower() for synonyms in self.vocabulary.classes for name in synonyms}
-        return torch.tensor([any(n.lower() in trained for n in cls) for cls in vocabulary.classes])
+        return torch.tensor(vocabulary.shares_names(self.vocabulary))
 
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> torch.Tensor:
@@ -266,10 +265,7 @@ class TrainedFcn:
 def load_fcn(path: str | Path, device: str | torch.device = "cpu") -> TrainedFcn:
     """Load what `zsseg train fcn` wrote, from its folder or `fcn.safetensors`."""
     stored = read_network(path, FCN_FILES)
-    unknown = set(stored.model_config) - {f.name for f in fields(FcnModelConfig)}
-    if unknown:
-        raise ZssegError(f"{stored.config}: unknown FCN config field(s): {', '.join(sorted(unknown))}")
-    model = PerPixelFcn(FcnModelConfig(**stored.model_config))
+    model = PerPixelFcn(config_from_dict(FcnModelConfig, stored.model_config, stored.config))
     stored.load_state(model)
     return TrainedFcn(model.to(usable_device(device)).eval(), stored.text, stored.class_names, stored.info, stored.prompt)
 

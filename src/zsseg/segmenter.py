@@ -47,6 +47,7 @@ FCN_ENSEMBLE_WEIGHT = 0.7  # lambda of the FCN + dense CLIP ensemble (the refere
 # Who labels: the ensemble, CLIP alone (Eq. 1 / dense CLIP), or the trained network alone.
 CLASSIFIERS = ("ensemble", "clip", "network")
 METHODS = ("two-stage", "fast", "dense-clip", "fcn")
+PER_PIXEL_METHODS = ("dense-clip", "fcn")  # the methods that label pixels, with no proposals
 
 
 @dataclass
@@ -152,7 +153,7 @@ class Segmenter:
                              else f"FCN weights are for the 'fcn' method, not '{method}'")
         if isinstance(proposals, str):
             proposals = build_proposal_generator(proposals, max_proposals=max_proposals)
-        per_pixel = method in ("dense-clip", "fcn")
+        per_pixel = method in PER_PIXEL_METHODS
         if method == "dense-clip" and classifier != "ensemble":
             raise ZssegError("the 'dense-clip' method is CLIP alone; --classifier is for maskformer proposals or the fcn method")
         if classifier == "network" and not (isinstance(proposals, MaskFormerProposals) or method == "fcn"):
@@ -219,7 +220,7 @@ class Segmenter:
         text = self.classifier.embed_vocabulary(vocabulary)
         lap("text_encoding")
         full = as_rgb_array(image)
-        if self.method in ("dense-clip", "fcn"):
+        if self.method in PER_PIXEL_METHODS:
             return self._per_pixel(full, vocabulary, text, lap, timings)
         if self.proposals.needs_ground_truth and ground_truth is None:
             raise ZssegError(f"the '{self.proposals.name}' proposals need the image's label map (ground_truth=)")
@@ -355,4 +356,4 @@ def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: Prom
     return encoder
 
 
-__all__ = ["Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "CLASSIFIERS", "METHODS"]
+__all__ = ["Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "CLASSIFIERS", "METHODS", "PER_PIXEL_METHODS"]

@@ -52,8 +52,8 @@ from .errors import ZssegError
 from .evaluation import unseen_classes
 from .metrics import ConfusionMatrix, compute_metrics
 from .proposals import MaskFormerProposals
-from .segmenter import Segmenter
-from .writers import SOFTWARE, check_target, write_atomically, write_json, written_by_zsseg
+from .segmenter import PER_PIXEL_METHODS, Segmenter
+from .writers import SOFTWARE, check_target, write_json, write_png, written_by_zsseg
 
 FORMAT = "zsseg-pseudo-labels/1"
 MANIFEST_NAME = "pseudo-labels.json"
@@ -121,12 +121,7 @@ class LabelEncoding:
         return image
 
     def write(self, path: Path, labels: np.ndarray) -> None:
-        from PIL import PngImagePlugin
-
-        image = self.image(labels)
-        info = PngImagePlugin.PngInfo()
-        info.add_text("Software", SOFTWARE)
-        write_atomically([path], [lambda f: image.save(f, format="PNG", pnginfo=info)])
+        write_png(path, self.image(labels))
 
 
 @dataclass
@@ -206,7 +201,7 @@ def pseudo_label(
         raise ZssegError("pseudo-labels are for the zero-shot protocol (--protocol zero-shot): the cross-dataset one has no unseen classes")
     if not 0.0 <= reject_threshold <= 1.0:
         raise ZssegError(f"the reject threshold must be in [0, 1], got {reject_threshold}")
-    if segmenter.method not in ("two-stage", "fast"):
+    if segmenter.method in PER_PIXEL_METHODS:
         raise ZssegError(f"pseudo-labels are made from proposals (--method two-stage or fast), not --method {segmenter.method}")
     if segmenter.proposals.needs_ground_truth:
         raise ZssegError(f"the '{segmenter.proposals.name}' proposals read the ground truth, unseen classes included; pseudo-labels need a model that does not")

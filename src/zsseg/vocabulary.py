@@ -81,6 +81,12 @@ class Vocabulary:
         """The first synonym of each class, for legends."""
         return [synonyms[0] for synonyms in self.classes]
 
+    def shares_names(self, other: "Vocabulary") -> list[bool]:
+        """For each class, whether any of its synonyms names a class of `other` (compared
+        case-insensitively): which classes a network trained on `other` has seen."""
+        known = {name.lower() for synonyms in other.classes for name in synonyms}
+        return [any(name.lower() in known for name in synonyms) for synonyms in self.classes]
+
     @classmethod
     def from_names(cls, names: list[str] | tuple[str, ...], name: str | None = None) -> "Vocabulary":
         """One class per entry; an entry may hold comma-separated synonyms."""

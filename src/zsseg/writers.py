@@ -135,7 +135,12 @@ def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarra
 def write_label_png(path: Path, labels: np.ndarray, num_classes: int) -> None:
     """One label PNG (see `label_image`), written atomically; its folder is created if missing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically([path], [lambda f: _save_png(label_image(labels, num_classes), f)])
+    write_png(path, label_image(labels, num_classes))
+
+
+def write_png(path: Path, image: Image.Image) -> None:
+    """An image as a PNG carrying zsseg's mark, written atomically."""
+    write_atomically([path], [lambda f: _save_png(image, f)])
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -184,12 +184,19 @@ def named_config(name: str) -> NamedConfig:
     return CONFIGS[name]
 
 
-def model_config_from_dict(data: dict) -> ModelConfig:
-    """A `ModelConfig` from its saved fields (proposals.json); unknown fields are an error."""
-    unknown = set(data) - {f.name for f in fields(ModelConfig)}
+def config_from_dict(config_class: type, data: dict, source: object = None):
+    """A config dataclass (`ModelConfig`, the FCN's) from its saved fields (the network's
+    JSON, named by `source` in the error); unknown fields are an error."""
+    unknown = set(data) - {f.name for f in fields(config_class)}
     if unknown:
-        raise ZssegError(f"unknown model config field(s): {', '.join(sorted(unknown))}")
-    return ModelConfig(**data)
+        where = f"{source}: " if source is not None else ""
+        raise ZssegError(f"{where}unknown model config field(s): {', '.join(sorted(unknown))}")
+    return config_class(**data)
+
+
+def model_config_from_dict(data: dict, source: object = None) -> ModelConfig:
+    """A `ModelConfig` from its saved fields (proposals.json); unknown fields are an error."""
+    return config_from_dict(ModelConfig, data, source)
 
 
 __all__ = [
@@ -202,6 +209,7 @@ __all__ = [
     "RESNETS",
     "SolverConfig",
     "TrainConfig",
+    "config_from_dict",
     "model_config_from_dict",
     "named_config",
 ]

@@ -199,7 +199,7 @@ def read_network(path: str | Path, files: NetworkFiles) -> StoredNetwork:
 def load_proposals(path: str | Path, device: str | torch.device = "cpu") -> TrainedProposals:
     """Load what `save_proposals` wrote, from its folder or the weights file."""
     stored = read_network(path, PROPOSAL_FILES)
-    model = MaskFormer(model_config_from_dict(stored.model_config))
+    model = MaskFormer(model_config_from_dict(stored.model_config, stored.config))
     stored.load_state(model)
     return TrainedProposals(model=model.to(device).eval(), train_text=stored.text, class_names=stored.class_names,
                             info=stored.info, prompt=stored.prompt)

@@ -42,8 +42,7 @@ class MaskFormerProposals(ProposalGenerator):
         self.trained = load_proposals(weights, self.device)
         self.model = self.trained.model
         self.test_size = self.trained.test_size
-        seen = Vocabulary.from_names(self.trained.seen_class_names)
-        self._seen_names = {name.lower() for synonyms in seen.classes for name in synonyms}
+        self._seen = Vocabulary.from_names(self.trained.seen_class_names)
 
     @property
     def embed_dim(self) -> int:
@@ -80,7 +79,7 @@ class MaskFormerProposals(ProposalGenerator):
     def seen_classes(self, vocabulary: Vocabulary) -> torch.Tensor:
         """`[C]` bool: classes of `vocabulary` that the network was trained on (any synonym); for
         a self-trained network, those of its original seen classes (`seen_class_names`)."""
-        return torch.tensor([any(n.lower() in self._seen_names for n in cls) for cls in vocabulary.classes])
+        return torch.tensor(vocabulary.shares_names(self._seen))
 
     def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
         masks, embeddings = self.predict(image)
