@@ -31,6 +31,7 @@ from .clip import ClipModel, usable_device
 from .datasets import SegmentationDataset
 from .distributed import Distributed
 from .errors import ZssegError
+from .images import shorter_side_scale
 from .maskformer.config import RESNETS, SolverConfig, config_from_dict
 from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, ResNetFeatures, parameter_groups, seeded
 from .maskformer.training import TextClassifierTask, loop_settings, training_classes
@@ -233,9 +234,7 @@ class TrainedFcn:
     def processing_size(self, height: int, width: int, max_size: int | None) -> tuple[int, int]:
         """The size the image is used at: shorter side `test_size`, longer side at most
         `max_size`, both multiples of 4 (so the stride-4 output spans it exactly)."""
-        scale = self.test_size / min(height, width)
-        if max_size is not None and max(height, width) * scale > max_size:
-            scale = max_size / max(height, width)
+        scale = shorter_side_scale(height, width, self.test_size, max_size)
         return tuple(max(4, int(round(side * scale / 4)) * 4) for side in (height, width))  # type: ignore[return-value]
 
     def seen_classes(self, vocabulary: Vocabulary) -> torch.Tensor:

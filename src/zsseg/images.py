@@ -115,6 +115,15 @@ def bounded_size(height: int, width: int, max_size: int | None) -> tuple[int, in
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def shorter_side_scale(height: int, width: int, shorter: int, max_size: int | None) -> float:
+    """The scale that brings the shorter side to `shorter` (a trained network's test size),
+    lowered so that the longer side stays at most `max_size`."""
+    scale = shorter / min(height, width)
+    if max_size is not None and max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return scale
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """HWC uint8 resized to (h, w) with antialiased bilinear filtering."""
     if image.shape[:2] == tuple(size):

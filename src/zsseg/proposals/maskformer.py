@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from ..clip import usable_device
 from ..errors import ZssegError
+from ..images import shorter_side_scale
 from ..prompts import VocabularyEmbedding
 from ..vocabulary import Vocabulary
 from .base import ProposalGenerator
@@ -49,9 +50,7 @@ class MaskFormerProposals(ProposalGenerator):
         return self.model.config.embed_dim
 
     def proposal_size(self, height: int, width: int, max_size: int | None) -> tuple[int, int]:
-        scale = self.test_size / min(height, width)
-        if max_size is not None and max(height, width) * scale > max_size:
-            scale = max_size / max(height, width)
+        scale = shorter_side_scale(height, width, self.test_size, max_size)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
     @torch.no_grad()
