@@ -393,6 +393,7 @@ def test_offline_hub_is_not_retried(tmp_path, monkeypatch):
     import transformers
 
     from zsseg import clip as clip_module
+    from zsseg import hub
 
     tried = []
 
@@ -400,13 +401,13 @@ def test_offline_hub_is_not_retried(tmp_path, monkeypatch):
         tried.append(local_files_only)
         raise OSError("not found")
 
-    monkeypatch.setattr(clip_module, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(transformers.CLIPModel, "from_pretrained", fake_from_pretrained)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(ZssegError, match="--local-dir"):
         clip_module.load_clip("openai/clip-vit-base-patch16")
     assert tried == [True]
-    monkeypatch.setattr(clip_module, "hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
     with pytest.raises(ZssegError):
         clip_module.load_clip("openai/clip-vit-base-patch16")
     assert tried == [True, True, False]

@@ -9,22 +9,13 @@ constants. Weights are read from safetensors, or from a PyTorch file with
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import os
-import pickle
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
-from safetensors import SafetensorError
 from torch.nn import functional as F
 
 from .errors import ZssegError
+from .hub import ModelKind, load_pretrained, optional_json
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"  # the paper's ViT-B/16
 # OpenAI CLIP's normalisation, used when a checkpoint has no preprocessor_config.json.
@@ -32,11 +23,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-_OFFLINE_HELP = (
-    "to use it offline, download it where the hub is reachable "
-    "(`hf download {name} --local-dir clip-model`), copy that folder here and pass its path "
-    "(--clip clip-model), or point HF_HOME at a Hugging Face cache that holds it"
-)
+CLIP_KIND = ModelKind("CLIP", ("clip",), "--clip {}", "clip-model")
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
@@ -191,97 +178,13 @@ def usable_device(device: str | torch.device) -> torch.device:
     return device
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a connection to the Hugging Face hub (or $HF_ENDPOINT) opens within `timeout`.
-
-    Asked before downloading, so that an offline machine gets the offline message at once
-    instead of after the hub client's retries (about half a minute). Behind a proxy the answer
-    cannot be known from here, so it is yes and the hub client decides."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)), timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _looks_like_path(name: str) -> bool:
-    # A hub id is "owner/name"; anything else with a separator is meant as a folder.
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-
-
-def read_json(path: Path) -> dict:
-    """A JSON file's content; a one-line error if it cannot be read or parsed."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ZssegError(f"cannot read {path}: {error}") from None
-
-
-def _check_folder(folder: Path) -> None:
-    if not folder.is_dir():
-        raise ZssegError(f"CLIP checkpoint {folder} is a file; give the folder that holds config.json and the weights")
-    config = folder / "config.json"
-    if not config.is_file():
-        raise ZssegError(f"{folder} is not a CLIP checkpoint folder: it has no config.json")
-    model_type = read_json(config).get("model_type")
-    if model_type != "clip":
-        raise ZssegError(f"{folder} holds a '{model_type}' model, not CLIP (config.json model_type must be 'clip')")
-    if not any((folder / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
-        raise ZssegError(f"{folder} has a CLIP config.json but no weights (model.safetensors or pytorch_model.bin)")
-
-
 def _preprocessing(source: str, local_only: bool) -> tuple[tuple, tuple]:
     """image_mean and image_std from the checkpoint's preprocessor_config.json, if it has one."""
-    folder = Path(source).expanduser()
-    path: Path | None = folder / "preprocessor_config.json" if folder.is_dir() else None
-    if path is None:
-        try:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(source, "preprocessor_config.json", local_files_only=local_only))
-        except Exception:  # an optional file: fall back to CLIP's constants
-            path = None
-    if path is not None and path.is_file():
-        config = read_json(path)
-        mean, std = config.get("image_mean"), config.get("image_std")
-        if isinstance(mean, list) and isinstance(std, list) and len(mean) == 3 and len(std) == 3:
-            return tuple(float(x) for x in mean), tuple(float(x) for x in std)
+    config = optional_json(source, "preprocessor_config.json", local_only)
+    mean, std = config.get("image_mean"), config.get("image_std")
+    if isinstance(mean, list) and isinstance(std, list) and len(mean) == 3 and len(std) == 3:
+        return tuple(float(x) for x in mean), tuple(float(x) for x in std)
     return CLIP_MEAN, CLIP_STD
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' and huggingface_hub's logs and weight-loading bars, which would
-    bury our one-line errors; restores the previous settings on exit."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hub_logger = logging.getLogger("huggingface_hub")
-    hub_level = hub_logger.level
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    hub_logger.setLevel(logging.ERROR)  # its per-retry network warnings
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hub_logger.setLevel(hub_level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _check_complete(source: str, info: dict) -> None:
-    """Refuse weights that leave part of the model at its random initialisation: it would run,
-    and silently give meaningless results."""
-    missing = list(info.get("missing_keys") or []) + [str(k) for k in info.get("mismatched_keys") or []]
-    if missing:
-        raise ZssegError(
-            f"the CLIP weights in {source} are incomplete: {len(missing)} tensor(s) missing or of the wrong shape, "
-            f"for example {missing[0]}; give a complete checkpoint"
-        )
 
 
 def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cpu", dtype: str = "fp32") -> ClipModel:
@@ -302,40 +205,13 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
         raise ZssegError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     device = usable_device(device)
 
-    name = str(name_or_path)
-    folder = Path(name).expanduser()
-    if folder.exists():
-        _check_folder(folder)
-        sources = [(str(folder), True)]
-    elif _looks_like_path(name):
-        raise ZssegError(f"CLIP folder not found: {folder}")
-    else:
-        # The local cache first (fast, and the only option offline), then the hub.
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-        sources = [(name, True)] + ([] if offline or not hub_reachable() else [(name, False)])
+    def load(source: str, local_only: bool):
+        model, info = CLIPModel.from_pretrained(
+            source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True, output_loading_info=True
+        )
+        return (model, AutoTokenizer.from_pretrained(source, local_files_only=local_only)), info
 
-    with quiet_transformers():
-        last_error: Exception | None = None
-        for source, local_only in sources:
-            try:
-                model, info = CLIPModel.from_pretrained(
-                    source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True, output_loading_info=True
-                )
-                tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-            except (OSError, ValueError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError, SafetensorError) as error:
-                last_error = error  # a damaged or mismatched file: one line below, not a traceback
-                continue
-            _check_complete(source, info)
-            break
-        else:
-            if folder.exists():
-                detail = str(last_error).strip().splitlines()[0] if last_error else "unknown error"
-                raise ZssegError(f"cannot load CLIP from {folder}: {detail}")
-            raise ZssegError(
-                f"cannot load CLIP '{name}': it is not in the local Hugging Face cache and the hub "
-                f"could not be reached (and no folder of that name exists); " + _OFFLINE_HELP.format(name=name)
-            )
-
+    (model, tokenizer), source, local_only = load_pretrained(name_or_path, CLIP_KIND, load)
     model = model.to(device).eval()
     mean, std = _preprocessing(source, local_only)
     return ClipModel(

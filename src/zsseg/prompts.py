@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .clip import ClipModel, read_json
+from .clip import ClipModel
+from .hub import read_json
 from .errors import ZssegError
 from .text_cache import TextFeatureCache
 from .vocabulary import Vocabulary

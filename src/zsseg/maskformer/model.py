@@ -56,7 +56,7 @@ class ResNetFeatures(nn.Module):
         """Copy ImageNet weights from a hub id or folder of a transformers ResNet checkpoint."""
         from transformers import ResNetModel
 
-        from ..clip import quiet_transformers
+        from ..hub import quiet_transformers
 
         with quiet_transformers():
             try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..clip import read_json
+from ..hub import read_json
 from ..errors import ZssegError
 from ..prompts import Prompt, VocabularyEmbedding, prompt_from_record, prompt_record
 from ..vocabulary import Vocabulary
