@@ -2,6 +2,8 @@
 
     generator = build_proposal_generator("selective-search", max_proposals=100)
     generator = build_proposal_generator("maskformer", weights="out/")  # trained: zsseg train proposals
+    generator = build_proposal_generator("sam")                           # facebook/sam-vit-base
+    generator = build_proposal_generator("mask2former:facebook/mask2former-swin-large-coco-panoptic")
     masks = generator.generate(image)  # image: HWC uint8 RGB
 """
 
@@ -13,6 +15,8 @@ from .contour_hierarchy import ContourHierarchy
 from .ground_truth import GroundTruthProposals
 from .hierarchy import MergeTree
 from .maskformer import MaskFormerProposals
+from .query_masks import QueryMaskProposals
+from .sam import SamProposals
 from .selective_search import SelectiveSearch
 
 GENERATORS: dict[str, type[ProposalGenerator]] = {
@@ -20,13 +24,31 @@ GENERATORS: dict[str, type[ProposalGenerator]] = {
     ContourHierarchy.name: ContourHierarchy,
     GroundTruthProposals.name: GroundTruthProposals,
     MaskFormerProposals.name: MaskFormerProposals,
+    SamProposals.name: SamProposals,
+    QueryMaskProposals.name: QueryMaskProposals,
 }
 
 
-def build_proposal_generator(name: str, **options) -> ProposalGenerator:
-    """A generator by registry name, with its keyword options (e.g. max_proposals)."""
+def parse_generator(spec: str) -> tuple[str, str | None]:
+    """"NAME" or "NAME:MODEL" (a hub id or folder, for the generators that load a pretrained
+    model: sam, mask2former) -> (NAME, MODEL or None), checked against the registry."""
+    name, colon, model = spec.partition(":")
     if name not in GENERATORS:
         raise ZssegError(f"unknown proposal generator '{name}'; available: {', '.join(GENERATORS)}")
+    if colon and not model:
+        raise ZssegError(f"'{spec}' names no model after the colon; give {name}:HUB_ID or {name}:FOLDER")
+    if model and not GENERATORS[name].pretrained:
+        pretrained = ", ".join(n for n, cls in GENERATORS.items() if cls.pretrained)
+        raise ZssegError(f"the '{name}' proposals load no pretrained model, so '{spec}' is not a generator; NAME:MODEL is for {pretrained}")
+    return name, model or None
+
+
+def build_proposal_generator(name: str, **options) -> ProposalGenerator:
+    """A generator by registry name ("NAME" or "NAME:MODEL", see `parse_generator`), with its
+    keyword options (e.g. max_proposals)."""
+    name, model = parse_generator(name)
+    if model is not None:
+        options["model"] = model
     return GENERATORS[name](**options)
 
 
@@ -37,7 +59,10 @@ __all__ = [
     "MaskFormerProposals",
     "MergeTree",
     "ProposalGenerator",
+    "QueryMaskProposals",
+    "SamProposals",
     "SelectiveSearch",
     "build_proposal_generator",
+    "parse_generator",
     "select_masks",
 ]

@@ -25,6 +25,8 @@ class ProposalGenerator(ABC):
     name: str = ""
     #: Whether `generate` needs the ground-truth label map (only the oracle generator does).
     needs_ground_truth: bool = False
+    #: Whether it loads a pretrained hub model, named as "NAME:MODEL" (`parse_generator`).
+    pretrained: bool = False
 
     def __init__(self, max_proposals: int = 100, duplicate_iou: float = 0.95):
         if max_proposals < 1:
@@ -52,18 +54,20 @@ class ProposalGenerator(ABC):
         return torch.from_numpy(select_masks(masks, self.max_proposals, self.duplicate_iou)).float()
 
 
-def select_masks(masks: np.ndarray, max_keep: int, duplicate_iou: float, previous: np.ndarray | None = None) -> np.ndarray:
+def select_masks(masks: np.ndarray, max_keep: int, duplicate_iou: float, previous: np.ndarray | None = None,
+                 return_indices: bool = False) -> np.ndarray:
     """Greedy, in order: keep a mask unless it is empty or overlaps a kept one above the IoU.
 
     Args:
         masks: `[K, H, W]` bool candidates, best first.
         previous: `[P, H, W]` bool masks kept earlier, which candidates must not duplicate
             (lets a caller feed candidates in chunks without re-checking what it kept).
+        return_indices: return the kept candidates' indices `[K']` instead.
     Returns:
         `[K', H, W]` bool, the newly kept candidates, K' <= max_keep.
     """
     if len(masks) == 0 or max_keep < 1:
-        return masks[:0].astype(bool)
+        return np.zeros(0, dtype=np.int64) if return_indices else masks[:0].astype(bool)
     previous = masks[:0] if previous is None else previous
     flat = masks.reshape(len(masks), -1)
     stride = max(1, flat.shape[1] // _IOU_SAMPLES)
@@ -91,7 +95,7 @@ def select_masks(masks: np.ndarray, max_keep: int, duplicate_iou: float, previou
         kept.append(i)
         if len(kept) == max_keep:
             break
-    return masks[kept].astype(bool)
+    return np.asarray(kept, dtype=np.int64) if return_indices else masks[kept].astype(bool)
 
 
 def working_image(image: np.ndarray, max_side: int | None) -> np.ndarray:

@@ -1,0 +1,82 @@
+"""Loading the pretrained hub models that make proposals (SAM, Mask2Former, ...), and the
+preprocessing constants they share; through `zsseg.hub`, like CLIP.
+
+    model, source, preprocessing = load_model("facebook/sam-vit-base", SAM_KIND, SAM_CLASSES, "cpu")
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..clip import usable_device
+from ..errors import ZssegError
+from ..hub import ModelKind, check_model_type, load_pretrained, optional_json
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_model(name_or_path: str, kind: ModelKind, classes: dict[str, str], device: str | torch.device) -> tuple[torch.nn.Module, str, dict]:
+    """A transformers model of `kind` from a hub id or folder, in eval mode on `device`.
+
+    Args:
+        classes: transformers class name for each accepted config `model_type`.
+    Returns:
+        (model, the source it was loaded from, its preprocessor_config.json or {}).
+    """
+    import transformers
+    from transformers import AutoConfig
+
+    device = usable_device(device)
+
+    def load(source: str, local_only: bool):
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+        check_model_type(config.model_type, str(name_or_path), kind)
+        model_class = getattr(transformers, classes[config.model_type])
+        return model_class.from_pretrained(
+            source, config=config, local_files_only=local_only, weights_only=True, output_loading_info=True
+        )
+
+    model, source, local_only = load_pretrained(name_or_path, kind, load)
+    return model.to(device).eval(), source, optional_json(source, "preprocessor_config.json", local_only)
+
+
+def normalisation(preprocessing: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std `[3, 1, 1]` for pixels in [0, 255], from a preprocessor config (ImageNet's
+    if it gives none)."""
+    mean, std = preprocessing.get("image_mean", IMAGENET_MEAN), preprocessing.get("image_std", IMAGENET_STD)
+    if not (isinstance(mean, list | tuple) and isinstance(std, list | tuple) and len(mean) == 3 and len(std) == 3):
+        raise ZssegError(f"preprocessor_config.json has an image_mean/image_std that is not 3 numbers: {mean!r}, {std!r}")
+    return torch.tensor(mean, dtype=torch.float32)[:, None, None] * 255, torch.tensor(std, dtype=torch.float32)[:, None, None] * 255
+
+
+def resized_pixels(image: np.ndarray, size: tuple[int, int], mean: torch.Tensor, std: torch.Tensor, pad_to: tuple[int, int]) -> torch.Tensor:
+    """`[1, 3, *pad_to]` float32: the HWC uint8 image resized to `size` (h, w) bilinearly (PIL,
+    as the models' own processors), normalised, and zero-padded at the bottom and right."""
+    height, width = size
+    resized = np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR)) if image.shape[:2] != size else image
+    pixels = (torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float() - mean) / std
+    return torch.nn.functional.pad(pixels, (0, pad_to[1] - width, 0, pad_to[0] - height))[None]
+
+
+def sample_logits(low: torch.Tensor, padded: tuple[int, int], resized: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """`[M, H, W]` logits at an image's pixels, sampled bilinearly from low-resolution ones.
+
+    Args:
+        low: `[M, h, w]` logits that cover the whole padded input, `padded` (h, w) pixels.
+        resized: the part of the padded input that is the image (top left).
+        size: (H, W), the image's size.
+    """
+    if len(low) == 0:
+        return low.new_zeros(0, *size)
+
+    def axis(out: int, used: int, whole: int) -> torch.Tensor:
+        # output pixel centre -> input pixels -> [-1, 1] across the padded input
+        position = (torch.arange(out, dtype=torch.float32, device=low.device) + 0.5) * used / out
+        return position / whole * 2 - 1
+
+    ys, xs = axis(size[0], resized[0], padded[0]), axis(size[1], resized[1], padded[1])
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]  # [1, H, W, 2] as (x, y)
+    return torch.nn.functional.grid_sample(low[None], grid, mode="bilinear", align_corners=False)[0]
