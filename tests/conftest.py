@@ -90,3 +90,68 @@ def coco_val() -> list[tuple[Path, Path]]:
     if not images:
         pytest.fail(f"real COCO-Stuff samples not found under {DATA}; set ZSSEG_TEST_DATA")
     return [(p, DATA / "coco" / "stuffthingmaps_detectron2" / "val2017" / f"{p.stem}.png") for p in images]
+
+
+def save_tiny_sam(folder: Path, confident: bool = True, hq: bool = False, seed: int = 0) -> Path:
+    """A random SAM (or SAM-HQ) with a 128-pixel encoder, saved as a checkpoint folder. A random
+    SAM predicts an IoU near 0 and logits near 0, so no mask passes the automatic generator's
+    filters; `confident` sets its IoU head to 0.95 and scales its mask logits up, so that some do."""
+    from transformers import SamConfig, SamHQConfig, SamHQModel, SamModel
+
+    torch.manual_seed(seed)
+    parts = dict(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=128,
+                           patch_size=16, output_channels=32, window_size=4, global_attn_indexes=[1], num_pos_feats=16, mlp_dim=64),
+        prompt_encoder_config=dict(hidden_size=32, image_size=128, patch_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32,
+                                 **({"vit_dim": 32} if hq else {})),
+    )
+    model = (SamHQModel(SamHQConfig(**parts)) if hq else SamModel(SamConfig(**parts))).eval()
+    if confident:
+        with torch.no_grad():
+            head = model.mask_decoder.iou_prediction_head.proj_out
+            head.weight.zero_()
+            head.bias.fill_(0.95)
+            for mlp in model.mask_decoder.output_hypernetworks_mlps:
+                mlp.proj_out.weight.mul_(5e6)
+    model.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_query_model(folder: Path, kind: str = "mask2former", seed: int = 0) -> Path:
+    """A random MaskFormer, Mask2Former or OneFormer (12 queries, tiny Swin) saved as a
+    checkpoint folder, with an image processor config (shorter side 160) and, for OneFormer,
+    CLIP's tokenizer for its task token."""
+    import json
+
+    from transformers import (CLIPTokenizerFast, Mask2FormerConfig, Mask2FormerForUniversalSegmentation, MaskFormerConfig,
+                              MaskFormerForInstanceSegmentation, OneFormerConfig, OneFormerForUniversalSegmentation, SwinConfig)
+
+    torch.manual_seed(seed)
+    swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
+                      out_features=["stage1", "stage2", "stage3", "stage4"])
+    if kind == "mask2former":
+        model = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(
+            backbone_config=swin, hidden_dim=32, num_queries=12, encoder_layers=1, decoder_layers=2, dim_feedforward=64,
+            mask_feature_size=32, feature_size=32, num_labels=5, encoder_feedforward_dim=64, num_attention_heads=2))
+    elif kind == "maskformer":
+        model = MaskFormerForInstanceSegmentation(MaskFormerConfig(
+            backbone_config=swin, num_labels=5, fpn_feature_size=32, mask_feature_size=32,
+            decoder_config=dict(num_queries=12, d_model=32, encoder_layers=1, decoder_layers=1, decoder_ffn_dim=64, encoder_ffn_dim=64,
+                                decoder_attention_heads=2, encoder_attention_heads=2)))
+    else:
+        model = OneFormerForUniversalSegmentation(OneFormerConfig(
+            backbone_config=swin, hidden_dim=32, num_queries=12, encoder_layers=1, decoder_layers=2, dim_feedforward=64,
+            mask_dim=32, conv_dim=32, num_attention_heads=2, encoder_feedforward_dim=64, num_labels=5, text_encoder_width=32,
+            text_encoder_num_layers=1, text_encoder_proj_layers=1, text_encoder_n_ctx=4))
+        CLIPTokenizerFast(str(TOKENIZER / "vocab.json"), str(TOKENIZER / "merges.txt")).save_pretrained(folder)
+    model.eval().save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+        "size": {"shortest_edge": 160, "longest_edge": 320}, "size_divisor": 32}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sam_dir(tmp_path_factory) -> Path:
+    return save_tiny_sam(tmp_path_factory.mktemp("tiny-sam"))

@@ -22,7 +22,8 @@ from .evaluation import PROTOCOLS
 from .images import IMAGE_EXTENSIONS, read_image
 from .prompts import TEMPLATE_SETS, load_prompt
 from .prompt_learning import PROMPT_CONFIGS
-from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator
+from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator, parse_generator
+from .proposals.sam import DEFAULT_SAM
 from .fcn import FCN_CONFIGS
 from .maskformer.config import CONFIGS
 from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES
@@ -34,6 +35,22 @@ from .writers import check_target, output_paths, write_json, write_outputs, writ
 
 DEFAULT_MAX_PROPOSALS = 100
 USABLE_PROPOSALS = [name for name, cls in GENERATORS.items() if not cls.needs_ground_truth]
+PRETRAINED_PROPOSALS = [name for name, cls in GENERATORS.items() if cls.pretrained]
+
+
+def _proposals_type(allowed: list[str]) -> Callable[[str], str]:
+    """argparse type of --proposals: NAME or NAME:MODEL (`parse_generator`), NAME among `allowed`."""
+
+    def parse(value: str) -> str:
+        try:
+            name, _ = parse_generator(value)
+        except ZssegError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if name not in allowed:
+            raise argparse.ArgumentTypeError(f"'{name}' proposals are not available here; choose from {', '.join(allowed)}")
+        return value
+
+    return parse
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -255,7 +272,11 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str], defaul
                         help="two-stage: proposals + CLIP on each (Eq. 1, the paper's; default); fast: the same proposals, each "
                         "classified by pooling dense CLIP features (one CLIP pass, an approximation of Eq. 1); dense-clip: every "
                         "pixel by CLIP's patch features (training-free FCN baseline); fcn: a trained FCN (--fcn-weights) + dense CLIP")
-    parser.add_argument("--proposals", default=None, choices=proposals, help=f"mask proposal generator (default {default_proposals})")
+    parser.add_argument("--proposals", default=None, type=_proposals_type(proposals), metavar="GENERATOR",
+                        help=f"mask proposal generator: {', '.join(p for p in proposals if p not in PRETRAINED_PROPOSALS)}; "
+                        f"sam or sam:MODEL, SAM's automatic masks (default {DEFAULT_SAM}, or any SAM, SlimSAM or SAM-HQ hub id or "
+                        "folder); mask2former:MODEL, the query masks of a pretrained MaskFormer, Mask2Former or OneFormer "
+                        f"(default {default_proposals})")
     parser.set_defaults(default_proposals=default_proposals)
     parser.add_argument("--dense-mode", default="plain", choices=list(DENSE_MODES),
                         help="dense CLIP's patch features (fast, dense-clip, fcn): plain, as the paper's; sclip: SCLIP's correlative "
@@ -296,8 +317,13 @@ def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenera
         raise ZssegError("--method fcn needs --fcn-weights (the --output-dir of `zsseg train fcn`)")
     if method == "dense-clip" and args.ensemble_weight is not None:
         raise ZssegError("--ensemble-weight is for maskformer proposals or --method fcn; dense-clip is CLIP alone")
-    name = args.proposals or args.default_proposals
+    spec = args.proposals or args.default_proposals
+    name, _ = parse_generator(spec)
     options = {} if args.max_proposals is None else {"max_proposals": args.max_proposals}
+    if GENERATORS[name].pretrained:
+        if args.proposal_weights is not None:
+            raise ZssegError(f"--proposal-weights is for --proposals maskformer; give a pretrained {name} model as --proposals {name}:MODEL")
+        options["device"] = device
     if name == MaskFormerProposals.name:
         if args.proposal_weights is None:
             raise ZssegError("--proposals maskformer needs --proposal-weights (the --output-dir of `zsseg train proposals`)")
@@ -310,7 +336,7 @@ def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenera
         options["ignore_index"] = IGNORE
     elif "max_proposals" not in options:
         options["max_proposals"] = DEFAULT_MAX_PROPOSALS
-    return build_proposal_generator(name, **options)
+    return build_proposal_generator(spec, **options)
 
 
 def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerator) -> Segmenter:
@@ -364,7 +390,9 @@ def _inputs(args: argparse.Namespace, images: list[Path] = ()) -> frozenset[Path
     files = [*images, getattr(args, "vocabulary_file", None)]
     prompt = getattr(args, "prompt", None)
     prompt = Path(prompt) if prompt is not None and Path(prompt).expanduser().exists() else None
-    for model in (getattr(args, "clip", None), getattr(args, "proposal_weights", None), getattr(args, "fcn_weights", None), prompt):
+    spec = getattr(args, "proposals", None)
+    pretrained = parse_generator(spec)[1] if spec else None
+    for model in (getattr(args, "clip", None), getattr(args, "proposal_weights", None), getattr(args, "fcn_weights", None), prompt, pretrained):
         path = Path(model).expanduser() if model is not None else None
         if path is not None and path.is_dir():
             files.extend(p for p in path.iterdir() if p.is_file())
@@ -503,6 +531,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "oracle": args.oracle,
             "method": None if args.oracle else args.method,
             "proposals": proposals,
+            "proposal_model": getattr(generator, "source", None) if not per_pixel else None,
             "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
             "fcn_weights": None if args.fcn_weights is None else str(args.fcn_weights),
             "dense_mode": args.dense_mode if args.method != "two-stage" and not args.oracle else None,

@@ -35,7 +35,7 @@ from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES, DenseClip, dense_logits, p
 from .errors import ZssegError
 from .images import ImageInput, as_rgb_array, image_tensor, resize_image
 from .prompts import PromptEncoder, PromptLike, VocabularyEmbedding
-from .proposals import MaskFormerProposals, ProposalGenerator, build_proposal_generator
+from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator, parse_generator
 from .region_classification import RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
 
@@ -90,8 +90,8 @@ class Segmenter:
 
     Args:
         clip: hub id, local folder, or an already loaded `ClipModel`.
-        proposals: a generator name ("selective-search", "contour-hierarchy") or instance
-            (such as `MaskFormerProposals(weights)`).
+        proposals: a generator name ("selective-search", "contour-hierarchy", "sam",
+            "sam:MODEL", "mask2former:MODEL") or instance (such as `MaskFormerProposals(weights)`).
         prompt: how class names are put to CLIP's text tower: a template set ("imagenet",
             "vild", "single"), one template ("a sculpture of a {}."), a list of templates, or a
             prompt file (`zsseg prompts select`, `zsseg train prompts`); see `zsseg.prompts`.
@@ -152,7 +152,8 @@ class Segmenter:
             raise ZssegError("the 'fcn' method needs trained FCN weights (fcn=, --fcn-weights)" if method == "fcn"
                              else f"FCN weights are for the 'fcn' method, not '{method}'")
         if isinstance(proposals, str):
-            proposals = build_proposal_generator(proposals, max_proposals=max_proposals)
+            options = {"device": device} if GENERATORS[parse_generator(proposals)[0]].pretrained else {}
+            proposals = build_proposal_generator(proposals, max_proposals=max_proposals, **options)
         per_pixel = method in PER_PIXEL_METHODS
         if method == "dense-clip" and classifier != "ensemble":
             raise ZssegError("the 'dense-clip' method is CLIP alone; --classifier is for maskformer proposals or the fcn method")

@@ -79,4 +79,4 @@ def sample_logits(low: torch.Tensor, padded: tuple[int, int], resized: tuple[int
 
     ys, xs = axis(size[0], resized[0], padded[0]), axis(size[1], resized[1], padded[1])
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]  # [1, H, W, 2] as (x, y)
-    return torch.nn.functional.grid_sample(low[None], grid, mode="bilinear", align_corners=False)[0]
+    return torch.nn.functional.grid_sample(low[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]

@@ -30,6 +30,8 @@ checkpoint that transformers loads works; SAM-HQ gives its HQ masks with SAM's
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -87,6 +89,8 @@ class SamProposals(ProposalGenerator):
         self.hq = self.model.config.model_type == "sam_hq"
         self.input_size = int(self.model.config.vision_config.image_size)
         self.mean, self.std = normalisation(preprocessing)
+        #: Seconds of each stage of the last `generate` (encoder, decoder, suppression).
+        self.timings: dict[str, float] = {}
 
     @property
     def device(self) -> torch.device:
@@ -112,8 +116,13 @@ class SamProposals(ProposalGenerator):
         height, width = image.shape[:2]
         scale = self.input_size / max(height, width)
         resized = (int(height * scale + 0.5), int(width * scale + 0.5))
+        start = time.perf_counter()
         pixels = resized_pixels(image, resized, self.mean, self.std, (self.input_size, self.input_size)).to(self.device)
         embedded = self.model.get_image_embeddings(pixels)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings = {"encoder": time.perf_counter() - start}
+        start = time.perf_counter()
         extra = {}
         if self.hq:
             embedded, intermediate = embedded
@@ -139,10 +148,12 @@ class SamProposals(ProposalGenerator):
             masks.append((logits[stable] > 0).cpu())
             scores.append(iou[keep][stable].cpu())
         masks = torch.cat(masks) if masks else torch.zeros(0, height, width, dtype=torch.bool)
+        self.timings["decoder"] = time.perf_counter() - start
         return masks, torch.cat(scores), mask_boxes(masks)
 
     def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
         masks, scores, boxes = self.predict(image)
+        start = time.perf_counter()
         keep = box_nms(boxes, scores, self.box_nms_thresh)
         masks, scores, boxes = masks[keep], scores[keep], boxes[keep]
         if self.min_region_area > 0 and len(masks):
@@ -152,13 +163,15 @@ class SamProposals(ProposalGenerator):
             keep = box_nms(mask_boxes(masks), unchanged, self.box_nms_thresh)
             masks, scores = masks[keep], scores[keep]
         order = scores.argsort(descending=True, stable=True)
-        return self.finalize(masks[order].numpy())
+        kept = self.finalize(masks[order].numpy())
+        self.timings["suppression"] = time.perf_counter() - start
+        return kept
 
 
 def stability_score(logits: torch.Tensor, offset: float, threshold: float = 0.0) -> torch.Tensor:
     """`[M]` IoU between each mask thresholded at `threshold + offset` and at `threshold - offset`."""
-    inner = (logits > threshold + offset).flatten(1).sum(1, dtype=torch.int64)
-    outer = (logits > threshold - offset).flatten(1).sum(1, dtype=torch.int64)
+    inner = torch.count_nonzero((logits > threshold + offset).flatten(1), dim=1)
+    outer = torch.count_nonzero((logits > threshold - offset).flatten(1), dim=1)
     return torch.where(outer > 0, inner / outer.clamp(min=1), torch.zeros_like(inner, dtype=torch.float32))
 
 
