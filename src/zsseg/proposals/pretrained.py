@@ -1,7 +1,7 @@
 """Loading the pretrained hub models that make proposals (SAM, Mask2Former, ...), and the
 preprocessing constants they share; through `zsseg.hub`, like CLIP.
 
-    model, source, preprocessing = load_model("facebook/sam-vit-base", SAM_KIND, SAM_CLASSES, "cpu")
+    model, source, preprocessing, local = load_model("facebook/sam-vit-base", SAM_KIND, SAM_CLASSES, "cpu")
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_model(name_or_path: str, kind: ModelKind, classes: dict[str, str], device: str | torch.device) -> tuple[torch.nn.Module, str, dict]:
+def load_model(name_or_path: str, kind: ModelKind, classes: dict[str, str], device: str | torch.device) -> tuple[torch.nn.Module, str, dict, bool]:
     """A transformers model of `kind` from a hub id or folder, in eval mode on `device`.
 
     Args:
         classes: transformers class name for each accepted config `model_type`.
     Returns:
-        (model, the source it was loaded from, its preprocessor_config.json or {}).
+        (model, the source it was loaded from, its preprocessor_config.json or {}, whether it
+        came from a folder or the local cache, where its other files are then to be read).
     """
     import transformers
     from transformers import AutoConfig
@@ -40,7 +41,7 @@ def load_model(name_or_path: str, kind: ModelKind, classes: dict[str, str], devi
         )
 
     model, source, local_only = load_pretrained(name_or_path, kind, load)
-    return model.to(device).eval(), source, optional_json(source, "preprocessor_config.json", local_only)
+    return model.to(device).eval(), source, optional_json(source, "preprocessor_config.json", local_only), local_only
 
 
 def normalisation(preprocessing: dict) -> tuple[torch.Tensor, torch.Tensor]:

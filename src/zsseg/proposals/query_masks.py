@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ZssegError
-from ..hub import ModelKind
+from ..hub import ModelKind, quiet_transformers
 from ..images import shorter_side_scale
 from .base import ProposalGenerator, select_masks
 from .pretrained import load_model, normalisation, resized_pixels, sample_logits
@@ -54,7 +54,7 @@ class QueryMaskProposals(ProposalGenerator):
                 "the mask2former proposals need a pretrained model: --proposals mask2former:ID or FOLDER, "
                 "for example mask2former:facebook/mask2former-swin-large-coco-panoptic"
             )
-        self.model, self.source, preprocessing = load_model(model, QUERY_MASK_KIND, QUERY_MASK_CLASSES, device)
+        self.model, self.source, preprocessing, local_only = load_model(model, QUERY_MASK_KIND, QUERY_MASK_CLASSES, device)
         self.mean, self.std = normalisation(preprocessing)
         size = preprocessing.get("size") or {}
         if isinstance(size, int):
@@ -64,13 +64,15 @@ class QueryMaskProposals(ProposalGenerator):
         self.divisor = int(preprocessing.get("size_divisor") or preprocessing.get("size_divisibility") or 32)
         self.task_inputs = None
         if self.model.config.model_type == "oneformer":
-            self.task_inputs = self._task_tokens(model, self.source)
+            self.task_inputs = self._task_tokens(model, self.source, local_only)
 
-    def _task_tokens(self, name: str, source: str) -> torch.Tensor:
+    def _task_tokens(self, name: str, source: str, local_only: bool) -> torch.Tensor:
+        """OneFormer's task input: the token ids of "the task is panoptic", padded as its processor does."""
         from transformers import AutoTokenizer
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+            with quiet_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         except (OSError, ValueError) as error:
             raise ZssegError(f"OneFormer '{name}' has no usable tokenizer for its task token: {str(error).splitlines()[0]}") from None
         length = int(self.model.config.task_seq_len)

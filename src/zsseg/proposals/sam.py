@@ -85,7 +85,7 @@ class SamProposals(ProposalGenerator):
         self.pred_iou_thresh, self.box_nms_thresh = pred_iou_thresh, box_nms_thresh
         self.stability_score_thresh, self.stability_score_offset = stability_score_thresh, stability_score_offset
         self.min_region_area = min_region_area
-        self.model, self.source, preprocessing = load_model(model, SAM_KIND, SAM_CLASSES, device)
+        self.model, self.source, preprocessing, _ = load_model(model, SAM_KIND, SAM_CLASSES, device)
         self.hq = self.model.config.model_type == "sam_hq"
         self.input_size = int(self.model.config.vision_config.image_size)
         self.mean, self.std = normalisation(preprocessing)
