@@ -1,6 +1,6 @@
 """Seconds per image of SAM's automatic mask generation, stage by stage, beside Selective Search.
 
-    python benchmarks/sam_speed.py --images 2
+    python benchmarks/sam_speed.py --images 1
 
 SAM is the full-size ViT-B architecture (transformers' `SamConfig()` defaults, the
 architecture of facebook/sam-vit-base: 1024 input, 12 layers of width 768) with random weights,
@@ -10,7 +10,7 @@ SAM predicts IoUs near 0, so with segment-anything's defaults almost nothing pas
 decoder's post-processing and the suppression are cheap. The "filters off" row lets every one
 of the 32 x 32 x 3 masks through (the most work those stages can do); a trained SAM lies in
 between. Images: the first N COCO-Stuff val samples, at the pipeline's default size (longer side
-1024); one process, on whatever this machine is. Figures are wall-clock seconds.
+1024); one process, no warm-up run, on whatever this machine is. Figures are wall-clock seconds.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ FILTERS_OFF = dict(pred_iou_thresh=-float("inf"), stability_score_thresh=0.0)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--images", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -60,13 +60,13 @@ def main() -> None:
         selective.generate(image)
     baseline = (time.perf_counter() - clock) / len(images)
     rows.append(("Selective Search", {}, baseline, None))
+    print(f"Selective Search: {baseline:.1f} s / image", flush=True)
 
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
         SamModel(SamConfig()).save_pretrained(folder)
         for label, options in (("SAM ViT-B, segment-anything's defaults", {}), ("SAM ViT-B, filters off", FILTERS_OFF)):
             generator = build_proposal_generator(f"sam:{folder}", max_proposals=100, device=args.device, **options)
-            generator.generate(images[0])  # warm-up
             stages: dict[str, float] = {}
             kept = []
             clock = time.perf_counter()
@@ -75,6 +75,7 @@ def main() -> None:
                 for stage, seconds in generator.timings.items():
                     stages[stage] = stages.get(stage, 0.0) + seconds / len(images)
             rows.append((label, stages, (time.perf_counter() - clock) / len(images), kept))
+            print(f"{label}: {rows[-1][2]:.1f} s / image", flush=True)
 
     print("| generator | encoder | decoder (1024 points, filters) | suppression | total s / image | x Selective Search | masks kept |")
     print("|---|---:|---:|---:|---:|---:|---|")

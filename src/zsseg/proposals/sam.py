@@ -130,8 +130,8 @@ class SamProposals(ProposalGenerator):
         points = self.point_grid(height, width)
         frame = points * torch.tensor([resized[1] / width, resized[0] / height], dtype=torch.float64)  # in the encoder's input
         masks, scores = [], []
-        for start in range(0, len(points), self.points_per_batch):
-            batch = frame[start : start + self.points_per_batch].float().to(self.device)
+        for first in range(0, len(points), self.points_per_batch):
+            batch = frame[first : first + self.points_per_batch].float().to(self.device)
             output = self.model(
                 image_embeddings=embedded,
                 input_points=batch[None, :, None, :],
