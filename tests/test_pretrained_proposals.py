@@ -89,6 +89,25 @@ def test_sampled_logits_match_bilinear_resizing():
     assert torch.allclose(sample_logits(low, (64, 64), (32, 64), (4, 8)), low[:, :4], atol=1e-5)
 
 
+@pytest.mark.parametrize("padded, resized, size", [
+    ((1024, 1024), (682, 1024), (426, 640)),    # a landscape COCO image in SAM's square
+    ((1024, 1024), (1024, 683), (1200, 800)),   # portrait, larger than the input
+    ((160, 288), (160, 284), (361, 640)),       # a Mask2Former input padded to 32
+    ((1024, 1024), (1024, 1024), (500, 500)),
+])
+def test_sampled_logits_are_bilinear_at_pixel_centres(padded, resized, size):
+    """Against an independent formulation: each output pixel's centre mapped into the padded
+    input and sampled there with grid_sample (border values beyond the last row and column)."""
+    low = torch.randn(3, 256, 256, dtype=torch.float64)
+
+    def axis(out, used, whole):
+        return ((torch.arange(out, dtype=torch.float64) + 0.5) * used / out) / whole * 2 - 1
+
+    grid = torch.stack(torch.meshgrid(axis(size[1], resized[1], padded[1]), axis(size[0], resized[0], padded[0]), indexing="xy"), dim=-1)
+    expected = F.grid_sample(low[None], grid[None], mode="bilinear", padding_mode="border", align_corners=False)[0]
+    assert torch.allclose(sample_logits(low, padded, resized, size), expected, atol=1e-9)
+
+
 # --- SAM end to end -----------------------------------------------------------------------------
 
 def test_sam_masks_are_ranked_by_predicted_iou_and_capped(sam_dir, images):
@@ -102,6 +121,7 @@ def test_sam_masks_are_ranked_by_predicted_iou_and_capped(sam_dir, images):
         order = scores.argsort(descending=True, stable=True)
         expected = select_masks(masks[order].numpy(), 5, 0.95)
         assert np.array_equal(proposals.bool().numpy(), expected)
+        assert set(generator.timings) == {"encoder", "decoder", "suppression"} and min(generator.timings.values()) >= 0
 
 
 def test_sam_filters_suppress_and_default_to_segment_anythings(sam_dir, images, tmp_path):

@@ -6,9 +6,12 @@ preprocessing constants they share; through `zsseg.hub`, like CLIP.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from PIL import Image
+from torch.nn import functional as F
 
 from ..clip import usable_device
 from ..errors import ZssegError
@@ -59,11 +62,13 @@ def resized_pixels(image: np.ndarray, size: tuple[int, int], mean: torch.Tensor,
     height, width = size
     resized = np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR)) if image.shape[:2] != size else image
     pixels = (torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float() - mean) / std
-    return torch.nn.functional.pad(pixels, (0, pad_to[1] - width, 0, pad_to[0] - height))[None]
+    return F.pad(pixels, (0, pad_to[1] - width, 0, pad_to[0] - height))[None]
 
 
 def sample_logits(low: torch.Tensor, padded: tuple[int, int], resized: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """`[M, H, W]` logits at an image's pixels, sampled bilinearly from low-resolution ones.
+    """`[M, H, W]` logits at an image's pixels, sampled bilinearly from low-resolution ones at the
+    centre of each pixel (one resize; the models' own processors resize to the padded input,
+    crop the padding, then resize again).
 
     Args:
         low: `[M, h, w]` logits that cover the whole padded input, `padded` (h, w) pixels.
@@ -72,12 +77,14 @@ def sample_logits(low: torch.Tensor, padded: tuple[int, int], resized: tuple[int
     """
     if len(low) == 0:
         return low.new_zeros(0, *size)
-
-    def axis(out: int, used: int, whole: int) -> torch.Tensor:
-        # output pixel centre -> input pixels -> [-1, 1] across the padded input
-        position = (torch.arange(out, dtype=torch.float32, device=low.device) + 0.5) * used / out
-        return position / whole * 2 - 1
-
-    ys, xs = axis(size[0], resized[0], padded[0]), axis(size[1], resized[1], padded[1])
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]  # [1, H, W, 2] as (x, y)
-    return torch.nn.functional.grid_sample(low[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    # The image's extent in low-resolution pixels, and the rows and columns that sampling reads
+    # (one more than that extent, where there is one, so that the last pixels interpolate as they
+    # would within the whole padded map).
+    extent = [used * side / whole for used, side, whole in zip(resized, low.shape[-2:], padded)]
+    rows, cols = (min(side, math.ceil(e) + 1) for e, side in zip(extent, low.shape[-2:]))
+    crop = low[None, :, :rows, :cols]
+    if (rows, cols) == tuple(extent):  # the image covers the whole map: a plain resize
+        return F.interpolate(crop, size=size, mode="bilinear", align_corners=False)[0]
+    scale = [out / e for out, e in zip(size, extent)]
+    sampled = F.interpolate(crop, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+    return sampled[0, :, : size[0], : size[1]]
