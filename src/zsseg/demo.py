@@ -138,6 +138,7 @@ class Demo:
         self.examples = [(Path(image).resolve(), classes) for image, classes in examples]
         self.left_out: list[str] = []
         proposal = proposal if proposal is not None else proposals[0]
+        proposals = list(proposals) if proposal in proposals else [proposal, *proposals]  # "NAME:MODEL" as given at start
         self.segmenter(method, proposal, max_proposals)  # the initial settings must work
         self.method, self.proposal = method, proposal
         self.methods = [m for m in methods if self._offer(m, proposal if m not in PER_PIXEL_METHODS else None, f"method {m}")]
