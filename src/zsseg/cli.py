@@ -9,9 +9,13 @@ path). Errors are one line each. `zsseg eval`, `zsseg train ...` and `zsseg pseu
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import io
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -221,6 +225,19 @@ def _parser() -> argparse.ArgumentParser:
     select.add_argument("--batch-size", type=_at_least(1), default=32, help="crops per CLIP forward pass (default 32)")
     select.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
     select.add_argument("--output", required=True, type=Path, help="the prompt file to write (JSON), with the whole ranking")
+
+    demo = commands.add_parser(
+        "demo",
+        help="a web page for segmenting your own photos (needs: pip install \"zsseg[demo]\")",
+        description="Serve a Gradio page: upload an image, type class names or pick a built-in vocabulary, choose the method, "
+        "proposals and K, and get the overlay, the classes present with their share of the pixels, and the label PNG and "
+        "JSON. CLIP loads once; the model flags below set what the page starts with. Uploads are bounded in bytes and pixels, "
+        "requests run one at a time, and the page reads no path from its users (limits: the README's Web demo section).",
+    )
+    _model_options(demo, USABLE_PROPOSALS)
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to your network)")
+    demo.add_argument("--port", type=_at_least(1), default=7860, help="port to serve on (default 7860)")
 
     commands.add_parser("configs", help="list the named configs of `zsseg train proposals`, `zsseg train fcn` and `zsseg train prompts`")
     commands.add_parser("vocabularies", help="list the built-in vocabularies")
@@ -724,6 +741,62 @@ def _select_prompt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """Serve the web demo until Ctrl-C. Everything that can fail (gradio missing, CLIP, the
+    page's initial settings, the port) fails before the page is served, in one line."""
+    try:
+        importlib.import_module("gradio")  # the optional extra: nothing else imports it
+    except ImportError as error:
+        if (error.name or "").split(".")[0] == "gradio":
+            raise ZssegError('the web demo needs gradio, which is not installed: pip install "zsseg[demo]"') from None
+        raise ZssegError(f'gradio cannot be imported ({error}); reinstall it: pip install "zsseg[demo]"') from None
+    from .clip import load_clip
+    from .demo import Demo, example_images
+
+    _check_prompt(args)
+    clip = load_clip(args.clip, device=args.device, dtype=args.dtype)
+    page = Demo(_demo_segmenters(args, clip), list(METHODS), USABLE_PROPOSALS, method=args.method,
+                proposal=None if args.method in PER_PIXEL_METHODS else args.proposals or args.default_proposals,
+                max_proposals=args.max_proposals or DEFAULT_MAX_PROPOSALS, max_size=args.max_size, examples=example_images())
+    for reason in page.left_out:
+        print(f"zsseg: not offered on the page: {reason}", file=sys.stderr)
+    try:
+        server = page.launch(args.host, args.port, block=False)
+    except OSError as error:
+        raise ZssegError(f"cannot serve on {args.host}:{args.port}: {error}") from None
+    print(f"zsseg: the demo is at http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    try:
+        threading.Event().wait()
+    finally:
+        with contextlib.redirect_stdout(io.StringIO()):  # Gradio's "Closing server running on port: ..."
+            server.close()
+    return 0
+
+
+def _demo_segmenters(args: argparse.Namespace, clip) -> Callable[[str, str | None, int | None], Segmenter]:
+    """Builds the page's segmenter for (method, proposals, K) as `zsseg segment` would with
+    those flags (and the others as given), around the one loaded `clip`. The weights flags
+    apply where they belong, so that the page can switch between a trained network and the
+    training-free generators."""
+
+    def make(method: str, proposals: str | None, max_proposals: int | None) -> Segmenter:
+        trained = proposals == MaskFormerProposals.name or method == "fcn"
+        settings = argparse.Namespace(**{
+            **vars(args),
+            "clip": clip,
+            "method": method,
+            "proposals": proposals,
+            "max_proposals": max_proposals,
+            "proposal_weights": args.proposal_weights if proposals == MaskFormerProposals.name else None,
+            "fcn_weights": args.fcn_weights if method == "fcn" else None,
+            "ensemble_weight": args.ensemble_weight if trained and method != "dense-clip" else None,
+            "classifier": args.classifier if trained else "ensemble",
+        })
+        return _segmenter(settings, args.device, _proposal_generator(settings, args.device))
+
+    return make
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "vocabularies":
         _output(f"{name:20s} {len(Vocabulary.preset(name)):4d} classes  {description}" for name, description in PRESETS.items())
@@ -750,6 +823,8 @@ def _run(args: argparse.Namespace) -> int:
         return _select_prompt(args)
     if args.command == "pseudo-label":
         return _pseudo_label(args)
+    if args.command == "demo":
+        return _demo(args)
     return _segment(args)
 
 
@@ -770,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)  # inside: `--version | head -0` is a closed pipe too
         if args.command is None:
-            print("zsseg: error: give a command: segment, eval, train, pseudo-label, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
+            print("zsseg: error: give a command: segment, demo, eval, train, pseudo-label, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
             return 2
         if args.command == "train" and args.what is None:
             print("zsseg train: error: say what to train: `zsseg train proposals ...`, `zsseg train fcn ...` or `zsseg train prompts ...` (see their --help)", file=sys.stderr)

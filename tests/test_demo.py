@@ -1,0 +1,288 @@
+"""The web demo (`zsseg demo`): its handler on a real image, bad input, the command line, and
+the page itself in a headless Chromium driven by Playwright."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA
+from zsseg.cli import main
+
+IMAGE = DATA / "coco" / "val2017" / "000000010363.jpg"  # a cat on a car, 640x361; one of the page's examples
+CLASSES = "cat; car; cabinet, cupboard; lamp; wall; floor; bicycle"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _gradio():
+    return pytest.importorskip("gradio", reason='the demo needs gradio: pip install -e ".[demo]" (or ".[test]")')
+
+
+@pytest.fixture(scope="module")
+def page(clip_dir):
+    """The page's state as `zsseg demo` builds it, with a tiny CLIP and a small processing size."""
+    _gradio()
+    from zsseg.cli import USABLE_PROPOSALS, _demo_segmenters, _parser
+    from zsseg.clip import load_clip
+    from zsseg.demo import Demo
+    from zsseg.segmenter import METHODS
+
+    args = _parser().parse_args(["demo", "--clip", str(clip_dir), "--max-size", "160"])
+    return Demo(_demo_segmenters(args, load_clip(str(clip_dir))), list(METHODS), USABLE_PROPOSALS, max_proposals=10,
+                max_size=160, examples=[(IMAGE, CLASSES)])
+
+
+def test_examples_are_real_samples_beside_the_checkout():
+    _gradio()
+    from zsseg.demo import EXAMPLES, example_images
+
+    if not (Path(__file__).resolve().parents[2] / "shared" / "data").is_dir():
+        pytest.skip("no ../shared/data beside this checkout: the page then offers no examples")
+    examples = example_images()
+    assert len(examples) == len(EXAMPLES) == 3 and all(path.is_file() for path, _ in examples)
+    assert example_images(Path("/nonexistent")) == []
+
+
+def _check_outputs(outputs, vocabulary: list[str]):
+    """The handler's outputs agree with each other and with the files `zsseg segment` writes."""
+    overlay, table, files, summary = outputs
+    width, height = Image.open(IMAGE).size
+    assert [Path(f).name for f in files] == [f"{IMAGE.stem}.png", f"{IMAGE.stem}_overlay.png", f"{IMAGE.stem}.json"]
+    assert overlay == files[1]
+    shown = Image.open(overlay)
+    assert shown.height >= height and shown.width > width  # the legend on the right
+    labels = np.array(Image.open(files[0]))
+    assert labels.shape == (height, width)
+    record = json.loads(Path(files[2]).read_text())
+    assert record["vocabulary"] == vocabulary and record["software"].startswith("zsseg")
+    assert table, "no class present"
+    assert sum(share for _, share, _ in table) == pytest.approx(100, abs=0.05)
+    labelled = int((labels != 255).sum())
+    assert sum(pixels for _, _, pixels in table) == labelled == height * width - record["unlabeled_area"]
+    areas = {entry["name"]: entry["area"] for entry in record["classes"]}
+    for name, share, pixels in table:
+        assert areas[name] == pixels == int((labels == vocabulary.index(name)).sum())
+        assert share == pytest.approx(100 * pixels / labelled, abs=0.01)
+    assert [row[2] for row in table] == sorted((row[2] for row in table), reverse=True)
+    assert f"{width}x{height} image, {len(table)} of {len(vocabulary)} classes present" in summary
+
+
+@pytest.mark.parametrize("method", ["two-stage", "fast", "dense-clip"])
+def test_handler_segments_a_real_image(page, method):
+    outputs = page.segment(str(IMAGE), CLASSES, method, "selective-search", 10)
+    _check_outputs(outputs, ["cat", "car", "cabinet, cupboard", "lamp", "wall", "floor", "bicycle"])
+    assert Path(outputs[0]).is_relative_to(page.results)
+
+
+def test_handler_offers_what_can_run(page):
+    assert page.methods == ["two-stage", "fast", "dense-clip"]  # fcn needs --fcn-weights
+    assert "maskformer" not in page.proposals and {"selective-search", "contour-hierarchy"} <= set(page.proposals)
+    assert "ground-truth" not in page.proposals  # the oracle needs a label map
+    assert any("--proposal-weights" in reason for reason in page.left_out)
+    assert any("--fcn-weights" in reason for reason in page.left_out)
+
+
+def test_handler_reuses_one_clip(page):
+    first = page.segmenter("two-stage", "selective-search", 10)
+    assert page.segmenter("two-stage", "selective-search", 10) is first
+    other = page.segmenter("fast", "contour-hierarchy", 5)
+    assert other is not first and other.clip is first.clip and other.proposals.max_proposals == 5
+
+
+@pytest.mark.parametrize("image, classes, method, k, message", [
+    (None, CLASSES, "two-stage", 10, "no image: upload one"),
+    (IMAGE, "", "two-stage", 10, "the vocabulary is empty"),
+    (IMAGE, " ; ;", "two-stage", 10, "the vocabulary is empty"),
+    (IMAGE, "dog; cat, dog", "two-stage", 10, "duplicate class name 'dog' (classes 1 and 2)"),
+    (IMAGE, "; ".join(f"class {i}" for i in range(1001)), "two-stage", 10, "1001 classes; this page takes at most 1000"),
+    (IMAGE, "x" * 20_001, "two-stage", 10, "this page takes at most 20,000"),
+    (IMAGE, CLASSES, "fcn", 10, "unknown method 'fcn'; this page offers two-stage, fast, dense-clip"),
+    (IMAGE, CLASSES, "two-stage", 0, "K (max proposals) must be a whole number from 1 to 300"),
+    (IMAGE, CLASSES, "two-stage", 2.5, "K (max proposals) must be a whole number from 1 to 300"),
+    (Path("/etc/hostname"), CLASSES, "two-stage", 10, "this page reads only uploaded images and its examples"),
+])
+def test_handler_bad_input(page, image, classes, method, k, message):
+    gr = _gradio()
+    with pytest.raises(gr.Error) as raised:
+        page.segment(None if image is None else str(image), classes, method, "selective-search", k)
+    assert message in str(raised.value.message)
+
+
+def test_handler_refuses_huge_images_before_decoding(page, tmp_path, monkeypatch):
+    gr = _gradio()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # where Gradio puts uploads
+    huge = tmp_path / "huge.png"
+    Image.new("1", (8000, 5001)).save(huge)  # 40,008,000 pixels, a few kB
+    with pytest.raises(gr.Error, match=r"8000x5001 \(40,008,000 pixels\), above the limit of 40,000,000 pixels"):
+        page.segment(str(huge), CLASSES, "two-stage", "selective-search", 10)
+
+
+def test_handler_escapes_names_in_messages(page):
+    gr = _gradio()
+    with pytest.raises(gr.Error) as raised:
+        page.segment(str(IMAGE), "<b>x</b>; <b>x</b>", "two-stage", "selective-search", 10)
+    assert "&lt;b&gt;x&lt;/b&gt;" in raised.value.message  # Gradio renders error messages as HTML
+
+
+def test_built_in_vocabularies_fill_the_classes():
+    _gradio()
+    from zsseg.demo import CUSTOM, _preset_classes
+    from zsseg.vocabulary import PRESETS, Vocabulary
+
+    for name in PRESETS:
+        assert Vocabulary.parse(_preset_classes(name)).names == Vocabulary.preset(name).names
+    assert _preset_classes(CUSTOM) == {"__type__": "update"}
+
+
+def test_cli_without_gradio_says_how_to_install(clip_dir, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` now fails as if it were not installed
+    assert main(["demo", "--clip", str(clip_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err == 'zsseg: error: the web demo needs gradio, which is not installed: pip install "zsseg[demo]"\n'
+
+
+def test_cli_loading_errors_are_one_line(tmp_path, capsys):
+    _gradio()
+    missing = tmp_path / "no-such-clip"
+    assert main(["segment", str(IMAGE), "--classes", "cat", "--clip", str(missing), "--out", str(tmp_path / "out")]) == 2
+    segment_error = capsys.readouterr().err
+    assert main(["demo", "--clip", str(missing)]) == 2
+    assert capsys.readouterr().err == segment_error and segment_error.count("\n") == 1
+
+
+def test_cli_refuses_settings_the_page_cannot_start_with(clip_dir, capsys):
+    _gradio()
+    assert main(["demo", "--clip", str(clip_dir), "--proposals", "maskformer"]) == 2
+    assert capsys.readouterr().err == ("zsseg: error: --proposals maskformer needs --proposal-weights "
+                                       "(the --output-dir of `zsseg train proposals`)\n")
+    assert main(["demo", "--clip", str(clip_dir), "--max-proposals", "301"]) == 2
+    assert capsys.readouterr().err == "zsseg: error: the demo takes K (--max-proposals) from 1 to 300, got 301\n"
+
+
+def test_cli_port_in_use_is_one_line(clip_dir, capsys):
+    _gradio()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--clip", str(clip_dir), "--max-size", "64", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"zsseg: error: cannot serve on 127.0.0.1:{port}: ")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(clip_dir: Path, port: int) -> subprocess.Popen:
+    """`zsseg demo` in its own process, once it says where it serves."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "zsseg", "demo", "--clip", str(clip_dir), "--max-size", "160", "--max-proposals", "10",
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = server.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "the demo is at" in line:
+            assert line == f"zsseg: the demo is at http://127.0.0.1:{port} (Ctrl-C stops it)\n"
+            return server
+    server.kill()
+    pytest.fail(f"zsseg demo did not start: {''.join(lines)}")
+
+
+def _toast(browser_page, text: str) -> None:
+    browser_page.locator(".toast-body", has_text=text).first.wait_for(timeout=30_000)
+    browser_page.locator(".toast-body", has_text=text).first.locator("button").first.click()  # close it
+
+
+def test_page_in_a_real_browser(clip_dir, tmp_path):
+    _gradio()
+    sync_api = pytest.importorskip("playwright.sync_api", reason='Playwright is not installed: pip install -e ".[test]"')
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip("no Chromium to drive: apt-get install chromium (Playwright's own browser download is not used)")
+    port = _free_port()
+    server = _start_server(clip_dir, port)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+            try:
+                view = browser.new_page(viewport={"width": 1400, "height": 1100})
+                view.set_default_timeout(60_000)
+                view.goto(f"http://127.0.0.1:{port}/")
+                view.locator("#run").click()  # nothing uploaded yet
+                _toast(view, "no image: upload one, or pick one of the examples")
+
+                vocabularies = view.get_by_label("Built-in vocabulary (fills the classes)")
+                vocabularies.click()
+                view.get_by_role("option", name="voc-20").click()
+                view.wait_for_function("document.querySelector('#classes textarea').value.startsWith('aeroplane; bicycle; bird;')")
+
+                view.locator("#image input[type=file]").set_input_files(str(IMAGE))
+                view.locator("#image img").wait_for()
+                view.locator("#classes textarea").fill("dog; cat, do")
+                view.locator("#classes textarea").press_sequentially("g")  # typed, as a user does
+                sync_api.expect(vocabularies).to_have_value("(your classes)")  # typed classes are no preset
+                view.locator("#run").click()
+                _toast(view, "duplicate class name 'dog' (classes 1 and 2)")
+
+                view.locator("#classes textarea").fill(CLASSES)
+                view.get_by_label("Method").click()
+                view.get_by_role("option", name="dense-clip").click()  # the tiny random CLIP's proposals all get one class
+                view.locator("#run").click()
+                view.wait_for_function("document.querySelector('#summary').innerText.includes('classes present')")
+                view.wait_for_function("(() => { const i = document.querySelector('#overlay img'); return i && i.complete && i.naturalWidth > 0 })()")
+                width, height = view.evaluate("(() => { const i = document.querySelector('#overlay img'); return [i.naturalWidth, i.naturalHeight] })()")
+                assert width > 640 and height >= 361  # the image and its legend
+
+                links = {Path(link.get_attribute("href")).name: link.get_attribute("href")
+                         for link in view.locator("#files a[href]").all()}
+                assert set(links) >= {f"{IMAGE.stem}.png", f"{IMAGE.stem}_overlay.png", f"{IMAGE.stem}.json"}
+                record = view.request.get(links[f"{IMAGE.stem}.json"]).json()
+                labelled = sum(entry["area"] for entry in record["classes"])
+                table = view.locator("#table").inner_text()
+                assert "share of labelled pixels (%)" in table
+                for entry in record["classes"]:  # each class present, with its share and pixel count
+                    assert entry["name"] in table and str(entry["area"]) in table
+                    assert re.search(rf"\b{round(100 * entry['area'] / labelled, 2):g}\b", table)
+                summary = view.locator("#summary").inner_text()
+                assert f"640x361 image, {len(record['classes'])} of 7 classes present" in summary
+
+                import httpx  # gradio's; faster than Playwright's request API for 51 MB
+
+                too_big = {"files": ("big.jpg", b"\0" * (51 * 1024 * 1024), "image/jpeg")}
+                upload = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", files=too_big, timeout=60)
+                assert upload.status_code == 413  # refused by the upload limit (50 MB), before zsseg sees it
+
+                screenshot = tmp_path / "zsseg-demo.png"
+                view.screenshot(path=str(screenshot), full_page=True)
+                print(f"screenshot: {screenshot}")
+            finally:
+                browser.close()
+    finally:
+        server.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            out, err = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+    assert server.returncode == 130 and err.endswith("zsseg: interrupted\n") and "Traceback" not in err, err
+    assert out == ""  # nothing from Gradio
