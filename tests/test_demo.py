@@ -34,13 +34,13 @@ def _gradio():
 def page(clip_dir):
     """The page's state as `zsseg demo` builds it, with a tiny CLIP and a small processing size."""
     _gradio()
-    from zsseg.cli import USABLE_PROPOSALS, _demo_segmenters, _parser
+    from zsseg.cli import DEMO_PROPOSALS, _demo_segmenters, _parser
     from zsseg.clip import load_clip
     from zsseg.demo import Demo
     from zsseg.segmenter import METHODS
 
     args = _parser().parse_args(["demo", "--clip", str(clip_dir), "--max-size", "160"])
-    return Demo(_demo_segmenters(args, load_clip(str(clip_dir))), list(METHODS), USABLE_PROPOSALS, max_proposals=10,
+    return Demo(_demo_segmenters(args, load_clip(str(clip_dir))), list(METHODS), DEMO_PROPOSALS, max_proposals=10,
                 max_size=160, examples=[(IMAGE, CLASSES)])
 
 
@@ -99,6 +99,26 @@ def test_handler_reuses_one_clip(page):
     assert page.segmenter("two-stage", "selective-search", 10) is first
     other = page.segmenter("fast", "contour-hierarchy", 5)
     assert other is not first and other.clip is first.clip and other.proposals.max_proposals == 5
+
+
+def test_pretrained_proposals_are_offered_as_given_and_loaded_once(clip_dir, sam_dir):
+    """`zsseg demo --proposals sam:FOLDER`: the page offers that SAM beside the training-free
+    generators (never a default hub model it was not asked for), and every K shares one SAM."""
+    _gradio()
+    from zsseg.cli import DEMO_PROPOSALS, _demo_segmenters, _parser
+    from zsseg.clip import load_clip
+    from zsseg.demo import Demo
+    from zsseg.segmenter import METHODS
+
+    spec = f"sam:{sam_dir}"
+    args = _parser().parse_args(["demo", "--clip", str(clip_dir), "--proposals", spec, "--max-size", "160"])
+    demo = Demo(_demo_segmenters(args, load_clip(str(clip_dir))), list(METHODS), DEMO_PROPOSALS, proposal=spec,
+                max_proposals=10, max_size=160, examples=[(IMAGE, CLASSES)])
+    assert demo.proposals[0] == spec and "sam" not in demo.proposals and "mask2former" not in demo.proposals
+    ten, five = demo.segmenter("two-stage", spec, 10), demo.segmenter("fast", spec, 5)
+    assert ten.proposals.model is five.proposals.model
+    assert (ten.proposals.max_proposals, five.proposals.max_proposals) == (10, 5)
+    assert demo.run(str(IMAGE), CLASSES, "two-stage", spec, 10).table, "a confident SAM labels the image"
 
 
 @pytest.mark.parametrize("image, classes, method, k, message", [

@@ -9,6 +9,7 @@ path). Errors are one line each. `zsseg eval`, `zsseg train ...` and `zsseg pseu
 from __future__ import annotations
 
 import argparse
+import copy
 import contextlib
 import importlib
 import io
@@ -40,6 +41,10 @@ from .writers import check_target, output_paths, write_json, write_outputs, writ
 DEFAULT_MAX_PROPOSALS = 100
 USABLE_PROPOSALS = [name for name, cls in GENERATORS.items() if not cls.needs_ground_truth]
 PRETRAINED_PROPOSALS = [name for name, cls in GENERATORS.items() if cls.pretrained]
+# The demo offers the pretrained generators only as given at start (`--proposals sam:MODEL`):
+# offering them all would download every default model (SAM is 375 MB) for a page that may
+# never use them.
+DEMO_PROPOSALS = [name for name in USABLE_PROPOSALS if name not in PRETRAINED_PROPOSALS]
 
 
 def _proposals_type(allowed: list[str]) -> Callable[[str], str]:
@@ -755,7 +760,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     _check_prompt(args)
     clip = load_clip(args.clip, device=args.device, dtype=args.dtype)
-    page = Demo(_demo_segmenters(args, clip), list(METHODS), USABLE_PROPOSALS, method=args.method,
+    page = Demo(_demo_segmenters(args, clip), list(METHODS), DEMO_PROPOSALS, method=args.method,
                 proposal=None if args.method in PER_PIXEL_METHODS else args.proposals or args.default_proposals,
                 max_proposals=args.max_proposals or DEFAULT_MAX_PROPOSALS, max_size=args.max_size, examples=example_images())
     for reason in page.left_out:
@@ -777,7 +782,20 @@ def _demo_segmenters(args: argparse.Namespace, clip) -> Callable[[str, str | Non
     """Builds the page's segmenter for (method, proposals, K) as `zsseg segment` would with
     those flags (and the others as given), around the one loaded `clip`. The weights flags
     apply where they belong, so that the page can switch between a trained network and the
-    training-free generators."""
+    training-free generators. A generator that loads a network (maskformer, sam, mask2former)
+    loads it once: the segmenters for other K take a copy that shares it."""
+    networks: dict[str, ProposalGenerator] = {}
+
+    def generator(settings: argparse.Namespace) -> ProposalGenerator:
+        spec = settings.proposals or settings.default_proposals
+        name, _ = parse_generator(spec)
+        if settings.method in PER_PIXEL_METHODS or not (GENERATORS[name].pretrained or name == MaskFormerProposals.name):
+            return _proposal_generator(settings, args.device)
+        if spec not in networks:
+            networks[spec] = _proposal_generator(settings, args.device)
+        shared = copy.copy(networks[spec])
+        shared.max_proposals = settings.max_proposals or DEFAULT_MAX_PROPOSALS
+        return shared
 
     def make(method: str, proposals: str | None, max_proposals: int | None) -> Segmenter:
         trained = proposals == MaskFormerProposals.name or method == "fcn"
@@ -792,7 +810,7 @@ def _demo_segmenters(args: argparse.Namespace, clip) -> Callable[[str, str | Non
             "ensemble_weight": args.ensemble_weight if trained and method != "dense-clip" else None,
             "classifier": args.classifier if trained else "ensemble",
         })
-        return _segmenter(settings, args.device, _proposal_generator(settings, args.device))
+        return _segmenter(settings, args.device, generator(settings))
 
     return make
 
