@@ -286,7 +286,7 @@ def test_cli_bad_inputs(network, labelled, clip_dir, tmp_path):
     dense = run(["pseudo-label", *common, "--clip", str(clip_dir), "--method", "dense-clip", "--output-dir", str(tmp_path / "a")])
     assert dense.returncode == 2 and "made from proposals" in dense.stderr
     gt = run(["pseudo-label", *common, *model, "--proposals", "ground-truth", "--output-dir", str(tmp_path / "a")])
-    assert gt.returncode == 2 and "invalid choice" in gt.stderr
+    assert gt.returncode == 2 and "cannot use the proposal generator 'ground-truth'" in gt.stderr
     inside = run(["pseudo-label", *common, *model, "--output-dir", str(DATA / "coco" / "pl")])
     assert inside.returncode == 2 and "inside the coco-stuff dataset" in inside.stderr
     assert not (DATA / "coco" / "pl").exists()

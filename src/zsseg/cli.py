@@ -51,12 +51,14 @@ def _proposals_type(allowed: list[str]) -> Callable[[str], str]:
     """argparse type of --proposals: NAME or NAME:MODEL (`parse_generator`), NAME among `allowed`."""
 
     def parse(value: str) -> str:
+        name = value.partition(":")[0]
+        if name not in allowed:
+            known = "unknown proposal generator" if name not in GENERATORS else "this command cannot use the proposal generator"
+            raise argparse.ArgumentTypeError(f"{known} '{name}'; choose from {', '.join(allowed)}")
         try:
-            name, _ = parse_generator(value)
+            parse_generator(value)
         except ZssegError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
-        if name not in allowed:
-            raise argparse.ArgumentTypeError(f"'{name}' proposals are not available here; choose from {', '.join(allowed)}")
         return value
 
     return parse
