@@ -117,10 +117,11 @@ def test_select_masks_drops_empty_and_duplicates_and_caps():
 
 
 def test_registry():
-    assert set(GENERATORS) == {"selective-search", "contour-hierarchy", "ground-truth", "maskformer"}
+    assert set(GENERATORS) == {"selective-search", "contour-hierarchy", "ground-truth", "maskformer", "sam", "mask2former"}
+    assert {name for name, cls in GENERATORS.items() if cls.pretrained} == {"sam", "mask2former"}
     assert build_proposal_generator("selective-search", max_proposals=7).max_proposals == 7
-    with pytest.raises(ZssegError, match="unknown proposal generator"):
-        build_proposal_generator("sam")
+    with pytest.raises(ZssegError, match="unknown proposal generator 'segment-everything'"):
+        build_proposal_generator("segment-everything")
     with pytest.raises(ZssegError, match="at least 1"):
         SelectiveSearch(max_proposals=0)
 
