@@ -31,7 +31,7 @@ from .clip import ClipModel, usable_device
 from .datasets import SegmentationDataset
 from .distributed import Distributed
 from .errors import ZssegError
-from .images import shorter_side_scale
+from .images import check_rgb_array, shorter_side_scale
 from .maskformer.config import RESNETS, SolverConfig, config_from_dict
 from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, ResNetFeatures, parameter_groups, seeded
 from .maskformer.training import TextClassifierTask, loop_settings, training_classes
@@ -245,8 +245,7 @@ class TrainedFcn:
     def predict(self, image: np.ndarray) -> torch.Tensor:
         """`[D, H/4, W/4]` unit-norm embeddings of an HWC uint8 image whose sides are multiples
         of 4 (see `processing_size`); it is padded to a multiple of 32 for the network."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ZssegError(f"expected an HWC uint8 RGB image, got {image.dtype} array of shape {image.shape}")
+        check_rgb_array(image)
         height, width = image.shape[:2]
         if height % 4 or width % 4:
             raise ZssegError(f"FCN images must have sides that are multiples of 4, got {height}x{width} (see processing_size)")

@@ -51,6 +51,11 @@ class ModelKind:
     option: str
     folder: str
 
+    @property
+    def accepted(self) -> str:
+        """The accepted model types, for messages: "'sam' or 'sam_hq'"."""
+        return " or ".join(f"'{t}'" for t in self.model_types)
+
     def offline_help(self, name: str) -> str:
         return (
             f"to use it offline, download it where the hub is reachable (`hf download {name} --local-dir {self.folder}`), "
@@ -118,8 +123,7 @@ def check_folder(folder: Path, kind: ModelKind) -> str:
         raise ZssegError(f"{folder} is not a {kind.label} checkpoint folder: it has no config.json")
     model_type = read_json(config).get("model_type")
     if model_type not in kind.model_types:
-        accepted = " or ".join(f"'{t}'" for t in kind.model_types)
-        raise ZssegError(f"{folder} holds a '{model_type}' model, not {kind.label} (config.json model_type must be {accepted})")
+        raise ZssegError(f"{folder} holds a '{model_type}' model, not {kind.label} (config.json model_type must be {kind.accepted})")
     if not any((folder / f).is_file() for f in WEIGHT_FILES):
         raise ZssegError(f"{folder} has a {kind.label} config.json but no weights (model.safetensors or pytorch_model.bin)")
     return model_type
@@ -128,8 +132,7 @@ def check_folder(folder: Path, kind: ModelKind) -> str:
 def check_model_type(model_type: str, name: str, kind: ModelKind) -> None:
     """Refuse a checkpoint (from the hub, where no folder was checked) of another family."""
     if model_type not in kind.model_types:
-        accepted = " or ".join(f"'{t}'" for t in kind.model_types)
-        raise ZssegError(f"'{name}' is a '{model_type}' model, not {kind.label} (its model_type must be {accepted})")
+        raise ZssegError(f"'{name}' is a '{model_type}' model, not {kind.label} (its model_type must be {kind.accepted})")
 
 
 def check_complete(source: str, info: dict, kind: ModelKind) -> None:

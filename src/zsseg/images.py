@@ -100,6 +100,12 @@ def as_rgb_array(image: ImageInput) -> np.ndarray:
     raise ZssegError(f"unsupported image type {type(image).__name__}: give a path, a PIL image or a uint8 array")
 
 
+def check_rgb_array(image: np.ndarray) -> None:
+    """A one-line error unless `image` is an HWC uint8 RGB array (what the networks take)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ZssegError(f"expected an HWC uint8 RGB image, got {image.dtype} array of shape {image.shape}")
+
+
 def image_tensor(image: ImageInput | torch.Tensor) -> torch.Tensor:
     """`[3, H, W]` float32 pixel values in [0, 255]."""
     if isinstance(image, torch.Tensor):

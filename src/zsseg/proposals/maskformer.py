@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from ..clip import usable_device
 from ..errors import ZssegError
-from ..images import shorter_side_scale
+from ..images import check_rgb_array, shorter_side_scale
 from ..prompts import VocabularyEmbedding
 from ..vocabulary import Vocabulary
 from .base import ProposalGenerator
@@ -57,8 +57,7 @@ class MaskFormerProposals(ProposalGenerator):
     def predict(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask probabilities `[Q, H, W]` float32 at the image's size and the queries' class
         embeddings `[Q, D]` (the image is used at the size given: see `proposal_size`)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ZssegError(f"expected an HWC uint8 RGB image, got {image.dtype} array of shape {image.shape}")
+        check_rgb_array(image)
         height, width = image.shape[:2]
         pad_h, pad_w = -height % 32, -width % 32
         pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()

@@ -1,7 +1,9 @@
-"""Loading the pretrained hub models that make proposals (SAM, Mask2Former, ...), and the
-preprocessing constants they share; through `zsseg.hub`, like CLIP.
+"""What the generators that load a pretrained hub model (SAM, Mask2Former, ...) share: loading
+through `zsseg.hub`, like CLIP, the preprocessing constants, and sampling low-resolution logits
+at an image's pixels.
 
-    model, source, preprocessing, local = load_model("facebook/sam-vit-base", SAM_KIND, SAM_CLASSES, "cpu")
+    class SamProposals(PretrainedProposals):
+        kind, classes = SAM_KIND, {"sam": "SamModel", ...}
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch.nn import functional as F
 from ..clip import usable_device
 from ..errors import ZssegError
 from ..hub import ModelKind, check_model_type, load_pretrained, optional_json
+from .base import ProposalGenerator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,6 +48,30 @@ def load_model(name_or_path: str, kind: ModelKind, classes: dict[str, str], devi
 
     model, source, local_only = load_pretrained(name_or_path, kind, load)
     return model.to(device).eval(), source, optional_json(source, "preprocessor_config.json", local_only), local_only
+
+
+class PretrainedProposals(ProposalGenerator):
+    """A generator around a pretrained transformers model, named "NAME:MODEL" on the command line.
+
+    Subclasses set `kind` (the checkpoint family, for messages and folder checks) and `classes`
+    (the transformers class for each accepted `model_type`). After `__init__`: `model` (eval
+    mode, on `device`), `source` (where it was loaded from), `preprocessing` (its
+    preprocessor_config.json, or {}), `local_only` (whether its other files are to be read from
+    the folder or the local cache), and `mean`, `std` for pixels in [0, 255].
+    """
+
+    pretrained = True
+    kind: ModelKind
+    classes: dict[str, str]
+
+    def __init__(self, model: str, max_proposals: int = 100, duplicate_iou: float = 0.95, device: str = "cpu"):
+        super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
+        self.model, self.source, self.preprocessing, self.local_only = load_model(model, self.kind, self.classes, device)
+        self.mean, self.std = normalisation(self.preprocessing)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
 
 def normalisation(preprocessing: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,9 +21,9 @@ import torch
 
 from ..errors import ZssegError
 from ..hub import ModelKind, quiet_transformers
-from ..images import shorter_side_scale
-from .base import ProposalGenerator, select_masks
-from .pretrained import load_model, normalisation, resized_pixels, sample_logits
+from ..images import check_rgb_array, shorter_side_scale
+from .base import select_masks
+from .pretrained import PretrainedProposals, resized_pixels, sample_logits
 
 QUERY_MASK_KIND = ModelKind("MaskFormer", ("maskformer", "mask2former", "oneformer"), "--proposals mask2former:{}", "mask2former-model")
 QUERY_MASK_CLASSES = {
@@ -34,7 +34,7 @@ QUERY_MASK_CLASSES = {
 ONEFORMER_TASK = "the task is panoptic"
 
 
-class QueryMaskProposals(ProposalGenerator):
+class QueryMaskProposals(PretrainedProposals):
     """Query masks of a pretrained universal segmentation network (see the module docstring).
 
     Args:
@@ -45,17 +45,16 @@ class QueryMaskProposals(ProposalGenerator):
     """
 
     name = "mask2former"
-    pretrained = True
+    kind, classes = QUERY_MASK_KIND, QUERY_MASK_CLASSES
 
     def __init__(self, model: str | None = None, max_proposals: int = 100, duplicate_iou: float = 0.95, device: str = "cpu"):
-        super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
         if not model:
             raise ZssegError(
                 "the mask2former proposals need a pretrained model: --proposals mask2former:ID or FOLDER, "
                 "for example mask2former:facebook/mask2former-swin-large-coco-panoptic"
             )
-        self.model, self.source, preprocessing, local_only = load_model(model, QUERY_MASK_KIND, QUERY_MASK_CLASSES, device)
-        self.mean, self.std = normalisation(preprocessing)
+        super().__init__(model, max_proposals=max_proposals, duplicate_iou=duplicate_iou, device=device)
+        preprocessing = self.preprocessing
         size = preprocessing.get("size") or {}
         if isinstance(size, int):
             size = {"shortest_edge": size}
@@ -64,31 +63,26 @@ class QueryMaskProposals(ProposalGenerator):
         self.divisor = int(preprocessing.get("size_divisor") or preprocessing.get("size_divisibility") or 32)
         self.task_inputs = None
         if self.model.config.model_type == "oneformer":
-            self.task_inputs = self._task_tokens(model, self.source, local_only)
+            self.task_inputs = self._task_tokens(model)
 
-    def _task_tokens(self, name: str, source: str, local_only: bool) -> torch.Tensor:
+    def _task_tokens(self, name: str) -> torch.Tensor:
         """OneFormer's task input: the token ids of "the task is panoptic", padded as its processor does."""
         from transformers import AutoTokenizer
 
         try:
             with quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+                tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=self.local_only)
         except (OSError, ValueError) as error:
             raise ZssegError(f"OneFormer '{name}' has no usable tokenizer for its task token: {str(error).splitlines()[0]}") from None
         length = int(self.model.config.task_seq_len)
         ids = tokenizer([ONEFORMER_TASK], padding="max_length", max_length=length, truncation=True, return_tensors="pt")
         return ids["input_ids"].to(self.device)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask probabilities `[Q, H, W]` float32 at the image's size and each query's
         objectness `[Q]`, 1 - p(no object)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ZssegError(f"expected an HWC uint8 RGB image, got {image.dtype} array of shape {image.shape}")
+        check_rgb_array(image)
         height, width = image.shape[:2]
         scale = shorter_side_scale(height, width, self.shortest, self.longest)
         resized = (max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5)))

@@ -37,16 +37,16 @@ import torch
 from scipy import ndimage
 
 from ..errors import ZssegError
+from ..images import check_rgb_array
 from ..hub import ModelKind
-from .base import ProposalGenerator
-from .pretrained import load_model, normalisation, resized_pixels, sample_logits
+from .pretrained import PretrainedProposals, resized_pixels, sample_logits
 
 DEFAULT_SAM = "facebook/sam-vit-base"
 SAM_KIND = ModelKind("SAM", ("sam", "sam_hq"), "--proposals sam:{}", "sam-model")
 SAM_CLASSES = {"sam": "SamModel", "sam_hq": "SamHQModel"}
 
 
-class SamProposals(ProposalGenerator):
+class SamProposals(PretrainedProposals):
     """Class-agnostic masks from SAM prompted with a grid of points (see the module docstring).
 
     Args:
@@ -58,7 +58,7 @@ class SamProposals(ProposalGenerator):
     """
 
     name = "sam"
-    pretrained = True
+    kind, classes = SAM_KIND, SAM_CLASSES
 
     def __init__(
         self,
@@ -74,7 +74,6 @@ class SamProposals(ProposalGenerator):
         box_nms_thresh: float = 0.7,
         min_region_area: int = 0,
     ):
-        super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
         if points_per_side < 1 or points_per_batch < 1:
             raise ZssegError(f"points_per_side and points_per_batch must be at least 1, got {points_per_side}, {points_per_batch}")
         if not 0.0 <= box_nms_thresh <= 1.0 or not 0.0 <= stability_score_thresh <= 1.0:
@@ -85,16 +84,11 @@ class SamProposals(ProposalGenerator):
         self.pred_iou_thresh, self.box_nms_thresh = pred_iou_thresh, box_nms_thresh
         self.stability_score_thresh, self.stability_score_offset = stability_score_thresh, stability_score_offset
         self.min_region_area = min_region_area
-        self.model, self.source, preprocessing, _ = load_model(model, SAM_KIND, SAM_CLASSES, device)
+        super().__init__(model, max_proposals=max_proposals, duplicate_iou=duplicate_iou, device=device)
         self.hq = self.model.config.model_type == "sam_hq"
         self.input_size = int(self.model.config.vision_config.image_size)
-        self.mean, self.std = normalisation(preprocessing)
         #: Seconds of each stage of the last `generate` (encoder, decoder, suppression).
         self.timings: dict[str, float] = {}
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     def point_grid(self, height: int, width: int) -> torch.Tensor:
         """`[N, 2]` (x, y) prompt points in image pixels: cell centres of an n x n grid."""
@@ -111,8 +105,7 @@ class SamProposals(ProposalGenerator):
             masks `[M, H, W]` bool at the image's size, their predicted IoU `[M]`, and their
             boxes `[M, 4]` (x0, y0, x1, y1, inclusive pixel bounds).
         """
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ZssegError(f"expected an HWC uint8 RGB image, got {image.dtype} array of shape {image.shape}")
+        check_rgb_array(image)
         height, width = image.shape[:2]
         scale = self.input_size / max(height, width)
         resized = (int(height * scale + 0.5), int(width * scale + 0.5))
@@ -155,7 +148,7 @@ class SamProposals(ProposalGenerator):
         masks, scores, boxes = self.predict(image)
         start = time.perf_counter()
         keep = box_nms(boxes, scores, self.box_nms_thresh)
-        masks, scores, boxes = masks[keep], scores[keep], boxes[keep]
+        masks, scores = masks[keep], scores[keep]
         if self.min_region_area > 0 and len(masks):
             cleaned = [remove_small_regions(m.numpy(), self.min_region_area) for m in masks]
             masks = torch.from_numpy(np.stack([m for m, _ in cleaned]))
