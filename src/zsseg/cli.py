@@ -24,6 +24,7 @@ from .clip import DEFAULT_CLIP, DTYPES
 from .datasets import DATASETS, IGNORE, SegmentationDataset, load_dataset
 from .errors import ZssegError
 from .evaluation import PROTOCOLS
+from .metrics import MIOU_RULES
 from .images import IMAGE_EXTENSIONS, read_image
 from .prompts import TEMPLATE_SETS, load_prompt
 from .prompt_learning import PROMPT_CONFIGS
@@ -153,6 +154,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--oracle", action="store_true",
                           help="each proposal takes the ground-truth class it overlaps most: scores the proposals alone, no CLIP")
     _model_options(evaluate, list(GENERATORS))
+    evaluate.add_argument("--class-names", default="reference", choices=["reference", "zsseg"],
+                          help="reference: the class strings of the reference code, each put whole into the prompt (default); "
+                          "zsseg: the built-in vocabulary of the same name, split into synonyms")
+    evaluate.add_argument("--seen-classes", default=None, choices=["split", "none", "names"],
+                          help="which classes the ensemble with a trained network takes as seen: split, the benchmark's zero-shot "
+                          "seen classes; none, every class unseen; names, those the network was trained on (default: the benchmark's)")
+    evaluate.add_argument("--miou-rule", default=MIOU_RULES[0], choices=list(MIOU_RULES),
+                          help="what mIoU divides by: the classes present in the ground truth or the predictions (the reference's; "
+                          "default), or in the ground truth only")
     evaluate.add_argument("--output", type=Path, default=None, help="write the scores as JSON to this file")
     evaluate.add_argument("--save-predictions", type=Path, default=None, metavar="DIR",
                           help="write each prediction as DIR/IMAGE_NAME.png (class indices; 255 = unlabelled); DIR may not be "
@@ -291,7 +301,12 @@ def _training_loop_options(parser: argparse.ArgumentParser, samples: str) -> Non
 
 
 def _model_options(parser: argparse.ArgumentParser, proposals: list[str], default_proposals: str = DEFAULT_PROPOSALS) -> None:
-    parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
+    parser.add_argument("--clip", default=None,
+                        help=f"CLIP hub id or local folder (default: the CLIP inside an authors' checkpoint given as --proposal-weights, "
+                        f"else {DEFAULT_CLIP})")
+    parser.add_argument("--tokenizer", default=None, metavar="DIR",
+                        help="CLIP's tokenizer for the CLIP inside an authors' checkpoint: a folder with vocab.json and merges.txt, "
+                        f"or a hub id (default {DEFAULT_CLIP}'s)")
     parser.add_argument("--method", default="two-stage", choices=list(METHODS),
                         help="two-stage: proposals + CLIP on each (Eq. 1, the paper's; default); fast: the same proposals, each "
                         "classified by pooling dense CLIP features (one CLIP pass, an approximation of Eq. 1); dense-clip: every "
@@ -313,17 +328,28 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str], defaul
     parser.add_argument("--prompt", default=None, metavar="PROMPT",
                         help="how class names are prompted: imagenet (CLIP's 80 templates), vild, single, one template such as "
                         "'a sculpture of a {}.', or a prompt file or folder (`zsseg prompts select`, `zsseg train prompts`); "
-                        "default: the prompt a maskformer was trained with, else imagenet")
+                        "default: the prompt a maskformer was trained with, else imagenet (eval: the benchmark's, see docs/evaluation.md)")
+    parser.add_argument("--network-prompt", default=None, metavar="PROMPT",
+                        help="the prompt of a trained network's own text classifier (maskformer, fcn), in --prompt's forms "
+                        "(default: the one it was trained with; eval: the benchmark's)")
+    parser.add_argument("--mask-threshold", type=_fraction(include_one=False), default=None,
+                        help="Eq. 1 binarises each mask at this value before cropping (default 0.5; eval: the benchmark's)")
+    parser.add_argument("--test-size", type=_at_least(32), default=None, metavar="PIXELS",
+                        help="shorter side images are processed at, longer side at most --max-size (default: a maskformer's test size, "
+                        "else the image's own; eval: the benchmark's)")
     parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="CLIP precision (default fp32)")
-    parser.add_argument("--max-size", type=_at_least(32), default=DEFAULT_MAX_SIZE, help=f"longer side images are processed at (default {DEFAULT_MAX_SIZE}); outputs are full size")
+    parser.add_argument("--max-size", type=_at_least(32), default=None,
+                        help=f"longer side images are processed at, at most (default {DEFAULT_MAX_SIZE}; eval: the benchmark's); "
+                        "outputs are full size")
     parser.add_argument("--batch-size", type=_at_least(1), default=32, help="crops per CLIP forward pass (default 32)")
     parser.add_argument("--proposal-weights", type=Path, default=None, metavar="PATH",
-                        help="trained proposal network for --proposals maskformer: the --output-dir of `zsseg train proposals` or its proposals.safetensors")
+                        help="trained proposal network for --proposals maskformer: the --output-dir of `zsseg train proposals`, its "
+                        "proposals.safetensors, or an authors' checkpoint (model_final.pth)")
     parser.add_argument("--ensemble-weight", type=_unit_interval, default=None,
-                        help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}; {FCN_ENSEMBLE_WEIGHT} for the fcn + dense "
-                        "CLIP one): seen classes p_net^l * p_clip^(1-l), unseen the reverse")
+                        help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}, eval: the benchmark's; "
+                        f"{FCN_ENSEMBLE_WEIGHT} for the fcn + dense CLIP one): seen classes p_net^l * p_clip^(1-l), unseen the reverse")
     parser.add_argument("--classifier", default="ensemble", choices=list(CLASSIFIERS),
                         help="who labels the maskformer's masks or the fcn's pixels: the ensemble (default), clip alone or the network "
                         "alone (ablations)")
@@ -351,9 +377,10 @@ def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenera
     if name == MaskFormerProposals.name:
         if args.proposal_weights is None:
             raise ZssegError("--proposals maskformer needs --proposal-weights (the --output-dir of `zsseg train proposals`)")
-        options.update(weights=args.proposal_weights, device=device)
+        options.update(weights=args.proposal_weights, device=device, clip=args.clip, tokenizer=args.tokenizer)
     else:
-        for flag, value in (("--proposal-weights", args.proposal_weights), ("--ensemble-weight", args.ensemble_weight)):
+        for flag, value in (("--proposal-weights", args.proposal_weights), ("--ensemble-weight", args.ensemble_weight),
+                            ("--tokenizer", args.tokenizer)):
             if value is not None and not (method == "fcn" and flag == "--ensemble-weight"):
                 raise ZssegError(f"{flag} is for --proposals maskformer, not {name}")
     if GENERATORS[name].needs_ground_truth:
@@ -368,9 +395,12 @@ def _segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerat
         clip=args.clip,
         proposals=proposals,
         prompt=args.prompt,
+        network_prompt=args.network_prompt,
         device=device,
         dtype=args.dtype,
-        max_size=args.max_size,
+        max_size=DEFAULT_MAX_SIZE if args.max_size is None else args.max_size,
+        test_size=args.test_size,
+        mask_threshold=0.5 if args.mask_threshold is None else args.mask_threshold,
         batch_size=args.batch_size,
         ensemble_weight=args.ensemble_weight,
         classifier=args.classifier,
@@ -467,8 +497,9 @@ def _vocabulary(args: argparse.Namespace) -> Vocabulary:
 
 def _check_prompt(args: argparse.Namespace) -> None:
     """A misspelt prompt or a broken prompt file is an error before any model loads."""
-    if getattr(args, "prompt", None) is not None and not getattr(args, "oracle", False):
-        load_prompt(args.prompt)
+    for flag in ("prompt", "network_prompt"):
+        if getattr(args, flag, None) is not None and not getattr(args, "oracle", False):
+            load_prompt(getattr(args, flag))
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -527,7 +558,53 @@ def _check_json_output(path: Path, flag: str, dataset: SegmentationDataset, inpu
     check_target(path, inputs, advice=f"give another {flag} file")
 
 
+def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> tuple[argparse.Namespace, dict]:
+    """The command line with each model setting it leaves open taken from the benchmark's row
+    of `zsseg.benchmarks.SETTINGS` (the reference code's test settings), and a record of every
+    setting and where it came from."""
+    from .benchmarks import FALLBACK_PROMPT, NETWORK_PROMPT, benchmark_settings
+
+    row = benchmark_settings(dataset.name, args.protocol)
+    per_pixel = args.method in PER_PIXEL_METHODS
+    network = not per_pixel and parse_generator(args.proposals or args.default_proposals)[0] == MaskFormerProposals.name
+    prompt = network_prompt = None
+    if row.prompt != NETWORK_PROMPT:
+        prompt = network_prompt = row.prompt
+    elif not network and args.method != "fcn":
+        prompt = FALLBACK_PROMPT
+    seen = args.seen_classes or row.seen
+    if seen == "split" and not dataset.unseen:
+        raise ZssegError(f"--seen-classes split: {dataset.name} has no zero-shot split")
+    resolved = argparse.Namespace(**{
+        **vars(args),
+        "test_size": args.test_size or (None if per_pixel else row.test_size[0]),
+        "max_size": args.max_size or row.test_size[1],
+        "mask_threshold": row.mask_threshold if args.mask_threshold is None else args.mask_threshold,
+        "ensemble_weight": args.ensemble_weight if args.ensemble_weight is not None or not network else row.ensemble_weight,
+        "prompt": args.prompt or prompt,
+        "network_prompt": args.network_prompt or network_prompt,
+    })
+    record = {
+        "benchmark_settings": row.source,
+        "test_size": [resolved.test_size, resolved.max_size],
+        "mask_threshold": None if per_pixel else resolved.mask_threshold,
+        "seen_classes": seen if network or args.method == "fcn" else None,
+        "class_names": row.class_names if args.class_names == "reference" else dataset.vocabulary.name,
+        "miou_rule": args.miou_rule,
+    }
+    return resolved, record
+
+
+def _seen_flags(rule: str | None, dataset: SegmentationDataset) -> list[bool] | None:
+    """The per-class seen flags of `--seen-classes` (None: by the network's training names)."""
+    if rule in (None, "names"):
+        return None
+    unseen = set(dataset.unseen) if rule == "split" else set(range(dataset.num_classes))
+    return [i not in unseen for i in range(dataset.num_classes)]
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    from .benchmarks import benchmark_settings
     from .distributed import init_distributed, shutdown_distributed
     from .evaluation import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate, unseen_classes
 
@@ -536,6 +613,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.data_root, args.split, skip_missing_labels=args.skip_missing_labels)
     unseen_classes(dataset, args.protocol)
     _check_prompt(args)
+    args, recorded = _benchmark_args(args, dataset)
+    vocabulary = benchmark_settings(dataset.name, args.protocol).vocabulary() if args.class_names == "reference" else dataset.vocabulary
     inputs = _inputs(args)
     if args.output is not None:
         _check_json_output(args.output, "--output", dataset, inputs)
@@ -546,11 +625,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         generator = _proposal_generator(args, context.device)
         if args.oracle:
-            predictor = OraclePredictor(generator, dataset.num_classes, args.max_size)
+            predictor = OraclePredictor(generator, dataset.num_classes, args.max_size, args.test_size)
         else:
-            predictor = ClipPredictor(_segmenter(args, context.device, generator), dataset.vocabulary)
+            seen = _seen_flags(recorded["seen_classes"], dataset)
+            predictor = ClipPredictor(_segmenter(args, context.device, generator), vocabulary, seen=seen)
         per_pixel = args.method in PER_PIXEL_METHODS and not args.oracle
         proposals = None if per_pixel else args.proposals or args.default_proposals
+        segmenter = None if args.oracle else predictor.segmenter
+        network = getattr(segmenter, "network_prompts", None)
         settings = {
             "oracle": args.oracle,
             "method": None if args.oracle else args.method,
@@ -560,13 +642,16 @@ def _evaluate(args: argparse.Namespace) -> int:
             "fcn_weights": None if args.fcn_weights is None else str(args.fcn_weights),
             "dense_mode": args.dense_mode if args.method != "two-stage" and not args.oracle else None,
             "overlap": args.overlap if per_pixel else None,
-            "ensemble_weight": predictor.segmenter.ensemble_weight
-            if isinstance(predictor, ClipPredictor) and (proposals == MaskFormerProposals.name or args.method == "fcn") else None,
+            "ensemble_weight": segmenter.ensemble_weight if network is not None else None,
             "classifier": args.classifier if (proposals == MaskFormerProposals.name or args.method == "fcn") and not args.oracle else None,
             "max_proposals": None if per_pixel else generator.max_proposals,
             "self_training": generator.trained.self_training if isinstance(generator, MaskFormerProposals) else None,
-            "clip": None if args.oracle else args.clip,
-            "prompt": None if args.oracle else predictor.segmenter.classifier.prompts.prompt.describe(),
+            "clip": None if args.oracle else segmenter.clip.source,
+            "prompt": None if args.oracle else segmenter.classifier.prompts.prompt.describe(),
+            "network_prompt": None if network is None else network.prompt.describe(),
+            **recorded,
+            "seen_classes": recorded["seen_classes"] if network is not None else None,
+            "mask_threshold": recorded["mask_threshold"] if not args.oracle else None,
             "dtype": None if args.oracle else args.dtype,
             "max_size": args.max_size,
             "data_root": str(dataset.root),
@@ -581,6 +666,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             save_predictions=args.save_predictions,
             settings=settings,
             skip_unreadable_labels=args.skip_missing_labels,
+            miou_rule=args.miou_rule,
+            class_names=vocabulary.names,
         )
     finally:
         shutdown_distributed()
@@ -711,7 +798,7 @@ def _pseudo_label(args: argparse.Namespace) -> int:
         segmenter = _segmenter(args, context.device, _proposal_generator(args, context.device))
         settings = {
             "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
-            "clip": args.clip,
+            "clip": segmenter.clip.source,
             "prompt": segmenter.classifier.prompts.prompt.describe(),
             "dtype": args.dtype,
             "data_root": str(dataset.root),
@@ -761,10 +848,11 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import Demo, example_images
 
     _check_prompt(args)
-    clip = load_clip(args.clip, device=args.device, dtype=args.dtype)
+    clip = load_clip(args.clip or DEFAULT_CLIP, device=args.device, dtype=args.dtype)
     page = Demo(_demo_segmenters(args, clip), list(METHODS), DEMO_PROPOSALS, method=args.method,
                 proposal=None if args.method in PER_PIXEL_METHODS else args.proposals or args.default_proposals,
-                max_proposals=args.max_proposals or DEFAULT_MAX_PROPOSALS, max_size=args.max_size, examples=example_images())
+                max_proposals=args.max_proposals or DEFAULT_MAX_PROPOSALS, max_size=args.max_size or DEFAULT_MAX_SIZE,
+                examples=example_images())
     for reason in page.left_out:
         print(f"zsseg: not offered on the page: {reason}", file=sys.stderr)
     try:

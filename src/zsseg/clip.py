@@ -125,11 +125,13 @@ class ClipModel:
                 )
         return rows
 
-    def encode_with_context(self, context: torch.Tensor, names: list[str]) -> torch.Tensor:
+    def encode_with_context(self, context: torch.Tensor, names: list[str], signals: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalised text embeddings `[N, D]` float32 of "[SOS] c_1 .. c_n NAME . [EOS]", where
         c_i are the rows of `context` `[n, W]` put in place of token embeddings (CoOp's learned
-        prompt, as the paper's code builds it). Differentiable with respect to `context`; with
-        n = 0 it equals `encode_text([f"{name}." ...])`."""
+        prompt, as the paper's code builds it). `signals` `[4, W]`, where given, replace the
+        embeddings of the start token, the ".", the end token and the padding (the copies the
+        reference stores with its prompt). Differentiable with respect to `context`; with n = 0
+        it equals `encode_text([f"{name}." ...])`."""
         tokenizer = self.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         n = int(context.shape[0])
@@ -148,6 +150,14 @@ class ClipModel:
         if n:
             context = context.to(device=embeds.device, dtype=embeds.dtype)
             embeds = torch.cat([embeds[:, :1], context.expand(len(rows), -1, -1), embeds[:, 1 + n :]], dim=1)
+        if signals is not None:
+            start, dot, end, pad = signals.to(device=embeds.device, dtype=embeds.dtype)
+            ends = torch.tensor([len(r) for r in rows], device=embeds.device)[:, None]
+            place = torch.arange(length, device=embeds.device)[None, :, None]
+            embeds = torch.where(place == 0, start, embeds)
+            embeds = torch.where(place == ends[..., None] - 2, dot, embeds)
+            embeds = torch.where(place == ends[..., None] - 1, end, embeds)
+            embeds = torch.where(place >= ends[..., None], pad, embeds)
 
         def use_embeds(module, args, kwargs):  # the tower's own mask and pooling, our token embeddings
             return (), {**kwargs, "input_ids": None, "inputs_embeds": embeds}

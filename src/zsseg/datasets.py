@@ -29,10 +29,9 @@ _UNDEFINED = -2  # lookup-table value of label values the benchmark does not def
 _LUT_SIZE = 1 << 16
 
 # The paper's zero-shot splits (as in the reference code): unseen class names per dataset.
-COCO_STUFF_UNSEEN = (
-    "cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors", "cardboard",
-    "clouds", "grass", "playingfield", "river", "road", "tree", "wall-concrete",
-)  # fmt: skip
+COCO_STUFF_UNSEEN_THINGS = ("cow", "giraffe", "suitcase", "frisbee", "skateboard", "carrot", "scissors")
+COCO_STUFF_UNSEEN_STUFF = ("cardboard", "clouds", "grass", "playingfield", "river", "road", "tree", "wall-concrete")
+COCO_STUFF_UNSEEN = COCO_STUFF_UNSEEN_THINGS + COCO_STUFF_UNSEEN_STUFF
 VOC_UNSEEN = ("potted plant", "sheep", "sofa", "train", "tv monitor")
 
 # Cityscapes labelIds -> trainIds (cityscapesScripts' labels.py); other ids are ignored.
@@ -77,6 +76,8 @@ class DatasetSpec(ABC):
     vocabulary: str = ""  # built-in vocabulary preset, in label order
     splits: tuple[str, ...] = ("val",)
     unseen: tuple[str, ...] = ()  # zero-shot unseen class names; empty: no zero-shot protocol
+    # Further zero-shot evaluation sets beside "base" (the seen classes), as the reference's.
+    unseen_sets: dict[str, tuple[str, ...]] = {}
     description: str = ""
     table: np.ndarray  # raw label value -> evaluation label (see `lookup`)
 
@@ -127,6 +128,7 @@ class _FolderPairs(DatasetSpec):
 
 class CocoStuff(_FolderPairs):
     name, vocabulary, splits, unseen = "coco-stuff", "coco-stuff-171", ("train", "val"), COCO_STUFF_UNSEEN
+    unseen_sets = {"novel_thing": COCO_STUFF_UNSEEN_THINGS, "novel_stuff": COCO_STUFF_UNSEEN_STUFF}
     description = "COCO-Stuff 164k, 171 classes (detectron2 stuffthingmaps)"
     image_dirs = {"train": "coco/train2017", "val": "coco/val2017"}
     label_dirs = {"train": "coco/stuffthingmaps_detectron2/train2017", "val": "coco/stuffthingmaps_detectron2/val2017"}
@@ -272,6 +274,8 @@ class SegmentationDataset:
         self.samples = samples
         self.vocabulary = Vocabulary.preset(spec.vocabulary)
         self.unseen = tuple(_class_index(self.vocabulary, name) for name in spec.unseen)
+        #: Zero-shot evaluation sets besides "base" (class indices), as the reference's.
+        self.unseen_sets = {key: tuple(_class_index(self.vocabulary, n) for n in names) for key, names in spec.unseen_sets.items()}
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -28,7 +28,7 @@ from .datasets import SegmentationDataset
 from .distributed import Distributed, for_each_shard
 from .errors import ZssegError
 from .images import resize_image, resize_labels
-from .metrics import ConfusionMatrix, SegmentationMetrics, compute_metrics
+from .metrics import MIOU_RULES, ConfusionMatrix, SegmentationMetrics, compute_metrics
 from .proposals import ProposalGenerator
 from .segmenter import DEFAULT_MAX_SIZE, Segmenter
 from .vocabulary import Vocabulary
@@ -42,14 +42,18 @@ Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class ClipPredictor:
-    """The zsseg pipeline: proposals, CLIP region classification (Eq. 1), assembly (Eq. 2)."""
+    """The zsseg pipeline: proposals, CLIP region classification (Eq. 1), assembly (Eq. 2).
 
-    def __init__(self, segmenter: Segmenter, vocabulary: Vocabulary):
+    `seen` (`[C]` bool), for the ensemble with a trained network: the classes taken as seen
+    (the benchmark's split; see `Segmenter.segment`)."""
+
+    def __init__(self, segmenter: Segmenter, vocabulary: Vocabulary, seen: list[bool] | None = None):
         self.segmenter = segmenter
         self.vocabulary = segmenter.prepare(vocabulary)
+        self.seen = seen
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> np.ndarray:
-        return self.segmenter.segment(image, self.vocabulary, ground_truth=label).label_map
+        return self.segmenter.segment(image, self.vocabulary, ground_truth=label, seen=self.seen).label_map
 
 
 class OraclePredictor:
@@ -62,10 +66,12 @@ class OraclePredictor:
     size, so with them the oracle reproduces the ground truth exactly (100 mIoU).
     """
 
-    def __init__(self, proposals: ProposalGenerator, num_classes: int, max_size: int | None = DEFAULT_MAX_SIZE):
+    def __init__(self, proposals: ProposalGenerator, num_classes: int, max_size: int | None = DEFAULT_MAX_SIZE,
+                 test_size: int | None = None):
         self.proposals = proposals
         self.num_classes = num_classes
         self.max_size = max_size
+        self.test_size = test_size
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> np.ndarray:
         masks, small_label = self.propose(image, label)
@@ -73,7 +79,7 @@ class OraclePredictor:
 
     def propose(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Proposals `[K, h, w]` at the working size, and the ground truth resized to it."""
-        size = self.proposals.proposal_size(label.shape[0], label.shape[1], self.max_size)
+        size = self.proposals.proposal_size(label.shape[0], label.shape[1], self.max_size, self.test_size)
         small_label = resize_labels(label, size)
         return self.proposals.generate(resize_image(image, size), small_label), small_label
 
@@ -149,7 +155,8 @@ class EvaluationReport:
         skipped = f" ({self.skipped_images} skipped: no readable label map)" if self.skipped_images else ""
         lines.append(
             f"{self.dataset} {self.split}, {self.protocol}: {self.num_images} images{skipped}, "
-            f"{m.classes_in_mean} of {len(self.class_names)} classes present (the means are over these), "
+            f"mIoU over {m.classes_in_mean} of {len(self.class_names)} classes (present in the "
+            f"{'ground truth or the predictions' if m.miou_rule == MIOU_RULES[0] else 'ground truth'}), "
             f"{self.seconds_per_image:.2f} s per image per process, {self.processes} process(es)"
         )
         return "\n".join(lines)
@@ -199,6 +206,8 @@ def evaluate(
     progress: bool = True,
     settings: dict | None = None,
     skip_unreadable_labels: bool = False,
+    miou_rule: str = MIOU_RULES[0],
+    class_names: list[str] | None = None,
 ) -> EvaluationReport:
     """Predict and score the first `limit` images (all if None) of `dataset`.
 
@@ -213,6 +222,8 @@ def evaluate(
             dataset's folders, and only files that zsseg wrote are replaced.
         skip_unreadable_labels: leave out images whose label map is missing or cannot be
             read, and count them in `skipped_images`; else such an image is an error.
+        miou_rule: what mIoU divides by (`zsseg.metrics.MIOU_RULES`; the reference's first).
+        class_names: the names the report gives the classes (default the dataset's).
     """
     from tqdm import tqdm
 
@@ -250,12 +261,12 @@ def evaluate(
         bar.close()
     counts = context.sum(matrix.as_tensor())
     totals = context.sum(torch.tensor([busy, float(len(mine) - unreadable), float(unreadable)], dtype=torch.float64))
-    metrics = compute_metrics(ConfusionMatrix.from_counts(counts.numpy()), unseen)
+    metrics = compute_metrics(ConfusionMatrix.from_counts(counts.numpy()), unseen, dataset.unseen_sets if unseen else None, miou_rule)
     return EvaluationReport(
         dataset=dataset.name,
         split=dataset.split,
         protocol=protocol,
-        class_names=dataset.class_names,
+        class_names=list(class_names or dataset.class_names),
         metrics=metrics,
         num_images=count - int(totals[2]),
         skipped_images=int(totals[2]),

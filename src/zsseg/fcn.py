@@ -32,8 +32,9 @@ from .datasets import SegmentationDataset
 from .distributed import Distributed
 from .errors import ZssegError
 from .images import check_rgb_array, shorter_side_scale
-from .maskformer.config import RESNETS, SolverConfig, config_from_dict
-from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, ResNetFeatures, parameter_groups, seeded
+from .maskformer.config import SolverConfig, config_from_dict
+from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, build_backbone, pad_to_multiple, parameter_groups, pixel_constants, seeded
+from .maskformer.resnet import RESNETS
 from .maskformer.training import TextClassifierTask, loop_settings, training_classes
 from .maskformer.weights import NetworkFiles, read_network, save_network
 from .prompts import Prompt, VocabularyEmbedding
@@ -41,7 +42,7 @@ from .training import TrainingResult, run_training
 from .training import check_output_dir as _check_output_dir
 from .vocabulary import Vocabulary
 
-FCN_FILES = NetworkFiles("fcn.safetensors", "fcn.json", "zsseg-fcn/1", "FCN", "zsseg train fcn")
+FCN_FILES = NetworkFiles("fcn.safetensors", "fcn.json", "zsseg-fcn/2", "FCN", "zsseg train fcn")  # /1: transformers ResNet
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class FcnModelConfig:
     `mask_dim` output channels), and the 1x1 projection to CLIP's `embed_dim` (set from the CLIP
     used in training)."""
 
-    backbone: str = "resnet-101"
+    backbone: str = "resnet-101c"
     conv_dim: int = 256
     mask_dim: int = 256
     embed_dim: int = 512
@@ -77,7 +78,7 @@ class FcnConfig:
 
 FCN_CONFIGS: dict[str, FcnConfig] = {
     "paper": FcnConfig(
-        "the paper's FCN baseline: ResNet-101 (ImageNet) + FPN, 640 crops, batch 32, 60k steps, AdamW 1e-4 (its MaskFormer recipe)",
+        "the paper's FCN baseline: R101c (detectron2's DeepLab ResNet-101, R-103.pkl) + FPN, 640 crops, batch 32, 60k steps, AdamW 1e-4 (its MaskFormer recipe)",
         FcnModelConfig(),
         SolverConfig(),
     ),
@@ -97,24 +98,23 @@ def fcn_config(name: str) -> FcnConfig:
 
 
 class PerPixelFcn(nn.Module):
-    """`forward` takes `[B, 3, H, W]` pixels in [0, 255] (H, W multiples of 32) and returns
-    `[B, D, H/4, W/4]` unit-norm per-pixel embeddings in CLIP's joint space."""
+    """`forward` takes `[B, 3, H, W]` pixels in [0, 255], normalises them and pads them to
+    multiples of 32 with zeros (the mean colour), and returns `[B, D, H'/4, W'/4]` unit-norm
+    per-pixel embeddings in CLIP's joint space at a quarter of the padded size."""
 
     def __init__(self, config: FcnModelConfig):
         super().__init__()
         self.config = config
-        self.backbone = ResNetFeatures(config.backbone)
+        self.backbone = build_backbone(config.backbone)
         self.pixel_decoder = PixelDecoder(self.backbone.channels, config.conv_dim, config.mask_dim)
         self.predictor = nn.Conv2d(config.mask_dim, config.embed_dim, 1)
         nn.init.kaiming_normal_(self.predictor.weight, mode="fan_out", nonlinearity="relu")  # detectron2's c2_msra_fill
         nn.init.zeros_(self.predictor.bias)
-        self.register_buffer("pixel_mean", torch.tensor(self.backbone.mean).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(self.backbone.std).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_mean", pixel_constants(self.backbone.mean), persistent=False)
+        self.register_buffer("pixel_std", pixel_constants(self.backbone.std), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-1] % SIZE_DIVISIBILITY or images.shape[-2] % SIZE_DIVISIBILITY:
-            raise ZssegError(f"FCN input sides must be multiples of {SIZE_DIVISIBILITY}, got {tuple(images.shape[-2:])}")
-        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        features = self.backbone(pad_to_multiple((images - self.pixel_mean) / self.pixel_std, SIZE_DIVISIBILITY))
         return F.normalize(self.predictor(self.pixel_decoder(features)), dim=1)
 
     @staticmethod
@@ -244,13 +244,12 @@ class TrainedFcn:
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> torch.Tensor:
         """`[D, H/4, W/4]` unit-norm embeddings of an HWC uint8 image whose sides are multiples
-        of 4 (see `processing_size`); it is padded to a multiple of 32 for the network."""
+        of 4 (see `processing_size`)."""
         check_rgb_array(image)
         height, width = image.shape[:2]
         if height % 4 or width % 4:
             raise ZssegError(f"FCN images must have sides that are multiples of 4, got {height}x{width} (see processing_size)")
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-        pixels = F.pad(pixels, (0, -width % SIZE_DIVISIBILITY, 0, -height % SIZE_DIVISIBILITY))[None].to(self.device)
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].to(self.device)
         return self.model(pixels)[0, :, : height // 4, : width // 4].float()
 
     @torch.no_grad()

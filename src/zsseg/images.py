@@ -16,7 +16,6 @@ from typing import Union
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.nn import functional as F
 
 from .errors import ZssegError
 
@@ -121,6 +120,17 @@ def bounded_size(height: int, width: int, max_size: int | None) -> tuple[int, in
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def shortest_edge_size(height: int, width: int, shorter: int, longer: int | None) -> tuple[int, int]:
+    """(h, w) with the shorter side `shorter` and the longer side at most `longer`, rounded as
+    detectron2's `ResizeShortestEdge` (the reference code's test-time resize)."""
+    scale = shorter / min(height, width)
+    new_h, new_w = (shorter, scale * width) if height < width else (scale * height, shorter)
+    if longer is not None and max(new_h, new_w) > longer:
+        scale = longer / max(new_h, new_w)
+        new_h, new_w = new_h * scale, new_w * scale
+    return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
+
+
 def shorter_side_scale(height: int, width: int, shorter: int, max_size: int | None) -> float:
     """The scale that brings the shorter side to `shorter` (a trained network's test size),
     lowered so that the longer side stays at most `max_size`."""
@@ -131,12 +141,12 @@ def shorter_side_scale(height: int, width: int, shorter: int, max_size: int | No
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """HWC uint8 resized to (h, w) with antialiased bilinear filtering."""
+    """HWC uint8 resized to (h, w) by Pillow's bilinear filter (antialiased when shrinking), as
+    detectron2's `ResizeTransform` resizes uint8 images for the reference code."""
     if image.shape[:2] == tuple(size):
         return image
-    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-    out = F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    resized = Image.fromarray(np.ascontiguousarray(image)).resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
+    return np.asarray(resized)
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,25 +1,34 @@
 """Semantic segmentation metrics from one dataset-level confusion matrix.
 
-The conventions are detectron2's `SemSegEvaluator`, so numbers carry over unchanged:
+The conventions are those of the reference code's evaluator (zsseg.baseline's
+`GeneralizedSemSegEvaluator`, detectron2's `SemSegEvaluator` with seen/unseen sets), so numbers
+carry over unchanged:
 
 - pixels whose ground truth is the ignore label count nowhere;
 - per-class IoU = TP / (GT + predicted - TP) and accuracy = TP / GT, defined only for classes
-  present in the ground truth (GT > 0). A class that is predicted but absent from the
-  ground truth has no IoU and does not enter any mean;
-- mIoU and mAcc average over the classes present in the ground truth;
+  present in the ground truth (GT > 0);
+- mIoU = the sum of those IoUs divided by the number of classes present in the ground truth
+  **or in the predictions** (`MIOU_RULES[0]`): a class predicted where it never occurs adds 0
+  to the sum and 1 to the count. The other rule, "gt", divides by the classes present in the
+  ground truth only (what a plain mean over defined IoUs gives); it is higher whenever a
+  model predicts absent classes, as on ADE20K-847, Pascal Context-459 or any `--limit` subset;
+- mAcc averages the accuracies of the classes present in the ground truth;
 - fwIoU weights each class's IoU by its share of ground-truth pixels; pAcc = sum TP / sum GT.
 
 One addition: a pixel the model leaves unlabelled (no proposal covers it, label -1) is a miss
-for its ground-truth class (it counts in GT, in no prediction). detectron2 never produces such
-pixels; counting them as misses means leaving pixels unlabelled can never raise a score.
+for its ground-truth class (it counts in GT, in no prediction). The reference never produces
+such pixels; counting them as misses means leaving pixels unlabelled can never raise a score.
 
-Zero-shot splits add mIoU over the seen classes, over the unseen classes (each over those of its
-classes present in the ground truth) and their harmonic mean hIoU. All values are percentages.
+Zero-shot evaluation sets (the reference's `evaluation_set`: "base" = the seen classes, and for
+COCO-Stuff also "novel_thing" and "novel_stuff"): for each set, the mIoU over it and over its
+complement (same rule, restricted), their pixel accuracies, and the harmonic mean hIoU, which is
+0 when either mIoU is 0. mIoU_seen, mIoU_unseen and hIoU are the "base" set's. All values are
+percentages; a value that is undefined (no class to average over) is None.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -75,10 +84,25 @@ class ConfusionMatrix:
         return matrix
 
 
+MIOU_RULES = ("gt-or-predicted", "gt")
+
+
+@dataclass
+class SetMetrics:
+    """One evaluation set's scores (percent; None where undefined): over the set's classes and
+    over the others ("un")."""
+
+    mIoU: float | None
+    pAcc: float | None
+    mIoU_un: float | None
+    pAcc_un: float | None
+    hIoU: float | None
+
+
 @dataclass
 class SegmentationMetrics:
     """Scores in percent. `per_class_iou` / `per_class_acc` are None for classes absent from
-    the ground truth."""
+    the ground truth. `classes_in_mean` is the count mIoU divides by (see `MIOU_RULES`)."""
 
     mIoU: float
     fwIoU: float
@@ -87,9 +111,20 @@ class SegmentationMetrics:
     per_class_iou: list[float | None]
     per_class_acc: list[float | None]
     classes_in_mean: int
-    mIoU_seen: float | None = None
-    mIoU_unseen: float | None = None
-    hIoU: float | None = None
+    miou_rule: str = MIOU_RULES[0]
+    sets: dict[str, SetMetrics] = field(default_factory=dict)
+
+    @property
+    def mIoU_seen(self) -> float | None:
+        return self.sets["base"].mIoU if "base" in self.sets else None
+
+    @property
+    def mIoU_unseen(self) -> float | None:
+        return self.sets["base"].mIoU_un if "base" in self.sets else None
+
+    @property
+    def hIoU(self) -> float | None:
+        return self.sets["base"].hIoU if "base" in self.sets else None
 
     def as_dict(self, class_names: list[str]) -> dict:
         result = {
@@ -98,16 +133,32 @@ class SegmentationMetrics:
             "pAcc": self.pAcc,
             "mAcc": self.mAcc,
             "classes_in_mean": self.classes_in_mean,
+            "miou_rule": self.miou_rule,
         }
-        if self.hIoU is not None or self.mIoU_seen is not None:
+        if self.sets:
             result.update(mIoU_seen=self.mIoU_seen, mIoU_unseen=self.mIoU_unseen, hIoU=self.hIoU)
+            result["evaluation_sets"] = {name: asdict(values) for name, values in self.sets.items()}
         result["per_class_iou"] = dict(zip(class_names, self.per_class_iou))
         result["per_class_acc"] = dict(zip(class_names, self.per_class_acc))
         return result
 
 
-def compute_metrics(matrix: ConfusionMatrix, unseen: list[int] | tuple[int, ...] | None = None) -> SegmentationMetrics:
-    """Metrics of a confusion matrix; with `unseen` (class indices), also the zero-shot ones."""
+def compute_metrics(
+    matrix: ConfusionMatrix,
+    unseen: list[int] | tuple[int, ...] | None = None,
+    sets: dict[str, list[int] | tuple[int, ...]] | None = None,
+    rule: str = MIOU_RULES[0],
+) -> SegmentationMetrics:
+    """Metrics of a confusion matrix.
+
+    Args:
+        unseen: the zero-shot unseen class indices: adds the "base" set (the other classes).
+        sets: further evaluation sets by name (class indices), such as COCO-Stuff's
+            "novel_thing" and "novel_stuff".
+        rule: what mIoU divides by, a name in `MIOU_RULES`.
+    """
+    if rule not in MIOU_RULES:
+        raise ZssegError(f"unknown mIoU rule '{rule}'; choose from {', '.join(MIOU_RULES)}")
     counts = matrix.counts.astype(np.float64)
     c = matrix.num_classes
     tp = np.diagonal(counts[:, :c]).copy()
@@ -116,29 +167,55 @@ def compute_metrics(matrix: ConfusionMatrix, unseen: list[int] | tuple[int, ...]
     present = gt > 0
     if not present.any():
         raise ZssegError("no ground-truth pixel of any class was evaluated: nothing to score")
+    counted = present | (pred > 0) if rule == MIOU_RULES[0] else present
     iou = np.full(c, np.nan)
     acc = np.full(c, np.nan)
     iou[present] = tp[present] / (gt + pred - tp)[present]
     acc[present] = tp[present] / gt[present]
+
+    def mean_iou(members: np.ndarray) -> float:
+        """The rule's mIoU over the classes in `members` (a fraction; NaN with none to count)."""
+        denominator = int((counted & members).sum())
+        return float(iou[present & members].sum() / denominator) if denominator else float("nan")
+
+    def pixel_accuracy(members: np.ndarray) -> float:
+        total = gt[members].sum()
+        return float(tp[members].sum() / total) if total else float("nan")
+
+    everything = np.ones(c, dtype=bool)
     metrics = SegmentationMetrics(
-        mIoU=100 * float(iou[present].mean()),
+        mIoU=100 * mean_iou(everything),
         fwIoU=100 * float((iou[present] * gt[present]).sum() / gt.sum()),
-        pAcc=100 * float(tp.sum() / gt.sum()),
+        pAcc=100 * pixel_accuracy(everything),
         mAcc=100 * float(acc[present].mean()),
         per_class_iou=[None if np.isnan(v) else 100 * float(v) for v in iou],
         per_class_acc=[None if np.isnan(v) else 100 * float(v) for v in acc],
-        classes_in_mean=int(present.sum()),
+        classes_in_mean=int(counted.sum()),
+        miou_rule=rule,
     )
+    named = dict(sets or {})
     if unseen is not None:
-        is_unseen = np.zeros(c, dtype=bool)
-        is_unseen[list(unseen)] = True
-        seen = _mean_or_none(iou[present & ~is_unseen])
-        novel = _mean_or_none(iou[present & is_unseen])
-        metrics.mIoU_seen, metrics.mIoU_unseen = seen, novel
-        if seen is not None and novel is not None:
-            metrics.hIoU = 0.0 if seen + novel == 0 else 2 * seen * novel / (seen + novel)
+        named = {"base": [i for i in range(c) if i not in set(unseen)], **named}
+    for name, indices in named.items():
+        members = np.zeros(c, dtype=bool)
+        members[list(indices)] = True
+        inside, outside = mean_iou(members), mean_iou(~members)
+        metrics.sets[name] = SetMetrics(
+            mIoU=_percent(inside),
+            pAcc=_percent(pixel_accuracy(members)),
+            mIoU_un=_percent(outside),
+            pAcc_un=_percent(pixel_accuracy(~members)),
+            hIoU=_percent(harmonic_mean(inside, outside)),
+        )
     return metrics
 
 
-def _mean_or_none(values: np.ndarray) -> float | None:
-    return 100 * float(values.mean()) if values.size else None
+def harmonic_mean(a: float, b: float) -> float:
+    """2 / (1/a + 1/b) as the reference computes it: 0 when either is 0, NaN when either is NaN."""
+    if np.isnan(a) or np.isnan(b):
+        return float("nan")
+    return 0.0 if a == 0 or b == 0 else 2.0 / (1.0 / a + 1.0 / b)
+
+
+def _percent(value: float) -> float | None:
+    return None if np.isnan(value) else 100 * value

@@ -183,18 +183,23 @@ class LearnedPrompt(Prompt):
             with (`ClipModel.token_probe`): another CLIP is refused.
         info: the CLIP it was trained against, its class list and training settings.
         source: the file it was read from, for messages.
+        signals: `[4, W]` float32 or None: the vectors for the start token, the ".", the end
+            token and the padding, where they are stored with the prompt (the reference code
+            keeps copies made at build time); None: CLIP's own token embeddings.
     """
 
     context: torch.Tensor
     probe: torch.Tensor
     info: dict = field(default_factory=dict)
     source: str = "(in memory)"
+    signals: torch.Tensor | None = None
     kind = "learned"
 
     @property
     def identity(self) -> str:
-        data = self.context.detach().float().cpu().contiguous()
-        return _sha256(b"learned\n", str(tuple(data.shape)).encode(), data.numpy().tobytes())
+        parts = [self.context] if self.signals is None else [self.context, self.signals]
+        data = [p.detach().float().cpu().contiguous() for p in parts]
+        return _sha256(b"learned\n", *(str(tuple(d.shape)).encode() + d.numpy().tobytes() for d in data))
 
     def describe(self) -> dict:
         return {"kind": self.kind, "source": self.source, "context_length": int(self.context.shape[0]),
@@ -217,7 +222,7 @@ class LearnedPrompt(Prompt):
     def encode(self, clip: ClipModel, names: list[str], batch_size: int = 256) -> torch.Tensor:
         if not names:
             return torch.empty(0, clip.embed_dim)
-        return torch.cat([clip.encode_with_context(self.context, names[i : i + batch_size]).cpu()
+        return torch.cat([clip.encode_with_context(self.context, names[i : i + batch_size], self.signals).cpu()
                           for i in range(0, len(names), batch_size)])
 
 
@@ -291,7 +296,10 @@ def prompt_record(prompt: Prompt) -> tuple[dict, dict[str, torch.Tensor]]:
     """A prompt as (JSON record, tensors), to be stored inside another file (trained proposals)."""
     if isinstance(prompt, LearnedPrompt):
         record = {"kind": prompt.kind, "context_length": int(prompt.context.shape[0]), "info": prompt.info, "source": prompt.source}
-        return record, {"context": prompt.context.detach().float().cpu().contiguous(), "probe": prompt.probe.contiguous()}
+        tensors = {"context": prompt.context.detach().float().cpu().contiguous(), "probe": prompt.probe.contiguous()}
+        if prompt.signals is not None:
+            tensors["signals"] = prompt.signals.detach().float().cpu().contiguous()
+        return record, tensors
     assert isinstance(prompt, TemplatePrompt)
     return {"kind": prompt.kind, "name": prompt.name, "templates": list(prompt.templates)}, {}
 
@@ -301,7 +309,8 @@ def prompt_from_record(record: dict | str, tensors: dict[str, torch.Tensor]) -> 
     if isinstance(record, str):
         return load_prompt(record)
     if record.get("kind") == LearnedPrompt.kind:
-        return LearnedPrompt(tensors["context"].float(), tensors["probe"].float(), record.get("info", {}), record.get("source", "?"))
+        signals = tensors["signals"].float() if "signals" in tensors else None
+        return LearnedPrompt(tensors["context"].float(), tensors["probe"].float(), record.get("info", {}), record.get("source", "?"), signals)
     return TemplatePrompt(resolve_templates(record["templates"]), name=record.get("name", "custom"))
 
 

@@ -34,7 +34,7 @@ from .clip import DEFAULT_CLIP, ClipModel, load_clip
 from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES, DenseClip, dense_logits, pool_masks
 from .errors import ZssegError
 from .images import ImageInput, as_rgb_array, image_tensor, resize_image
-from .prompts import PromptEncoder, PromptLike, VocabularyEmbedding
+from .prompts import PromptEncoder, PromptLike, VocabularyEmbedding, load_prompt
 from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator, parse_generator
 from .region_classification import RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
@@ -89,16 +89,25 @@ class Segmenter:
     """Holds the loaded models; segments any number of images with any vocabulary.
 
     Args:
-        clip: hub id, local folder, or an already loaded `ClipModel`.
+        clip: hub id, local folder, or an already loaded `ClipModel`. Default: the CLIP that
+            came with the proposal network (an authors' checkpoint holds one), else ViT-B/16.
         proposals: a generator name ("selective-search", "contour-hierarchy", "sam",
             "sam:MODEL", "mask2former:MODEL") or instance (such as `MaskFormerProposals(weights)`).
         prompt: how class names are put to CLIP's text tower: a template set ("imagenet",
             "vild", "single"), one template ("a sculpture of a {}."), a list of templates, or a
             prompt file (`zsseg prompts select`, `zsseg train prompts`); see `zsseg.prompts`.
             Default: the prompt a proposal network was trained with, else "imagenet".
+        network_prompt: the prompt of a trained network's own text classifier (default: the one
+            it was trained with). The reference code tests its cross-dataset rows with ViLD's
+            templates on both sides (`zsseg.benchmarks`).
         device, dtype: where and how CLIP runs ("cpu"/"cuda", "fp32"/"bf16").
         max_size: images are processed with their longer side at most this many pixels; the
             label map is returned at full size.
+        test_size: the shorter side images are processed at (detectron2's test-time resize,
+            longer side at most `max_size`); default: a proposal network's own test size, else
+            the image's size bounded by `max_size`.
+        mask_threshold: Eq. 1 binarises each mask at this value before cropping (0.5, the
+            paper's; the reference uses lower ones on some benchmarks).
         max_proposals: K, when `proposals` is a name.
         batch_size: crops per CLIP forward pass.
         ensemble_weight: lambda of the ensemble with a proposal network's own classifier
@@ -120,7 +129,7 @@ class Segmenter:
 
     def __init__(
         self,
-        clip: str | ClipModel = DEFAULT_CLIP,
+        clip: str | ClipModel | None = None,
         proposals: str | ProposalGenerator = DEFAULT_PROPOSALS,
         prompt: PromptLike | None = None,
         device: str = "cpu",
@@ -135,9 +144,16 @@ class Segmenter:
         dense_mode: str = "plain",
         overlap: float = DEFAULT_OVERLAP,
         fcn=None,
+        mask_threshold: float = 0.5,
+        test_size: int | None = None,
+        network_prompt: PromptLike | None = None,
     ):
         if max_size is not None and max_size < 32:
             raise ZssegError(f"max_size must be at least 32 pixels, got {max_size}")
+        if test_size is not None and test_size < 32:
+            raise ZssegError(f"test_size must be at least 32 pixels, got {test_size}")
+        if not 0.0 <= mask_threshold < 1.0:
+            raise ZssegError(f"the mask threshold must be in [0, 1), got {mask_threshold}")
         if method not in METHODS:
             raise ZssegError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
         if ensemble_weight is None:
@@ -160,6 +176,8 @@ class Segmenter:
         if classifier == "network" and not (isinstance(proposals, MaskFormerProposals) or method == "fcn"):
             raise ZssegError(f"the '{proposals.name}' proposals have no classifier of their own; 'network' needs maskformer "
                              "proposals or the fcn method")
+        if clip is None:
+            clip = getattr(proposals, "clip", None) or DEFAULT_CLIP
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
         self.method = method
         self.proposals = proposals
@@ -171,8 +189,10 @@ class Segmenter:
         if prompt is None:
             network = self.fcn if self.fcn is not None else getattr(proposals, "trained", None) if not per_pixel else None
             prompt = network.training_prompt if network is not None else DEFAULT_PROMPT
-        self.classifier = RegionClassifier(self.clip, prompt=prompt, batch_size=batch_size, text_cache=text_cache)
+        self.classifier = RegionClassifier(self.clip, prompt=prompt, batch_size=batch_size, text_cache=text_cache,
+                                           mask_threshold=mask_threshold)
         self.max_size = max_size
+        self.test_size = test_size
         self.ensemble_weight = ensemble_weight
         self.classifier_mode = classifier
         self.dense_mode, self.overlap = dense_mode, overlap
@@ -181,9 +201,11 @@ class Segmenter:
         # The prompt encoder of a trained network's own text classifier (proposal network or FCN).
         self.network_prompts: PromptEncoder | None = None
         if self.fcn is not None and classifier != "clip":
-            self.network_prompts = network_text_encoder(self.fcn, self.fcn.embed_dim, self.clip, self.classifier.prompts)
+            self.network_prompts = network_text_encoder(self.fcn, self.fcn.embed_dim, self.clip, self.classifier.prompts,
+                                                        network_prompt)
         elif isinstance(proposals, MaskFormerProposals) and classifier != "clip" and not per_pixel:
-            self.network_prompts = proposal_text_encoder(proposals, self.clip, self.classifier.prompts)
+            self.network_prompts = network_text_encoder(proposals.trained, proposals.embed_dim, self.clip, self.classifier.prompts,
+                                                        network_prompt)
 
     def prepare(self, vocabulary: Vocabulary | str | list[str]) -> Vocabulary:
         """Validate a vocabulary and encode its names (cached), so errors surface before any image."""
@@ -198,6 +220,7 @@ class Segmenter:
         image: ImageInput,
         vocabulary: Vocabulary | str | list[str],
         ground_truth: np.ndarray | None = None,
+        seen: list[bool] | np.ndarray | torch.Tensor | None = None,
     ) -> SegmentationResult:
         """Label every pixel of `image` with a class of `vocabulary`.
 
@@ -207,6 +230,10 @@ class Segmenter:
             ground_truth: `[H, W]` label map, only for proposals that need one (the
                 "ground-truth" generator: CLIP then classifies the true segments). Such
                 proposals are made at full size so that they match the label map exactly.
+            seen: `[C]` bool, for the ensemble with a trained network: the classes it takes as
+                seen (p_net^lambda * p_clip^(1 - lambda)), the others unseen (exponents
+                swapped). Default: the classes whose names it was trained on. A benchmark's
+                evaluation passes the benchmark's own split (`zsseg.benchmarks`).
         """
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -222,13 +249,13 @@ class Segmenter:
         lap("text_encoding")
         full = as_rgb_array(image)
         if self.method in PER_PIXEL_METHODS:
-            return self._per_pixel(full, vocabulary, text, lap, timings)
+            return self._per_pixel(full, vocabulary, text, lap, timings, seen)
         if self.proposals.needs_ground_truth and ground_truth is None:
             raise ZssegError(f"the '{self.proposals.name}' proposals need the image's label map (ground_truth=)")
-        small = resize_image(full, self.proposals.proposal_size(full.shape[0], full.shape[1], self.max_size))
+        small = resize_image(full, self.proposals.proposal_size(full.shape[0], full.shape[1], self.max_size, self.test_size))
         lap("image_loading")
         if self.network_prompts is not None:
-            masks, probs = self._ensemble(small, vocabulary, text, lap)
+            masks, probs = self._ensemble(small, vocabulary, text, lap, seen)
         else:
             masks = self.proposals.generate(small, ground_truth)  # generators that need none ignore it
             lap("proposals")
@@ -246,7 +273,8 @@ class Segmenter:
             timings=timings,
         )
 
-    def _per_pixel(self, full: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap, timings: dict) -> SegmentationResult:
+    def _per_pixel(self, full: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap, timings: dict,
+                   seen=None) -> SegmentationResult:
         """The per-pixel methods: dense CLIP, the FCN, or their ensemble, at 1/4 of the
         processing size, upsampled to the image's size."""
         sizer = self.fcn if self.fcn is not None else self.dense
@@ -264,7 +292,7 @@ class Segmenter:
         elif clip_probs is None:
             probs = network
         else:
-            probs = self._combine(network, clip_probs, self.fcn.seen_classes(vocabulary)[:, None, None])
+            probs = self._combine(network, clip_probs, self._seen(seen, self.fcn, vocabulary)[:, None, None])
         labels = dense_labels(probs, full.shape[:2])
         lap("assembly")
         return SegmentationResult(
@@ -275,6 +303,16 @@ class Segmenter:
             region_probs=torch.empty(0, len(vocabulary)),
             timings=timings,
         )
+
+    @staticmethod
+    def _seen(seen, network, vocabulary: Vocabulary) -> torch.Tensor:
+        """`[C]` bool: the given split, else the classes `network` was trained on, by name."""
+        if seen is None:
+            return network.seen_classes(vocabulary)
+        seen = torch.as_tensor(np.asarray(seen, dtype=bool))
+        if seen.shape != (len(vocabulary),):
+            raise ZssegError(f"seen must be one flag per class ({len(vocabulary)}), got shape {tuple(seen.shape)}")
+        return seen
 
     def _combine(self, network: torch.Tensor, clip_probs: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
         """The ensemble of a trained network's probabilities with CLIP's (the reference code's):
@@ -297,16 +335,17 @@ class Segmenter:
     def _pooled_probs(self, image: np.ndarray, masks: torch.Tensor, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
         """The fast mode's approximation of Eq. 1: dense CLIP features of the image at
         `DenseClip.fast_size` (at most two 224 windows), each mask binarised at 0.5 after
-        resizing to that size and its cells' features averaged; softmax(100 x cos) as Eq. 1.
+        resizing to that size (at the mask threshold) and its cells' features averaged;
+        softmax(100 x cos) as Eq. 1.
         A mask too small to cover any cell there is dropped, as an empty one is by Eq. 1."""
         size = self.dense.fast_size(image.shape[0], image.shape[1])
         dense = self.dense.features(resize_image(image, size))
         small = F.interpolate(masks.float()[None], size=size, mode="bilinear", align_corners=False)[0] if len(masks) else masks.new_zeros(0, *size)
-        pooled, keep = pool_masks(dense, small)
+        pooled, keep = pool_masks(dense, small, self.classifier.mask_threshold)
         lap("image_encoding")
         return self.classifier.scores(F.normalize(pooled.float(), dim=-1).cpu(), text)[0], keep.cpu()
 
-    def _ensemble(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ensemble(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap, seen=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks `[Q, h, w]` of a proposal network and the ensemble of its class probabilities
         with CLIP's (the reference code's): a query whose binarised mask is empty keeps the
         network's probabilities only. With `classifier="network"`, the network's alone."""
@@ -319,19 +358,15 @@ class Segmenter:
         clip_probs = torch.ones_like(network)
         probs, keep = self._clip_probs(image, masks, text, lap)
         clip_probs[keep] = probs
-        return masks, self._combine(network, clip_probs, proposals.seen_classes(vocabulary)[None])
+        return masks, self._combine(network, clip_probs, self._seen(seen, proposals, vocabulary)[None])
 
 
-def proposal_text_encoder(proposals: MaskFormerProposals, clip: ClipModel, default: PromptEncoder) -> PromptEncoder:
-    """The prompt encoder of a proposal network's classifier (`network_text_encoder`)."""
-    return network_text_encoder(proposals.trained, proposals.embed_dim, clip, default)
-
-
-def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: PromptEncoder) -> PromptEncoder:
+def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: PromptEncoder, prompt: PromptLike | None = None) -> PromptEncoder:
     """The prompt encoder for a trained network's text classifier (a proposal network or an
-    FCN): the prompt it was trained with (a learned one is stored in its weights), on a CLIP
-    whose text embeddings match those it was trained against (checked on a few of its training
-    classes, so that a different CLIP is an error rather than silent noise).
+    FCN): `prompt`, else the prompt it was trained with (a learned one is stored in its
+    weights), on a CLIP whose text embeddings match those it was trained against (checked with
+    the training prompt on a few of its training classes, so that a different CLIP is an error
+    rather than silent noise).
 
     `trained` has `training_prompt`, `train_text`, `vocabulary` and `info` (its JSON)."""
     if clip.embed_dim != embed_dim:
@@ -339,9 +374,8 @@ def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: Prom
             f"the network was trained against {embed_dim}-d CLIP text embeddings "
             f"('{trained.info.get('clip')}'), but this CLIP's are {clip.embed_dim}-d; pass that CLIP (--clip)"
         )
-    prompt = trained.training_prompt
-    same = prompt.identity == default.prompt.identity
-    encoder = default if same else PromptEncoder(clip, prompt, cache=default.disk or False)
+    training = trained.training_prompt
+    encoder = _encoder(training, clip, default)
     stored = trained.train_text
     probe = min(4, stored.num_classes)
     rows = [int(i) for i in range(stored.features.shape[0]) if int(stored.synonym_class[0, i]) < probe]
@@ -354,7 +388,12 @@ def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: Prom
                 f"this CLIP ('{clip.source}') does not give the text embeddings the network was trained "
                 f"against ('{trained.info.get('clip')}'; cosine {similarity:.3f}); pass that CLIP (--clip)"
             )
-    return encoder
+    return encoder if prompt is None else _encoder(load_prompt(prompt), clip, default)
+
+
+def _encoder(prompt, clip: ClipModel, default: PromptEncoder) -> PromptEncoder:
+    """`default` where it encodes with `prompt`, else a new encoder sharing its disk cache."""
+    return default if prompt.identity == default.prompt.identity else PromptEncoder(clip, prompt, cache=default.disk or False)
 
 
 __all__ = ["Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "CLASSIFIERS", "METHODS", "PER_PIXEL_METHODS"]

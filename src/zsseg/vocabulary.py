@@ -98,6 +98,13 @@ class Vocabulary:
         return cls(tuple(classes), name)
 
     @classmethod
+    def verbatim(cls, names: list[str] | tuple[str, ...], name: str | None = None) -> "Vocabulary":
+        """One class per entry, each entry whole (stripped), commas and all: how the reference
+        code names a benchmark's classes ("road, route" is one prompt, "a photo of a road,
+        route."), not split into synonyms."""
+        return cls(tuple((entry.strip(),) for entry in names if entry.strip()), name)
+
+    @classmethod
     def parse(cls, text: str) -> "Vocabulary":
         """Parse "cat; sofa, couch; wall". Empty entries (a trailing ";") are skipped."""
         return cls.from_names(text.split(";"))

@@ -10,28 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..errors import ZssegError
+from .resnet import RESNETS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
-class ResNetSpec:
-    """A ResNet as transformers builds it, and the hub checkpoint with its ImageNet weights."""
-
-    depths: tuple[int, ...]
-    widths: tuple[int, ...]
-    stem: int
-    layer_type: str
-    imagenet_weights: str | None
-
-
-#: Backbones by name. "clip" (not listed) is the image tower of the CLIP given to training.
-RESNETS = {
-    "resnet-50": ResNetSpec((3, 4, 6, 3), (256, 512, 1024, 2048), 64, "bottleneck", "microsoft/resnet-50"),
-    "resnet-101": ResNetSpec((3, 4, 23, 3), (256, 512, 1024, 2048), 64, "bottleneck", "microsoft/resnet-101"),
-    "resnet-tiny": ResNetSpec((1, 1, 1, 1), (32, 64, 128, 256), 32, "basic", None),
-}
 BACKBONES = (*RESNETS, "clip")
 
 
@@ -40,17 +24,20 @@ class ModelConfig:
     """Architecture (Cheng et al. 2021): backbone, FPN pixel decoder, transformer decoder.
 
     Attributes:
-        backbone: a name in `RESNETS`, or "clip" for CLIP's own image tower.
+        backbone: a name in `RESNETS` ("resnet-101c" is the paper's), or "clip" for CLIP's own
+            image tower.
         hidden_dim: width of the transformer decoder (queries).
         num_queries: number of queries, i.e. of mask proposals per image.
         decoder_layers, heads, feedforward_dim, dropout: the transformer decoder (DETR's).
         conv_dim: width of the pixel decoder's feature pyramid.
         mask_dim: dimension of the per-pixel and per-query mask embeddings.
         embed_dim: CLIP's joint embedding dimension (set from the CLIP used in training).
+        class_head_hidden, class_head_layers: the MLP that maps a query to CLIP's joint space
+            (the reference's 256 -> 1024 -> 512: `EMBED_HIDDEN_DIM`, `EMBED_LAYERS`).
         clip_vision: for the "clip" backbone, the CLIP vision config (set in training).
     """
 
-    backbone: str = "resnet-101"
+    backbone: str = "resnet-101c"
     hidden_dim: int = 256
     num_queries: int = 100
     decoder_layers: int = 6
@@ -60,12 +47,15 @@ class ModelConfig:
     conv_dim: int = 256
     mask_dim: int = 256
     embed_dim: int = 512
+    class_head_hidden: int = 1024
+    class_head_layers: int = 2
     clip_vision: dict | None = None
 
     def __post_init__(self):
         if self.backbone not in BACKBONES:
             raise ZssegError(f"unknown backbone '{self.backbone}'; choose one of {', '.join(BACKBONES)}")
-        for name in ("hidden_dim", "num_queries", "decoder_layers", "heads", "feedforward_dim", "conv_dim", "mask_dim", "embed_dim"):
+        for name in ("hidden_dim", "num_queries", "decoder_layers", "heads", "feedforward_dim", "conv_dim", "mask_dim", "embed_dim",
+                     "class_head_hidden", "class_head_layers"):
             if getattr(self, name) < 1:
                 raise ZssegError(f"model config {name} must be at least 1, got {getattr(self, name)}")
         if self.hidden_dim % self.heads:
@@ -150,12 +140,13 @@ class NamedConfig:
 
 CONFIGS: dict[str, NamedConfig] = {
     "paper": NamedConfig(
-        "the paper's: ResNet-101 (ImageNet), 100 queries, 6 decoder layers, 640 crops, batch 32, 60k steps",
-        ModelConfig(backbone="resnet-101"),
+        "the paper's: R101c (detectron2's DeepLab ResNet-101, R-103.pkl), 100 queries, 6 decoder layers, 640 crops, "
+        "batch 32, 60k steps",
+        ModelConfig(backbone="resnet-101c"),
         TrainConfig(),
     ),
     "r50": NamedConfig(
-        "as paper with ResNet-50 (ImageNet)",
+        "as paper with ResNet-50 (torchvision's ImageNet weights, detectron2's R-50.pkl)",
         ModelConfig(backbone="resnet-50"),
         TrainConfig(),
     ),
@@ -170,7 +161,7 @@ CONFIGS: dict[str, NamedConfig] = {
         # 20 queries, not 100: with ~8 segments per crop, 100 queries are each matched too rarely
         # for a CPU-sized run, and they collapse to one blurry mask (docs/training.md).
         ModelConfig(backbone="resnet-tiny", hidden_dim=64, num_queries=20, decoder_layers=2, heads=4, feedforward_dim=128,
-                    dropout=0.0, conv_dim=64, mask_dim=64),
+                    dropout=0.0, conv_dim=64, mask_dim=64, class_head_hidden=64),
         # The backbone starts from random weights: no reason to train it at 0.1x.
         TrainConfig(max_iters=3000, batch_size=4, crop_size=128, test_size=192, lr=1e-3, backbone_lr_multiplier=1.0,
                     checkpoint_every=200, log_every=10),
@@ -206,7 +197,6 @@ __all__ = [
     "IMAGENET_STD",
     "ModelConfig",
     "NamedConfig",
-    "RESNETS",
     "SolverConfig",
     "TrainConfig",
     "config_from_dict",

@@ -1,10 +1,14 @@
 """MaskFormer (Cheng et al. 2021) with a CLIP-text classifier, as the paper's proposal network.
 
-    backbone (ResNet or CLIP's image tower) -> multi-scale features at strides 4, 8, 16, 32
+    backbone (ResNet, `zsseg.maskformer.resnet`, or CLIP's image tower) -> features at strides 4, 8, 16, 32
     pixel decoder (FPN) -> per-pixel mask embeddings at stride 4
     transformer decoder (DETR's), Q learned queries attending to the stride-32 features
         -> per query: a mask embedding (mask logits = its dot product with the per-pixel
-           embeddings) and a class embedding in CLIP's joint space
+           embeddings) and, through an MLP, a class embedding in CLIP's joint space
+
+The architecture is the reference code's (MaskFormer's `BasePixelDecoder` and transformer
+predictor, the zero-shot predictor's MLP class head), so the authors' checkpoints load by a key
+table (`zsseg.maskformer.reference`).
 
 Class logits are 100 x cosine similarity between a query's class embedding and the frozen CLIP
 text embeddings of the vocabulary, plus one learned "no object" embedding, so one trained network
@@ -23,57 +27,26 @@ from torch.nn import functional as F
 from ..clip import CLIP_MEAN, CLIP_STD
 from ..errors import ZssegError
 from ..prompts import VocabularyEmbedding
-from .config import IMAGENET_MEAN, IMAGENET_STD, RESNETS, ModelConfig
+from .config import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from .resnet import RESNETS, ResNet
 
 TEMPERATURE = 100.0  # as Eq. 1: the text classifier is CLIP's, so is its temperature
 SIZE_DIVISIBILITY = 32  # inputs are padded to a multiple of the coarsest stride
 
 
-class ResNetFeatures(nn.Module):
-    """A transformers ResNet; returns the outputs of its four stages (strides 4, 8, 16, 32)."""
-
-    def __init__(self, name: str):
-        super().__init__()
-        from transformers import ResNetConfig, ResNetModel
-
-        spec = RESNETS[name]
-        self.spec = spec
-        self.body = ResNetModel(
-            ResNetConfig(
-                embedding_size=spec.stem,
-                hidden_sizes=list(spec.widths),
-                depths=list(spec.depths),
-                layer_type=spec.layer_type,
-            )
-        )
-        self.channels = tuple(spec.widths)
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
-
-    def forward(self, pixels: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.body(pixels, output_hidden_states=True).hidden_states[1:])
-
-    def load_pretrained(self, source: str) -> None:
-        """Copy ImageNet weights from a hub id or folder of a transformers ResNet checkpoint."""
-        from transformers import ResNetModel
-
-        from ..hub import quiet_transformers
-
-        with quiet_transformers():
-            try:
-                pretrained = ResNetModel.from_pretrained(source)
-            except (OSError, ValueError) as error:
-                raise ZssegError(
-                    f"cannot load backbone weights '{source}': {str(error).strip().splitlines()[0]}; offline, download "
-                    f"them where the hub is reachable (`hf download {source} --local-dir backbone`) and pass "
-                    "--backbone-weights backbone, or --backbone-weights none to start from random weights"
-                ) from None
-        config = pretrained.config
-        if list(config.depths) != list(self.spec.depths) or list(config.hidden_sizes) != list(self.spec.widths):
-            raise ZssegError(
-                f"backbone weights '{source}' are a ResNet with depths {list(config.depths)} and widths "
-                f"{list(config.hidden_sizes)}, not the configured {list(self.spec.depths)} / {list(self.spec.widths)}"
-            )
-        self.body.load_state_dict(pretrained.state_dict())
+def build_backbone(name: str, clip_vision: dict | None = None) -> nn.Module:
+    """A backbone by name: a ResNet of `RESNETS`, or "clip" (CLIP's ViT image tower, from its
+    vision config). Each has `channels` (of its four outputs), `mean` and `std` (the input
+    normalisation, for pixels in [0, 1]) and `load_pretrained(source)`."""
+    if name == "clip":
+        if not clip_vision:
+            raise ZssegError("the 'clip' backbone needs the CLIP vision config (clip_vision)")
+        return ClipFeatures(clip_vision)
+    if name not in RESNETS:
+        raise ZssegError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+    backbone = ResNet(RESNETS[name])
+    backbone.mean, backbone.std = IMAGENET_MEAN, IMAGENET_STD
+    return backbone
 
 
 class ClipFeatures(nn.Module):
@@ -180,8 +153,9 @@ class LayerOutput:
     """One decoder layer's predictions for a batch.
 
     Attributes:
-        class_embeddings: `[B, Q, D]` L2-normalised, in CLIP's joint space.
-        mask_logits: `[B, Q, H/4, W/4]`.
+        class_embeddings: `[B, Q, D]` each query's embedding in CLIP's joint space, not
+            normalised (`MaskFormer.class_logits` compares its direction with the text).
+        mask_logits: `[B, Q, H/4, W/4]` at a quarter of the padded input.
     """
 
     class_embeddings: torch.Tensor
@@ -189,6 +163,10 @@ class LayerOutput:
 
 
 class TransformerPredictor(nn.Module):
+    """DETR's decoder over the stride-32 features (post-norm, no encoder): Q learned queries,
+    each read out by a 3-layer MLP into a mask embedding and by the class head (an MLP with
+    `class_head_layers` layers, 256 -> 1024 -> 512 in the paper's) into CLIP's joint space."""
+
     def __init__(self, config: ModelConfig, in_channels: int):
         super().__init__()
         dim = config.hidden_dim
@@ -198,7 +176,7 @@ class TransformerPredictor(nn.Module):
             DecoderLayer(dim, config.heads, config.feedforward_dim, config.dropout) for _ in range(config.decoder_layers)
         )
         self.norm = nn.LayerNorm(dim)
-        self.class_embed = nn.Linear(dim, config.embed_dim)
+        self.class_embed = MLP(dim, config.class_head_hidden, config.embed_dim, config.class_head_layers)
         self.mask_embed = MLP(dim, dim, config.mask_dim, 3)
 
     def forward(self, coarse: torch.Tensor, mask_features: torch.Tensor, all_layers: bool) -> list[LayerOutput]:
@@ -217,40 +195,36 @@ class TransformerPredictor(nn.Module):
 
     def _predict(self, hidden: torch.Tensor, mask_features: torch.Tensor) -> LayerOutput:
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(hidden), mask_features)
-        return LayerOutput(F.normalize(self.class_embed(hidden), dim=-1), masks)
+        return LayerOutput(self.class_embed(hidden), masks)
 
 
 class MaskFormer(nn.Module):
-    """The proposal network. `forward` takes `[B, 3, H, W]` pixels in [0, 255] with H and W
-    multiples of 32 and returns one `LayerOutput` per decoder layer (only the last unless
-    `all_layers`)."""
+    """The proposal network. `forward` takes `[B, 3, H, W]` pixels in [0, 255] of any size,
+    normalises them and pads them at the bottom and right with zeros to multiples of 32 (so the
+    padding is the mean colour, as detectron2's `ImageList`), and returns one `LayerOutput` per
+    decoder layer (only the last unless `all_layers`), at a quarter of the padded size."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        if config.backbone == "clip":
-            if not config.clip_vision:
-                raise ZssegError("the 'clip' backbone needs the CLIP vision config (clip_vision)")
-            self.backbone: nn.Module = ClipFeatures(config.clip_vision)
-        else:
-            self.backbone = ResNetFeatures(config.backbone)
+        self.backbone = build_backbone(config.backbone, config.clip_vision)
         self.pixel_decoder = PixelDecoder(self.backbone.channels, config.conv_dim, config.mask_dim)
         self.predictor = TransformerPredictor(config, self.backbone.channels[-1])
         self.void_embedding = nn.Parameter(torch.randn(config.embed_dim))
-        self.register_buffer("pixel_mean", torch.tensor(self.backbone.mean).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(self.backbone.std).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_mean", pixel_constants(self.backbone.mean), persistent=False)
+        self.register_buffer("pixel_std", pixel_constants(self.backbone.std), persistent=False)
 
     def forward(self, images: torch.Tensor, all_layers: bool = False) -> list[LayerOutput]:
-        if images.shape[-1] % SIZE_DIVISIBILITY or images.shape[-2] % SIZE_DIVISIBILITY:
-            raise ZssegError(f"MaskFormer input sides must be multiples of {SIZE_DIVISIBILITY}, got {tuple(images.shape[-2:])}")
-        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        pixels = pad_to_multiple((images - self.pixel_mean) / self.pixel_std, SIZE_DIVISIBILITY)
+        features = self.backbone(pixels)
         mask_features = self.pixel_decoder(features)
         return self.predictor(features[-1], mask_features, all_layers)
 
     def class_logits(self, class_embeddings: torch.Tensor, text: VocabularyEmbedding) -> torch.Tensor:
-        """`[..., C + 1]` logits: 100 x cosine with the text embeddings of each class (the best
-        of its synonyms), then with the learned "no object" embedding (last column)."""
-        flat = class_embeddings.reshape(-1, class_embeddings.shape[-1])
+        """`[..., C + 1]` logits: 100 x cosine of each query's embedding with the text
+        embeddings of each class (the best of its synonyms), then with the learned "no object"
+        embedding (last column)."""
+        flat = F.normalize(class_embeddings.reshape(-1, class_embeddings.shape[-1]), dim=-1)
         features = text.features.to(flat)
         if features.shape[0] == text.num_classes:  # one embedding per class: a plain product
             classes = TEMPERATURE * flat @ features.T
@@ -261,6 +235,18 @@ class MaskFormer(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return parameter_groups(self)
+
+
+def pixel_constants(values: tuple[float, float, float]) -> torch.Tensor:
+    """`[1, 3, 1, 1]` normalisation constants for pixels in [0, 255], from values for [0, 1]
+    (scaled in double precision: 255 x 0.485 is the reference's 123.675 exactly in float32)."""
+    return torch.tensor([255.0 * v for v in values], dtype=torch.float32).view(1, 3, 1, 1)
+
+
+def pad_to_multiple(pixels: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
+    """`[B, C, H, W]` padded at the bottom and right to multiples of `multiple`."""
+    height, width = pixels.shape[-2:]
+    return F.pad(pixels, (0, -width % multiple, 0, -height % multiple), value=value)
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:

@@ -24,7 +24,7 @@ from .model import MaskFormer
 
 WEIGHTS_NAME = "proposals.safetensors"
 CONFIG_NAME = "proposals.json"
-FORMAT = "zsseg-maskformer-proposals/1"
+FORMAT = "zsseg-maskformer-proposals/2"  # /1: before the reference architecture (R101c, MLP class head)
 
 
 @dataclass
@@ -38,12 +38,16 @@ class TrainedProposals:
         info: the rest of proposals.json (clip, dataset, protocol, steps, train config, and
             for a self-trained network `self_training`: its pseudo-labels and class split).
         prompt: the prompt the classifier was trained with.
+        clip: the CLIP that came with the weights (an authors' checkpoint holds its own), or
+            None (a zsseg network names its CLIP in `info["clip"]`).
     """
 
     model: MaskFormer
     train_text: VocabularyEmbedding
     class_names: list[str]
     info: dict
+    prompt: Prompt | None = None
+    clip: object | None = None
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -68,8 +72,6 @@ class TrainedProposals:
     @property
     def test_size(self) -> int:
         return int(self.info["train"]["test_size"])
-
-    prompt: Prompt | None = None
 
     @property
     def training_prompt(self) -> Prompt:
@@ -173,7 +175,11 @@ def read_network(path: str | Path, files: NetworkFiles) -> StoredNetwork:
 
     weights, config_path = resolve_weights(path, files)
     info = read_json(config_path)
-    if not isinstance(info, dict) or info.get("format") != files.format:
+    found = info.get("format") if isinstance(info, dict) else None
+    if isinstance(found, str) and found != files.format and found.split("/")[0] == files.format.split("/")[0]:
+        raise ZssegError(f"{config_path} was written by an earlier zsseg ({found}), whose network differs from this one's "
+                         f"(now the reference architecture); train it again with `{files.command}`")
+    if found != files.format:
         raise ZssegError(f"{config_path} is not a zsseg {files.kind} config (format {files.format}, written by `{files.command}`)")
     try:
         tensors = load_file(str(weights))
@@ -196,8 +202,14 @@ def read_network(path: str | Path, files: NetworkFiles) -> StoredNetwork:
     return StoredNetwork(info, model_config, state, class_names, text, prompt, weights, config_path)
 
 
-def load_proposals(path: str | Path, device: str | torch.device = "cpu") -> TrainedProposals:
-    """Load what `save_proposals` wrote, from its folder or the weights file."""
+def load_proposals(path: str | Path, device: str | torch.device = "cpu", clip=None, tokenizer=None) -> TrainedProposals:
+    """Load what `save_proposals` wrote, from its folder or the weights file; or an authors'
+    checkpoint (`.pth`/`.pkl`, `zsseg.maskformer.reference`), where `clip` is the CLIP to use if
+    it holds none and `tokenizer` CLIP's tokenizer for the one it holds."""
+    from .reference import is_reference_checkpoint, load_reference_checkpoint
+
+    if is_reference_checkpoint(path):
+        return load_reference_checkpoint(path, device, clip=clip, tokenizer=tokenizer)
     stored = read_network(path, PROPOSAL_FILES)
     model = MaskFormer(model_config_from_dict(stored.model_config, stored.config))
     stored.load_state(model)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import ZssegError
-from ..images import bounded_size, resize_image, resize_labels
+from ..images import bounded_size, resize_image, resize_labels, shortest_edge_size
 
 _IOU_SAMPLES = 1 << 16  # pixels sampled to measure mask overlap when removing duplicates
 
@@ -43,11 +43,19 @@ class ProposalGenerator(ABC):
     def __call__(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
         return self.generate(image, ground_truth)
 
-    def proposal_size(self, height: int, width: int, max_size: int | None) -> tuple[int, int]:
-        """The size a pipeline should make proposals at: longer side at most `max_size`, except
-        for generators that read the ground truth, which work at full size so that their
-        masks match the label map exactly."""
-        return (height, width) if self.needs_ground_truth else bounded_size(height, width, max_size)
+    #: The shorter side the generator works at when a pipeline names none (a trained network's
+    #: test size); None: the image's own size, bounded by `max_size`.
+    default_shorter_side: int | None = None
+
+    def proposal_size(self, height: int, width: int, max_size: int | None, shorter: int | None = None) -> tuple[int, int]:
+        """The size a pipeline should make proposals at: the shorter side `shorter` (else the
+        generator's default, else as it is) with the longer side at most `max_size`, rounded as
+        detectron2's test-time resize; generators that read the ground truth work at full size
+        so that their masks match the label map exactly."""
+        if self.needs_ground_truth:
+            return height, width
+        shorter = shorter or self.default_shorter_side
+        return shortest_edge_size(height, width, shorter, max_size) if shorter else bounded_size(height, width, max_size)
 
     def finalize(self, masks: np.ndarray) -> torch.Tensor:
         """Drop empty masks and near-duplicates (keeping the earlier), cap K; bool -> float32."""

@@ -4,9 +4,11 @@
     masks = generator.generate(image)                # [Q, H, W], class-agnostic, best first
     probs, embeddings = generator.predict(image)     # for the ensemble with CLIP (Segmenter)
 
-The network sees the image with its shorter side at the training config's `test_size` (the
-longer side at most `max_size`), padded to a multiple of 32. Its masks are the queries' sigmoid
-mask probabilities. As class-agnostic proposals (`generate`, which the oracle uses) they are
+The weights are what `zsseg train proposals` wrote, or a checkpoint of the authors' code
+(detectron2's `model_final.pth`, see `zsseg.maskformer.reference`), whose CLIP and learned prompt
+come with it. The network sees the image with its shorter side at its `test_size` (the longer
+side at most `max_size`); it normalises the image and pads it to a multiple of 32 with the mean
+colour. Its masks are the queries' sigmoid mask probabilities. As class-agnostic proposals (`generate`, which the oracle uses) they are
 ordered by objectness, 1 - p(no object) under the training classes, and the first
 `max_proposals` are kept. In the ensemble (`Segmenter`) every query's mask takes part, weighted
 by its class probabilities, which leave out p(no object), as in the reference code.
@@ -22,7 +24,7 @@ from torch.nn import functional as F
 
 from ..clip import usable_device
 from ..errors import ZssegError
-from ..images import check_rgb_array, shorter_side_scale
+from ..images import check_rgb_array
 from ..prompts import VocabularyEmbedding
 from ..vocabulary import Vocabulary
 from .base import ProposalGenerator
@@ -33,25 +35,30 @@ class MaskFormerProposals(ProposalGenerator):
 
     name = "maskformer"
 
-    def __init__(self, weights: str | Path | None = None, max_proposals: int = 100, device: str = "cpu", duplicate_iou: float = 1.0):
+    def __init__(self, weights: str | Path | None = None, max_proposals: int = 100, device: str = "cpu", duplicate_iou: float = 1.0,
+                 clip=None, tokenizer: str | Path | None = None):
+        """`clip` and `tokenizer` matter only for an authors' checkpoint: the CLIP to use where it
+        holds none (a `ClipModel`, hub id or folder; default ViT-B/16), and CLIP's tokenizer for
+        the CLIP it holds (a folder with vocab.json and merges.txt, or a hub id)."""
         super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
         if weights is None:
             raise ZssegError("the maskformer proposals need trained weights (--proposal-weights OUT from `zsseg train proposals`)")
         from ..maskformer.weights import load_proposals
 
         self.device = usable_device(device)
-        self.trained = load_proposals(weights, self.device)
+        self.trained = load_proposals(weights, self.device, clip=clip, tokenizer=tokenizer)
         self.model = self.trained.model
-        self.test_size = self.trained.test_size
+        self.test_size = self.default_shorter_side = self.trained.test_size
         self._seen = Vocabulary.from_names(self.trained.seen_class_names)
+
+    @property
+    def clip(self):
+        """The CLIP that came with the weights (an authors' checkpoint holds one), or None."""
+        return self.trained.clip
 
     @property
     def embed_dim(self) -> int:
         return self.model.config.embed_dim
-
-    def proposal_size(self, height: int, width: int, max_size: int | None) -> tuple[int, int]:
-        scale = shorter_side_scale(height, width, self.test_size, max_size)
-        return max(1, round(height * scale)), max(1, round(width * scale))
 
     @torch.no_grad()
     def predict(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,11 +66,12 @@ class MaskFormerProposals(ProposalGenerator):
         embeddings `[Q, D]` (the image is used at the size given: see `proposal_size`)."""
         check_rgb_array(image)
         height, width = image.shape[:2]
-        pad_h, pad_w = -height % 32, -width % 32
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-        pixels = F.pad(pixels, (0, pad_w, 0, pad_h))[None].to(self.device)
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].to(self.device)
         output = self.model(pixels)[-1]
-        logits = F.interpolate(output.mask_logits, size=pixels.shape[-2:], mode="bilinear", align_corners=False)
+        # Upsampled to the padded size, then cropped: the reference's order (not a resize of
+        # the padded grid to the image's size).
+        padded = tuple(4 * side for side in output.mask_logits.shape[-2:])
+        logits = F.interpolate(output.mask_logits, size=padded, mode="bilinear", align_corners=False)
         masks = logits[0, :, :height, :width].sigmoid().float().cpu()
         return masks, output.class_embeddings[0].float()
 
