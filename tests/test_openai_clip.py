@@ -3,9 +3,9 @@ OpenAI's architecture, computed here in plain torch, and the authors' recorded o
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
-import sys
 
 import pytest
 import torch
@@ -245,14 +245,12 @@ def test_authors_clip_reproduces_their_recorded_outputs():
     folder = os.path.abspath(REFERENCE)
     if not os.path.isfile(os.path.join(folder, "caseD3_clip_adapter.safetensors")):
         pytest.skip(f"no reference data at {folder} (set ZSSEG_REFERENCE_PARITY)")
-    sys.path.insert(0, folder)
-    try:
-        from weights import make_tensor, read_keys
-    finally:
-        sys.path.remove(folder)
+    spec = importlib.util.spec_from_file_location("reference_weights", os.path.join(folder, "weights.py"))
+    weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(weights)
     # Each tensor is a function of (seed, name, shape): the CLIP's alone is the same as in the full state dict.
-    keys = read_keys(os.path.join(folder, "keys-coco-stuff-156-single-prompt.txt"))
-    state = {name: make_tensor(name, shape, seed=0) for name, shape, _ in keys
+    keys = weights.read_keys(os.path.join(folder, "keys-coco-stuff-156-single-prompt.txt"))
+    state = {name: weights.make_tensor(name, shape, seed=0) for name, shape, _ in keys
              if name.startswith(PREFIX) or name == "clip_adapter.non_object_embedding"}
     clip = clip_from_openai_state(state, TOKENIZER, source="reference", prefix=PREFIX)
     no_object = F.normalize(state.pop("clip_adapter.non_object_embedding"), dim=-1)
