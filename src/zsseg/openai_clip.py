@@ -9,8 +9,8 @@ them without a random initialisation:
     clip = clip_from_openai_state(state, "path/to/clip-tokenizer", source="model_final.pth",
                                   prefix="clip_adapter.clip_model.")
 
-The caller reads the checkpoint (as tensors: safetensors, or `torch.load(weights_only=True)`);
-nothing is unpickled here. Only ViT visual towers are supported: a ResNet one is refused.
+The caller reads the checkpoint as tensors (safetensors, or `torch.load(weights_only=True)`; a
+detectron2 checkpoint keeps its state dict under "model"); nothing is unpickled here. Only ViT visual towers are supported: a ResNet one is refused.
 """
 
 from __future__ import annotations
