@@ -3,7 +3,8 @@
 `load_clip("openai/clip-vit-base-patch16")` or `load_clip("/path/to/folder")` returns a
 `ClipModel` holding the transformers model, its tokenizer and its image preprocessing
 constants. Weights are read from safetensors, or from a PyTorch file with
-`torch.load(weights_only=True)`: nothing is unpickled.
+`torch.load(weights_only=True)`: nothing is unpickled. A CLIP state dict in OpenAI's own layout
+(as the paper's checkpoints hold) becomes a `ClipModel` through `zsseg.openai_clip`.
 """
 
 from __future__ import annotations
@@ -222,14 +223,19 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
         return (model, AutoTokenizer.from_pretrained(source, local_files_only=local_only)), info
 
     (model, tokenizer), source, local_only = load_pretrained(name_or_path, CLIP_KIND, load)
-    model = model.to(device).eval()
     mean, std = _preprocessing(source, local_only)
+    return wrap_clip(model.to(device), tokenizer, source, mean, std)
+
+
+def wrap_clip(model: torch.nn.Module, tokenizer, source: str, image_mean: tuple = CLIP_MEAN, image_std: tuple = CLIP_STD) -> ClipModel:
+    """A `ClipModel` around a loaded transformers `CLIPModel` (put in eval mode) and its tokenizer;
+    the input size and the context length are read from the model's config."""
     return ClipModel(
-        model=model,
+        model=model.eval(),
         tokenizer=tokenizer,
         source=source,
         image_size=int(model.config.vision_config.image_size),
-        image_mean=mean,
-        image_std=std,
+        image_mean=image_mean,
+        image_std=image_std,
         context_length=int(model.config.text_config.max_position_embeddings),
     )
