@@ -62,6 +62,35 @@ class BenchmarkSettings:
         text = resources.files("zsseg").joinpath("vocabularies", self.class_names).read_text("utf-8")
         return Vocabulary.verbatim([line for line in text.splitlines() if line.strip()], name=self.class_names)
 
+    def segmenter_options(self, network: bool) -> dict:
+        """`Segmenter` keyword arguments for these settings, with a trained proposal network
+        (`network`) or training-free proposals (whose lambda does not apply and whose
+        "network" prompt falls back to `FALLBACK_PROMPT`)."""
+        prompt = network_prompt = None
+        if self.prompt != NETWORK_PROMPT:
+            prompt = network_prompt = self.prompt
+        elif not network:
+            prompt = FALLBACK_PROMPT
+        return {
+            "test_size": self.test_size[0],
+            "max_size": self.test_size[1],
+            "mask_threshold": self.mask_threshold,
+            "ensemble_weight": self.ensemble_weight if network else None,
+            "prompt": prompt,
+            "network_prompt": network_prompt,
+        }
+
+    def seen_flags(self, unseen: tuple[int, ...], num_classes: int, rule: str | None = None) -> list[bool] | None:
+        """`[C]` the classes the ensemble takes as seen under `rule` (default `seen`): "split",
+        all but `unseen`; "none", no class; "names": None (the network's training names)."""
+        rule = rule or self.seen
+        if rule == "names":
+            return None
+        if rule == "split" and not unseen:
+            raise ZssegError("seen classes 'split': this benchmark has no zero-shot split")
+        hidden = set(unseen) if rule == "split" else set(range(num_classes))
+        return [i not in hidden for i in range(num_classes)]
+
     def record(self) -> dict:
         return asdict(self)
 

@@ -326,7 +326,7 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str], defaul
                         help="trained FCN for --method fcn: the --output-dir of `zsseg train fcn` or its fcn.safetensors")
     parser.add_argument("--max-proposals", type=_at_least(1), default=None, help="masks per image (default 100; all segments for ground-truth)")
     parser.add_argument("--prompt", default=None, metavar="PROMPT",
-                        help="how class names are prompted: imagenet (CLIP's 80 templates), vild, single, one template such as "
+                        help="how class names are prompted: imagenet (CLIP's 80 templates), vild, single (the paper's 'a sculpture of a {}.'), photo ('a photo of a {}.'), one template such as "
                         "'a sculpture of a {}.', or a prompt file or folder (`zsseg prompts select`, `zsseg train prompts`); "
                         "default: the prompt a maskformer was trained with, else imagenet (eval: the benchmark's, see docs/evaluation.md)")
     parser.add_argument("--network-prompt", default=None, metavar="PROMPT",
@@ -562,45 +562,28 @@ def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> t
     """The command line with each model setting it leaves open taken from the benchmark's row
     of `zsseg.benchmarks.SETTINGS` (the reference code's test settings), and a record of every
     setting and where it came from."""
-    from .benchmarks import FALLBACK_PROMPT, NETWORK_PROMPT, benchmark_settings
+    from .benchmarks import benchmark_settings
 
     row = benchmark_settings(dataset.name, args.protocol)
     per_pixel = args.method in PER_PIXEL_METHODS
     network = not per_pixel and parse_generator(args.proposals or args.default_proposals)[0] == MaskFormerProposals.name
-    prompt = network_prompt = None
-    if row.prompt != NETWORK_PROMPT:
-        prompt = network_prompt = row.prompt
-    elif not network and args.method != "fcn":
-        prompt = FALLBACK_PROMPT
+    preset = row.segmenter_options(network or args.method == "fcn")
+    if args.method == "fcn":
+        preset["ensemble_weight"] = None  # the FCN's own lambda (FCN_ENSEMBLE_WEIGHT), as the reference's per-pixel config
+    chosen = {"test_size": args.test_size or (None if per_pixel else preset["test_size"])}
+    for key in ("max_size", "mask_threshold", "ensemble_weight", "prompt", "network_prompt"):
+        chosen[key] = preset[key] if getattr(args, key) is None else getattr(args, key)
     seen = args.seen_classes or row.seen
-    if seen == "split" and not dataset.unseen:
-        raise ZssegError(f"--seen-classes split: {dataset.name} has no zero-shot split")
-    resolved = argparse.Namespace(**{
-        **vars(args),
-        "test_size": args.test_size or (None if per_pixel else row.test_size[0]),
-        "max_size": args.max_size or row.test_size[1],
-        "mask_threshold": row.mask_threshold if args.mask_threshold is None else args.mask_threshold,
-        "ensemble_weight": args.ensemble_weight if args.ensemble_weight is not None or not network else row.ensemble_weight,
-        "prompt": args.prompt or prompt,
-        "network_prompt": args.network_prompt or network_prompt,
-    })
     record = {
         "benchmark_settings": row.source,
-        "test_size": [resolved.test_size, resolved.max_size],
-        "mask_threshold": None if per_pixel else resolved.mask_threshold,
-        "seen_classes": seen if network or args.method == "fcn" else None,
+        "test_size": [chosen["test_size"], chosen["max_size"]],
+        "mask_threshold": None if per_pixel else chosen["mask_threshold"],
+        "seen_classes": seen,
+        "seen_flags": row.seen_flags(dataset.unseen, dataset.num_classes, seen),
         "class_names": row.class_names if args.class_names == "reference" else dataset.vocabulary.name,
         "miou_rule": args.miou_rule,
     }
-    return resolved, record
-
-
-def _seen_flags(rule: str | None, dataset: SegmentationDataset) -> list[bool] | None:
-    """The per-class seen flags of `--seen-classes` (None: by the network's training names)."""
-    if rule in (None, "names"):
-        return None
-    unseen = set(dataset.unseen) if rule == "split" else set(range(dataset.num_classes))
-    return [i not in unseen for i in range(dataset.num_classes)]
+    return argparse.Namespace(**{**vars(args), **chosen}), record
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -627,8 +610,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.oracle:
             predictor = OraclePredictor(generator, dataset.num_classes, args.max_size, args.test_size)
         else:
-            seen = _seen_flags(recorded["seen_classes"], dataset)
-            predictor = ClipPredictor(_segmenter(args, context.device, generator), vocabulary, seen=seen)
+            predictor = ClipPredictor(_segmenter(args, context.device, generator), vocabulary, seen=recorded["seen_flags"])
         per_pixel = args.method in PER_PIXEL_METHODS and not args.oracle
         proposals = None if per_pixel else args.proposals or args.default_proposals
         segmenter = None if args.oracle else predictor.segmenter
@@ -649,7 +631,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "clip": None if args.oracle else segmenter.clip.source,
             "prompt": None if args.oracle else segmenter.classifier.prompts.prompt.describe(),
             "network_prompt": None if network is None else network.prompt.describe(),
-            **recorded,
+            **{k: v for k, v in recorded.items() if k != "seen_flags"},
             "seen_classes": recorded["seen_classes"] if network is not None else None,
             "mask_threshold": recorded["mask_threshold"] if not args.oracle else None,
             "dtype": None if args.oracle else args.dtype,

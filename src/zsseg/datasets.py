@@ -93,6 +93,12 @@ class DatasetSpec(ABC):
         """Raw label value -> evaluation label table for this sample's label file."""
         return self.table
 
+    @property
+    def unseen_indices(self) -> tuple[int, ...]:
+        """Indices of the zero-shot unseen classes in the benchmark's label order."""
+        vocabulary = Vocabulary.preset(self.vocabulary)
+        return tuple(_class_index(vocabulary, name) for name in self.unseen)
+
 
 class _FolderPairs(DatasetSpec):
     """Images in one folder and label maps in another, paired by file stem. The split is every
@@ -273,7 +279,7 @@ class SegmentationDataset:
         self.split = split
         self.samples = samples
         self.vocabulary = Vocabulary.preset(spec.vocabulary)
-        self.unseen = tuple(_class_index(self.vocabulary, name) for name in spec.unseen)
+        self.unseen = spec.unseen_indices
         #: Zero-shot evaluation sets besides "base" (class indices), as the reference's.
         self.unseen_sets = {key: tuple(_class_index(self.vocabulary, n) for n in names) for key, names in spec.unseen_sets.items()}
 

@@ -146,7 +146,7 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == tuple(size):
         return image
     resized = Image.fromarray(np.ascontiguousarray(image)).resize((int(size[1]), int(size[0])), Image.Resampling.BILINEAR)
-    return np.asarray(resized)
+    return np.array(resized)  # a writable copy
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

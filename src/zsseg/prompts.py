@@ -3,7 +3,8 @@
 A prompt is one of three things, and every command and API that takes one takes any of them
 (`load_prompt`):
 
-- a template set by name: "imagenet" (CLIP's 80 templates), "vild" (ViLD's 14), "single";
+- a template set by name: "imagenet" (CLIP's 80 templates), "vild" (ViLD's 14), "single" (the
+  paper's single prompt, "a sculpture of a {}."), "photo" ("a photo of a {}.");
 - one template string, such as "a sculpture of a {}." (the paper's single best);
 - a prompt file: the JSON written by `zsseg prompts select` (the best template), or the
   `prompt.json` + `prompt.safetensors` pair written by `zsseg train prompts` (learned context
@@ -74,17 +75,20 @@ VILD_TEMPLATES = (
     "There is a large {} in the scene.",
 )
 
-SINGLE_TEMPLATE = ("a photo of a {}.",)
+# The paper's "single prompt" (the reference code's PREDEFINED_PROMPT_TEMPLATES), and CLIP's plain one.
+SINGLE_TEMPLATE = ("a sculpture of a {}.",)
+PHOTO_TEMPLATE = ("a photo of a {}.",)
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "imagenet": IMAGENET_TEMPLATES,
     "vild": VILD_TEMPLATES,
     "single": SINGLE_TEMPLATE,
+    "photo": PHOTO_TEMPLATE,
 }
 
 
 def resolve_templates(templates: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """A template set by name ("imagenet", "vild", "single") or an explicit list of templates."""
+    """A template set by name ("imagenet", "vild", "single", "photo") or an explicit list of templates."""
     if isinstance(templates, str):
         if templates in TEMPLATE_SETS:
             return TEMPLATE_SETS[templates]
@@ -422,6 +426,7 @@ class PromptEncoder:
 __all__ = [
     "IMAGENET_TEMPLATES",
     "LearnedPrompt",
+    "PHOTO_TEMPLATE",
     "Prompt",
     "PromptEncoder",
     "SINGLE_TEMPLATE",

@@ -376,6 +376,8 @@ def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: Prom
         )
     training = trained.training_prompt
     encoder = _encoder(training, clip, default)
+    if getattr(trained, "clip", None) is clip:  # the network came with this very CLIP: nothing to check
+        return encoder if prompt is None else _encoder(load_prompt(prompt), clip, default)
     stored = trained.train_text
     probe = min(4, stored.num_classes)
     rows = [int(i) for i in range(stored.features.shape[0]) if int(stored.synonym_class[0, i]) < probe]

@@ -122,6 +122,9 @@ class TrainConfig(SolverConfig):
         no_object_weight, class_weight, mask_weight, dice_weight: loss and matching weights
             (cross-entropy, sigmoid focal loss, dice loss).
         deep_supervision: also apply the loss to every intermediate decoder layer.
+        loss_pixels: which pixels the mask losses and the matching see: "all" (the reference
+            code's: unseen-class, void and padding pixels are negatives of every target mask)
+            or "labelled" (zsseg's alternative: those pixels count nowhere).
     """
 
     no_object_weight: float = 0.1
@@ -129,6 +132,12 @@ class TrainConfig(SolverConfig):
     mask_weight: float = 20.0
     dice_weight: float = 1.0
     deep_supervision: bool = True
+    loss_pixels: str = "all"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss_pixels not in ("all", "labelled"):
+            raise ZssegError(f"unknown loss pixels '{self.loss_pixels}'; choose all (the reference's) or labelled")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,11 @@
 cross-entropy on classes (the "no object" class weighted 0.1) and sigmoid focal + dice losses on
 the masks of the matched queries.
 
-Ignored pixels (unseen classes, void, crop padding) are left out of the mask losses and of the
-matching costs: the network is neither rewarded nor punished for what it does there.
+Which pixels the mask losses and matching costs see is a setting of the target
+(`semantic_target`, `TrainConfig.loss_pixels`): "all", as the reference code (unseen-class,
+void and padding pixels are negatives in every target mask: its criterion's "TODO use valid"),
+or "labelled", zsseg's alternative, which leaves those pixels out so that the network is neither
+rewarded nor punished for what it does there.
 """
 
 from __future__ import annotations
@@ -57,6 +60,34 @@ def dice_cost(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
 
 
 @torch.no_grad()
+def matching_cost(
+    class_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    target: Target,
+    class_weight: float,
+    mask_weight: float,
+    dice_weight: float,
+) -> torch.Tensor:
+    """`[Q, N]` cost of assigning each query to each of the target's segments: minus the class
+    probability (not its log), plus the weighted focal and dice costs of the masks.
+
+    Args:
+        class_logits: `[Q, C + 1]` one image's class logits.
+        mask_logits: `[Q, h, w]` its mask logits at prediction resolution; the target masks
+            are resized to it (nearest) for the cost, as MaskFormer does.
+    """
+    size = mask_logits.shape[-2:]
+    masks = F.interpolate(target.masks[None].float(), size=size, mode="nearest")[0].flatten(1)
+    valid = F.interpolate(target.valid[None, None].float(), size=size, mode="nearest").flatten()
+    logits = mask_logits.flatten(1).float()
+    return (
+        -class_weight * class_logits.float().softmax(-1)[:, target.classes]
+        + mask_weight * focal_cost(logits, masks, valid)
+        + dice_weight * dice_cost(logits, masks, valid)
+    )
+
+
+@torch.no_grad()
 def hungarian_match(
     class_logits: torch.Tensor,
     mask_logits: torch.Tensor,
@@ -65,27 +96,12 @@ def hungarian_match(
     mask_weight: float,
     dice_weight: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal one-to-one assignment of queries to the target's segments (scipy).
-
-    Args:
-        class_logits: `[Q, C + 1]` one image's class logits.
-        mask_logits: `[Q, h, w]` its mask logits at prediction resolution; the target masks
-            are resized to it (nearest) for the cost, as MaskFormer does.
-    Returns:
-        (query indices, target indices), each of length min(Q, N).
-    """
+    """Optimal one-to-one assignment of queries to the target's segments (scipy) under
+    `matching_cost`. Returns (query indices, target indices), each of length min(Q, N)."""
     if len(target.classes) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
-    size = mask_logits.shape[-2:]
-    masks = F.interpolate(target.masks[None].float(), size=size, mode="nearest")[0].flatten(1)
-    valid = F.interpolate(target.valid[None, None].float(), size=size, mode="nearest").flatten()
-    logits = mask_logits.flatten(1).float()
-    cost = (
-        -class_weight * class_logits.float().softmax(-1)[:, target.classes]
-        + mask_weight * focal_cost(logits, masks, valid)
-        + dice_weight * dice_cost(logits, masks, valid)
-    )
+    cost = matching_cost(class_logits, mask_logits, target, class_weight, mask_weight, dice_weight)
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     return rows.astype(np.int64), cols.astype(np.int64)
 

@@ -63,11 +63,20 @@ class Augmentation:
         return np.ascontiguousarray(out_image), np.ascontiguousarray(out_label)
 
 
-def semantic_target(label: np.ndarray) -> Target:
-    """One mask per class present in `label` ([H, W], training-class indices, -1 ignored)."""
+LOSS_PIXELS = ("all", "labelled")
+
+
+def semantic_target(label: np.ndarray, loss_pixels: str = "all") -> Target:
+    """One mask per class present in `label` ([H, W], training-class indices, -1 ignored), in
+    ascending class order, as the reference's dataset mapper. With `loss_pixels` "all" (the
+    reference's) every pixel counts in the mask losses, ignored ones as negatives of every
+    mask; with "labelled" the ignored pixels count nowhere."""
+    if loss_pixels not in LOSS_PIXELS:
+        raise ZssegError(f"unknown loss pixels '{loss_pixels}'; choose from {', '.join(LOSS_PIXELS)}")
     labels = torch.from_numpy(np.ascontiguousarray(label)).long()
     classes = torch.unique(labels[labels >= 0])
-    return Target(classes=classes, masks=labels[None] == classes[:, None, None], valid=labels >= 0)
+    valid = labels >= 0 if loss_pixels == "labelled" else torch.ones_like(labels, dtype=torch.bool)
+    return Target(classes=classes, masks=labels[None] == classes[:, None, None], valid=valid)
 
 
 class TrainingSamples:
@@ -79,14 +88,17 @@ class TrainingSamples:
             is the training-class index. Pixels of every other class are ignored.
         augmentation: applied to every sample.
         seed: the run's seed.
+        loss_pixels: which pixels the set loss sees (`semantic_target`).
     """
 
-    def __init__(self, dataset: SegmentationDataset, train_classes: list[int], augmentation: Augmentation, seed: int):
+    def __init__(self, dataset: SegmentationDataset, train_classes: list[int], augmentation: Augmentation, seed: int,
+                 loss_pixels: str = "all"):
         if len(dataset) == 0:
             raise ZssegError(f"{dataset.name} {dataset.split} has no images")
         self.dataset = dataset
         self.augmentation = augmentation
         self.seed = seed
+        self.loss_pixels = loss_pixels
         # Dataset label (-1..C-1, shifted by one) -> training index or -1.
         self._lut = np.full(dataset.num_classes + 1, -1, dtype=np.int32)
         for train_index, dataset_index in enumerate(train_classes):
@@ -111,7 +123,7 @@ class TrainingSamples:
     def __getitem__(self, position: int) -> tuple[torch.Tensor, Target]:
         """Sample `position` of the run: its pixels and its set-loss target."""
         image, label = self.labelled(position)
-        return image, semantic_target(label.numpy())
+        return image, semantic_target(label.numpy(), self.loss_pixels)
 
     def batch(self, positions: list[int]) -> tuple[torch.Tensor, list[Target]]:
         samples = [self[p] for p in positions]

@@ -243,11 +243,10 @@ def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cp
         raise ZssegError(f"{source}: the network's classifier is {config.embed_dim}-d, the CLIP's text embeddings "
                          f"{clip_model.embed_dim}-d ('{clip_model.source}')")
     prompt = learned_prompt(state, clip_model, source) or load_prompt("vild")
-    train_text = PromptEncoder(clip_model, prompt, cache=False).encode_vocabulary(classes)
     info = {"format": "reference checkpoint", "source": source, "clip": clip_model.source, "dataset": dataset,
             "protocol": protocol, "train": {"test_size": TEST_SIZE}}
-    return TrainedProposals(model=model.to(device).eval(), train_text=train_text, class_names=classes.names, info=info,
-                            prompt=prompt, clip=clip_model)
+    return TrainedProposals(model=model.to(device).eval(), text=None, class_names=classes.names, info=info, prompt=prompt,
+                            clip=clip_model, text_factory=lambda: PromptEncoder(clip_model, prompt).encode_vocabulary(classes))
 
 
 def is_reference_checkpoint(path: str | Path) -> bool:

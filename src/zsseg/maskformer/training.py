@@ -165,6 +165,7 @@ class ProposalTask(TextClassifierTask):
         else:
             class_indices = training_classes(dataset, protocol)
         super().__init__(dataset, config.train, clip, protocol, backbone_weights, device, text_cache, class_indices)
+        self.samples.loss_pixels = config.train.loss_pixels
         self.model_config = replace(
             config.model,
             embed_dim=clip.embed_dim,

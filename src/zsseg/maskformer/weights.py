@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -33,7 +34,8 @@ class TrainedProposals:
 
     Attributes:
         model: the network, in eval mode.
-        train_text: text embeddings of the training classes (ranks queries by objectness).
+        text: text embeddings of the training classes (ranks queries by objectness), or None
+            until `text_factory` makes them (`train_text`).
         class_names: the training classes (synonyms joined by ", ").
         info: the rest of proposals.json (clip, dataset, protocol, steps, train config, and
             for a self-trained network `self_training`: its pseudo-labels and class split).
@@ -43,11 +45,20 @@ class TrainedProposals:
     """
 
     model: MaskFormer
-    train_text: VocabularyEmbedding
+    text: VocabularyEmbedding | None
     class_names: list[str]
     info: dict
     prompt: Prompt | None = None
     clip: object | None = None
+    text_factory: Callable[[], VocabularyEmbedding] | None = None
+
+    @property
+    def train_text(self) -> VocabularyEmbedding:
+        """Text embeddings of the training classes: stored with a zsseg network; for an
+        authors' checkpoint, encoded on first use (only the oracle's ranking and checks need them)."""
+        if self.text is None:
+            self.text = self.text_factory()
+        return self.text
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -213,5 +224,5 @@ def load_proposals(path: str | Path, device: str | torch.device = "cpu", clip=No
     stored = read_network(path, PROPOSAL_FILES)
     model = MaskFormer(model_config_from_dict(stored.model_config, stored.config))
     stored.load_state(model)
-    return TrainedProposals(model=model.to(device).eval(), train_text=stored.text, class_names=stored.class_names,
+    return TrainedProposals(model=model.to(device).eval(), text=stored.text, class_names=stored.class_names,
                             info=stored.info, prompt=stored.prompt)
