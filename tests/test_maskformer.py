@@ -50,13 +50,19 @@ def test_model_outputs_one_mask_and_class_embedding_per_query():
     for out in outputs:
         assert out.class_embeddings.shape == (2, 100, 32)
         assert out.mask_logits.shape == (2, 100, 24, 32)  # stride 4
-        assert torch.allclose(out.class_embeddings.norm(dim=-1), torch.ones(2, 100), atol=1e-5)
-    with pytest.raises(ZssegError, match="multiples of 32"):
-        model(torch.zeros(1, 3, 100, 128))
+    # Any size: the normalised image is padded to multiples of 32 with zeros (the mean colour).
+    image = torch.rand(1, 3, 100, 120) * 255
+    padded = torch.cat([torch.cat([image, model.pixel_mean.expand(1, 3, 28, 120)], dim=2), model.pixel_mean.expand(1, 3, 128, 8)], dim=3)
+    first, second = model(image)[-1], model(padded)[-1]
+    assert first.mask_logits.shape == (1, 100, 32, 32)
+    assert torch.allclose(first.mask_logits, second.mask_logits, atol=1e-4)
+    assert torch.allclose(first.class_embeddings, second.class_embeddings, atol=1e-5)
 
 
 def test_class_logits_are_scaled_cosines_with_text_and_no_object_last():
     model = build_model(replace(TINY.model, embed_dim=8), seed=0)
+    assert torch.allclose(model.class_logits(3 * torch.ones(1, 8), VocabularyEmbedding(torch.ones(1, 8) / 8**0.5, torch.zeros(1, 1).long(), 1))[0, 0],
+                          torch.tensor(100.0)), "the query embedding is normalised: a cosine"
     emb = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
     text = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
     plain = model.class_logits(emb, VocabularyEmbedding(text, torch.arange(3)[None], 3))
@@ -127,10 +133,18 @@ def test_matching_cost_is_minimal_against_brute_force():
     assert chosen == pytest.approx(best, abs=1e-4)
 
 
-def test_ignored_pixels_do_not_change_the_loss():
+def test_ignored_pixels_count_as_negatives_by_default_and_nowhere_when_labelled_only():
     torch.manual_seed(0)
     label = np.random.default_rng(0).integers(-1, 3, (2, 32, 32)).astype(np.int32)
-    targets = [semantic_target(lab) for lab in label]
+    everything = [semantic_target(lab) for lab in label]
+    assert all(t.valid.all() for t in everything), "the reference's: every pixel counts"
+    class_logits, masks = torch.randn(2, 6, 4), torch.randn(2, 6, 8, 8)
+    full = torch.nn.functional.interpolate(masks, size=(32, 32), mode="bilinear", align_corners=False)
+    ignored = torch.from_numpy(label < 0)[:, None]
+    before = set_loss(class_logits, full, everything, 3.0, 0.1, 1.0, 20.0, 1.0)
+    after = set_loss(class_logits, full + 50 * ignored.float(), everything, 3.0, 0.1, 1.0, 20.0, 1.0)
+    assert after["focal"] > before["focal"] and after["dice"] > before["dice"], "masks on ignored pixels are punished"
+    targets = [semantic_target(lab, "labelled") for lab in label]
     class_logits, masks = torch.randn(2, 6, 4), torch.randn(2, 6, 8, 8)
     base = set_loss(class_logits, masks, targets, 3.0, 0.1, 1.0, 20.0, 1.0)
     # Perfect masks give (near) zero mask losses; changing predictions where the target is
@@ -315,19 +329,23 @@ def test_train_cli_errors(clip_dir, tmp_path):
 
 
 def test_pretrained_resnet_weights_load_through_the_hub_path(clip, tmp_path):
-    """A ResNet checkpoint folder in transformers' format is what `microsoft/resnet-101` is."""
+    """A ResNet checkpoint folder in transformers' format (what `microsoft/resnet-50` is) loads
+    into the detectron2-named backbone and computes the same features."""
     from transformers import ResNetConfig, ResNetModel
 
     spec = CONFIGS["tiny"].model
     torch.manual_seed(7)
-    resnet = ResNetModel(ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic"))
+    resnet = ResNetModel(ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic")).eval()
     resnet.save_pretrained(tmp_path / "resnet")
     model = build_model(replace(spec, embed_dim=8), seed=0)
     model.backbone.load_pretrained(str(tmp_path / "resnet"))
-    assert all(torch.equal(a, b) for a, b in zip(model.backbone.body.state_dict().values(), resnet.state_dict().values()))
+    pixels = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ours, theirs = model.backbone.eval()(pixels), resnet(pixels, output_hidden_states=True).hidden_states[1:]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours, theirs))
     wrong = ResNetModel(ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 2, 1], layer_type="basic"))
     wrong.save_pretrained(tmp_path / "wrong")
-    with pytest.raises(ZssegError, match="not the configured"):
+    with pytest.raises(ZssegError, match="do not match the configured ResNet"):
         model.backbone.load_pretrained(str(tmp_path / "wrong"))
 
 

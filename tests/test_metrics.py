@@ -1,4 +1,4 @@
-"""Metrics on small cases computed by hand (detectron2 conventions)."""
+"""Metrics on small cases computed by hand (the reference evaluator's conventions)."""
 
 import numpy as np
 import pytest
@@ -7,10 +7,14 @@ from zsseg.errors import ZssegError
 from zsseg.metrics import ConfusionMatrix, compute_metrics
 
 
-def scored(gt, pred, num_classes, unseen=None):
+def m_matrix(gt, pred, num_classes):
     matrix = ConfusionMatrix(num_classes)
     matrix.update(np.array(gt), np.array(pred))
-    return compute_metrics(matrix, unseen)
+    return matrix
+
+
+def scored(gt, pred, num_classes, unseen=None):
+    return compute_metrics(m_matrix(gt, pred, num_classes), unseen)
 
 
 def test_hand_computed_case():
@@ -26,13 +30,18 @@ def test_hand_computed_case():
     assert m.classes_in_mean == 3 and m.hIoU is None
 
 
-def test_classes_absent_from_ground_truth_do_not_enter_the_mean():
-    # class 3 is predicted once but never in the ground truth: it has no IoU (detectron2),
-    # while mmsegmentation would average in its IoU of 0.
+def test_classes_predicted_but_absent_from_ground_truth_count_in_the_mean():
+    # class 3 is predicted once but never in the ground truth: it has no IoU of its own, but the
+    # reference's evaluator divides by the classes in the ground truth or the predictions.
     m = scored([0, 0, 1], [3, 0, 1], 4)
     assert m.per_class_iou[2] is None and m.per_class_iou[3] is None
     assert m.per_class_iou[:2] == pytest.approx([50.0, 100.0])
-    assert m.mIoU == pytest.approx(75.0) and m.classes_in_mean == 2
+    assert m.mIoU == pytest.approx(50.0) and m.classes_in_mean == 3 and m.miou_rule == "gt-or-predicted"
+    # The other rule, by name: the ground truth's classes only.
+    gt_only = compute_metrics(m_matrix([0, 0, 1], [3, 0, 1], 4), rule="gt")
+    assert gt_only.mIoU == pytest.approx(75.0) and gt_only.classes_in_mean == 2
+    with pytest.raises(ZssegError, match="unknown mIoU rule"):
+        compute_metrics(m_matrix([0], [0], 1), rule="mean")
 
 
 def test_zero_shot_split():

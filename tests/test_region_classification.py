@@ -12,7 +12,8 @@ from zsseg.prompts import IMAGENET_TEMPLATES, VILD_TEMPLATES, PromptEncoder, res
 def test_template_sets():
     assert len(IMAGENET_TEMPLATES) == 80 and len(set(IMAGENET_TEMPLATES)) == 80
     assert len(VILD_TEMPLATES) == 14
-    assert resolve_templates("single") == ("a photo of a {}.",)
+    assert resolve_templates("single") == ("a sculpture of a {}.",), "the paper's single prompt"
+    assert resolve_templates("photo") == ("a photo of a {}.",)
     with pytest.raises(ZssegError, match="exactly once"):
         resolve_templates(["no placeholder"])
 
@@ -31,7 +32,7 @@ def test_class_embedding_is_normalised_mean_of_normalised_prompts(clip):
 
 
 def test_text_features_are_cached(clip, monkeypatch):
-    encoder = PromptEncoder(clip, "single", cache=False)  # in memory; the disk cache is tested in test_prompts.py
+    encoder = PromptEncoder(clip, "photo", cache=False)  # in memory; the disk cache is tested in test_prompts.py
     calls = []
     original = clip.encode_text
     monkeypatch.setattr(clip, "encode_text", lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw))
@@ -61,7 +62,7 @@ def test_crop_by_hand():
     m = torch.tensor(mean).view(3, 1, 1) * 255
     s = torch.tensor(std).view(3, 1, 1) * 255
     region = ((image[:, 1:3, 2:6] - m) / s) * torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]], dtype=torch.float32)
-    expected = F.interpolate(region[None], size=(4, 4), mode="bicubic", antialias=True)[0]
+    expected = F.interpolate(region[None], size=(4, 4), mode="bicubic", antialias=False)[0]  # the reference's resize
     assert torch.allclose(crops[0], expected, atol=1e-5)
     # Background filled with the pixel mean is exactly 0 after normalising.
     region_only_bg = crop_regions(torch.full((3, 4, 4), 7.0), torch.tensor([[[1, 0, 0, 0]] + [[0, 0, 0, 0]] * 2 + [[0, 0, 0, 1]]], dtype=torch.float32), 4, mean, std)[0]
@@ -101,7 +102,7 @@ def test_whole_image_mask_agrees_with_transformers_zero_shot(clip, clip_dir, coc
     size = min(photo.size)
     image = np.array(photo.crop((0, 0, size, size)).resize((side, side), Image.BICUBIC))
     names = ["cat", "dog", "wall", "person", "pizza"]
-    ours = RegionClassifier(clip, prompt="single").classify(image, np.ones((1, side, side), bool), names).probs[0]
+    ours = RegionClassifier(clip, prompt="photo").classify(image, np.ones((1, side, side), bool), names).probs[0]
 
     processor = CLIPProcessor.from_pretrained(clip_dir)
     model = CLIPModel.from_pretrained(clip_dir).eval()

@@ -180,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _network_training_options(proposals, CONFIGS, "proposals",
                               "; for the clip backbone, 'none' skips CLIP's image weights")
+    proposals.add_argument("--loss-pixels", default=None, choices=["all", "labelled"],
+                           help="pixels the mask losses and the matching see: all, ignored ones (unseen classes, void, padding) as "
+                           "negatives of every mask, as the reference (default); labelled: the ignored ones count nowhere")
     proposals.add_argument("--pseudo-labels", type=Path, default=None, metavar="DIR",
                            help="self-training: train on the labels `zsseg pseudo-label` wrote to DIR for this --dataset/--split "
                            "(seen ground truth + unseen pseudo-labels), learning every class (zero-shot protocol)")
@@ -669,8 +672,8 @@ def _train_config(args: argparse.Namespace, config):
 
     overrides = {
         key: getattr(args, key)
-        for key in ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed")
-        if getattr(args, key) is not None
+        for key in ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed", "loss_pixels")
+        if getattr(args, key, None) is not None
     }
     _check_prompt(args)  # a bad prompt is an error now, not after the dataset is read
     if args.prompt is not None:
@@ -679,7 +682,7 @@ def _train_config(args: argparse.Namespace, config):
 
 
 def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
-    from .maskformer.config import RESNETS
+    from .maskformer.resnet import RESNETS
 
     if args.backbone_weights is None:
         return "clip" if backbone == "clip" else RESNETS[backbone].imagenet_weights

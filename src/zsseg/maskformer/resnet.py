@@ -193,7 +193,8 @@ class ResNet(nn.Module):
         """Copy ImageNet weights: a detectron2 `.pkl` (file or URL, as `R-103.pkl`), or a hub id
         or folder of a transformers ResNet with the same architecture (basic stem only)."""
         state = read_imagenet_weights(source, self.spec)
-        own = self.state_dict()
+        # Batch norm's step counter is bookkeeping, not a weight: neither side needs it.
+        own = {k: v for k, v in self.state_dict().items() if not k.endswith("num_batches_tracked")}
         missing = sorted(set(own) - set(state))
         unused = sorted(set(state) - set(own))
         if missing or unused:
@@ -206,7 +207,7 @@ class ResNet(nn.Module):
         for name, value in state.items():
             if tuple(value.shape) != tuple(own[name].shape):
                 raise ZssegError(f"backbone weights '{source}': {name} is {tuple(value.shape)}, the model's is {tuple(own[name].shape)}")
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
 
 
 # --- ImageNet weights ---------------------------------------------------------------------------

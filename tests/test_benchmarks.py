@@ -1,0 +1,260 @@
+"""The reference code's per-benchmark settings (`zsseg.benchmarks`) and the authors' checkpoints."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED, run
+from zsseg.benchmarks import SETTINGS, benchmark_settings
+from zsseg.datasets import DATASETS
+from zsseg.errors import ZssegError
+from zsseg.vocabulary import Vocabulary
+
+
+def test_every_benchmark_and_protocol_has_settings():
+    for name, spec in DATASETS.items():
+        protocols = ["cross-dataset"] + (["zero-shot"] if spec.unseen else [])
+        for protocol in protocols:
+            row = benchmark_settings(name, protocol)
+            assert len(row.vocabulary()) == len(Vocabulary.preset(spec.vocabulary)), (name, row.class_names)
+            assert row.seen in ("split", "none") and (row.seen == "none" or spec.unseen)
+    with pytest.raises(ZssegError, match="ade20k-150 has no zero-shot settings"):
+        benchmark_settings("ade20k-150", "zero-shot")
+
+
+def test_the_reference_settings_of_the_papers_rows():
+    ade = benchmark_settings("ade20k-150", "cross-dataset")
+    assert (ade.test_size, ade.mask_threshold, ade.ensemble_weight, ade.seen, ade.prompt) == ((512, 2048), 0.4, 0.5, "none", "vild")
+    names = ade.vocabulary().names
+    assert len(names) == 150 and names[6] == "road, route" and names[8] == "window" and names[37] == "tub" and names[89] == "tv"
+    assert ade.vocabulary().classes[6] == ("road, route",), "a reference class string is one prompt, not split into synonyms"
+    assert benchmark_settings("ade20k-847", "cross-dataset").mask_threshold == 0.3
+    assert benchmark_settings("ade20k-847", "cross-dataset").ensemble_weight == 0.7
+    assert benchmark_settings("cityscapes", "cross-dataset").test_size == (1024, 2048)
+    assert benchmark_settings("pascal-context-59", "cross-dataset").ensemble_weight == 0.4
+    coco = benchmark_settings("coco-stuff", "zero-shot")
+    assert (coco.test_size, coco.ensemble_weight, coco.seen) == ((640, 2560), 0.8, "split")
+    voc = benchmark_settings("voc-20", "zero-shot").vocabulary().names
+    assert voc[10] == "diningtable" and voc[15] == "pottedplant" and voc[19] == "tvmonitor"
+    assert "cloth" in benchmark_settings("pascal-context-59", "cross-dataset").vocabulary().names
+
+
+def test_segmenter_options_and_seen_flags():
+    ade = benchmark_settings("ade20k-150", "cross-dataset")
+    assert ade.segmenter_options(network=True) == {"test_size": 512, "max_size": 2048, "mask_threshold": 0.4, "ensemble_weight": 0.5,
+                                                   "prompt": "vild", "network_prompt": "vild"}
+    assert ade.segmenter_options(network=False)["ensemble_weight"] is None
+    coco = benchmark_settings("coco-stuff", "zero-shot")
+    assert coco.segmenter_options(network=True)["prompt"] is None, "the network's own prompt"
+    assert coco.segmenter_options(network=False)["prompt"] == "single"
+    unseen = DATASETS["coco-stuff"].unseen_indices
+    flags = coco.seen_flags(unseen, 171)
+    assert sum(flags) == 156 and not any(flags[i] for i in unseen)
+    assert ade.seen_flags((), 150) == [False] * 150
+    assert coco.seen_flags(unseen, 171, "names") is None
+    with pytest.raises(ZssegError, match="no zero-shot split"):
+        ade.seen_flags((), 150, "split")
+
+
+def test_pascal_context_59_follows_the_label_order_of_the_prepared_maps():
+    """pc59 label maps number the classes by ascending Pascal Context category id, which is
+    alphabetical (aeroplane, bag, bed, ...); the built-in vocabulary had VOC's classes first."""
+    mine = Vocabulary.preset("pascal-context-59").names
+    reference = benchmark_settings("pascal-context-59", "cross-dataset").vocabulary().names
+    friendly = {"clothes": "cloth", "dining table": "diningtable", "potted plant": "pottedplant", "tv monitor": "tvmonitor"}
+    assert [friendly.get(n, n) for n in mine] == reference
+    assert mine[:3] == ["aeroplane", "bag", "bed"]
+
+
+# --- the authors' checkpoints ------------------------------------------------------------------
+
+def _reference_state(keys_file, drop_clip: bool = True) -> dict[str, torch.Tensor]:
+    """A state dict with the reference's key names and shapes (zeros; the CLIP left out)."""
+    state = {}
+    for line in keys_file.read_text().splitlines():
+        name, shape, dtype = line.split("\t")
+        if drop_clip and name.startswith("clip_adapter.clip_model."):
+            continue
+        state[name] = torch.zeros(eval(shape), dtype=torch.int64 if dtype == "int64" else torch.float32)
+    state["clip_adapter.pixel_mean"] = 255 * torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    state["clip_adapter.pixel_std"] = 255 * torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    state["criterion.empty_weight"] = torch.cat([torch.ones(156), torch.tensor([0.1])])
+    return state
+
+
+@pytest.fixture(scope="module")
+def keys_file():
+    path = SHARED / "reference-parity" / "keys-coco-stuff-156-single-prompt.txt"
+    if not path.is_file():
+        pytest.fail(f"reference key list not found: {path}")
+    return path
+
+
+def test_reference_key_table_covers_the_network(keys_file):
+    from zsseg.maskformer.model import MaskFormer
+    from zsseg.maskformer.reference import model_config, network_state
+
+    state = _reference_state(keys_file)
+    config = model_config(state, "ckpt")
+    assert (config.backbone, config.num_queries, config.decoder_layers, config.class_head_hidden, config.class_head_layers) == (
+        "resnet-101c", 100, 6, 1024, 2)
+    mapped = network_state(state, "ckpt")
+    with torch.device("meta"):
+        expected = MaskFormer(config).state_dict()
+    assert set(mapped) == set(expected)
+    assert all(tuple(mapped[k].shape) == tuple(expected[k].shape) for k in expected)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("extra", "key sem_seg_head.predictor.extra_head.weight is not one of the reference model's"),
+    ("missing", "no tensor for the network's predictor.layers.3.norms.1.bias"),
+    ("shape", "predictor.input_proj.weight is (256, 1024, 1, 1)"),
+    ("object", "holds objects other than tensors"),
+    ("constant", "clip_adapter.pixel_mean is"),
+    ("classes", "trained on 99 classes"),
+])
+def test_a_damaged_checkpoint_is_one_line_and_loads_nothing(keys_file, tmp_path, damage, message):
+    from zsseg.proposals import MaskFormerProposals
+
+    state = _reference_state(keys_file)
+    if damage == "extra":
+        state["sem_seg_head.predictor.extra_head.weight"] = torch.zeros(3)
+    elif damage == "missing":
+        del state["sem_seg_head.predictor.transformer.decoder.layers.3.norm2.bias"]
+    elif damage == "shape":
+        state["sem_seg_head.predictor.input_proj.weight"] = torch.zeros(256, 1024, 1, 1)
+    elif damage == "constant":
+        state["clip_adapter.pixel_mean"] = torch.zeros(1, 3, 1, 1)
+    elif damage == "classes":
+        state["criterion.empty_weight"] = torch.cat([torch.ones(99), torch.tensor([0.1])])
+    path = tmp_path / "model_final.pth"
+    content = {"model": state}
+    if damage == "object":
+        content["trainer"] = np.random.default_rng(0)  # an arbitrary object: needs unpickling
+    torch.save(content, path)
+    with pytest.raises(ZssegError, match=re.escape(message)) as caught:
+        MaskFormerProposals(path, clip="unused")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_error_on_the_command_line(keys_file, tmp_path, clip_dir):
+    state = _reference_state(keys_file)
+    del state["sem_seg_head.pixel_decoder.mask_features.bias"]
+    torch.save({"model": state}, tmp_path / "model_final.pth")
+    image = SHARED / "data" / "coco" / "val2017" / "000000010363.jpg"
+    out = tmp_path / "out"
+    result = run(["segment", str(image), "--classes", "cat; dog", "--proposals", "maskformer", "--proposal-weights",
+                  str(tmp_path / "model_final.pth"), "--clip", str(clip_dir), "--out", str(out)])
+    assert result.returncode == 2 and "pixel_decoder.mask_features.bias" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+    missing = run(["segment", str(image), "--classes", "cat", "--proposals", "maskformer", "--proposal-weights",
+                   str(tmp_path / "nothing.pth"), "--clip", str(clip_dir), "--out", str(out)])
+    assert missing.returncode == 2 and "checkpoint not found" in missing.stderr
+
+
+def test_a_detectron2_pkl_is_read_without_unpickling_objects(tmp_path):
+    import pickle
+
+    from zsseg.maskformer.resnet import read_detectron2_pickle
+
+    arrays = {"model": {"backbone.stem.conv1.weight": np.ones((2, 3), dtype=np.float32)}, "__author__": "torchvision"}
+    tensors = read_detectron2_pickle(pickle.dumps(arrays), "R-103.pkl")
+    assert torch.equal(tensors["stem.conv1.weight"], torch.ones(2, 3))
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    with pytest.raises(ZssegError, match="refusing to unpickle builtins.print"):
+        read_detectron2_pickle(pickle.dumps({"model": {"x": Payload()}}), "evil.pkl")
+
+
+def test_resnet_101c_is_detectrons_deeplab_resnet(keys_file):
+    """The backbone's names and shapes are those of the reference's R101c (from its key list)."""
+    from zsseg.maskformer.resnet import RESNETS, ResNet
+
+    backbone = ResNet(RESNETS["resnet-101c"])
+    reference = {}
+    for line in keys_file.read_text().splitlines():
+        name, shape, _ = line.split("\t")
+        if name.startswith("backbone."):
+            reference[name.removeprefix("backbone.")] = tuple(eval(shape))
+    assert {k: tuple(v.shape) for k, v in backbone.state_dict().items()} == reference
+    dilations = [block.conv2.dilation[0] for block in backbone.res5]
+    assert dilations == [1, 2, 4] and backbone.res5[0].conv2.stride == (2, 2)
+    features = backbone(torch.zeros(1, 3, 64, 96))
+    assert [tuple(f.shape[-2:]) for f in features] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+
+
+def test_eval_records_the_benchmark_settings_and_the_reference_miou(clip_dir, tmp_path):
+    """`zsseg eval` on ADE20K-150 records the reference's settings, and its mIoU is the reference
+    evaluator's formula recomputed from the saved predictions."""
+    from PIL import Image
+
+    from conftest import DATA
+
+    out = tmp_path / "scores.json"
+    result = run(["eval", "--dataset", "ade20k-150", "--data-root", str(DATA), "--limit", "3", "--clip", str(clip_dir),
+                  "--max-proposals", "8", "--max-size", "192", "--output", str(out), "--save-predictions", str(tmp_path / "pred"), "--quiet"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["test_size"] == [512, 192] and report["mask_threshold"] == 0.4 and report["miou_rule"] == "gt-or-predicted"
+    assert report["class_names"] == "reference/ade20k-150.txt" and "road, route" in report["per_class_iou"]
+    assert report["prompt"]["name"] == "vild" and "ade20k-150/cross_dataset_test_only.yaml" in report["benchmark_settings"]
+    # The reference evaluator's formula (generalized_sem_seg_evaluation.py), by hand, on the saved PNGs.
+    from zsseg.datasets import load_dataset
+
+    dataset = load_dataset("ade20k-150", DATA, "val")
+    conf = np.zeros((151, 151), dtype=np.int64)  # [prediction, ground truth], 150 = ignored ground truth
+    for i in range(3):
+        gt = dataset.load_label(i)
+        pred = np.array(Image.open(tmp_path / "pred" / f"{dataset.samples[i].name}.png")).astype(np.int64)
+        gt = np.where(gt < 0, 150, gt)
+        pred = np.where(pred == 255, 150, pred)  # unlabelled: no class (a miss for its ground truth)
+        conf += np.bincount(151 * pred.ravel() + gt.ravel(), minlength=151 * 151).reshape(151, 151)
+    tp = conf.diagonal()[:-1].astype(float)
+    pos_gt = conf[:, :-1].sum(axis=0).astype(float)  # unlabelled pixels count in their ground truth
+    pos_pred = conf[:-1, :-1].sum(axis=1).astype(float)
+    valid = pos_gt > 0
+    iou = tp[valid] / (pos_gt + pos_pred - tp)[valid]
+    assert report["mIoU"] == pytest.approx(100 * iou.sum() / ((pos_gt + pos_pred) > 0).sum(), abs=1e-9)
+    assert report["classes_in_mean"] == int(((pos_gt + pos_pred) > 0).sum())
+
+
+def test_eval_with_a_network_records_lambda_and_every_class_unseen(clip_dir, tmp_path):
+    from dataclasses import replace
+
+    from conftest import DATA
+    from zsseg.maskformer.config import named_config
+    from zsseg.maskformer.model import build_model
+    from zsseg.maskformer.weights import save_proposals
+    from zsseg.prompts import PromptEncoder, load_prompt
+    from zsseg import load_clip
+
+    clip = load_clip(str(clip_dir))
+    config = replace(named_config("tiny").model, embed_dim=clip.embed_dim)
+    vocabulary = Vocabulary.preset("coco-stuff-171")
+    prompt = load_prompt("single")
+    text = PromptEncoder(clip, prompt).encode_vocabulary(vocabulary)
+    (tmp_path / "net").mkdir()
+    save_proposals(tmp_path / "net", build_model(config, seed=0), text, vocabulary.names,
+                   {"clip": str(clip_dir), "dataset": "coco-stuff", "protocol": "cross-dataset", "train": {"test_size": 128}}, prompt)
+    out = tmp_path / "ade.json"
+    result = run(["eval", "--dataset", "ade20k-150", "--data-root", str(DATA), "--limit", "1", "--clip", str(clip_dir),
+                  "--proposals", "maskformer", "--proposal-weights", str(tmp_path / "net"), "--output", str(out), "--quiet"])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["test_size"] == [512, 2048] and report["mask_threshold"] == 0.4 and report["ensemble_weight"] == 0.5
+    assert report["seen_classes"] == "none" and report["prompt"]["name"] == "vild" and report["network_prompt"]["name"] == "vild"
+    overridden = run(["eval", "--dataset", "ade20k-150", "--data-root", str(DATA), "--limit", "1", "--clip", str(clip_dir),
+                      "--proposals", "maskformer", "--proposal-weights", str(tmp_path / "net"), "--ensemble-weight", "0.8",
+                      "--seen-classes", "names", "--mask-threshold", "0.5", "--test-size", "128", "--output", str(out), "--quiet"])
+    assert overridden.returncode == 0, overridden.stderr
+    report = json.loads(out.read_text())
+    assert report["test_size"] == [128, 2048] and report["mask_threshold"] == 0.5 and report["ensemble_weight"] == 0.8
+    assert report["seen_classes"] == "names"
