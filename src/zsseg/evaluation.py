@@ -152,6 +152,8 @@ class EvaluationReport:
         if self.protocol == "zero-shot":
             summary += [("mIoU(seen)", m.mIoU_seen), ("mIoU(unseen)", m.mIoU_unseen), ("hIoU", m.hIoU)]
         lines.append("  ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in summary))
+        if self.settings.get("benchmark_settings"):
+            lines.append(f"settings: {describe_settings(self.settings)}")
         skipped = f" ({self.skipped_images} skipped: no readable label map)" if self.skipped_images else ""
         lines.append(
             f"{self.dataset} {self.split}, {self.protocol}: {self.num_images} images{skipped}, "
@@ -160,6 +162,24 @@ class EvaluationReport:
             f"{self.seconds_per_image:.2f} s per image per process, {self.processes} process(es)"
         )
         return "\n".join(lines)
+
+
+def describe_settings(settings: dict) -> str:
+    """One line of the settings an evaluation ran with (the JSON has them all)."""
+    parts = []
+    shorter, longer = settings.get("test_size") or (None, None)
+    if shorter or longer:
+        parts.append(f"size {shorter or 'as is'}/{longer}")
+    for key, label in (("mask_threshold", "mask threshold"), ("ensemble_weight", "lambda"), ("seen_classes", "seen")):
+        if settings.get(key) is not None:
+            parts.append(f"{label} {settings[key]}")
+    for key in ("prompt", "network_prompt"):
+        prompt = settings.get(key)
+        if prompt:
+            parts.append(f"{key.replace('_', ' ')} {prompt.get('name') or prompt.get('source') or prompt.get('kind')}")
+    parts.append(f"names {settings.get('class_names')}")
+    parts.append(f"mIoU over classes in the {'ground truth or predictions' if settings.get('miou_rule') == MIOU_RULES[0] else 'ground truth'}")
+    return ", ".join(parts) + f" (from {settings['benchmark_settings']})"
 
 
 def unseen_classes(dataset: SegmentationDataset, protocol: str) -> tuple[int, ...] | None:
