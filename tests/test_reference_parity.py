@@ -297,13 +297,17 @@ def check_evaluator(case: dict) -> None:
     from zsseg.benchmarks import benchmark_settings
     from zsseg.datasets import DATASETS
     from zsseg.metrics import ConfusionMatrix, compute_metrics
+    from zsseg.vocabulary import Vocabulary
 
     gold, side = _tensors(case), _sidecar(case)
     num_classes, ignore = side["num_classes"], side["ignore_label"]
-    spec = DATASETS["coco-stuff"]  # the evaluator's dataset metadata is COCO-Stuff's (coco_2017_test_stuff_sem_seg)
-    vocabulary = benchmark_settings(spec.name, "zero-shot").vocabulary()
-    assert len(vocabulary) == num_classes
     sets = side["evaluation_set"]
+    # The evaluator's dataset metadata: the benchmark whose zero-shot split is its "base" set.
+    matches = [spec for spec in DATASETS.values() if spec.unseen and len(Vocabulary.preset(spec.vocabulary)) == num_classes
+               and sorted(sets["base"]) == [i for i in range(num_classes) if i not in spec.unseen_indices]]
+    assert matches, "no zsseg benchmark has the evaluator's classes and seen split"
+    spec = matches[0]
+    vocabulary = benchmark_settings(spec.name, "zero-shot").vocabulary()
     unseen = spec.unseen_indices
     assert sorted(sets["base"]) == [i for i in range(num_classes) if i not in unseen], "zsseg's seen classes are the reference's"
     extra = {name: [vocabulary.names.index(n) for n in names] for name, names in spec.unseen_sets.items()}
