@@ -213,14 +213,8 @@ def read_network(path: str | Path, files: NetworkFiles) -> StoredNetwork:
     return StoredNetwork(info, model_config, state, class_names, text, prompt, weights, config_path)
 
 
-def load_proposals(path: str | Path, device: str | torch.device = "cpu", clip=None, tokenizer=None) -> TrainedProposals:
-    """Load what `save_proposals` wrote, from its folder or the weights file; or an authors'
-    checkpoint (`.pth`/`.pkl`, `zsseg.maskformer.reference`), where `clip` is the CLIP to use if
-    it holds none and `tokenizer` CLIP's tokenizer for the one it holds."""
-    from .reference import is_reference_checkpoint, load_reference_checkpoint
-
-    if is_reference_checkpoint(path):
-        return load_reference_checkpoint(path, device, clip=clip, tokenizer=tokenizer)
+def load_proposals(path: str | Path, device: str | torch.device = "cpu") -> TrainedProposals:
+    """Load what `save_proposals` wrote, from its folder or the weights file."""
     stored = read_network(path, PROPOSAL_FILES)
     model = MaskFormer(model_config_from_dict(stored.model_config, stored.config))
     stored.load_state(model)

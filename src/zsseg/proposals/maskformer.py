@@ -43,10 +43,14 @@ class MaskFormerProposals(ProposalGenerator):
         super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
         if weights is None:
             raise ZssegError("the maskformer proposals need trained weights (--proposal-weights OUT from `zsseg train proposals`)")
+        from ..maskformer.reference import is_reference_checkpoint, load_reference_checkpoint
         from ..maskformer.weights import load_proposals
 
         self.device = usable_device(device)
-        self.trained = load_proposals(weights, self.device, clip=clip, tokenizer=tokenizer)
+        if is_reference_checkpoint(weights):
+            self.trained = load_reference_checkpoint(weights, self.device, clip=clip, tokenizer=tokenizer)
+        else:
+            self.trained = load_proposals(weights, self.device)
         self.model = self.trained.model
         self.test_size = self.default_shorter_side = self.trained.test_size
         self._seen = Vocabulary.from_names(self.trained.seen_class_names)
