@@ -657,8 +657,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     finally:
         shutdown_distributed()
     if context.is_main:
-        text = report.table()
-        _output(text.splitlines()[-2:] if args.quiet else text.splitlines())
+        _output(report.summary() if args.quiet else report.table().splitlines())
         if args.output is not None:
             check_target(args.output, inputs, advice="give another --output file")
             write_json(args.output, report.as_dict())

@@ -147,7 +147,12 @@ class EvaluationReport:
         for name, iou, acc in zip(self.class_names, m.per_class_iou, m.per_class_acc):
             if iou is not None:
                 lines.append(f"{name[:width]:{width}s}  {iou:6.2f}  {acc:6.2f}")
-        lines.append("")
+        return "\n".join([*lines, "", *self.summary()])
+
+    def summary(self) -> list[str]:
+        """The means, the settings (for a benchmark run) and what was evaluated: `--quiet`'s output."""
+        m = self.metrics
+        lines = []
         summary = [("mIoU", m.mIoU), ("fwIoU", m.fwIoU), ("pAcc", m.pAcc), ("mAcc", m.mAcc)]
         if self.protocol == "zero-shot":
             summary += [("mIoU(seen)", m.mIoU_seen), ("mIoU(unseen)", m.mIoU_unseen), ("hIoU", m.hIoU)]
@@ -161,7 +166,7 @@ class EvaluationReport:
             f"{'ground truth or the predictions' if m.miou_rule == MIOU_RULES[0] else 'ground truth'}), "
             f"{self.seconds_per_image:.2f} s per image per process, {self.processes} process(es)"
         )
-        return "\n".join(lines)
+        return lines
 
 
 def describe_settings(settings: dict) -> str:
