@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import SHARED, run
-from zsseg.benchmarks import SETTINGS, benchmark_settings
+from zsseg.benchmarks import benchmark_settings
 from zsseg.datasets import DATASETS
 from zsseg.errors import ZssegError
 from zsseg.vocabulary import Vocabulary

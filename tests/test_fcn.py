@@ -15,7 +15,7 @@ from zsseg.dense_clip import dense_logits
 from zsseg.fcn import FCN_CONFIGS, FcnModelConfig, fcn_config, load_fcn, train_fcn
 from zsseg.images import read_image, resize_image
 from zsseg.maskformer.data import Augmentation, TrainingSamples
-from zsseg.maskformer.training import training_classes
+from zsseg.datasets import training_classes
 from zsseg.proposals import build_proposal_generator
 from zsseg.segmenter import FCN_ENSEMBLE_WEIGHT
 

@@ -20,7 +20,8 @@ from zsseg.maskformer.config import CONFIGS, TrainConfig, named_config
 from zsseg.maskformer.criterion import Target, dice_loss, focal_loss, hungarian_match, set_loss
 from zsseg.maskformer.data import Augmentation, TrainingSamples, semantic_target
 from zsseg.maskformer.model import build_model
-from zsseg.maskformer.training import build_optimizer, train_proposals, training_classes
+from zsseg.datasets import training_classes
+from zsseg.maskformer.training import build_optimizer, train_proposals
 from zsseg.maskformer.weights import load_proposals
 from zsseg.prompts import VocabularyEmbedding
 from zsseg.proposals import MaskFormerProposals

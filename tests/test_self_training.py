@@ -23,7 +23,8 @@ from zsseg.maskformer.data import TrainingSamples, Augmentation
 from zsseg.maskformer.training import train_proposals
 from zsseg.maskformer.weights import load_proposals
 from zsseg.proposals import MaskFormerProposals
-from zsseg.self_training import MANIFEST_NAME, LabelEncoding, load_pseudo_labels, pseudo_label, pseudo_label_map
+from zsseg.pseudo_labels import MANIFEST_NAME, load_pseudo_labels
+from zsseg.self_training import LabelEncoding, pseudo_label, pseudo_label_map
 
 TINY = named_config("tiny")
 CONFIG = replace(TINY, train=replace(TINY.train, crop_size=128, batch_size=2, log_every=1, max_iters=2))

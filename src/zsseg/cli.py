@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .clip import DEFAULT_CLIP, DTYPES
-from .datasets import DATASETS, IGNORE, SegmentationDataset, load_dataset
+from .datasets import DATASETS, IGNORE, PROTOCOLS, SegmentationDataset, load_dataset, unseen_classes
 from .errors import ZssegError
-from .evaluation import PROTOCOLS
 from .metrics import MIOU_RULES
 from .images import IMAGE_EXTENSIONS, read_image
 from .prompts import TEMPLATE_SETS, load_prompt
@@ -592,7 +591,7 @@ def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> t
 def _evaluate(args: argparse.Namespace) -> int:
     from .benchmarks import benchmark_settings
     from .distributed import init_distributed, shutdown_distributed
-    from .evaluation import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate, unseen_classes
+    from .evaluation import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate
 
     if args.oracle and args.method != "two-stage":
         raise ZssegError(f"--oracle scores proposals alone, with no classifier; --method {args.method} does not apply")
@@ -698,7 +697,7 @@ def _train(args: argparse.Namespace) -> int:
 
     def check(dataset: SegmentationDataset) -> None:
         if args.pseudo_labels is not None:
-            from .self_training import load_pseudo_labels
+            from .pseudo_labels import load_pseudo_labels
 
             if args.protocol != "zero-shot":
                 raise ZssegError("--pseudo-labels is for the zero-shot protocol (--protocol zero-shot)")
@@ -747,7 +746,6 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
     closing line."""
     from .clip import load_clip
     from .distributed import init_distributed, shutdown_distributed
-    from .evaluation import unseen_classes
 
     dataset = load_dataset(args.dataset, args.data_root, args.split)
     unseen_classes(dataset, args.protocol)  # before CLIP loads: a protocol the dataset lacks
@@ -801,7 +799,6 @@ def _pseudo_label(args: argparse.Namespace) -> int:
 
 def _select_prompt(args: argparse.Namespace) -> int:
     from .clip import load_clip
-    from .evaluation import unseen_classes
     from .prompt_selection import TRAINING_SPLIT, select_template
     from .prompts import save_template_prompt
 

@@ -391,6 +391,28 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "val", 
     return SegmentationDataset(spec, root, split, sorted(samples, key=lambda s: s.name))
 
 
+# --- the paper's protocols and zero-shot splits -------------------------------------------------
+
+PROTOCOLS = ("cross-dataset", "zero-shot")
+
+
+def unseen_classes(dataset: SegmentationDataset, protocol: str) -> tuple[int, ...] | None:
+    """The unseen class indices under `protocol` (None for cross-dataset)."""
+    if protocol not in PROTOCOLS:
+        raise ZssegError(f"unknown protocol '{protocol}'; choose from {', '.join(PROTOCOLS)}")
+    if protocol == "cross-dataset":
+        return None
+    if not dataset.unseen:
+        raise ZssegError(f"the zero-shot protocol has seen/unseen splits for coco-stuff, voc-20 and voc-21, not {dataset.name}")
+    return dataset.unseen
+
+
+def training_classes(dataset: SegmentationDataset, protocol: str) -> list[int]:
+    """Dataset class indices learned under `protocol`: the seen classes (zero-shot) or all."""
+    unseen = set(unseen_classes(dataset, protocol) or ())
+    return [i for i in range(dataset.num_classes) if i not in unseen]
+
+
 def _files(folder: Path, suffixes: set[str]) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(folder)

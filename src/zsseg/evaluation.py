@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .assembly import assemble_labels
-from .datasets import SegmentationDataset
+from .datasets import SegmentationDataset, unseen_classes
 from .distributed import Distributed, for_each_shard
 from .errors import ZssegError
 from .images import resize_image, resize_labels
@@ -33,8 +33,6 @@ from .proposals import ProposalGenerator
 from .segmenter import DEFAULT_MAX_SIZE, Segmenter
 from .vocabulary import Vocabulary
 from .writers import check_target, write_label_png
-
-PROTOCOLS = ("cross-dataset", "zero-shot")
 
 #: A predictor maps (HWC uint8 image, [H, W] int ground truth) to an [H, W] int label map
 #: (-1 = unlabelled). Only oracle and ground-truth-proposal predictors read the ground truth.
@@ -185,17 +183,6 @@ def describe_settings(settings: dict) -> str:
     parts.append(f"names {settings.get('class_names')}")
     parts.append(f"mIoU over classes in the {'ground truth or predictions' if settings.get('miou_rule') == MIOU_RULES[0] else 'ground truth'}")
     return ", ".join(parts) + f" (from {settings['benchmark_settings']})"
-
-
-def unseen_classes(dataset: SegmentationDataset, protocol: str) -> tuple[int, ...] | None:
-    """The unseen class indices under `protocol` (None for cross-dataset)."""
-    if protocol not in PROTOCOLS:
-        raise ZssegError(f"unknown protocol '{protocol}'; choose from {', '.join(PROTOCOLS)}")
-    if protocol == "cross-dataset":
-        return None
-    if not dataset.unseen:
-        raise ZssegError(f"the zero-shot protocol has seen/unseen splits for coco-stuff, voc-20 and voc-21, not {dataset.name}")
-    return dataset.unseen
 
 
 def check_not_pseudo_labelled(dataset: SegmentationDataset, proposals: object) -> None:

@@ -28,14 +28,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from .clip import ClipModel, usable_device
-from .datasets import SegmentationDataset
+from .datasets import SegmentationDataset, training_classes
 from .distributed import Distributed
 from .errors import ZssegError
 from .images import check_rgb_array, shorter_side_scale
 from .maskformer.config import SolverConfig, config_from_dict
 from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, build_backbone, pad_to_multiple, parameter_groups, pixel_constants, seeded
 from .maskformer.resnet import RESNETS
-from .maskformer.training import TextClassifierTask, loop_settings, training_classes
+from .maskformer.training import TextClassifierTask, loop_settings
 from .maskformer.weights import NetworkFiles, read_network, save_network
 from .prompts import Prompt, VocabularyEmbedding
 from .training import TrainingResult, run_training

@@ -35,12 +35,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from .clip import ClipModel
-from .datasets import SegmentationDataset
+from .datasets import SegmentationDataset, training_classes
 from .distributed import Distributed
 from .errors import ZssegError
 from .images import image_tensor
 from .maskformer.data import randint, seeded_generator, uniform
-from .maskformer.training import training_classes
 from .prompts import PROMPT_JSON, PROMPT_TENSORS, LearnedPrompt, VocabularyEmbedding, save_learned_prompt, synonym_rows
 from .region_classification import TEMPERATURE, mask_boxes
 from .training import LoopSettings, TrainingResult, run_record, run_training

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from .clip import ClipModel
-from .datasets import SegmentationDataset
+from .datasets import SegmentationDataset, training_classes
 from .errors import ZssegError
 from .images import image_tensor
-from .maskformer.training import training_classes
 from .prompt_learning import present_classes
 from .prompts import PromptEncoder, TemplatePrompt, resolve_templates
 from .region_classification import TEMPERATURE, crop_regions

@@ -46,17 +46,15 @@ from PIL import Image
 
 from .assembly import assemble_top
 from .clip import fingerprint
-from .datasets import IGNORE, Sample, SegmentationDataset, read_label_file
+from .datasets import IGNORE, SegmentationDataset, read_label_file, unseen_classes
 from .distributed import Distributed, for_each_shard
 from .errors import ZssegError
-from .evaluation import unseen_classes
 from .metrics import ConfusionMatrix, compute_metrics
 from .proposals import MaskFormerProposals
 from .segmenter import PER_PIXEL_METHODS, Segmenter
+from .pseudo_labels import FORMAT, MANIFEST_NAME, read_manifest
 from .writers import SOFTWARE, check_target, write_json, write_png, written_by_zsseg
 
-FORMAT = "zsseg-pseudo-labels/1"
-MANIFEST_NAME = "pseudo-labels.json"
 DEFAULT_REJECT_THRESHOLD = 0.0  # the reference's PSEUDO_REJECT_THRESHOLD
 
 
@@ -311,7 +309,7 @@ def check_output_dir(folder: Path, dataset: SegmentationDataset, count: int, sig
         raise ZssegError(f"--output-dir {folder} exists and is not a folder")
     manifest = folder / MANIFEST_NAME
     if manifest.exists():
-        record = _read_manifest(folder)
+        record = read_manifest(folder)
         if record.get("signature") != signature:
             old = record.get("signature") or {}
             changed = sorted(k for k in signature.keys() | old.keys() if signature.get(k) != old.get(k))
@@ -324,72 +322,3 @@ def check_output_dir(folder: Path, dataset: SegmentationDataset, count: int, sig
         target = folder / f"{sample.name}.png"
         if target.exists():
             raise ZssegError(f"{folder} holds {target.name} but no {MANIFEST_NAME}: not a pseudo-label run of zsseg; choose another --output-dir")
-
-
-def _read_manifest(folder: Path) -> dict:
-    import json
-
-    path = folder / MANIFEST_NAME
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ZssegError(f"{folder} holds no {MANIFEST_NAME}: give the --output-dir of `zsseg pseudo-label`") from None
-    except (OSError, ValueError) as error:
-        raise ZssegError(f"cannot read {path}: {error}") from None
-    if not written_by_zsseg(path) or not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ZssegError(f"{path} is not a zsseg pseudo-label manifest (format {FORMAT}); choose another folder")
-    return record
-
-
-@dataclass
-class PseudoLabels:
-    """A finished `pseudo_label` folder, ready to train on.
-
-    Attributes:
-        folder: where the label files are.
-        manifest: its `pseudo-labels.json`.
-        dataset: the pseudo-labelled images, with the folder's label files as their labels.
-    """
-
-    folder: Path
-    manifest: dict
-    dataset: SegmentationDataset
-
-    def record(self) -> dict:
-        """What a self-trained network stores of its pseudo-labels (`self_training`)."""
-        m = self.manifest
-        return {
-            "pseudo_labels": str(self.folder),
-            "dataset": m["dataset"],
-            "split": m["split"],
-            "num_images": m["num_images"],
-            "reject_threshold": m["reject_threshold"],
-            "seen_classes": m["seen_classes"],
-            "unseen_classes": m["unseen_classes"],
-            "labels_made_by": m["signature"]["model"],
-        }
-
-
-def load_pseudo_labels(folder: str | Path, dataset: SegmentationDataset) -> PseudoLabels:
-    """The pseudo-labels in `folder` for the images of `dataset` (the split they were made on):
-    refused if made for another dataset or split, or unfinished."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise ZssegError(f"--pseudo-labels {folder} is not a folder (give the --output-dir of `zsseg pseudo-label`)")
-    manifest = _read_manifest(folder)
-    for key, have in (("dataset", dataset.name), ("split", dataset.split)):
-        if manifest.get(key) != have:
-            raise ZssegError(f"{folder} holds pseudo-labels of {manifest.get('dataset')} {manifest.get('split')}, not {dataset.name} {dataset.split}")
-    count = int(manifest["num_images"])
-    samples = dataset.samples[:count]
-    if count > len(dataset) or samples[-1].name != manifest["signature"]["last_image"]:
-        raise ZssegError(f"{folder} was made for other images of {dataset.name} {dataset.split} (the split has changed); pseudo-label it again")
-    missing = [s.name for s in samples if not (folder / f"{s.name}.png").is_file()]
-    if not manifest.get("complete") or missing:
-        raise ZssegError(
-            f"{folder} is unfinished ({count - len(missing)} of {count} images labelled); "
-            "rerun the `zsseg pseudo-label` command that made it to finish it"
-        )
-    labelled = SegmentationDataset(dataset.spec, dataset.root, dataset.split,
-                                   [Sample(s.name, s.image, folder / f"{s.name}.png") for s in samples])
-    return PseudoLabels(folder, manifest, labelled)

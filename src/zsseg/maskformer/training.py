@@ -22,16 +22,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..clip import ClipModel
-from ..datasets import SegmentationDataset
+from ..datasets import SegmentationDataset, training_classes
 from ..distributed import Distributed
+from ..pseudo_labels import PseudoLabels
 from ..errors import ZssegError
-from ..evaluation import unseen_classes
 from ..prompts import PromptEncoder, VocabularyEmbedding, load_prompt
 from ..training import LOG_NAME, LoopSettings, TrainingResult, run_record, run_training
 from ..training import check_output_dir as _check_output_dir
@@ -41,15 +40,6 @@ from .criterion import set_loss
 from .data import Augmentation, TrainingSamples
 from .model import build_model
 from .weights import CONFIG_NAME, WEIGHTS_NAME, save_proposals
-
-if TYPE_CHECKING:
-    from ..self_training import PseudoLabels
-
-
-def training_classes(dataset: SegmentationDataset, protocol: str) -> list[int]:
-    """Dataset class indices learned under `protocol`: the seen classes (zero-shot) or all."""
-    unseen = set(unseen_classes(dataset, protocol) or ())
-    return [i for i in range(dataset.num_classes) if i not in unseen]
 
 
 def poly_factor(step: int, max_iters: int, power: float) -> float:
@@ -242,7 +232,7 @@ def train_proposals(
         context: this process's place under torchrun.
         text_cache: use the disk cache of text features.
         pseudo_labels: self-training: train on these labels of `dataset`'s images
-            (`zsseg.self_training.load_pseudo_labels`) instead of its ground truth.
+            (`zsseg.pseudo_labels.load_pseudo_labels`) instead of its ground truth.
     """
     task = ProposalTask(dataset, config, clip, protocol, backbone_weights, torch.device(context.device), text_cache, pseudo_labels)
     return run_training(task, loop_settings(config.train), output_dir, context, progress)
