@@ -1,0 +1,115 @@
+"""The package's layers point one way: no import cycle inside `zsseg`, and the lower layers
+never import the higher ones. Read from the source with `ast`, so every import counts: at module
+level, inside functions, and under `TYPE_CHECKING`."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "zsseg"
+
+# Modules that must not import (directly or not) from the modules named after them.
+FORBIDDEN = {
+    "zsseg.training": ("zsseg.evaluation", "zsseg.self_training", "zsseg.segmenter", "zsseg.methods", "zsseg.cli"),
+    "zsseg.maskformer.training": ("zsseg.evaluation", "zsseg.self_training", "zsseg.segmenter", "zsseg.methods"),
+    "zsseg.fcn": ("zsseg.evaluation", "zsseg.self_training", "zsseg.segmenter", "zsseg.methods"),
+    "zsseg.prompt_learning": ("zsseg.evaluation", "zsseg.self_training", "zsseg.segmenter", "zsseg.methods"),
+    "zsseg.segmenter": ("zsseg.evaluation", "zsseg.self_training", "zsseg.cli", "zsseg.demo"),
+    "zsseg.datasets": ("zsseg.evaluation", "zsseg.segmenter", "zsseg.maskformer", "zsseg.proposals"),
+}
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """zsseg module -> the zsseg modules it imports."""
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                candidates = [target] + [f"{target}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[name] |= {c for c in candidates if c in modules and c != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                other = stack.pop()
+                on_stack.discard(other)
+                component.append(other)
+                if other == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for other in graph[todo.pop()] - seen:
+            seen.add(other)
+            todo.append(other)
+    return seen
+
+
+def test_no_import_cycle_inside_the_package():
+    assert cycles(import_graph()) == []
+
+
+def test_lower_layers_never_reach_higher_ones():
+    graph = import_graph()
+    for module, higher in FORBIDDEN.items():
+        assert module in graph, module
+        reached = reachable(graph, module)
+        bad = sorted(m for m in reached if any(m == h or m.startswith(h + ".") for h in higher))
+        assert not bad, f"{module} reaches {bad}"
+
+
+def test_the_checks_see_a_cycle_and_a_reversed_layer(tmp_path):
+    """A package with a cycle hidden in a function-level import is caught."""
+    root = tmp_path / "zsseg"
+    (root / "sub").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "sub" / "__init__.py").write_text("")
+    (root / "a.py").write_text("from .sub import b\n")
+    (root / "sub" / "b.py").write_text("def f():\n    from ..a import thing\n")
+    (root / "c.py").write_text("import zsseg.a\n")
+    graph = import_graph(root)
+    assert cycles(graph) == [["zsseg.a", "zsseg.sub.b"]]
+    assert reachable(graph, "zsseg.c") == {"zsseg.a", "zsseg.sub", "zsseg.sub.b"}
