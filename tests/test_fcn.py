@@ -156,10 +156,12 @@ def test_methods_refuse_what_does_not_apply(fcn_dir, clip):
         Segmenter(clip=clip, method="fcn-ish")
     with pytest.raises(ZssegError, match="needs trained FCN weights"):
         Segmenter(clip=clip, method="fcn")
-    with pytest.raises(ZssegError, match="FCN weights are for the 'fcn' method"):
+    with pytest.raises(ZssegError, match="--fcn-weights is for --method fcn, not --method dense-clip"):
         Segmenter(clip=clip, method="dense-clip", fcn=fcn_dir)
-    with pytest.raises(ZssegError, match="dense-clip' method is CLIP alone"):
+    with pytest.raises(ZssegError, match="--classifier is for maskformer proposals or --method fcn, not --method dense-clip"):
         Segmenter(clip=clip, method="dense-clip", classifier="network")
+    with pytest.raises(ZssegError, match="--overlap is for the methods with sliding windows .*, not --method two-stage"):
+        Segmenter(clip=clip, method="two-stage", overlap=0.5)
     with pytest.raises(ZssegError, match="unknown dense CLIP mode"):
         Segmenter(clip=clip, method="dense-clip", dense_mode="maskclip")
 
@@ -187,7 +189,8 @@ def test_cli_train_fcn_then_eval_and_segment_with_each_method(clip_dir, tmp_path
         (["--method", "fcn"], "needs --fcn-weights"),
         (["--method", "dense-clip", "--proposals", "selective-search"], "--proposals is for the proposal methods"),
         (["--method", "two-stage", "--fcn-weights", str(tmp_path / "fcn")], "--fcn-weights is for --method fcn"),
-        (["--method", "dense-clip", "--ensemble-weight", "0.5"], "dense-clip is CLIP alone"),
+        (["--method", "dense-clip", "--ensemble-weight", "0.5"], "--ensemble-weight is for maskformer proposals or --method fcn, not --method dense-clip"),
+        (["--method", "two-stage", "--dense-mode", "sclip"], "--dense-mode is for the methods with dense CLIP features"),
         (["--method", "dense-clip", "--overlap", "1"], "must be in [0, 1)"),
         (["--oracle", "--method", "fast"], "--oracle scores proposals alone"),
     ):

@@ -141,7 +141,7 @@ class Spy:
 
 def check_inference(case: dict, network, monkeypatch) -> None:
     from zsseg import region_classification
-    from zsseg.benchmarks import benchmark_settings
+    from zsseg.benchmarks import NETWORK_PROMPT, benchmark_settings
     from zsseg.datasets import DATASETS
     from zsseg.images import read_image
     from zsseg.maskformer.model import MaskFormer
@@ -153,7 +153,11 @@ def check_inference(case: dict, network, monkeypatch) -> None:
     settings = benchmark_settings(dataset.name, protocol)
     options = settings.segmenter_options(network=True)
     prompt = _prompt_setting(case.get("prompt"))
-    if prompt is not None:
+    if settings.prompt != NETWORK_PROMPT:
+        assert prompt in (None, settings.prompt), f"the benchmark's prompt is {settings.prompt}; the case says {prompt}"
+    elif prompt is not None:
+        # The benchmark uses the network's own prompt; a checkpoint without a learned prompt does
+        # not say which templates it was trained with, the case does.
         options["prompt"] = options["network_prompt"] = prompt
     for key, value in case.get("overrides", {}).items():
         assert key.lower() in OVERRIDES, f"{case['name']}: override {key} has no zsseg setting in this test"

@@ -32,6 +32,7 @@ from .proposals.sam import DEFAULT_SAM
 from .fcn import FCN_CONFIGS
 from .maskformer.config import CONFIGS
 from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES
+from .methods import METHODS as METHOD_CLASSES, check_options
 from .segmenter import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS, PER_PIXEL_METHODS, Segmenter
 from .self_training import DEFAULT_REJECT_THRESHOLD
 from .version import __version__
@@ -357,18 +358,43 @@ def _model_options(parser: argparse.ArgumentParser, proposals: list[str], defaul
                         "alone (ablations)")
 
 
+# The argument and its value when not given, of each option a method may or may not take
+# (`zsseg.methods.OPTIONS`).
+METHOD_FLAGS = {
+    "proposals": ("proposals", None),
+    "max_proposals": ("max_proposals", None),
+    "proposal_weights": ("proposal_weights", None),
+    "mask_threshold": ("mask_threshold", None),
+    "test_size": ("test_size", None),
+    "fcn": ("fcn_weights", None),
+    "dense_mode": ("dense_mode", "plain"),
+    "overlap": ("overlap", DEFAULT_OVERLAP),
+    "ensemble_weight": ("ensemble_weight", None),
+    "classifier": ("classifier", "ensemble"),
+}
+
+
+def _method_flags(args: argparse.Namespace) -> dict[str, bool]:
+    """Which of the options a method may or may not take the command line gives."""
+    return {option: getattr(args, dest) != unset for option, (dest, unset) in METHOD_FLAGS.items()}
+
+
+def _for_method(args: argparse.Namespace, method: str) -> argparse.Namespace:
+    """`args` without the options `method` does not take (the demo offers several methods)."""
+    takes = METHOD_CLASSES[method].options
+    return argparse.Namespace(**{**vars(args), "method": method,
+                                 **{dest: unset for option, (dest, unset) in METHOD_FLAGS.items() if option not in takes}})
+
+
+def _check_method_flags(args: argparse.Namespace) -> None:
+    """A flag the chosen method does not take is an error now, before any model loads."""
+    check_options(METHOD_CLASSES[args.method], _method_flags(args))
+    if args.method == "fcn" and args.fcn_weights is None:
+        raise ZssegError("--method fcn needs --fcn-weights (the --output-dir of `zsseg train fcn`)")
+
+
 def _proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerator:
     method = args.method
-    if method in PER_PIXEL_METHODS:
-        for flag, value in (("--proposals", args.proposals), ("--proposal-weights", args.proposal_weights), ("--max-proposals", args.max_proposals)):
-            if value is not None:
-                raise ZssegError(f"{flag} is for the proposal methods (two-stage, fast), not --method {method}, which labels pixels")
-    if method != "fcn" and args.fcn_weights is not None:
-        raise ZssegError(f"--fcn-weights is for --method fcn, not {method}")
-    if method == "fcn" and args.fcn_weights is None:
-        raise ZssegError("--method fcn needs --fcn-weights (the --output-dir of `zsseg train fcn`)")
-    if method == "dense-clip" and args.ensemble_weight is not None:
-        raise ZssegError("--ensemble-weight is for maskformer proposals or --method fcn; dense-clip is CLIP alone")
     spec = args.proposals or args.default_proposals
     name, _ = parse_generator(spec)
     options = {} if args.max_proposals is None else {"max_proposals": args.max_proposals}
@@ -509,6 +535,7 @@ def _segment(args: argparse.Namespace) -> int:
 
     vocabulary = _vocabulary(args)
     _check_prompt(args)
+    _check_method_flags(args)
     images, failures = _collect_images(args.inputs)
     inputs = _inputs(args, images)
     _check_outputs(images, args.out, args.overwrite, inputs)
@@ -572,9 +599,9 @@ def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> t
     preset = row.segmenter_options(network or args.method == "fcn")
     if args.method == "fcn":
         preset["ensemble_weight"] = None  # the FCN's own lambda (FCN_ENSEMBLE_WEIGHT), as the reference's per-pixel config
-    chosen = {"test_size": args.test_size or (None if per_pixel else preset["test_size"])}
-    for key in ("max_size", "mask_threshold", "ensemble_weight", "prompt", "network_prompt"):
-        chosen[key] = preset[key] if getattr(args, key) is None else getattr(args, key)
+    takes = METHOD_CLASSES[args.method].options | {"max_size", "prompt", "network_prompt"}
+    chosen = {key: preset[key] if getattr(args, key) is None and key in takes else getattr(args, key)
+              for key in ("test_size", "max_size", "mask_threshold", "ensemble_weight", "prompt", "network_prompt")}
     seen = args.seen_classes or row.seen
     record = {
         "benchmark_settings": row.source,
@@ -598,6 +625,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.data_root, args.split, skip_missing_labels=args.skip_missing_labels)
     unseen_classes(dataset, args.protocol)
     _check_prompt(args)
+    if not args.oracle:
+        _check_method_flags(args)
     args, recorded = _benchmark_args(args, dataset)
     vocabulary = benchmark_settings(dataset.name, args.protocol).vocabulary() if args.class_names == "reference" else dataset.vocabulary
     inputs = _inputs(args)
@@ -771,6 +800,7 @@ def _pseudo_label(args: argparse.Namespace) -> int:
 
     if args.method in PER_PIXEL_METHODS:
         raise ZssegError(f"pseudo-labels are made from proposals (--method two-stage or fast), not --method {args.method}")
+    _check_method_flags(args)
     dataset = load_dataset(args.dataset, args.data_root, args.split)
     _check_prompt(args)
     dataset.check_outside(args.output_dir, "--output-dir")
@@ -870,17 +900,15 @@ def _demo_segmenters(args: argparse.Namespace, clip) -> Callable[[str, str | Non
 
     def make(method: str, proposals: str | None, max_proposals: int | None) -> Segmenter:
         trained = proposals == MaskFormerProposals.name or method == "fcn"
-        settings = argparse.Namespace(**{
+        settings = _for_method(argparse.Namespace(**{
             **vars(args),
             "clip": clip,
-            "method": method,
             "proposals": proposals,
             "max_proposals": max_proposals,
             "proposal_weights": args.proposal_weights if proposals == MaskFormerProposals.name else None,
-            "fcn_weights": args.fcn_weights if method == "fcn" else None,
-            "ensemble_weight": args.ensemble_weight if trained and method != "dense-clip" else None,
+            "ensemble_weight": args.ensemble_weight if trained else None,
             "classifier": args.classifier if trained else "ensemble",
-        })
+        }), method)
         return _segmenter(settings, args.device, generator(settings))
 
     return make

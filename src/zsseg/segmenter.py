@@ -4,37 +4,28 @@
     result = segmenter.segment("photo.jpg", "cat; sofa, couch; wall")
     result.label_map  # [H, W] int32, index into result.class_names, -1 where no proposal
 
-Methods (`method=`):
-
-- "two-stage" (default): proposals -> CLIP region classification of each (Eq. 1) -> Eq. 2.
-- "fast": the same proposals and Eq. 2, but each mask is classified by pooling dense CLIP
-  features inside it (`zsseg.dense_clip.pool_masks`), one CLIP pass over the image (at most
-  two 224 windows) instead of one per proposal. An approximation of Eq. 1, never the default.
-- "dense-clip": the paper's first FCN baseline, training-free: every pixel classified from
-  CLIP's own patch features, sliding windows (`zsseg.dense_clip`); `dense_mode="sclip"` makes
-  the patch tokens local.
-- "fcn": the paper's retrained FCN (`zsseg train fcn`), ensembled with dense CLIP as the
-  paper's code does (lambda 0.7, exponents swapped for unseen classes).
+`Segmenter` loads the models, checks the settings, resizes each image to its method's
+processing size, asks the method (`zsseg.methods`: two-stage, fast, dense-clip, fcn, and the
+ensemble with a trained proposal network) for proposals and their class probabilities, or for
+per-pixel probabilities, and assembles them into the label map at full size (Eq. 2).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from pathlib import Path
-
-from torch.nn import functional as F
-
 from .assembly import UNLABELED, assemble, assemble_labels, dense_labels
 from .clip import DEFAULT_CLIP, ClipModel, load_clip
-from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES, DenseClip, dense_logits, pool_masks
+from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES
 from .errors import ZssegError
-from .images import ImageInput, as_rgb_array, image_tensor, resize_image
-from .prompts import PromptEncoder, PromptLike, VocabularyEmbedding, load_prompt
+from .images import ImageInput, as_rgb_array, resize_image
+from .methods import ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS as _METHODS, Method, Parts, build_method, check_options
+from .prompts import PromptEncoder, PromptLike
 from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator, parse_generator
 from .region_classification import RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
@@ -42,12 +33,10 @@ from .vocabulary import Vocabulary, as_vocabulary
 DEFAULT_PROPOSALS = "selective-search"
 DEFAULT_MAX_SIZE = 1024
 DEFAULT_PROMPT = "imagenet"
-ENSEMBLE_WEIGHT = 0.8  # lambda of the ensemble with a proposal network's classifier (the paper's)
-FCN_ENSEMBLE_WEIGHT = 0.7  # lambda of the FCN + dense CLIP ensemble (the reference's per-pixel configs)
 # Who labels: the ensemble, CLIP alone (Eq. 1 / dense CLIP), or the trained network alone.
 CLASSIFIERS = ("ensemble", "clip", "network")
-METHODS = ("two-stage", "fast", "dense-clip", "fcn")
-PER_PIXEL_METHODS = ("dense-clip", "fcn")  # the methods that label pixels, with no proposals
+METHODS = tuple(_METHODS)
+PER_PIXEL_METHODS = tuple(name for name, method in _METHODS.items() if method.per_pixel)  # no proposals: they label pixels
 
 
 @dataclass
@@ -156,24 +145,23 @@ class Segmenter:
             raise ZssegError(f"the mask threshold must be in [0, 1), got {mask_threshold}")
         if method not in METHODS:
             raise ZssegError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
-        if ensemble_weight is None:
-            ensemble_weight = FCN_ENSEMBLE_WEIGHT if method == "fcn" else ENSEMBLE_WEIGHT
-        if not 0.0 <= ensemble_weight <= 1.0:
+        kind = _METHODS[method]
+        if ensemble_weight is not None and not 0.0 <= ensemble_weight <= 1.0:
             raise ZssegError(f"ensemble weight must be in [0, 1], got {ensemble_weight}")
         if classifier not in CLASSIFIERS:
             raise ZssegError(f"unknown classifier '{classifier}'; choose from {', '.join(CLASSIFIERS)}")
         if dense_mode not in DENSE_MODES:
             raise ZssegError(f"unknown dense CLIP mode '{dense_mode}'; choose from {', '.join(DENSE_MODES)}")
-        if (method == "fcn") != (fcn is not None):
-            raise ZssegError("the 'fcn' method needs trained FCN weights (fcn=, --fcn-weights)" if method == "fcn"
-                             else f"FCN weights are for the 'fcn' method, not '{method}'")
+        if method == "fcn" and fcn is None:
+            raise ZssegError("the 'fcn' method needs trained FCN weights (fcn=, --fcn-weights)")
+        check_options(kind, {"fcn": fcn is not None, "dense_mode": dense_mode != "plain", "overlap": overlap != DEFAULT_OVERLAP,
+                             "mask_threshold": mask_threshold != 0.5, "test_size": test_size is not None,
+                             "classifier": classifier != "ensemble", "ensemble_weight": ensemble_weight is not None})
         if isinstance(proposals, str):
             options = {"device": device} if GENERATORS[parse_generator(proposals)[0]].pretrained else {}
             proposals = build_proposal_generator(proposals, max_proposals=max_proposals, **options)
-        per_pixel = method in PER_PIXEL_METHODS
-        if method == "dense-clip" and classifier != "ensemble":
-            raise ZssegError("the 'dense-clip' method is CLIP alone; --classifier is for maskformer proposals or the fcn method")
-        if classifier == "network" and not (isinstance(proposals, MaskFormerProposals) or method == "fcn"):
+        trained = isinstance(proposals, MaskFormerProposals) and not kind.per_pixel
+        if classifier == "network" and not (trained or method == "fcn"):
             raise ZssegError(f"the '{proposals.name}' proposals have no classifier of their own; 'network' needs maskformer "
                              "proposals or the fcn method")
         if clip is None:
@@ -181,38 +169,46 @@ class Segmenter:
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
         self.method = method
         self.proposals = proposals
-        self.fcn = None
+        fcn_network = None
         if method == "fcn":
             from .fcn import TrainedFcn, load_fcn
 
-            self.fcn = fcn if isinstance(fcn, TrainedFcn) else load_fcn(Path(fcn), device=self.clip.device)
+            fcn_network = fcn if isinstance(fcn, TrainedFcn) else load_fcn(Path(fcn), device=self.clip.device)
         if prompt is None:
-            network = self.fcn if self.fcn is not None else getattr(proposals, "trained", None) if not per_pixel else None
+            network = fcn_network if fcn_network is not None else proposals.trained if trained else None
             prompt = network.training_prompt if network is not None else DEFAULT_PROMPT
         self.classifier = RegionClassifier(self.clip, prompt=prompt, batch_size=batch_size, text_cache=text_cache,
                                            mask_threshold=mask_threshold)
         self.max_size = max_size
         self.test_size = test_size
-        self.ensemble_weight = ensemble_weight
+        self.ensemble_weight = kind.default_ensemble_weight if ensemble_weight is None else ensemble_weight
         self.classifier_mode = classifier
         self.dense_mode, self.overlap = dense_mode, overlap
-        # Dense CLIP: sliding windows at the processing size, or (fast mode) at most two 224 windows.
-        self.dense = DenseClip(self.clip, dense_mode, overlap=0.0 if method == "fast" else overlap)
-        # The prompt encoder of a trained network's own text classifier (proposal network or FCN).
-        self.network_prompts: PromptEncoder | None = None
-        if self.fcn is not None and classifier != "clip":
-            self.network_prompts = network_text_encoder(self.fcn, self.fcn.embed_dim, self.clip, self.classifier.prompts,
-                                                        network_prompt)
-        elif isinstance(proposals, MaskFormerProposals) and classifier != "clip" and not per_pixel:
-            self.network_prompts = network_text_encoder(proposals.trained, proposals.embed_dim, self.clip, self.classifier.prompts,
-                                                        network_prompt)
+        self.implementation: Method = build_method(method, Parts(
+            clip=self.clip, classifier=self.classifier, proposals=proposals, fcn=fcn_network, dense_mode=dense_mode,
+            overlap=overlap, ensemble_weight=self.ensemble_weight, classifier_mode=classifier, network_prompt=network_prompt))
+
+    @property
+    def network_prompts(self) -> PromptEncoder | None:
+        """The prompt encoder of a trained network's own text classifier (proposal network or
+        FCN), where the method ensembles with one."""
+        return self.implementation.network_prompts
+
+    @property
+    def dense(self):
+        """Dense CLIP (`zsseg.dense_clip.DenseClip`) of the methods that use it, else None."""
+        return getattr(self.implementation, "dense", None)
+
+    @property
+    def fcn(self):
+        """The trained FCN of the fcn method, else None."""
+        return getattr(self.implementation, "fcn", None)
 
     def prepare(self, vocabulary: Vocabulary | str | list[str]) -> Vocabulary:
         """Validate a vocabulary and encode its names (cached), so errors surface before any image."""
         vocabulary = as_vocabulary(vocabulary)
         self.classifier.embed_vocabulary(vocabulary)
-        if self.network_prompts is not None:
-            self.network_prompts.encode_vocabulary(vocabulary)
+        self.implementation.prepare(vocabulary)
         return vocabulary
 
     def segment(
@@ -248,154 +244,23 @@ class Segmenter:
         text = self.classifier.embed_vocabulary(vocabulary)
         lap("text_encoding")
         full = as_rgb_array(image)
-        if self.method in PER_PIXEL_METHODS:
-            return self._per_pixel(full, vocabulary, text, lap, timings, seen)
-        if self.proposals.needs_ground_truth and ground_truth is None:
-            raise ZssegError(f"the '{self.proposals.name}' proposals need the image's label map (ground_truth=)")
-        small = resize_image(full, self.proposals.proposal_size(full.shape[0], full.shape[1], self.max_size, self.test_size))
+        method = self.implementation
+        small = resize_image(full, method.processing_size(full.shape[0], full.shape[1], self.max_size, self.test_size))
         lap("image_loading")
-        if self.network_prompts is not None:
-            masks, probs = self._ensemble(small, vocabulary, text, lap, seen)
+        output = method.scores(small, vocabulary, text, seen=seen, ground_truth=ground_truth, lap=lap)
+        if method.per_pixel:
+            scores, labels = output.probs, dense_labels(output.probs, full.shape[:2])
         else:
-            masks = self.proposals.generate(small, ground_truth)  # generators that need none ignore it
-            lap("proposals")
-            probs, keep = self._clip_probs(small, masks, text, lap)
-            masks = masks[keep]
-        scores = assemble(masks, probs)
-        labels = assemble_labels(masks, probs, size=full.shape[:2])
+            scores, labels = assemble(output.masks, output.probs), assemble_labels(output.masks, output.probs, size=full.shape[:2])
         lap("assembly")
         return SegmentationResult(
             label_map=labels.numpy().astype(np.int32),
             class_names=vocabulary.names,
             scores=scores,
-            masks=masks,
-            region_probs=probs,
+            masks=output.masks,
+            region_probs=output.probs if not method.per_pixel else torch.empty(0, len(vocabulary)),
             timings=timings,
         )
-
-    def _per_pixel(self, full: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap, timings: dict,
-                   seen=None) -> SegmentationResult:
-        """The per-pixel methods: dense CLIP, the FCN, or their ensemble, at 1/4 of the
-        processing size, upsampled to the image's size."""
-        sizer = self.fcn if self.fcn is not None else self.dense
-        small = resize_image(full, sizer.processing_size(full.shape[0], full.shape[1], self.max_size))
-        lap("image_loading")
-        network = clip_probs = None
-        if self.fcn is not None and self.classifier_mode != "clip":
-            network = self.fcn.class_probs(self.fcn.predict(small), self.network_prompts.encode_vocabulary(vocabulary))
-            lap("network")
-        if network is None or self.classifier_mode == "ensemble":
-            clip_probs = dense_logits(self.dense.features(small), text).softmax(dim=0).cpu()
-            lap("image_encoding")
-        if network is None:
-            probs = clip_probs
-        elif clip_probs is None:
-            probs = network
-        else:
-            probs = self._combine(network, clip_probs, self._seen(seen, self.fcn, vocabulary)[:, None, None])
-        labels = dense_labels(probs, full.shape[:2])
-        lap("assembly")
-        return SegmentationResult(
-            label_map=labels.numpy().astype(np.int32),
-            class_names=vocabulary.names,
-            scores=probs,
-            masks=torch.empty(0, *probs.shape[1:]),
-            region_probs=torch.empty(0, len(vocabulary)),
-            timings=timings,
-        )
-
-    @staticmethod
-    def _seen(seen, network, vocabulary: Vocabulary) -> torch.Tensor:
-        """`[C]` bool: the given split, else the classes `network` was trained on, by name."""
-        if seen is None:
-            return network.seen_classes(vocabulary)
-        seen = torch.as_tensor(np.asarray(seen, dtype=bool))
-        if seen.shape != (len(vocabulary),):
-            raise ZssegError(f"seen must be one flag per class ({len(vocabulary)}), got shape {tuple(seen.shape)}")
-        return seen
-
-    def _combine(self, network: torch.Tensor, clip_probs: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-        """The ensemble of a trained network's probabilities with CLIP's (the reference code's):
-        p_net^lambda * p_clip^(1 - lambda) for the classes it was trained on (`seen`), the
-        exponents swapped for the others, so CLIP decides the unseen classes."""
-        lam = self.ensemble_weight
-        return torch.where(seen, network.pow(lam) * clip_probs.pow(1 - lam), network.pow(1 - lam) * clip_probs.pow(lam))
-
-    def _clip_probs(self, image: np.ndarray, masks: torch.Tensor, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 1: `[K', C]` CLIP probabilities of the masks non-empty at 0.5, and `[K]` which.
-        In the fast mode, mask pooling of dense CLIP features stands in for Eq. 1's crops."""
-        if self.method == "fast":
-            return self._pooled_probs(image, masks, text, lap)
-        crops, keep = self.classifier.crops(image_tensor(image), masks)
-        lap("crops")
-        features = self.classifier.encode_crops(crops)
-        lap("image_encoding")
-        return self.classifier.scores(features, text)[0], keep
-
-    def _pooled_probs(self, image: np.ndarray, masks: torch.Tensor, text: VocabularyEmbedding, lap) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fast mode's approximation of Eq. 1: dense CLIP features of the image at
-        `DenseClip.fast_size` (at most two 224 windows), each mask binarised at 0.5 after
-        resizing to that size (at the mask threshold) and its cells' features averaged;
-        softmax(100 x cos) as Eq. 1.
-        A mask too small to cover any cell there is dropped, as an empty one is by Eq. 1."""
-        size = self.dense.fast_size(image.shape[0], image.shape[1])
-        dense = self.dense.features(resize_image(image, size))
-        small = F.interpolate(masks.float()[None], size=size, mode="bilinear", align_corners=False)[0] if len(masks) else masks.new_zeros(0, *size)
-        pooled, keep = pool_masks(dense, small, self.classifier.mask_threshold)
-        lap("image_encoding")
-        return self.classifier.scores(F.normalize(pooled.float(), dim=-1).cpu(), text)[0], keep.cpu()
-
-    def _ensemble(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, lap, seen=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks `[Q, h, w]` of a proposal network and the ensemble of its class probabilities
-        with CLIP's (the reference code's): a query whose binarised mask is empty keeps the
-        network's probabilities only. With `classifier="network"`, the network's alone."""
-        proposals: MaskFormerProposals = self.proposals  # type: ignore[assignment]
-        masks, embeddings = proposals.predict(image)
-        network = proposals.class_probs(embeddings, self.network_prompts.encode_vocabulary(vocabulary))
-        lap("proposals")
-        if self.classifier_mode == "network":
-            return masks, network
-        clip_probs = torch.ones_like(network)
-        probs, keep = self._clip_probs(image, masks, text, lap)
-        clip_probs[keep] = probs
-        return masks, self._combine(network, clip_probs, self._seen(seen, proposals, vocabulary)[None])
-
-
-def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: PromptEncoder, prompt: PromptLike | None = None) -> PromptEncoder:
-    """The prompt encoder for a trained network's text classifier (a proposal network or an
-    FCN): `prompt`, else the prompt it was trained with (a learned one is stored in its
-    weights), on a CLIP whose text embeddings match those it was trained against (checked with
-    the training prompt on a few of its training classes, so that a different CLIP is an error
-    rather than silent noise).
-
-    `trained` has `training_prompt`, `train_text`, `vocabulary` and `info` (its JSON)."""
-    if clip.embed_dim != embed_dim:
-        raise ZssegError(
-            f"the network was trained against {embed_dim}-d CLIP text embeddings "
-            f"('{trained.info.get('clip')}'), but this CLIP's are {clip.embed_dim}-d; pass that CLIP (--clip)"
-        )
-    training = trained.training_prompt
-    encoder = _encoder(training, clip, default)
-    if getattr(trained, "clip", None) is clip:  # the network came with this very CLIP: nothing to check
-        return encoder if prompt is None else _encoder(load_prompt(prompt), clip, default)
-    stored = trained.train_text
-    probe = min(4, stored.num_classes)
-    rows = [int(i) for i in range(stored.features.shape[0]) if int(stored.synonym_class[0, i]) < probe]
-    names = [name for synonyms in trained.vocabulary.classes[:probe] for name in synonyms]
-    if len(names) == len(rows):
-        fresh = encoder.encode_names(names)
-        similarity = float((fresh * stored.features[rows].to(fresh)).sum(dim=1).min())
-        if similarity < 0.99:
-            raise ZssegError(
-                f"this CLIP ('{clip.source}') does not give the text embeddings the network was trained "
-                f"against ('{trained.info.get('clip')}'; cosine {similarity:.3f}); pass that CLIP (--clip)"
-            )
-    return encoder if prompt is None else _encoder(load_prompt(prompt), clip, default)
-
-
-def _encoder(prompt, clip: ClipModel, default: PromptEncoder) -> PromptEncoder:
-    """`default` where it encodes with `prompt`, else a new encoder sharing its disk cache."""
-    return default if prompt.identity == default.prompt.identity else PromptEncoder(clip, prompt, cache=default.disk or False)
 
 
 __all__ = ["Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "CLASSIFIERS", "METHODS", "PER_PIXEL_METHODS"]

@@ -1,0 +1,32 @@
+"""The paper's training-free FCN baseline: every pixel classified from CLIP's own patch
+features, with sliding windows (`zsseg.dense_clip`); `dense_mode="sclip"` makes them local."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dense_clip import DenseClip, dense_logits
+from ..prompts import VocabularyEmbedding
+from ..vocabulary import Vocabulary
+from .base import Lap, Method, MethodOutput, Parts
+
+
+class DenseClipMethod(Method):
+    name = "dense-clip"
+    per_pixel = True
+    options = frozenset({"dense_mode", "overlap"})
+
+    def __init__(self, parts: Parts):
+        self.dense = DenseClip(parts.clip, parts.dense_mode, overlap=parts.overlap)
+
+    def processing_size(self, height: int, width: int, max_size: int | None, test_size: int | None) -> tuple[int, int]:
+        return self.dense.processing_size(height, width, max_size)
+
+    def scores(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
+               ground_truth: np.ndarray | None = None, lap: Lap) -> MethodOutput:
+        probs = dense_logits(self.dense.features(image), text).softmax(dim=0).cpu()
+        lap("image_encoding")
+        return MethodOutput(probs.new_zeros(0, *probs.shape[1:]), probs)
+
+
+__all__ = ["DenseClipMethod"]

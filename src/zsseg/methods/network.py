@@ -1,0 +1,48 @@
+"""The ensemble of a trained proposal network with CLIP (the paper's default pipeline with its
+learned proposals): the network's own class probabilities for each query, combined with Eq. 1's
+(`Method` two-stage or fast) as the reference code does."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..prompts import VocabularyEmbedding
+from ..proposals import MaskFormerProposals
+from ..vocabulary import Vocabulary
+from .base import Lap, Method, MethodOutput, ensemble, network_text_encoder, seen_flags
+from .two_stage import TwoStage
+
+
+class NetworkEnsemble(Method):
+    """Masks `[Q, h, w]` of a proposal network, with its class probabilities ensembled with
+    CLIP's: a query whose binarised mask is empty keeps the network's (CLIP counts as 1). With
+    the classifier ablation "network", the network's alone."""
+
+    def __init__(self, region: TwoStage):
+        parts = region.parts
+        self.region = region
+        self.name, self.options = region.name, region.options
+        self.network: MaskFormerProposals = parts.proposals  # type: ignore[assignment]
+        self.weight = parts.ensemble_weight
+        self.mode = parts.classifier_mode
+        self.network_prompts = network_text_encoder(self.network.trained, self.network.embed_dim, parts.clip,
+                                                    parts.classifier.prompts, parts.network_prompt)
+
+    def processing_size(self, height: int, width: int, max_size: int | None, test_size: int | None) -> tuple[int, int]:
+        return self.region.processing_size(height, width, max_size, test_size)
+
+    def scores(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
+               ground_truth: np.ndarray | None = None, lap: Lap) -> MethodOutput:
+        masks, embeddings = self.network.predict(image)
+        network = self.network.class_probs(embeddings, self.network_prompts.encode_vocabulary(vocabulary))
+        lap("proposals")
+        if self.mode == "network":
+            return MethodOutput(masks, network)
+        clip = torch.ones_like(network)
+        probs, keep = self.region.region_probs(image, masks, text, lap)
+        clip[keep] = probs
+        return MethodOutput(masks, ensemble(network, clip, seen_flags(seen, self.network, vocabulary)[None], self.weight))
+
+
+__all__ = ["NetworkEnsemble"]
