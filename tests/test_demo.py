@@ -34,7 +34,8 @@ def _gradio():
 def page(clip_dir):
     """The page's state as `zsseg demo` builds it, with a tiny CLIP and a small processing size."""
     _gradio()
-    from zsseg.cli import DEMO_PROPOSALS, _demo_segmenters, _parser
+    from zsseg.cli import _parser
+    from zsseg.cli.demo import DEMO_PROPOSALS, _demo_segmenters
     from zsseg.clip import load_clip
     from zsseg.demo import Demo
     from zsseg.segmenter import METHODS
@@ -105,7 +106,8 @@ def test_pretrained_proposals_are_offered_as_given_and_loaded_once(clip_dir, sam
     """`zsseg demo --proposals sam:FOLDER`: the page offers that SAM beside the training-free
     generators (never a default hub model it was not asked for), and every K shares one SAM."""
     _gradio()
-    from zsseg.cli import DEMO_PROPOSALS, _demo_segmenters, _parser
+    from zsseg.cli import _parser
+    from zsseg.cli.demo import DEMO_PROPOSALS, _demo_segmenters
     from zsseg.clip import load_clip
     from zsseg.demo import Demo
     from zsseg.segmenter import METHODS

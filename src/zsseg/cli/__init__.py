@@ -1,0 +1,80 @@
+"""Command line: `zsseg segment`, `zsseg eval`, `zsseg train proposals|prompts`, `zsseg pseudo-label`, `zsseg prompts select`, ...
+
+Exit status: 0 on success, 1 when some images failed (the others are written), 2 when nothing
+could run or an evaluation stopped (bad arguments, vocabulary, model, dataset or output
+path). Errors are one line each. `zsseg eval`, `zsseg train ...` and `zsseg pseudo-label` also run under
+`torchrun --no-python zsseg ...`.
+
+One module per command (`segment`, `evaluate`, `train`, `pseudo_label`, `prompts`, `demo`,
+`listings`), each with `add_parser(commands)` and the function it runs; the shared argument
+groups are in `arguments`, the models a command builds in `models`, and output checks in
+`outputs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import ZssegError
+from ..version import __version__
+from . import demo, evaluate, listings, prompts, pseudo_label, segment, train
+from .outputs import output
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the problem, and where the full usage is."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _Version(argparse.Action):
+    """`--version`, printed like every other output: a full disk (`> /dev/full`) is an error."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            output([f"zsseg {__version__}"])
+        except ZssegError as error:
+            parser.exit(2, f"zsseg: error: {error}\n")
+        parser.exit(0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="zsseg", description="Open-vocabulary semantic segmentation with CLIP.")
+    parser.add_argument("--version", action=_Version, help="print zsseg's version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in (segment, evaluate, train, pseudo_label, prompts, demo, listings):
+        command.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)  # inside: `--version | head -0` is a closed pipe too
+        if args.command is None:
+            print("zsseg: error: give a command: segment, demo, eval, train, pseudo-label, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
+            return 2
+        if args.command == "train" and args.what is None:
+            print("zsseg train: error: say what to train: `zsseg train proposals ...`, `zsseg train fcn ...` or `zsseg train prompts ...` (see their --help)", file=sys.stderr)
+            return 2
+        if args.command == "prompts" and args.what is None:
+            print("zsseg prompts: error: say what to do: `zsseg prompts select ...` (see `zsseg prompts select --help`)", file=sys.stderr)
+            return 2
+        return args.run(args)
+    except ZssegError as error:
+        rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+        print(f"zsseg: error{f' (process {rank})' if rank else ''}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zsseg: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of the output has gone (`zsseg vocabularies | head -1`): stop quietly, as
+        # Unix tools do. Point stdout at /dev/null so that the final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status of a tool that the signal stopped

@@ -1,0 +1,206 @@
+"""The command line's shared argument groups and value types, and which model flags each method
+takes (`zsseg.methods`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from ..clip import DEFAULT_CLIP, DTYPES
+from ..datasets import DATASETS, PROTOCOLS
+from ..dense_clip import DEFAULT_OVERLAP, DENSE_MODES
+from ..errors import ZssegError
+from ..methods import METHODS as METHOD_CLASSES, check_options
+from ..proposals import GENERATORS, parse_generator
+from ..proposals.sam import DEFAULT_SAM
+from ..segmenter import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS
+
+DEFAULT_MAX_PROPOSALS = 100
+
+
+USABLE_PROPOSALS = [name for name, cls in GENERATORS.items() if not cls.needs_ground_truth]
+
+
+PRETRAINED_PROPOSALS = [name for name, cls in GENERATORS.items() if cls.pretrained]
+
+
+def proposals_type(allowed: list[str]) -> Callable[[str], str]:
+    """argparse type of --proposals: NAME or NAME:MODEL (`parse_generator`), NAME among `allowed`."""
+
+    def parse(value: str) -> str:
+        name = value.partition(":")[0]
+        if name not in allowed:
+            known = "unknown proposal generator" if name not in GENERATORS else "this command cannot use the proposal generator"
+            raise argparse.ArgumentTypeError(f"{known} '{name}'; choose from {', '.join(allowed)}")
+        try:
+            parse_generator(value)
+        except ZssegError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    return parse
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum` (argparse names the flag in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def fraction(include_one: bool) -> Callable[[str], float]:
+    """argparse type: a number in [0, 1], or [0, 1) unless `include_one`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        if not (0.0 <= value <= 1.0 if include_one else 0.0 <= value < 1.0):
+            raise argparse.ArgumentTypeError(f"must be in [0, 1{']' if include_one else ')'}, got {text}")
+        return value
+
+    return parse
+
+
+unit_interval = fraction(include_one=True)
+
+
+overlap_fraction = fraction(include_one=False)
+
+
+def training_data_options(parser: argparse.ArgumentParser, protocol_help: str, split: bool = True,
+                           protocols: list[str] = list(PROTOCOLS)) -> None:
+    """The training data: a benchmark, where it is, its split (unless fixed), and the protocol."""
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
+    parser.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
+    if split:
+        parser.add_argument("--split", default="train", help="dataset split (default train)")
+    parser.add_argument("--protocol", default="zero-shot", choices=protocols, help=protocol_help)
+
+
+def network_training_options(parser: argparse.ArgumentParser, configs: dict, files: str, backbone_note: str = "") -> None:
+    """The flags of `zsseg train proposals` and `zsseg train fcn`: data, config, the CLIP and
+    prompt of the text classifier, the backbone's weights, the loop, and where it all goes."""
+    training_data_options(parser, "zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes")
+    parser.add_argument("--config", default="paper", choices=list(configs), help="named architecture + training config (default paper; `zsseg configs` lists them)")
+    parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP whose text embeddings are the classifier (default {DEFAULT_CLIP})")
+    parser.add_argument("--prompt", default=None, metavar="PROMPT",
+                        help="prompt of the classifier's text embeddings: imagenet (default), vild, single, a template with {}, "
+                        "or a prompt file/folder (`zsseg prompts select`, `zsseg train prompts`: learn the prompt first); stored with the weights")
+    parser.add_argument("--backbone-weights", default=None,
+                        help="ImageNet weights of the ResNet backbone: a detectron2 .pkl (file or URL), or a transformers ResNet hub id or folder (default: the config's, R-103.pkl for paper); "
+                        f"'none' for random weights{backbone_note}")
+    training_loop_options(parser, "images")
+    parser.add_argument("--crop-size", type=at_least(32), default=None, help="square training crop, a multiple of 32 (default: the config's)")
+    parser.add_argument("--output-dir", required=True, type=Path, help=f"checkpoints, log.jsonl, and the final {files}.safetensors + {files}.json")
+    parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
+
+
+def training_loop_options(parser: argparse.ArgumentParser, samples: str) -> None:
+    """The flags of `zsseg.training.run_training`, shared by every `zsseg train`."""
+    parser.add_argument("--max-iters", type=at_least(1), default=None, help="training steps (default: the config's)")
+    parser.add_argument("--batch-size", type=at_least(1), default=None, help=f"{samples} per step over all processes (default: the config's)")
+    parser.add_argument("--checkpoint-every", type=at_least(1), default=None, help="steps between checkpoints (default: the config's)")
+    parser.add_argument("--log-every", type=at_least(1), default=None, help="steps between log lines (default: the config's)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
+
+
+def model_options(parser: argparse.ArgumentParser, proposals: list[str], default_proposals: str = DEFAULT_PROPOSALS) -> None:
+    parser.add_argument("--clip", default=None,
+                        help=f"CLIP hub id or local folder (default: the CLIP inside an authors' checkpoint given as --proposal-weights, "
+                        f"else {DEFAULT_CLIP})")
+    parser.add_argument("--tokenizer", default=None, metavar="DIR",
+                        help="CLIP's tokenizer for the CLIP inside an authors' checkpoint: a folder with vocab.json and merges.txt, "
+                        f"or a hub id (default {DEFAULT_CLIP}'s)")
+    parser.add_argument("--method", default="two-stage", choices=list(METHODS),
+                        help="two-stage: proposals + CLIP on each (Eq. 1, the paper's; default); fast: the same proposals, each "
+                        "classified by pooling dense CLIP features (one CLIP pass, an approximation of Eq. 1); dense-clip: every "
+                        "pixel by CLIP's patch features (training-free FCN baseline); fcn: a trained FCN (--fcn-weights) + dense CLIP")
+    parser.add_argument("--proposals", default=None, type=proposals_type(proposals), metavar="GENERATOR",
+                        help=f"mask proposal generator: {', '.join(p for p in proposals if p not in PRETRAINED_PROPOSALS)}; "
+                        f"sam or sam:MODEL, SAM's automatic masks (default {DEFAULT_SAM}, or any SAM, SlimSAM or SAM-HQ hub id or "
+                        "folder); mask2former:MODEL, the query masks of a pretrained MaskFormer, Mask2Former or OneFormer "
+                        f"(default {default_proposals})")
+    parser.set_defaults(default_proposals=default_proposals)
+    parser.add_argument("--dense-mode", default="plain", choices=list(DENSE_MODES),
+                        help="dense CLIP's patch features (fast, dense-clip, fcn): plain, as the paper's; sclip: SCLIP's correlative "
+                        "self-attention in the last layer, which makes them local")
+    parser.add_argument("--overlap", type=overlap_fraction, default=DEFAULT_OVERLAP,
+                        help="overlap of dense CLIP's sliding 224 windows, in [0, 1) (dense-clip, fcn; default 2/3, the paper's code)")
+    parser.add_argument("--fcn-weights", type=Path, default=None, metavar="PATH",
+                        help="trained FCN for --method fcn: the --output-dir of `zsseg train fcn` or its fcn.safetensors")
+    parser.add_argument("--max-proposals", type=at_least(1), default=None, help="masks per image (default 100; all segments for ground-truth)")
+    parser.add_argument("--prompt", default=None, metavar="PROMPT",
+                        help="how class names are prompted: imagenet (CLIP's 80 templates), vild, single (the paper's 'a sculpture of a {}.'), photo ('a photo of a {}.'), one template such as "
+                        "'a sculpture of a {}.', or a prompt file or folder (`zsseg prompts select`, `zsseg train prompts`); "
+                        "default: the prompt a maskformer was trained with, else imagenet (eval: the benchmark's, see docs/evaluation.md)")
+    parser.add_argument("--network-prompt", default=None, metavar="PROMPT",
+                        help="the prompt of a trained network's own text classifier (maskformer, fcn), in --prompt's forms "
+                        "(default: the one it was trained with; eval: the benchmark's)")
+    parser.add_argument("--mask-threshold", type=fraction(include_one=False), default=None,
+                        help="Eq. 1 binarises each mask at this value before cropping (default 0.5; eval: the benchmark's)")
+    parser.add_argument("--test-size", type=at_least(32), default=None, metavar="PIXELS",
+                        help="shorter side images are processed at, longer side at most --max-size (default: a maskformer's test size, "
+                        "else the image's own; eval: the benchmark's)")
+    parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="CLIP precision (default fp32)")
+    parser.add_argument("--max-size", type=at_least(32), default=None,
+                        help=f"longer side images are processed at, at most (default {DEFAULT_MAX_SIZE}; eval: the benchmark's); "
+                        "outputs are full size")
+    parser.add_argument("--batch-size", type=at_least(1), default=32, help="crops per CLIP forward pass (default 32)")
+    parser.add_argument("--proposal-weights", type=Path, default=None, metavar="PATH",
+                        help="trained proposal network for --proposals maskformer: the --output-dir of `zsseg train proposals`, its "
+                        "proposals.safetensors, or an authors' checkpoint (model_final.pth)")
+    parser.add_argument("--ensemble-weight", type=unit_interval, default=None,
+                        help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}, eval: the benchmark's; "
+                        f"{FCN_ENSEMBLE_WEIGHT} for the fcn + dense CLIP one): seen classes p_net^l * p_clip^(1-l), unseen the reverse")
+    parser.add_argument("--classifier", default="ensemble", choices=list(CLASSIFIERS),
+                        help="who labels the maskformer's masks or the fcn's pixels: the ensemble (default), clip alone or the network "
+                        "alone (ablations)")
+
+
+# The argument and its value when not given, of each option a method may or may not take
+# (`zsseg.methods.OPTIONS`).
+METHOD_FLAGS = {
+    "proposals": ("proposals", None),
+    "max_proposals": ("max_proposals", None),
+    "proposal_weights": ("proposal_weights", None),
+    "mask_threshold": ("mask_threshold", None),
+    "test_size": ("test_size", None),
+    "fcn": ("fcn_weights", None),
+    "dense_mode": ("dense_mode", "plain"),
+    "overlap": ("overlap", DEFAULT_OVERLAP),
+    "ensemble_weight": ("ensemble_weight", None),
+    "classifier": ("classifier", "ensemble"),
+}
+
+
+def method_flags(args: argparse.Namespace) -> dict[str, bool]:
+    """Which of the options a method may or may not take the command line gives."""
+    return {option: getattr(args, dest) != unset for option, (dest, unset) in METHOD_FLAGS.items()}
+
+
+def for_method(args: argparse.Namespace, method: str) -> argparse.Namespace:
+    """`args` without the options `method` does not take (the demo offers several methods)."""
+    takes = METHOD_CLASSES[method].options
+    return argparse.Namespace(**{**vars(args), "method": method,
+                                 **{dest: unset for option, (dest, unset) in METHOD_FLAGS.items() if option not in takes}})
+
+
+def check_method_flags(args: argparse.Namespace) -> None:
+    """A flag the chosen method does not take is an error now, before any model loads."""
+    check_options(METHOD_CLASSES[args.method], method_flags(args))
+    if args.method == "fcn" and args.fcn_weights is None:
+        raise ZssegError("--method fcn needs --fcn-weights (the --output-dir of `zsseg train fcn`)")

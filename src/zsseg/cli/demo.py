@@ -1,0 +1,108 @@
+"""`zsseg demo`: the web page for segmenting your own photos (Gradio, an optional extra)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import importlib
+import io
+import sys
+import threading
+from typing import Callable
+
+from ..clip import DEFAULT_CLIP
+from ..errors import ZssegError
+from ..proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, parse_generator
+from ..segmenter import DEFAULT_MAX_SIZE, METHODS, PER_PIXEL_METHODS, Segmenter
+from .arguments import DEFAULT_MAX_PROPOSALS, PRETRAINED_PROPOSALS, USABLE_PROPOSALS, at_least, for_method, model_options
+from .models import build_segmenter, check_prompt, proposal_generator
+
+# The demo offers the pretrained generators only as given at start (`--proposals sam:MODEL`):
+# offering them all would download every default model (SAM is 375 MB) for a page that may
+# never use them.
+DEMO_PROPOSALS = [name for name in USABLE_PROPOSALS if name not in PRETRAINED_PROPOSALS]
+
+
+def add_parser(commands) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="a web page for segmenting your own photos (needs: pip install \"zsseg[demo]\")",
+        description="Serve a Gradio page: upload an image, type class names or pick a built-in vocabulary, choose the method, "
+        "proposals and K, and get the overlay, the classes present with their share of the pixels, and the label PNG and "
+        "JSON. CLIP loads once; the model flags below set what the page starts with. Uploads are bounded in bytes and pixels, "
+        "requests run one at a time, and the page reads no path from its users (limits: the README's Web demo section).",
+    )
+    model_options(demo, USABLE_PROPOSALS)
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to your network)")
+    demo.add_argument("--port", type=at_least(1), default=7860, help="port to serve on (default 7860)")
+    demo.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the web demo until Ctrl-C. Everything that can fail (gradio missing, CLIP, the
+    page's initial settings, the port) fails before the page is served, in one line."""
+    try:
+        importlib.import_module("gradio")  # the optional extra: nothing else imports it
+    except ImportError as error:
+        if (error.name or "").split(".")[0] == "gradio":
+            raise ZssegError('the web demo needs gradio, which is not installed: pip install "zsseg[demo]"') from None
+        raise ZssegError(f'gradio cannot be imported ({error}); reinstall it: pip install "zsseg[demo]"') from None
+    from .clip import load_clip
+    from .demo import Demo, example_images
+
+    check_prompt(args)
+    clip = load_clip(args.clip or DEFAULT_CLIP, device=args.device, dtype=args.dtype)
+    page = Demo(_demo_segmenters(args, clip), list(METHODS), DEMO_PROPOSALS, method=args.method,
+                proposal=None if args.method in PER_PIXEL_METHODS else args.proposals or args.default_proposals,
+                max_proposals=args.max_proposals or DEFAULT_MAX_PROPOSALS, max_size=args.max_size or DEFAULT_MAX_SIZE,
+                examples=example_images())
+    for reason in page.left_out:
+        print(f"zsseg: not offered on the page: {reason}", file=sys.stderr)
+    try:
+        server = page.launch(args.host, args.port, block=False)
+    except OSError as error:
+        raise ZssegError(f"cannot serve on {args.host}:{args.port}: {error}") from None
+    print(f"zsseg: the demo is at http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    try:
+        threading.Event().wait()
+    finally:
+        with contextlib.redirect_stdout(io.StringIO()):  # Gradio's "Closing server running on port: ..."
+            server.close()
+    return 0
+
+
+def _demo_segmenters(args: argparse.Namespace, clip) -> Callable[[str, str | None, int | None], Segmenter]:
+    """Builds the page's segmenter for (method, proposals, K) as `zsseg segment` would with
+    those flags (and the others as given), around the one loaded `clip`. The weights flags
+    apply where they belong, so that the page can switch between a trained network and the
+    training-free generators. A generator that loads a network (maskformer, sam, mask2former)
+    loads it once: the segmenters for other K take a copy that shares it."""
+    networks: dict[str, ProposalGenerator] = {}
+
+    def generator(settings: argparse.Namespace) -> ProposalGenerator:
+        spec = settings.proposals or settings.default_proposals
+        name, _ = parse_generator(spec)
+        if settings.method in PER_PIXEL_METHODS or not (GENERATORS[name].pretrained or name == MaskFormerProposals.name):
+            return proposal_generator(settings, args.device)
+        if spec not in networks:
+            networks[spec] = proposal_generator(settings, args.device)
+        shared = copy.copy(networks[spec])
+        shared.max_proposals = settings.max_proposals or DEFAULT_MAX_PROPOSALS
+        return shared
+
+    def make(method: str, proposals: str | None, max_proposals: int | None) -> Segmenter:
+        trained = proposals == MaskFormerProposals.name or method == "fcn"
+        settings = for_method(argparse.Namespace(**{
+            **vars(args),
+            "clip": clip,
+            "proposals": proposals,
+            "max_proposals": max_proposals,
+            "proposal_weights": args.proposal_weights if proposals == MaskFormerProposals.name else None,
+            "ensemble_weight": args.ensemble_weight if trained else None,
+            "classifier": args.classifier if trained else "ensemble",
+        }), method)
+        return build_segmenter(settings, args.device, generator(settings))
+
+    return make

@@ -1,0 +1,69 @@
+"""`zsseg pseudo-label`: self-training's labels of the unseen classes of a training split."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..datasets import load_dataset
+from ..errors import ZssegError
+from ..proposals import MaskFormerProposals
+from ..segmenter import PER_PIXEL_METHODS
+from ..self_training import DEFAULT_REJECT_THRESHOLD
+from ..version import __version__
+from .arguments import USABLE_PROPOSALS, at_least, check_method_flags, model_options, training_data_options, unit_interval
+from .models import build_segmenter, check_prompt, proposal_generator
+from .outputs import check_output_folder, output
+
+
+def add_parser(commands) -> None:
+    pseudo = commands.add_parser(
+        "pseudo-label",
+        help="self-training: label the unseen classes of a training split with a trained zero-shot model",
+        description="Label each training image for self-training: its seen ground truth is kept, every other pixel takes the "
+        "unseen class the model scores highest, or is ignored below --reject-threshold. Writes NAME.png per image in the "
+        "dataset's own label encoding and pseudo-labels.json. Rerunning the same command resumes. Under torchrun the "
+        "images are sharded. Then: zsseg train proposals ... --pseudo-labels DIR.",
+    )
+    training_data_options(pseudo, "zero-shot (the only protocol with unseen classes)", protocols=["zero-shot"])
+    model_options(pseudo, USABLE_PROPOSALS, default_proposals=MaskFormerProposals.name)
+    pseudo.add_argument("--reject-threshold", type=unit_interval, default=DEFAULT_REJECT_THRESHOLD,
+                        help="ignore pixels whose unseen-class score (its share of the covering proposals' probability, 0..1) "
+                        f"is below this (default {DEFAULT_REJECT_THRESHOLD}, the reference's: label every non-seen pixel)")
+    pseudo.add_argument("--limit", type=at_least(1), default=None, help="label the first N images only (a retrain then uses those)")
+    pseudo.add_argument("--output-dir", required=True, type=Path, help="where the label files and pseudo-labels.json go")
+    pseudo.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .distributed import init_distributed, shutdown_distributed
+    from .self_training import pseudo_label
+
+    if args.method in PER_PIXEL_METHODS:
+        raise ZssegError(f"pseudo-labels are made from proposals (--method two-stage or fast), not --method {args.method}")
+    check_method_flags(args)
+    dataset = load_dataset(args.dataset, args.data_root, args.split)
+    check_prompt(args)
+    dataset.check_outside(args.output_dir, "--output-dir")
+    check_output_folder(args.output_dir, "--output-dir")
+    context = init_distributed(args.device)
+    try:
+        segmenter = build_segmenter(args, context.device, proposal_generator(args, context.device))
+        settings = {
+            "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
+            "clip": segmenter.clip.source,
+            "prompt": segmenter.classifier.prompts.prompt.describe(),
+            "dtype": args.dtype,
+            "data_root": str(dataset.root),
+            "zsseg_version": __version__,
+        }
+        report = pseudo_label(dataset, segmenter, args.output_dir, protocol=args.protocol, reject_threshold=args.reject_threshold,
+                              limit=args.limit, context=context, settings=settings)
+    finally:
+        shutdown_distributed()
+    if context.is_main:
+        output(report.summary())
+        print(f"zsseg: pseudo-labels in {args.output_dir}; train on them with "
+              f"`zsseg train proposals ... --pseudo-labels {args.output_dir}`", file=sys.stderr)
+    return 0

@@ -1,0 +1,167 @@
+"""`zsseg train proposals|fcn|prompts`: the proposal network, the FCN baseline, a learned prompt."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ..clip import DEFAULT_CLIP
+from ..datasets import SegmentationDataset, load_dataset, unseen_classes
+from ..errors import ZssegError
+from ..fcn import FCN_CONFIGS
+from ..maskformer.config import CONFIGS
+from ..prompt_learning import PROMPT_CONFIGS
+from .arguments import at_least, network_training_options, training_data_options, training_loop_options
+from .models import check_prompt
+from .outputs import check_output_folder
+
+
+def add_parser(commands) -> None:
+    train = commands.add_parser("train", help="train the proposal network (MaskFormer with a CLIP-text classifier), the FCN baseline or a prompt")
+    trainers = train.add_subparsers(dest="what", metavar="WHAT")
+    proposals = trainers.add_parser(
+        "proposals",
+        help="train MaskFormer proposals on a benchmark's training split",
+        description="Train the paper's proposal network on the seen classes (zero-shot) or all classes (cross-dataset). "
+        "Rerunning the same command resumes from the newest checkpoint in --output-dir. Under torchrun "
+        "(torchrun --nproc_per_node N --no-python zsseg train proposals ...) each process takes its share of every batch.",
+    )
+    network_training_options(proposals, CONFIGS, "proposals",
+                              "; for the clip backbone, 'none' skips CLIP's image weights")
+    proposals.add_argument("--loss-pixels", default=None, choices=["all", "labelled"],
+                           help="pixels the mask losses and the matching see: all, ignored ones (unseen classes, void, padding) as "
+                           "negatives of every mask, as the reference (default); labelled: the ignored ones count nowhere")
+    proposals.add_argument("--pseudo-labels", type=Path, default=None, metavar="DIR",
+                           help="self-training: train on the labels `zsseg pseudo-label` wrote to DIR for this --dataset/--split "
+                           "(seen ground truth + unseen pseudo-labels), learning every class (zero-shot protocol)")
+
+    fcn = trainers.add_parser(
+        "fcn",
+        help="train the paper's FCN baseline: per-pixel embeddings scored against CLIP text",
+        description="Train the paper's retrained FCN (ResNet + FPN, per-pixel embeddings, 100 x cosine with frozen CLIP text "
+        "embeddings, cross-entropy on the seen classes, unseen and void pixels ignored). Rerunning the same command resumes. "
+        "Under torchrun each process takes its share of every batch. Then: zsseg segment|eval --method fcn --fcn-weights OUT.",
+    )
+    network_training_options(fcn, FCN_CONFIGS, "fcn")
+
+    prompts = trainers.add_parser(
+        "prompts",
+        help="learn a prompt (CoOp context vectors) with a frozen CLIP on a benchmark's training split",
+        description="Learn context vectors put before every class name, on Eq. 1 crops of the ground-truth segments of the seen "
+        "classes (zero-shot) or all classes (cross-dataset), with CLIP frozen. Writes OUT/prompt.safetensors + OUT/prompt.json, "
+        "which --prompt OUT takes. Rerunning the same command resumes; torchrun as for proposals.",
+    )
+    training_data_options(prompts, "zero-shot: learn on the seen classes only (default); cross-dataset: all")
+    prompts.add_argument("--config", default="paper", choices=list(PROMPT_CONFIGS), help="named settings (default paper; `zsseg configs` lists them)")
+    prompts.add_argument("--clip", default=DEFAULT_CLIP, help=f"the frozen CLIP (default {DEFAULT_CLIP})")
+    prompts.add_argument("--context-length", type=at_least(1), default=None, help="learned vectors before the class name (default: the config's, 16)")
+    prompts.add_argument("--samples-per-class", type=at_least(0), default=None, help="at most this many samples per class, 0 = all (default: the config's)")
+    prompts.add_argument("--temperature", type=float, default=None, help="logit scale of the loss (default: the config's, 100 as in Eq. 1)")
+    training_loop_options(prompts, "crops")
+    prompts.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final prompt.safetensors + prompt.json")
+    proposals.set_defaults(run=_train)
+    fcn.set_defaults(run=_train_fcn)
+    prompts.set_defaults(run=_train_prompts)
+
+
+def _train_config(args: argparse.Namespace, config):
+    """A named config (`NamedConfig` or `FcnConfig`) with the command line's training overrides."""
+    from dataclasses import replace
+
+    overrides = {
+        key: getattr(args, key)
+        for key in ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed", "loss_pixels")
+        if getattr(args, key, None) is not None
+    }
+    check_prompt(args)  # a bad prompt is an error now, not after the dataset is read
+    if args.prompt is not None:
+        overrides["prompt"] = args.prompt
+    return replace(config, train=replace(config.train, **overrides))
+
+
+def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
+    from .maskformer.resnet import RESNETS
+
+    if args.backbone_weights is None:
+        return "clip" if backbone == "clip" else RESNETS[backbone].imagenet_weights
+    return None if args.backbone_weights.lower() == "none" else args.backbone_weights
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .maskformer.config import named_config
+    from .maskformer.training import check_output_dir, train_proposals
+
+    config = _train_config(args, named_config(args.config))
+    weights = _backbone_weights(args, config.model.backbone)
+    labels = {}
+
+    def check(dataset: SegmentationDataset) -> None:
+        if args.pseudo_labels is not None:
+            from .pseudo_labels import load_pseudo_labels
+
+            if args.protocol != "zero-shot":
+                raise ZssegError("--pseudo-labels is for the zero-shot protocol (--protocol zero-shot)")
+            labels["pseudo_labels"] = load_pseudo_labels(args.pseudo_labels, dataset)
+
+    return _run_training(
+        args, check_output_dir,
+        lambda dataset, clip, context: train_proposals(dataset, config, clip, args.output_dir, args.protocol, weights, context,
+                                                       text_cache=not args.no_text_cache, **labels),
+        lambda result: f"weights in {result.weights}" + (" (self-trained)" if labels else ""),
+        check,
+    )
+
+
+def _train_fcn(args: argparse.Namespace) -> int:
+    from .fcn import check_output_dir, fcn_config, train_fcn
+
+    config = _train_config(args, fcn_config(args.config))
+    weights = _backbone_weights(args, config.model.backbone)
+    return _run_training(
+        args, check_output_dir,
+        lambda dataset, clip, context: train_fcn(dataset, config, clip, args.output_dir, args.protocol, weights, context,
+                                                 text_cache=not args.no_text_cache),
+        lambda result: f"weights in {result.weights}; use them with --method fcn --fcn-weights {args.output_dir}",
+    )
+
+
+def _train_prompts(args: argparse.Namespace) -> int:
+    from .prompt_learning import check_output_dir, prompt_config, prompt_config_with, train_prompts
+
+    config = prompt_config_with(prompt_config(args.config), **{
+        key: getattr(args, key)
+        for key in ("context_length", "samples_per_class", "temperature", "max_iters", "batch_size", "checkpoint_every", "log_every", "seed")
+    })
+    return _run_training(
+        args, check_output_dir,
+        lambda dataset, clip, context: train_prompts(dataset, config, clip, args.output_dir, args.protocol, context),
+        lambda result: f"pass --prompt {args.output_dir}",
+    )
+
+
+def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], None], train: Callable, done: Callable,
+                  check: Callable[[SegmentationDataset], None] = lambda dataset: None) -> int:
+    """What every `zsseg train` does around its training: the dataset, the checks of
+    --output-dir (and `check` of the dataset) before any model loads, torchrun, and the
+    closing line."""
+    from .clip import load_clip
+    from .distributed import init_distributed, shutdown_distributed
+
+    dataset = load_dataset(args.dataset, args.data_root, args.split)
+    unseen_classes(dataset, args.protocol)  # before CLIP loads: a protocol the dataset lacks
+    dataset.check_outside(args.output_dir, "--output-dir")
+    check_output_folder(args.output_dir, "--output-dir")
+    check_output_dir(args.output_dir)
+    check(dataset)
+    context = init_distributed(args.device)
+    try:
+        result = train(dataset, load_clip(args.clip, device=context.device), context)
+    finally:
+        shutdown_distributed()
+    if context.is_main:
+        resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
+        loss = f", last loss {result.last_log['loss']:.4f}" if result.last_log else ""
+        print(f"zsseg: trained {result.steps} steps{resumed}{loss}; {done(result)}", file=sys.stderr)
+    return 0
