@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from conftest import DATA  # noqa: E402  (test helpers: data location)
+from samples import DATA  # noqa: E402  (where the real samples and the tokenizer are)
 from stage_timing import save_vit_b16  # noqa: E402
 
 

@@ -42,9 +42,10 @@ import torch
 from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import DATA, TOKENIZER  # noqa: E402  (test helper: where the real samples are)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from samples import DATA, TOKENIZER  # noqa: E402  (where the real samples and the tokenizer are)
 
 from zsseg import RegionClassifier, crop_regions, load_clip  # noqa: E402
 from zsseg.clip import CLIP_MEAN, CLIP_STD  # noqa: E402

@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import DATA  # noqa: E402  (test helper: location of the real samples)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from samples import DATA  # noqa: E402  (where the real samples and the tokenizer are)
 
 from zsseg.datasets import load_dataset  # noqa: E402
 from zsseg.images import bounded_size, resize_image  # noqa: E402

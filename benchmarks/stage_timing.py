@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import DATA, TOKENIZER  # noqa: E402  (test helpers: data and tokenizer locations)
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from samples import DATA, TOKENIZER  # noqa: E402  (where the real samples and the tokenizer are)
 
 STAGES = ["image_loading", "proposals", "crops", "image_encoding", "assembly", "writing"]
 

@@ -9,9 +9,9 @@ proposal network (whose oracle score never reads the class head), not to measure
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import save_tiny_clip  # noqa: E402
+from samples import save_tiny_clip  # noqa: E402
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

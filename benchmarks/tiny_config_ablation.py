@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from conftest import DATA  # noqa: E402
+from samples import DATA  # noqa: E402  (where the real samples and the tokenizer are)
 from maskformer_proposals import untrained_copy  # noqa: E402
 
 from zsseg import load_clip  # noqa: E402

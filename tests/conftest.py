@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DATA = Path(os.environ.get("ZSSEG_TEST_DATA", SHARED / "data"))
-TOKENIZER = Path(os.environ.get("ZSSEG_TEST_TOKENIZER", SHARED / "clip-tokenizer"))
+# Where the real samples and CLIP's tokenizer are, and the tiny random CLIP: shared with the
+# benchmarks, which run without pytest.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from samples import DATA, SHARED, TOKENIZER, save_tiny_clip, tiny_clip_config  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -42,33 +42,6 @@ def subset(name: str, split: str, count: int):
     dataset = load_dataset(name, DATA, split)
     dataset.samples = dataset.samples[:count]
     return dataset
-
-
-def tiny_clip_config(image_size: int = 224):
-    from transformers import CLIPConfig
-
-    return CLIPConfig(
-        text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=image_size, patch_size=32),
-        projection_dim=32,
-        logit_scale_init_value=float(np.log(100.0)),  # CLIP's trained value, so logits match Eq. 1
-    )
-
-
-def save_tiny_clip(folder: Path, image_size: int = 224, seed: int = 0) -> Path:
-    """A random CLIP with CLIP's real tokenizer, saved as a checkpoint folder."""
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizerFast
-
-    if not (TOKENIZER / "vocab.json").is_file():
-        pytest.fail(f"CLIP tokenizer files not found under {TOKENIZER}; set ZSSEG_TEST_TOKENIZER")
-    torch.manual_seed(seed)
-    model = CLIPModel(tiny_clip_config(image_size)).eval()
-    model.save_pretrained(folder)
-    CLIPTokenizerFast(str(TOKENIZER / "vocab.json"), str(TOKENIZER / "merges.txt")).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
