@@ -6,6 +6,7 @@ Its text embeddings differ per class name but carry no meaning: enough to train 
 proposal network (whose oracle score never reads the class head), not to measure accuracy.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -14,6 +15,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from samples import save_tiny_clip  # noqa: E402
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    print(save_tiny_clip(Path(sys.argv[1])))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="where to save it (a new or empty folder)")
+    print(save_tiny_clip(parser.parse_args().folder))
