@@ -66,7 +66,7 @@ def test_bad_images(clip_dir, tmp_path, capsys, photo, name, make, message):
     lines = err.strip().splitlines()
     assert status == 1 and len(lines) == 2, err
     assert name in lines[0] and message in lines[0]
-    assert lines[1].startswith("zsseg: 1 image(s) segmented, 1 failed")
+    assert lines[1].startswith("zsseg: 1 image segmented, 1 failed")
     assert sorted(p.name for p in out.iterdir()) == ["photo.json", "photo.png", "photo_overlay.png"]
 
 
@@ -210,7 +210,7 @@ def test_unwritable_outputs(clip_dir, tmp_path, capsys, photo, out, message):
 
 def test_missing_input_only(clip_dir, tmp_path, capsys):
     status, err = _segment(capsys, clip_dir, tmp_path / "out", tmp_path / "nothing.png")
-    assert status == 1 and "nothing.png: no such file or folder" in err and "0 image(s) segmented, 1 failed" in err
+    assert status == 1 and "nothing.png: no such file or folder" in err and "0 images segmented, 1 failed" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -68,7 +68,7 @@ def test_folder_run_continues_past_bad_images(clip_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert _segment(clip_dir, out, folder, tmp_path / "missing.png") == 1
     err = capsys.readouterr().err
-    assert "1 image(s) segmented, 2 failed" in err and "broken.jpg" in err and "missing.png: no such file" in err
+    assert "1 image segmented, 2 failed" in err and "broken.jpg" in err and "missing.png: no such file" in err
     assert sorted(p.name for p in out.iterdir()) == ["good.json", "good.png", "good_overlay.png"]  # no temporaries
 
 

@@ -132,8 +132,14 @@ def test_bad_layouts(tmp_path):
     (tmp_path / "coco" / "val2017").mkdir(parents=True)
     (tmp_path / "coco" / "stuffthingmaps_detectron2" / "val2017").mkdir(parents=True)
     Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "coco/stuffthingmaps_detectron2/val2017/1.png")
-    with pytest.raises(ZssegError, match="1 of 1 label maps have no image, for example 1.png"):
+    with pytest.raises(ZssegError, match="1 of 1 label map has no image, for example 1.png"):
         load_dataset("coco-stuff", tmp_path)
+    # a listed id with neither file: named as such, not as "a label map with no image"
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000001\n")
+    with pytest.raises(ZssegError, match="1 of 1 image has no image file, for example '2007_000001', which has no label map either"):
+        load_dataset("voc-20", tmp_path)
 
 
 def test_label_values_of_another_encoding_are_refused(tmp_path):

@@ -44,6 +44,27 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     return graph
 
 
+def unresolved_imports(root: Path = PACKAGE) -> list[str]:
+    """Relative imports (module level or inside functions) naming a module the package lacks:
+    a function-level one fails only when it runs."""
+    modules = {".".join([*p.relative_to(root.parent).with_suffix("").parts][:-1] if p.name == "__init__.py"
+                        else p.relative_to(root.parent).with_suffix("").parts) for p in root.rglob("*.py")}
+    bad = []
+    for path in root.rglob("*.py"):
+        name = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        if path.name == "__init__.py":
+            package = package[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package[: len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                names = [f"{target}.{alias.name}" for alias in node.names]
+                if target not in modules and not any(n in modules for n in names):
+                    bad.append(f"{path.relative_to(root.parent)}:{node.lineno}: {target}")
+    return bad
+
+
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The strongly connected components of more than one module (Tarjan's algorithm)."""
     index: dict[str, int] = {}
@@ -86,6 +107,10 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
             seen.add(other)
             todo.append(other)
     return seen
+
+
+def test_every_relative_import_resolves():
+    assert unresolved_imports() == []
 
 
 def test_no_import_cycle_inside_the_package():

@@ -55,7 +55,7 @@ def test_a_folder_segmented_into_itself_twice(clip_dir, tmp_path, capsys):
     before = photo.read_bytes()
     assert _segment(clip_dir, photos, photos) == 0
     assert _segment(clip_dir, photos, photos) == 0  # its label map and overlay are not taken as inputs
-    assert "1 image(s) segmented, 0 failed" in capsys.readouterr().err
+    assert "1 image segmented, 0 failed" in capsys.readouterr().err
     assert photo.read_bytes() == before and sorted(p.name for p in photos.iterdir()) == ["a.jpg", "a.json", "a.png", "a_overlay.png"]
 
 
@@ -272,7 +272,7 @@ def test_the_same_image_twice_is_segmented_once(clip_dir, tmp_path, capsys):
     photo = _image(tmp_path / "photo.png")
     assert _segment(clip_dir, tmp_path / "out", photo, tmp_path / "." / "photo.png", photo) == 0
     err = capsys.readouterr().err
-    assert "1 image(s) segmented, 0 failed; outputs in" in err
+    assert "1 image segmented, 0 failed; outputs in" in err
     assert len(list((tmp_path / "out").iterdir())) == 3
 
 
@@ -293,12 +293,12 @@ def test_ctrl_c_reports_what_was_finished(clip_dir, tmp_path, capsys, monkeypatc
     assert _segment(clip_dir, tmp_path / "out", broken, *images) == 130
     err = capsys.readouterr().err.splitlines()
     assert "broken.jpg: not an image file" in err[0]  # what failed before Ctrl-C is still reported
-    assert err[1].endswith("interrupted: 1 of 4 image(s) segmented, 1 failed; their outputs are in " + str(tmp_path / "out"))
+    assert err[1].endswith("interrupted: 1 of 4 images segmented, 1 failed; their outputs are in " + str(tmp_path / "out"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "a.png", "a_overlay.png"]
     calls.clear()
     calls.append(1)  # the first image is interrupted: nothing done, no folder claimed or made
     assert _segment(clip_dir, tmp_path / "out2", *images) == 130
-    assert capsys.readouterr().err.strip().endswith("interrupted: 0 of 3 image(s) segmented, 0 failed")
+    assert capsys.readouterr().err.strip().endswith("interrupted: 0 of 3 images segmented, 0 failed")
     assert not (tmp_path / "out2").exists()
 
 

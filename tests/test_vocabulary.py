@@ -55,9 +55,41 @@ def test_from_file(tmp_path):
 def test_from_file_errors(tmp_path):
     with pytest.raises(ZssegError, match="not found"):
         Vocabulary.from_file(tmp_path / "missing.txt")
-    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(ZssegError, match="UTF-8"):
+    (tmp_path / "bad.txt").write_bytes(b"\xc3\x28bad")  # not UTF-8, and no byte-order mark
+    with pytest.raises(ZssegError, match="not UTF-8 text"):
         Vocabulary.from_file(tmp_path / "bad.txt")
+
+
+@pytest.mark.parametrize("data", [
+    "# my classes\ncat\ndog, puppy\n".encode("utf-8-sig"),  # Notepad's UTF-8: a BOM, then a comment line
+    "cat\r\ndog, puppy\r\n".encode("utf-8-sig"),
+    "# my classes\r\ncat\r\ndog, puppy\r\n".encode("utf-16"),  # Notepad's "Unicode": UTF-16 with a BOM
+    "cat\ndog, puppy\n".encode("utf-16-be"),
+])
+def test_vocabulary_files_with_a_byte_order_mark(tmp_path, data):
+    if not data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        data = b"\xfe\xff" + data
+    (tmp_path / "v.txt").write_bytes(data)
+    assert Vocabulary.from_file(tmp_path / "v.txt").classes == (("cat",), ("dog", "puppy"))
+
+
+def test_vocabulary_file_comments_and_separators(tmp_path):
+    (tmp_path / "v.txt").write_text("C# code  # a language\nsky; tree; building\n  # indented comment\nwall#2\n", encoding="utf-8")
+    assert Vocabulary.from_file(tmp_path / "v.txt").classes == (("C# code",), ("sky",), ("tree",), ("building",), ("wall#2",))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cat\n\u200b\n", "class 2 of the vocabulary has an invisible name"),
+    ("cat; \ufeff \u200d", "class 2 of the vocabulary has an invisible name"),
+    ("ca\x00t\n", "holds a control character"),
+    ("cat\x07\n", "holds a control character"),
+])
+def test_invisible_names_and_control_characters_are_refused(tmp_path, text, message):
+    (tmp_path / "v.txt").write_text(text, encoding="utf-8")
+    with pytest.raises(ZssegError, match=message):
+        Vocabulary.from_file(tmp_path / "v.txt")
+    with pytest.raises(ZssegError, match=message):
+        Vocabulary.parse(text.replace("\n", ";"))
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ The layouts are listed in docs/datasets.md and in each error message.
 from __future__ import annotations
 
 import os
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import ZssegError
-from .images import IMAGE_EXTENSIONS, read_image
+from .errors import ZssegError, counted
+from .images import IMAGE_EXTENSIONS, MAX_PIXELS, read_image
 from .vocabulary import Vocabulary
 
 IGNORE = -1
@@ -332,7 +333,12 @@ class SegmentationDataset:
 def read_label_file(path: Path) -> np.ndarray:
     """A single-channel label map (palette, 8- or 16-bit PNG/TIFF) as its raw integer values."""
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # zsseg's own limit applies below
+            image = Image.open(path)
+        with image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ZssegError(f"{path}: label map is {image.width}x{image.height}, above the limit of {MAX_PIXELS:,} pixels")
             if image.mode not in ("P", "L", "I;16", "I;16L", "I;16B", "I;16N", "I"):
                 raise ZssegError(f"{path}: label map has mode {image.mode}; expected single-channel label indices")
             raw = np.array(image)
@@ -372,14 +378,21 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "val", 
         raise ZssegError(f"{name} ({split}): no label maps found; {hint}")
     missing = [s for s in samples if not s.image.is_file()]
     if missing:
+        sample = missing[0]
+        if not sample.label.is_file():  # a listed id (VOC) with neither file
+            raise ZssegError(
+                f"{name} ({split}): {len(missing)} of {counted(len(samples), 'image')} {'has' if len(missing) == 1 else 'have'} no "
+                f"image file, for example '{sample.name}', which has no label map either (looked for {sample.image} and "
+                f"{sample.label}); {hint}"
+            )
         raise ZssegError(
-            f"{name} ({split}): {len(missing)} of {len(samples)} label maps have no image, "
-            f"for example {missing[0].label.name} (looked for {missing[0].image}); {hint}"
+            f"{name} ({split}): {len(missing)} of {counted(len(samples), 'label map')} {'has' if len(missing) == 1 else 'have'} no "
+            f"image, for example {sample.label.name} (looked for {sample.image}); {hint}"
         )
     unlabeled = [s for s in samples if not s.label.is_file()]
     if unlabeled and not skip_missing_labels:
         raise ZssegError(
-            f"{name} ({split}): {len(unlabeled)} of {len(samples)} images have no label map, "
+            f"{name} ({split}): {len(unlabeled)} of {counted(len(samples), 'image')} {'has' if len(unlabeled) == 1 else 'have'} no label map, "
             f"for example {unlabeled[0].image.name} (looked for {unlabeled[0].label}); "
             "pass --skip-missing-labels to leave them out"
         )

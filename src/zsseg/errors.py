@@ -7,3 +7,8 @@ traceback. Programming errors inside zsseg stay ordinary Python exceptions.
 
 class ZssegError(Exception):
     """A user-facing failure: bad input, a missing model, an unwritable folder."""
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """"1 image", "2 images": a count with its noun in the right number, for messages."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"

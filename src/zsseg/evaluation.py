@@ -26,7 +26,7 @@ import torch
 from .assembly import assemble_labels
 from .datasets import SegmentationDataset, unseen_classes
 from .distributed import Distributed, for_each_shard
-from .errors import ZssegError
+from .errors import ZssegError, counted
 from .images import resize_image, resize_labels
 from .metrics import MIOU_RULES, ConfusionMatrix, SegmentationMetrics, compute_metrics
 from .proposals import ProposalGenerator
@@ -159,10 +159,10 @@ class EvaluationReport:
             lines.append(f"settings: {describe_settings(self.settings)}")
         skipped = f" ({self.skipped_images} skipped: no readable label map)" if self.skipped_images else ""
         lines.append(
-            f"{self.dataset} {self.split}, {self.protocol}: {self.num_images} images{skipped}, "
+            f"{self.dataset} {self.split}, {self.protocol}: {counted(self.num_images, 'image')}{skipped}, "
             f"mIoU over {m.classes_in_mean} of {len(self.class_names)} classes (present in the "
             f"{'ground truth or the predictions' if m.miou_rule == MIOU_RULES[0] else 'ground truth'}), "
-            f"{self.seconds_per_image:.2f} s per image per process, {self.processes} process(es)"
+            f"{self.seconds_per_image:.2f} s per image per process, {counted(self.processes, 'process', 'processes')}"
         )
         return lines
 

@@ -88,7 +88,7 @@ class PromptTrainConfig:
 
     def __post_init__(self):
         if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ZssegError(f"temperature must be positive, got {self.temperature}")
+            raise ZssegError(f"temperature must be a finite number above 0, got {self.temperature}")
         for name in ("context_length", "max_iters", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ZssegError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -96,6 +96,8 @@ class PromptTrainConfig:
             raise ZssegError("samples-per-class and warmup iterations must not be negative")
         if self.lr <= 0 or self.weight_decay < 0 or self.init_std < 0 or not 0 < self.warmup_factor <= 1:
             raise ZssegError("lr must be positive, weight decay and init std non-negative, warmup factor in (0, 1]")
+        if not 0 <= self.seed < 2**32:
+            raise ZssegError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
         if not 0 < self.min_crop_area <= 1:
             raise ZssegError(f"min crop area must be in (0, 1], got {self.min_crop_area}")
 

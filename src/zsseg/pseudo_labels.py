@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .datasets import Sample, SegmentationDataset
-from .errors import ZssegError
+from .errors import ZssegError, counted
 from .writers import written_by_zsseg
 
 FORMAT = "zsseg-pseudo-labels/1"
@@ -83,7 +83,7 @@ def load_pseudo_labels(folder: str | Path, dataset: SegmentationDataset) -> Pseu
     missing = [s.name for s in samples if not (folder / f"{s.name}.png").is_file()]
     if not manifest.get("complete") or missing:
         raise ZssegError(
-            f"{folder} is unfinished ({count - len(missing)} of {count} images labelled); "
+            f"{folder} is unfinished ({count - len(missing)} of {counted(count, 'image')} labelled); "
             "rerun the `zsseg pseudo-label` command that made it to finish it"
         )
     labelled = SegmentationDataset(dataset.spec, dataset.root, dataset.split,

@@ -29,6 +29,7 @@ from .prompts import PromptEncoder, PromptLike
 from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator, parse_generator
 from .region_classification import RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
+from .writers import SOFTWARE
 
 DEFAULT_PROPOSALS = "selective-search"
 DEFAULT_MAX_SIZE = 1024
@@ -169,11 +170,12 @@ class Segmenter:
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
         self.method = method
         self.proposals = proposals
-        fcn_network = None
+        fcn_network = self.fcn_source = None
         if method == "fcn":
             from .fcn import TrainedFcn, load_fcn
 
             fcn_network = fcn if isinstance(fcn, TrainedFcn) else load_fcn(Path(fcn), device=self.clip.device)
+            self.fcn_source = "(in memory)" if isinstance(fcn, TrainedFcn) else str(fcn)
         if prompt is None:
             network = fcn_network if fcn_network is not None else proposals.trained if trained else None
             prompt = network.training_prompt if network is not None else DEFAULT_PROMPT
@@ -187,6 +189,33 @@ class Segmenter:
         self.implementation: Method = build_method(method, Parts(
             clip=self.clip, classifier=self.classifier, proposals=proposals, fcn=fcn_network, dense_mode=dense_mode,
             overlap=overlap, ensemble_weight=self.ensemble_weight, classifier_mode=classifier, network_prompt=network_prompt))
+
+    def settings(self) -> dict:
+        """What determines this segmenter's labels, as JSON values: recorded in every output's
+        JSON, and compared by `zsseg segment --skip-existing`. Models are named by where they
+        were loaded from, with the CLIP's text-tower fingerprint."""
+        proposals = self.proposals
+        network = self.network_prompts
+        return {
+            "zsseg": SOFTWARE,
+            "method": self.method,
+            "clip": self.clip.source,
+            "clip_text": self.clip.text_fingerprint()[:16],
+            "dtype": str(self.clip.dtype).removeprefix("torch."),
+            "prompt": self.classifier.prompts.prompt.describe(),
+            "network_prompt": network.prompt.describe() if network is not None else None,
+            "proposals": None if self.implementation.per_pixel else proposals.name,
+            "proposal_model": None if self.implementation.per_pixel else getattr(proposals, "source", None),
+            "max_proposals": None if self.implementation.per_pixel else proposals.max_proposals,
+            "fcn": self.fcn_source,
+            "max_size": self.max_size,
+            "test_size": self.test_size,
+            "mask_threshold": self.classifier.mask_threshold,
+            "ensemble_weight": self.ensemble_weight if network is not None else None,
+            "classifier": self.classifier_mode,
+            "dense_mode": self.dense_mode if self.dense is not None else None,
+            "overlap": self.overlap if self.dense is not None else None,
+        }
 
     @property
     def network_prompts(self) -> PromptEncoder | None:

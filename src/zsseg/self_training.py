@@ -48,7 +48,7 @@ from .assembly import assemble_top
 from .clip import fingerprint
 from .datasets import IGNORE, SegmentationDataset, read_label_file, unseen_classes
 from .distributed import Distributed, for_each_shard
-from .errors import ZssegError
+from .errors import ZssegError, counted
 from .metrics import ConfusionMatrix, compute_metrics
 from .proposals import MaskFormerProposals
 from .segmenter import PER_PIXEL_METHODS, Segmenter
@@ -140,7 +140,7 @@ class PseudoLabelReport:
         for name, count in pixels["pseudo_labels"].items():
             lines.append(f"{name[:24]:24s} {count:12d} {100 * count / total:6.2f}%")
         lines.append(
-            f"{m['dataset']} {m['split']}: {m['num_images']} images ({self.labelled} labelled now, {self.reused} already done); "
+            f"{m['dataset']} {m['split']}: {counted(m['num_images'], 'image')} ({self.labelled} labelled now, {self.reused} already done); "
             f"pixels: {100 * pixels['seen_ground_truth'] / total:.1f}% seen ground truth, "
             f"{100 * sum(pixels['pseudo_labels'].values()) / total:.1f}% unseen pseudo-labels, {100 * pixels['ignored'] / total:.1f}% ignored"
         )
@@ -309,6 +309,7 @@ def check_output_dir(folder: Path, dataset: SegmentationDataset, count: int, sig
         raise ZssegError(f"--output-dir {folder} exists and is not a folder")
     manifest = folder / MANIFEST_NAME
     if manifest.exists():
+        check_only_ours(folder)
         record = read_manifest(folder)
         if record.get("signature") != signature:
             old = record.get("signature") or {}
@@ -322,3 +323,15 @@ def check_output_dir(folder: Path, dataset: SegmentationDataset, count: int, sig
         target = folder / f"{sample.name}.png"
         if target.exists():
             raise ZssegError(f"{folder} holds {target.name} but no {MANIFEST_NAME}: not a pseudo-label run of zsseg; choose another --output-dir")
+    check_only_ours(folder)
+
+
+def check_only_ours(folder: Path) -> None:
+    """Refuse a folder holding anything zsseg did not write (its own temporary files aside):
+    label files would be written among, and could be mistaken for, someone else's."""
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir()):
+        ours = entry.is_file() and (written_by_zsseg(entry) or (entry.name.startswith(".") and entry.name.endswith(".tmp")))
+        if not ours:
+            raise ZssegError(f"{folder} holds {entry.name}, which zsseg did not write; choose another --output-dir")

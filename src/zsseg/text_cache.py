@@ -12,7 +12,8 @@ The store is one SQLite file, `text-features.sqlite3` in `$ZSSEG_CACHE_DIR` (def
 `$XDG_CACHE_HOME/zsseg`, else `~/.cache/zsseg`). SQLite makes each write one atomic transaction
 and lets several processes (torchrun, parallel jobs) read and write it at once. Features are
 stored as float32 bytes: what is read is exactly what was written. A cache that cannot be used
-(a read-only or damaged file) is skipped with one warning; results are the same without it.
+(a read-only file, a folder that is a file) is skipped with one warning that says how to fix it;
+a damaged file is set aside once and a new cache started. Results are the same either way.
 """
 
 from __future__ import annotations
@@ -54,14 +55,30 @@ class TextFeatureCache:
         self._disabled = False
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent
+        if folder.exists() and not folder.is_dir():
+            raise _Unusable(f"{folder} is a file, not a folder: point $ZSSEG_CACHE_DIR at a folder, or pass --no-text-cache")
+        folder.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=60.0)
-        connection.execute(_SCHEMA)
+        try:
+            connection.execute(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            if "not a database" not in str(error) and "malformed" not in str(error):
+                raise
+            # A damaged file would be skipped, with a warning, on every run: set it aside once
+            # and start a new cache (features are encoded again; results are the same).
+            aside = self.path.with_name(self.path.name + ".damaged")
+            os.replace(self.path, aside)
+            log.warning("zsseg: the text-feature cache %s was damaged (%s); moved it to %s and started a new one", self.path, error, aside)
+            connection = sqlite3.connect(self.path, timeout=60.0)
+            connection.execute(_SCHEMA)
         return connection
 
     def _fail(self, error: Exception) -> None:
         if not self._disabled:
-            log.warning("zsseg: not using the text-feature cache %s: %s", self.path, error)
+            advice = "" if isinstance(error, _Unusable) else " (results are the same without it; make it writable, or pass --no-text-cache)"
+            log.warning("zsseg: not using the text-feature cache %s: %s%s", self.path, error, advice)
         self._disabled = True
 
     def get(self, model: str, prompt: str, names: list[str]) -> dict[str, torch.Tensor]:
@@ -81,7 +98,7 @@ class TextFeatureCache:
                     for name, blob in rows:
                         found[name] = torch.from_numpy(np.frombuffer(blob, dtype=np.float32).copy())
             connection.close()
-        except (sqlite3.Error, OSError) as error:
+        except (sqlite3.Error, OSError, _Unusable) as error:
             self._fail(error)
             return {}
         return found
@@ -95,8 +112,12 @@ class TextFeatureCache:
             with self._connect() as connection:
                 connection.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?)", rows)
             connection.close()
-        except (sqlite3.Error, OSError) as error:
+        except (sqlite3.Error, OSError, _Unusable) as error:
             self._fail(error)
+
+
+class _Unusable(Exception):
+    """The cache's place cannot hold it (the message says what to do)."""
 
 
 __all__ = ["FILE_NAME", "TextFeatureCache", "default_cache_dir"]

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .distributed import Distributed
-from .errors import ZssegError
+from .errors import ZssegError, counted
 from .writers import SOFTWARE, check_target, write_atomically
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d{7})\.pt$")
@@ -182,12 +182,22 @@ def run_training(
 ) -> TrainingResult:
     """Train `task` for `settings.max_iters` steps, or resume it from `output_dir`; see the
     module docstring."""
-    from tqdm import tqdm
-
     if settings.batch_size % context.world_size:
         raise ZssegError(f"batch size {settings.batch_size} must be a multiple of the number of processes ({context.world_size})")
-    device = torch.device(context.device)
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(task, settings, output_dir, context, progress)
+    except BaseException:
+        if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # made for this run, which wrote nothing: leave nothing behind
+        raise
+
+
+def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context: Distributed, progress: bool) -> TrainingResult:
+    from tqdm import tqdm
+
+    device = torch.device(context.device)
     check_output_dir(output_dir, task.output_names)
     found = checkpoints(output_dir)
     resume = _load_checkpoint(found[-1][1]) if found else None
@@ -203,10 +213,19 @@ def run_training(
             )
         if len(resume["rng"]) != context.world_size:
             raise ZssegError(
-                f"the checkpoint in {output_dir} was written by {len(resume['rng'])} process(es); "
+                f"the checkpoint in {output_dir} was written by {counted(len(resume['rng']), 'process', 'processes')}; "
                 f"resume with the same number, not {context.world_size}"
             )
         start = int(resume["step"])
+        planned = int(resume.get("max_iters", settings.max_iters))
+        if planned != settings.max_iters:
+            # The learning rate follows a schedule over max_iters: another length would make the
+            # result neither the run that was started nor a fresh run of the new length.
+            state = "finished" if start >= planned else f"stopped at step {start}"
+            raise ZssegError(
+                f"{output_dir} holds a run of {counted(planned, 'step')} ({state}); --max-iters {settings.max_iters} would change "
+                f"its learning-rate schedule: resume with --max-iters {planned}, or train the longer run in a new --output-dir"
+            )
         if start > settings.max_iters:
             raise ZssegError(f"{output_dir} already holds a checkpoint at step {start}, past --max-iters {settings.max_iters}")
         module.load_state_dict(resume["model"])
@@ -270,6 +289,7 @@ def run_training(
                     "rng": rng,
                     "cuda_rng": cuda_rng,
                     "signature": json.dumps(task.signature),
+                    "max_iters": settings.max_iters,
                 })
             _barrier(context)
         bar.update(1)

@@ -12,6 +12,7 @@ mass, and a one-name class gives exactly Eq. 1 of the paper.
 
 from __future__ import annotations
 
+import codecs
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ PRESETS: dict[str, str] = {
     "cityscapes-19": "Cityscapes, 19 trainId classes",
     "camvid-11": "CamVid, SegNet 11-class version",
 }
+
+
+# A comment in a vocabulary file: "#" at the start of a line or after white space, to its end.
+_COMMENT = re.compile(r"(^|\s)#.*$")
 
 
 def _canonical(name: str) -> str:
@@ -59,6 +64,12 @@ class Vocabulary:
                     synonym.encode("utf-8")
                 except UnicodeEncodeError:  # bytes of another encoding on the command line
                     raise ZssegError(f"class {index + 1} of the vocabulary is not valid UTF-8 text: {synonym!r}") from None
+                control = [c for c in synonym if unicodedata.category(c) == "Cc"]
+                if control:
+                    raise ZssegError(f"class {index + 1} of the vocabulary holds a control character ({control[0]!r}): {synonym!r}")
+                if not "".join(c for c in synonym if unicodedata.category(c) not in ("Cf", "Zs", "Zl", "Zp")).strip():
+                    raise ZssegError(f"class {index + 1} of the vocabulary has an invisible name ({synonym!r}): only spaces or "
+                                     "format characters such as a byte-order mark or a zero-width space")
             for synonym in synonyms:
                 key = _canonical(synonym)
                 if seen.get(key, index) != index:
@@ -111,20 +122,28 @@ class Vocabulary:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Vocabulary":
-        """One class per line, synonyms separated by commas; blank lines and '#' comments skipped."""
+        """One class per line, synonyms separated by commas. `;` separates classes too (so a
+        line written as `--classes` takes it is read the same way). A `#` at the start of a line
+        or after a space starts a comment (`# walls`, `wall  # brick too`); elsewhere it is part
+        of the name (`C# code`). Blank lines are skipped. The text is UTF-8, with or without a
+        byte-order mark, or UTF-16 with one (Windows Notepad's "Unicode")."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             raise ZssegError(f"vocabulary file not found: {path}") from None
         except IsADirectoryError:
             raise ZssegError(f"vocabulary file is a folder: {path}") from None
-        except UnicodeDecodeError:
-            raise ZssegError(f"vocabulary file is not UTF-8 text: {path}") from None
         except OSError as error:
             raise ZssegError(f"cannot read vocabulary file {path}: {error.strerror}") from None
-        lines = [line.split("#", 1)[0] for line in text.splitlines()]
-        return cls.from_names([line for line in lines if line.strip()], name=path.stem)
+        encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8-sig"
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            raise ZssegError(f"vocabulary file is not UTF-8 text (nor UTF-16 with a byte-order mark): {path}") from None
+        # A byte-order mark can also start a line where files were concatenated: never a name's.
+        entries = [entry for line in text.splitlines() for entry in _COMMENT.sub("", line.lstrip("\ufeff")).split(";")]
+        return cls.from_names([entry for entry in entries if entry.strip()], name=path.stem)
 
     @classmethod
     def preset(cls, name: str) -> "Vocabulary":

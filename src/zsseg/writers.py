@@ -116,9 +116,10 @@ def record(labels: np.ndarray, class_names: list[str], source: str) -> dict:
     }
 
 
-def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarray, class_names: list[str], source: str) -> list[Path]:
+def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarray, class_names: list[str], source: str,
+                  settings: dict | None = None) -> list[Path]:
     """Write STEM.png, STEM_overlay.png and STEM.json into `out_dir` (created if missing), all
-    or none."""
+    or none. `settings` (what made the labels, `Segmenter.settings()`) goes into the JSON."""
     targets = output_paths(out_dir, stem)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(
@@ -126,7 +127,7 @@ def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarra
         [
             lambda f: _save_png(label_image(labels, len(class_names)), f),
             lambda f: _save_png(overlay_image(image, labels, class_names), f),
-            lambda f: f.write(_json_bytes(record(labels, class_names, source))),
+            lambda f: f.write(_json_bytes({**record(labels, class_names, source), **({"settings": settings} if settings else {})})),
         ],
     )
     return targets
@@ -144,7 +145,9 @@ def write_png(path: Path, image: Image.Image) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Indented UTF-8 JSON (names stay readable, not \\u escapes) with zsseg's mark, atomically."""
+    """Indented UTF-8 JSON (names stay readable, not \\u escapes) with zsseg's mark, atomically;
+    its folder is created if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically([path], [lambda f: f.write(_json_bytes({"software": SOFTWARE, **data}))])
 
 
@@ -165,9 +168,10 @@ def written_by_zsseg(path: Path) -> bool:
     proposal weights in zsseg's safetensors format. Only a PNG's header is read, not its pixels."""
     try:
         if path.suffix.lower() == ".png":
-            with warnings.catch_warnings(), Image.open(path) as image:  # the header only: no size limit applies
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                return str(image.info.get("Software", "")).startswith("zsseg")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # before the open, which warns
+                with Image.open(path) as image:  # the header only: no size limit applies
+                    return str(image.info.get("Software", "")).startswith("zsseg")
         if path.suffix.lower() == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             return isinstance(data, dict) and str(data.get("software", "")).startswith("zsseg")

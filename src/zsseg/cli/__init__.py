@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from ..errors import ZssegError
 from ..version import __version__
 from . import demo, evaluate, listings, prompts, pseudo_label, segment, train
-from .outputs import output
+from .outputs import Terminated, interrupted_status, output, terminate
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
     try:
         args = _parser().parse_args(argv)  # inside: `--version | head -0` is a closed pipe too
         if args.command is None:
@@ -70,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
         print(f"zsseg: error{f' (process {rank})' if rank else ''}: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("zsseg: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        print("zsseg: interrupted" + (" (terminated)" if isinstance(error, Terminated) else ""), file=sys.stderr)
+        return interrupted_status(error)
     except BrokenPipeError:
         # The reader of the output has gone (`zsseg vocabularies | head -1`): stop quietly, as
         # Unix tools do. Point stdout at /dev/null so that the final flush cannot fail again.

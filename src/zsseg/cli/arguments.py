@@ -4,6 +4,7 @@ takes (`zsseg.methods`)."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -42,19 +43,36 @@ def proposals_type(allowed: list[str]) -> Callable[[str], str]:
     return parse
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= `minimum` (argparse names the flag in its error)."""
+def at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum` (and <= `maximum`); argparse names the flag in
+    its error."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"at least {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
 
     return parse
+
+
+SEED = at_least(0, 2**32 - 1)  # numpy's and torch's seeds are unsigned 32-bit
+PORT = at_least(1, 65535)
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def fraction(include_one: bool) -> Callable[[str], float]:
@@ -112,7 +130,7 @@ def training_loop_options(parser: argparse.ArgumentParser, samples: str) -> None
     parser.add_argument("--batch-size", type=at_least(1), default=None, help=f"{samples} per step over all processes (default: the config's)")
     parser.add_argument("--checkpoint-every", type=at_least(1), default=None, help="steps between checkpoints (default: the config's)")
     parser.add_argument("--log-every", type=at_least(1), default=None, help="steps between log lines (default: the config's)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--seed", type=SEED, default=None, help="random seed, 0..4294967295 (default 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
 
 

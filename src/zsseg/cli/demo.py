@@ -15,7 +15,7 @@ from ..clip import DEFAULT_CLIP
 from ..errors import ZssegError
 from ..proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, parse_generator
 from ..segmenter import DEFAULT_MAX_SIZE, METHODS, PER_PIXEL_METHODS, Segmenter
-from .arguments import DEFAULT_MAX_PROPOSALS, PRETRAINED_PROPOSALS, USABLE_PROPOSALS, at_least, for_method, model_options
+from .arguments import DEFAULT_MAX_PROPOSALS, PORT, PRETRAINED_PROPOSALS, USABLE_PROPOSALS, for_method, model_options
 from .models import build_segmenter, check_prompt, proposal_generator
 
 # The demo offers the pretrained generators only as given at start (`--proposals sam:MODEL`):
@@ -36,7 +36,7 @@ def add_parser(commands) -> None:
     model_options(demo, USABLE_PROPOSALS)
     demo.add_argument("--host", default="127.0.0.1",
                       help="address to serve on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to your network)")
-    demo.add_argument("--port", type=at_least(1), default=7860, help="port to serve on (default 7860)")
+    demo.add_argument("--port", type=PORT, default=7860, help="port to serve on, 1..65535 (default 7860)")
     demo.set_defaults(run=run)
 
 
@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
         if (error.name or "").split(".")[0] == "gradio":
             raise ZssegError('the web demo needs gradio, which is not installed: pip install "zsseg[demo]"') from None
         raise ZssegError(f'gradio cannot be imported ({error}); reinstall it: pip install "zsseg[demo]"') from None
-    from .clip import load_clip
-    from .demo import Demo, example_images
+    from ..clip import load_clip
+    from ..demo import Demo, example_images
 
     check_prompt(args)
     clip = load_clip(args.clip or DEFAULT_CLIP, device=args.device, dtype=args.dtype)

@@ -65,11 +65,10 @@ def check_output_folder(folder: Path, flag: str) -> None:
 
 
 def check_json_output(path: Path, flag: str, dataset: SegmentationDataset, inputs: frozenset[Path]) -> None:
-    """Fail before a long run, not after it, if the JSON cannot or may not be written."""
+    """Fail before a long run, not after it, if the JSON cannot or may not be written. A missing
+    folder is made when the JSON is written, as `--save-predictions` and `--out` make theirs."""
     if path.is_dir():
         raise ZssegError(f"{flag} {path} is a folder; give a file name such as {path / 'scores.json'}")
-    if not path.parent.is_dir():
-        raise ZssegError(f"{flag} folder {path.parent} does not exist")
     dataset.check_outside(path, flag)
     check_output_folder(path.parent, flag)
     check_target(path, inputs, advice=f"give another {flag} file")
@@ -91,3 +90,17 @@ def output(lines: Iterable[str]) -> None:
         raise
     except OSError as error:
         raise ZssegError(f"cannot write to standard output: {error.strerror or error}") from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (from `timeout`, a scheduler, `kill`): handled as Ctrl-C is, with status 143."""
+
+
+def terminate(signum, frame) -> None:
+    """The SIGTERM handler: stop as Ctrl-C stops (summaries printed, no half-written file)."""
+    raise Terminated
+
+
+def interrupted_status(error: KeyboardInterrupt) -> int:
+    """The exit status of an interrupted command: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 143 if isinstance(error, Terminated) else 130

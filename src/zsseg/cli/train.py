@@ -9,11 +9,11 @@ from typing import Callable
 
 from ..clip import DEFAULT_CLIP
 from ..datasets import SegmentationDataset, load_dataset, unseen_classes
-from ..errors import ZssegError
+from ..errors import ZssegError, counted
 from ..fcn import FCN_CONFIGS
 from ..maskformer.config import CONFIGS
 from ..prompt_learning import PROMPT_CONFIGS
-from .arguments import at_least, network_training_options, training_data_options, training_loop_options
+from .arguments import at_least, network_training_options, positive_number, training_data_options, training_loop_options
 from .models import check_prompt
 from .outputs import check_output_folder
 
@@ -58,7 +58,7 @@ def add_parser(commands) -> None:
     prompts.add_argument("--clip", default=DEFAULT_CLIP, help=f"the frozen CLIP (default {DEFAULT_CLIP})")
     prompts.add_argument("--context-length", type=at_least(1), default=None, help="learned vectors before the class name (default: the config's, 16)")
     prompts.add_argument("--samples-per-class", type=at_least(0), default=None, help="at most this many samples per class, 0 = all (default: the config's)")
-    prompts.add_argument("--temperature", type=float, default=None, help="logit scale of the loss (default: the config's, 100 as in Eq. 1)")
+    prompts.add_argument("--temperature", type=positive_number, default=None, help="logit scale of the loss (default: the config's, 100 as in Eq. 1)")
     training_loop_options(prompts, "crops")
     prompts.add_argument("--output-dir", required=True, type=Path, help="checkpoints, log.jsonl, and the final prompt.safetensors + prompt.json")
     proposals.set_defaults(run=_train)
@@ -82,7 +82,7 @@ def _train_config(args: argparse.Namespace, config):
 
 
 def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
-    from .maskformer.resnet import RESNETS
+    from ..maskformer.resnet import RESNETS
 
     if args.backbone_weights is None:
         return "clip" if backbone == "clip" else RESNETS[backbone].imagenet_weights
@@ -90,8 +90,8 @@ def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .maskformer.config import named_config
-    from .maskformer.training import check_output_dir, train_proposals
+    from ..maskformer.config import named_config
+    from ..maskformer.training import check_output_dir, train_proposals
 
     config = _train_config(args, named_config(args.config))
     weights = _backbone_weights(args, config.model.backbone)
@@ -99,7 +99,7 @@ def _train(args: argparse.Namespace) -> int:
 
     def check(dataset: SegmentationDataset) -> None:
         if args.pseudo_labels is not None:
-            from .pseudo_labels import load_pseudo_labels
+            from ..pseudo_labels import load_pseudo_labels
 
             if args.protocol != "zero-shot":
                 raise ZssegError("--pseudo-labels is for the zero-shot protocol (--protocol zero-shot)")
@@ -115,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_fcn(args: argparse.Namespace) -> int:
-    from .fcn import check_output_dir, fcn_config, train_fcn
+    from ..fcn import check_output_dir, fcn_config, train_fcn
 
     config = _train_config(args, fcn_config(args.config))
     weights = _backbone_weights(args, config.model.backbone)
@@ -128,7 +128,7 @@ def _train_fcn(args: argparse.Namespace) -> int:
 
 
 def _train_prompts(args: argparse.Namespace) -> int:
-    from .prompt_learning import check_output_dir, prompt_config, prompt_config_with, train_prompts
+    from ..prompt_learning import check_output_dir, prompt_config, prompt_config_with, train_prompts
 
     config = prompt_config_with(prompt_config(args.config), **{
         key: getattr(args, key)
@@ -146,8 +146,8 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
     """What every `zsseg train` does around its training: the dataset, the checks of
     --output-dir (and `check` of the dataset) before any model loads, torchrun, and the
     closing line."""
-    from .clip import load_clip
-    from .distributed import init_distributed, shutdown_distributed
+    from ..clip import load_clip
+    from ..distributed import init_distributed, shutdown_distributed
 
     dataset = load_dataset(args.dataset, args.data_root, args.split)
     unseen_classes(dataset, args.protocol)  # before CLIP loads: a protocol the dataset lacks
@@ -163,5 +163,5 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
     if context.is_main:
         resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
         loss = f", last loss {result.last_log['loss']:.4f}" if result.last_log else ""
-        print(f"zsseg: trained {result.steps} steps{resumed}{loss}; {done(result)}", file=sys.stderr)
+        print(f"zsseg: trained {counted(result.steps, 'step')}{resumed}{loss}; {done(result)}", file=sys.stderr)
     return 0

@@ -110,6 +110,8 @@ class SolverConfig:
             raise ZssegError(f"crop-size must be a multiple of 32, got {self.crop_size}")
         if not 0 < self.min_scale <= self.max_scale:
             raise ZssegError(f"scales must satisfy 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
+        if not 0 <= self.seed < 2**32:
+            raise ZssegError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
         if self.lr <= 0 or self.weight_decay < 0 or self.backbone_lr_multiplier < 0:
             raise ZssegError("lr must be positive, weight decay and the backbone multiplier non-negative")
 

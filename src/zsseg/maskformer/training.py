@@ -97,7 +97,8 @@ class TextClassifierTask:
         self.samples = TrainingSamples(dataset, class_indices, augmentation, train.seed)
 
     def run_signature(self, model_config) -> dict:
-        """What must be equal for a checkpoint to be resumed (max_iters may grow)."""
+        """What must be equal for a checkpoint to be resumed (max_iters is checked by the loop,
+        which names it in its message)."""
         train = asdict(self.train)
         train.pop("max_iters")
         return {

@@ -47,6 +47,7 @@ class MaskFormerProposals(ProposalGenerator):
         from ..maskformer.weights import load_proposals
 
         self.device = usable_device(device)
+        self.source = str(weights)  # what the weights were loaded from
         if is_reference_checkpoint(weights):
             self.trained = load_reference_checkpoint(weights, self.device, clip=clip, tokenizer=tokenizer)
         else:
