@@ -28,6 +28,7 @@ from .datasets import SegmentationDataset, unseen_classes
 from .distributed import Distributed, for_each_shard
 from .errors import ZssegError, counted
 from .images import resize_image, resize_labels
+from .progress import Progress
 from .metrics import MIOU_RULES, ConfusionMatrix, SegmentationMetrics, compute_metrics
 from .proposals import ProposalGenerator
 from .segmenter import DEFAULT_MAX_SIZE, Segmenter
@@ -237,8 +238,6 @@ def evaluate(
         miou_rule: what mIoU divides by (`zsseg.metrics.MIOU_RULES`; the reference's first).
         class_names: the names the report gives the classes (default the dataset's).
     """
-    from tqdm import tqdm
-
     unseen = unseen_classes(dataset, protocol)
     check_not_pseudo_labelled(dataset, getattr(getattr(predictor, "segmenter", predictor), "proposals", None))
     if limit is not None and limit < 1:
@@ -252,7 +251,7 @@ def evaluate(
     started = time.perf_counter()
     mine = context.shard(count)
     description = f"{dataset.name} {dataset.split}" + (f" (process 0 of {context.world_size})" if context.enabled else "")
-    bar = tqdm(total=len(mine), desc=description, unit="image", disable=True if not (progress and context.is_main) else None)
+    bar = Progress(len(mine), description, "image", enabled=progress and context.is_main)
 
     def work(index: int) -> None:
         nonlocal busy, unreadable

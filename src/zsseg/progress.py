@@ -34,20 +34,25 @@ class Progress:
             self.bar = tqdm(total=total, initial=initial, desc=description, unit=unit)
         self.started = self.last_time = time.perf_counter()
         self.last_done = initial
+        self.postfix: dict = {}
 
-    def update(self, count: int = 1, **postfix) -> None:
+    def set_postfix(self, values: dict) -> None:
+        """Figures shown after the count (a training loss)."""
+        self.postfix = dict(values)
+        if self.bar is not None:
+            self.bar.set_postfix(values)
+
+    def update(self, count: int = 1) -> None:
         self.done += count
         if self.bar is not None:
             self.bar.update(count)
-            if postfix:
-                self.bar.set_postfix(postfix)
             return
         now = time.perf_counter()
         due = self.done - self.last_done >= self.every or now - self.last_time >= self.seconds
         if self.enabled and due:
             rate = (self.done - self.last_done) / max(now - self.last_time, 1e-9)
             left = (self.total - self.done) / rate if rate > 0 else float("nan")
-            extra = "".join(f", {key} {value}" for key, value in postfix.items())
+            extra = "".join(f", {key} {value}" for key, value in self.postfix.items())
             eta = f", about {left:.0f} s left" if self.done < self.total and left == left else ""
             print(f"zsseg: {self.description}: {self.done} of {self.total} {self.unit}s, {rate:.2f} {self.unit}s/s{eta}{extra}",
                   file=sys.stderr, flush=True)

@@ -52,6 +52,7 @@ from .errors import ZssegError, counted
 from .metrics import ConfusionMatrix, compute_metrics
 from .proposals import MaskFormerProposals
 from .segmenter import PER_PIXEL_METHODS, Segmenter
+from .progress import Progress
 from .pseudo_labels import FORMAT, MANIFEST_NAME, read_manifest
 from .writers import SOFTWARE, check_target, write_json, write_png, written_by_zsseg
 
@@ -192,7 +193,6 @@ def pseudo_label(
         segmenter: the zero-shot model (see the module docstring).
         settings: extra entries for the manifest (such as the command's flags).
     """
-    from tqdm import tqdm
 
     unseen = unseen_classes(dataset, protocol)
     if unseen is None:
@@ -238,8 +238,8 @@ def pseudo_label(
     matrix = ConfusionMatrix(dataset.num_classes)
     unseen_index = np.array(sorted(unseen))
     done = {"labelled": 0, "reused": 0}
-    bar = tqdm(total=len(context.shard(count)), desc=f"pseudo-labelling {dataset.name} {dataset.split}", unit="image",
-               disable=True if not (progress and context.is_main) else None)
+    bar = Progress(len(context.shard(count)), f"pseudo-labelling {dataset.name} {dataset.split}", "image",
+                   enabled=progress and context.is_main)
     started = time.perf_counter()
 
     def work(index: int) -> None:

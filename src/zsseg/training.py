@@ -29,6 +29,7 @@ from torch import nn
 
 from .distributed import Distributed
 from .errors import ZssegError, counted
+from .progress import Progress
 from .writers import SOFTWARE, check_target, write_atomically
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d{7})\.pt$")
@@ -195,7 +196,6 @@ def run_training(
 
 
 def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context: Distributed, progress: bool) -> TrainingResult:
-    from tqdm import tqdm
 
     device = torch.device(context.device)
     check_output_dir(output_dir, task.output_names)
@@ -249,7 +249,7 @@ def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context
     if context.is_main:
         _trim_log(log_path, start)
     last_log = None
-    bar = tqdm(total=settings.max_iters, initial=start, desc="training", unit="step", disable=not (progress and context.is_main) or None)
+    bar = Progress(settings.max_iters, "training", "step", initial=start, enabled=progress and context.is_main)
     clock = time.perf_counter()
     for step in range(start, settings.max_iters):
         positions = [step * settings.batch_size + j for j in context.shard(settings.batch_size)]
