@@ -210,12 +210,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(clip_dir: Path, port: int) -> subprocess.Popen:
+def _start_server(clip_dir: Path, port: int, env: dict | None = None) -> subprocess.Popen:
     """`zsseg demo` in its own process, once it says where it serves."""
     server = subprocess.Popen(
         [sys.executable, "-m", "zsseg", "demo", "--clip", str(clip_dir), "--max-size", "160", "--max-proposals", "10",
          "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     lines = []
     deadline = time.monotonic() + 180
@@ -234,6 +234,51 @@ def _start_server(clip_dir: Path, port: int) -> subprocess.Popen:
 def _toast(browser_page, text: str) -> None:
     browser_page.locator(".toast-body", has_text=text).first.wait_for(timeout=30_000)
     browser_page.locator(".toast-body", has_text=text).first.locator("button").first.click()  # close it
+
+
+def test_bad_uploads_and_api_values_are_one_line_messages(clip_dir, tmp_path):
+    """Through the running page's API, as a script (or a browser) sends them: each bad upload or
+    value is the page's own one-line message, naming the upload by its file name; the server
+    prints no traceback; and its uploads are gone when it stops."""
+    _gradio()
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from test_safety import _png_header_only
+
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    huge = _png_header_only(tmp_path / "huge.png", 20000, 15000)  # over Pillow's own limit too
+    cases = [
+        (empty, CLASSES, "two-stage", "selective-search", 10, "empty.png: not an image file"),
+        (text, CLASSES, "two-stage", "selective-search", 10, "notes.png: not an image file"),
+        (huge, CLASSES, "two-stage", "selective-search", 10, "huge.png: image has 300,000,000 pixels, above the limit"),
+        (IMAGE, CLASSES, "two-stage", "selective-search", 0, "K (max proposals) must be a whole number from 1 to 300, got 0"),
+        (IMAGE, CLASSES, "two-stage", "selective-search", 2.5, "K (max proposals) must be a whole number"),
+        (IMAGE, CLASSES, "no-such-method", "selective-search", 10, "unknown method 'no-such-method'"),
+        (IMAGE, CLASSES, "two-stage", "nothing", 10, "unknown proposals 'nothing'"),
+        (IMAGE, "", "two-stage", "selective-search", 10, "the vocabulary is empty"),
+    ]
+    port = _free_port()
+    temp = tmp_path / "server-tmp"
+    temp.mkdir()
+    (temp / "zsseg-demo-ran").write_text("")  # a file of ours, which must stay
+    server = _start_server(clip_dir, port, env={"TMPDIR": str(temp)})
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        for image, classes, method, proposal, k, message in cases:
+            with pytest.raises(AppError) as raised:
+                client.predict(handle_file(str(image)), classes, method, proposal, k, api_name="/segment")
+            shown = str(raised.value)
+            assert message in shown, (image.name, k, shown)
+            assert "/tmp" not in shown and "gradio" not in shown.lower(), shown
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=60)
+    assert "Traceback" not in err and "Error" not in out, err[-3000:]
+    assert sorted(p.name for p in temp.iterdir()) == ["zsseg-demo-ran"], "uploads and results are removed with the page"
 
 
 def test_page_in_a_real_browser(clip_dir, tmp_path):
@@ -259,7 +304,7 @@ def test_page_in_a_real_browser(clip_dir, tmp_path):
                 view.wait_for_function("document.querySelector('#classes textarea').value.startsWith('aeroplane; bicycle; bird;')")
 
                 view.locator("#image input[type=file]").set_input_files(str(IMAGE))
-                view.locator("#image img").wait_for()
+                view.locator("#image", has_text=IMAGE.name).wait_for()
                 view.locator("#classes textarea").fill("dog; cat, do")
                 view.locator("#classes textarea").press_sequentially("g")  # typed, as a user does
                 sync_api.expect(vocabularies).to_have_value("(your classes)")  # typed classes are no preset

@@ -16,15 +16,20 @@ maskformer proposals without their trained weights) are not offered.
 Limits, which bound what one request can cost:
 
 - uploads over `MAX_UPLOAD` (50 MB) are refused by Gradio before they reach zsseg;
-- images over `MAX_PIXELS` (40 million pixels, tighter than `zsseg.images.MAX_PIXELS`) are
-  refused from their header, before they are decoded;
-- K is at most `MAX_K`; a vocabulary has at most `MAX_CLASSES` classes, typed in at most
-  `MAX_CLASSES_CHARS` characters;
+- an upload is taken as a file (Gradio does not decode it): zsseg checks it before any decode,
+  and images over `MAX_PIXELS` (40 million pixels, tighter than `zsseg.images.MAX_PIXELS`) are
+  refused from their header; an empty file or one that is not an image is one line;
+- every value the page's API receives is checked by zsseg (K a whole number from 1 to `MAX_K`,
+  the method and proposals among those offered), so a bad request from a script gets one line
+  too, never a server traceback; messages name an upload by its file name, never by the
+  server's temporary path;
+- a vocabulary has at most `MAX_CLASSES` classes, typed in at most `MAX_CLASSES_CHARS`
+  characters;
 - requests run one at a time; at most `QUEUE_SIZE` wait, later ones are turned away;
 - the page reads no path from the user: the handler reads only images that Gradio uploaded
-  into its own cache folder and the example images fixed at start. Results go to a temporary
-  folder the page owns (the last `KEPT_RESULTS` requests' files are kept, the folder is
-  removed at exit);
+  into its upload folder and the example images fixed at start. Uploads go to a temporary
+  folder of the page's own (not Gradio's shared one, which keeps growing), and results to
+  another (the last `KEPT_RESULTS` requests' files are kept); both are removed at exit;
 - the server binds 127.0.0.1 (this machine only) unless told otherwise; Gradio's analytics
   and its run history are off (nothing is sent anywhere, no run is kept in the browser).
 """
@@ -147,6 +152,10 @@ class Demo:
         self.results = Path(tempfile.mkdtemp(prefix="zsseg-demo-"))
         self._kept: deque[Path] = deque()
         weakref.finalize(self, shutil.rmtree, self.results, True)
+        # Gradio reads this for every upload: a folder of the page's own, removed with it.
+        self.uploads = Path(tempfile.mkdtemp(prefix="zsseg-demo-uploads-"))
+        os.environ["GRADIO_TEMP_DIR"] = str(self.uploads)
+        weakref.finalize(self, shutil.rmtree, self.uploads, True)
 
     def _offer(self, method: str, proposal: str | None, what: str) -> bool:
         try:
@@ -172,12 +181,17 @@ class Demo:
 
     def segment(self, image: str | None, classes: str, method: str, proposal: str, k: float,
                 progress: gr.Progress = gr.Progress()) -> tuple:
-        """The page's handler: `image` is the path Gradio gives an uploaded image; returns the
-        outputs of `PageResult`. Bad input is a `gr.Error` with zsseg's one-line message."""
+        """The page's handler: `image` is the path Gradio gives an uploaded file; returns the
+        outputs of `PageResult`. Bad input is a `gr.Error` with zsseg's one-line message, the
+        upload named by its file name (the server's temporary path is nobody's business)."""
         try:
             return self.run(image, classes, method, proposal, k, progress).outputs()
         except ZssegError as error:
-            raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from None  # Gradio shows it as HTML
+            message = str(error)
+            if image:
+                for path in {str(image), str(Path(image).resolve())}:
+                    message = message.replace(path, Path(image).name)
+            raise gr.Error(html.escape(message, quote=False), print_exception=False) from None  # Gradio shows it as HTML
 
     def run(self, image: str | None, classes: str, method: str, proposal: str, k: float,
             progress: Callable = lambda *args, **kwargs: None) -> PageResult:
@@ -191,7 +205,7 @@ class Demo:
         per_pixel = method in PER_PIXEL_METHODS
         if not per_pixel and proposal not in self.proposals:
             raise ZssegError(f"unknown proposals '{proposal}'; this page offers {', '.join(self.proposals)}")
-        if not per_pixel and (k is None or k != int(k) or not 1 <= k <= MAX_K):
+        if not per_pixel and not _whole_number(k, 1, MAX_K):
             raise ZssegError(f"K (max proposals) must be a whole number from 1 to {MAX_K}, got {k}")
         path = self._readable(image)
         progress(0.05, desc="reading the image")
@@ -255,14 +269,19 @@ class Demo:
             )
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], elem_id="image")
-                    preset = gr.Dropdown([CUSTOM, *PRESETS], value=CUSTOM, label="Built-in vocabulary (fills the classes)")
+                    # A file, not gr.Image: Gradio would decode it first, where a broken or huge
+                    # upload fails with no message; zsseg checks it before any decode.
+                    image = gr.File(type="filepath", label="Image (JPEG, PNG, TIFF, WebP, ...)", elem_id="image")
+                    preset = gr.Dropdown([CUSTOM, *PRESETS], value=CUSTOM, label="Built-in vocabulary (fills the classes)",
+                                         allow_custom_value=True)
                     classes = gr.Textbox(label="Classes", placeholder="cat; sofa, couch; wall", lines=2,
                                          max_length=MAX_CLASSES_CHARS, elem_id="classes")
                     with gr.Row():
-                        method = gr.Dropdown(self.methods, value=self.method, label="Method")
-                        proposal = gr.Dropdown(self.proposals, value=self.proposal, label="Proposals (two-stage, fast)")
-                    k = gr.Slider(1, MAX_K, value=self.max_proposals, step=1, label="K: max proposals (two-stage, fast)")
+                        # Values outside the lists (from a script) reach the handler, which names them.
+                        method = gr.Dropdown(self.methods, value=self.method, label="Method", allow_custom_value=True)
+                        proposal = gr.Dropdown(self.proposals, value=self.proposal, label="Proposals (two-stage, fast)",
+                                               allow_custom_value=True)
+                    k = gr.Number(value=self.max_proposals, label=f"K: max proposals, 1 to {MAX_K} (two-stage, fast)", elem_id="k")
                     run = gr.Button("Segment", variant="primary", elem_id="run")
                 with gr.Column():
                     overlay = gr.Image(type="filepath", label="Overlay", interactive=False, format="png", elem_id="overlay",
@@ -291,6 +310,15 @@ class Demo:
         page.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, share=False, ssr_mode=False,
                     allowed_paths=[str(path) for path, _ in self.examples], prevent_thread_lock=not block, quiet=True)
         return page
+
+
+def _whole_number(value, low: int, high: int) -> bool:
+    """Whether `value` (from a form or an API call: int, float, str, None) is a whole number in [low, high]."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return number == number and number == int(number) and low <= number <= high
 
 
 def _preset_classes(name: str) -> str | dict:
