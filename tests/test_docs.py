@@ -59,3 +59,55 @@ def test_python_snippets_run(path, code, clip, clip_dir, tmp_path, monkeypatch):
     code = code.replace('"openai/clip-vit-base-patch16"', repr(str(clip_dir)))
     exec(compile(code, f"{path} snippet", "exec"), {"__name__": "snippet"})
     assert os.listdir(tmp_path)
+
+
+def _parser_flags() -> dict[tuple[str, ...], set[str]]:
+    """Each command's long options, by its words ("segment", "train proposals"), from the parser."""
+    import argparse
+
+    found: dict[tuple[str, ...], set[str]] = {}
+
+    def walk(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
+        flags = {o for action in parser._actions for o in action.option_strings if o.startswith("--") and o != "--help"}
+        found[words] = flags
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*words, name))
+
+    walk(_parser(), ())
+    return found
+
+
+def _synopses(path: Path) -> dict[tuple[str, ...], set[str]]:
+    """The flags each `zsseg COMMAND ...` entry of a file's synopsis blocks (the ``` blocks with no
+    language that start with `zsseg `) names; "the model flags of segment" stands for those of
+    segment's flags the command has too (marked by a "*" so that the test can tell them)."""
+    entries: dict[tuple[str, ...], set[str]] = {}
+    for block in re.findall(r"```\n(zsseg .*?)```", path.read_text(encoding="utf-8"), re.S):
+        current = None
+        for line in block.splitlines():
+            if line.startswith("zsseg "):
+                words = tuple(w for w in line.split()[1:] if re.fullmatch(r"[a-z][a-z-]*", w))
+                current = entries.setdefault(words[:2] if words[:1] in (("train",), ("prompts",)) else words[:1], set())
+            if current is not None:
+                current |= set(re.findall(r"--[a-z][a-z0-9-]*", line))
+                if "the model flags of segment" in line:
+                    current.add("*")
+    return entries
+
+
+@pytest.mark.parametrize("path", [ROOT / "README.md", ROOT / "docs" / "evaluation.md"], ids=lambda p: p.name)
+def test_synopses_name_every_flag_the_parser_has(path):
+    parser = _parser_flags()
+    synopses = _synopses(path)
+    assert synopses, f"no synopsis in {path.name}"
+    problems = []
+    for command, named in synopses.items():
+        assert command in parser, f"{path.name}: `zsseg {' '.join(command)}` is not a command"
+        if "*" in named:
+            named = (named - {"*"}) | (parser[command] & parser[("segment",)])
+        missing, unknown = parser[command] - named, named - parser[command]
+        if missing or unknown:
+            problems.append(f"zsseg {' '.join(command)}: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    assert not problems, f"{path.name}: " + "; ".join(problems)
