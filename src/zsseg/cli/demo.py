@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
         if (error.name or "").split(".")[0] == "gradio":
             raise ZssegError('the web demo needs gradio, which is not installed: pip install "zsseg[demo]"') from None
         raise ZssegError(f'gradio cannot be imported ({error}); reinstall it: pip install "zsseg[demo]"') from None
-    from .clip import load_clip
-    from .demo import Demo, example_images
+    from ..clip import load_clip
+    from ..demo import Demo, example_images
 
     check_prompt(args)
     clip = load_clip(args.clip or DEFAULT_CLIP, device=args.device, dtype=args.dtype)

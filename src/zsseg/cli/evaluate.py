@@ -58,7 +58,7 @@ def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> t
     """The command line with each model setting it leaves open taken from the benchmark's row
     of `zsseg.benchmarks.SETTINGS` (the reference code's test settings), and a record of every
     setting and where it came from."""
-    from .benchmarks import benchmark_settings
+    from ..benchmarks import benchmark_settings
 
     row = benchmark_settings(dataset.name, args.protocol)
     per_pixel = args.method in PER_PIXEL_METHODS
@@ -83,9 +83,9 @@ def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> t
 
 
 def run(args: argparse.Namespace) -> int:
-    from .benchmarks import benchmark_settings
-    from .distributed import init_distributed, shutdown_distributed
-    from .evaluation import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate
+    from ..benchmarks import benchmark_settings
+    from ..distributed import init_distributed, shutdown_distributed
+    from ..evaluation import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate
 
     if args.oracle and args.method != "two-stage":
         raise ZssegError(f"--oracle scores proposals alone, with no classifier; --method {args.method} does not apply")

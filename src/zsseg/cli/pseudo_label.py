@@ -37,8 +37,8 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .distributed import init_distributed, shutdown_distributed
-    from .self_training import pseudo_label
+    from ..distributed import init_distributed, shutdown_distributed
+    from ..self_training import pseudo_label
 
     if args.method in PER_PIXEL_METHODS:
         raise ZssegError(f"pseudo-labels are made from proposals (--method two-stage or fast), not --method {args.method}")

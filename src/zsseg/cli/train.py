@@ -82,7 +82,7 @@ def _train_config(args: argparse.Namespace, config):
 
 
 def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
-    from .maskformer.resnet import RESNETS
+    from ..maskformer.resnet import RESNETS
 
     if args.backbone_weights is None:
         return "clip" if backbone == "clip" else RESNETS[backbone].imagenet_weights
@@ -90,8 +90,8 @@ def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .maskformer.config import named_config
-    from .maskformer.training import check_output_dir, train_proposals
+    from ..maskformer.config import named_config
+    from ..maskformer.training import check_output_dir, train_proposals
 
     config = _train_config(args, named_config(args.config))
     weights = _backbone_weights(args, config.model.backbone)
@@ -99,7 +99,7 @@ def _train(args: argparse.Namespace) -> int:
 
     def check(dataset: SegmentationDataset) -> None:
         if args.pseudo_labels is not None:
-            from .pseudo_labels import load_pseudo_labels
+            from ..pseudo_labels import load_pseudo_labels
 
             if args.protocol != "zero-shot":
                 raise ZssegError("--pseudo-labels is for the zero-shot protocol (--protocol zero-shot)")
@@ -115,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_fcn(args: argparse.Namespace) -> int:
-    from .fcn import check_output_dir, fcn_config, train_fcn
+    from ..fcn import check_output_dir, fcn_config, train_fcn
 
     config = _train_config(args, fcn_config(args.config))
     weights = _backbone_weights(args, config.model.backbone)
@@ -128,7 +128,7 @@ def _train_fcn(args: argparse.Namespace) -> int:
 
 
 def _train_prompts(args: argparse.Namespace) -> int:
-    from .prompt_learning import check_output_dir, prompt_config, prompt_config_with, train_prompts
+    from ..prompt_learning import check_output_dir, prompt_config, prompt_config_with, train_prompts
 
     config = prompt_config_with(prompt_config(args.config), **{
         key: getattr(args, key)
@@ -146,8 +146,8 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
     """What every `zsseg train` does around its training: the dataset, the checks of
     --output-dir (and `check` of the dataset) before any model loads, torchrun, and the
     closing line."""
-    from .clip import load_clip
-    from .distributed import init_distributed, shutdown_distributed
+    from ..clip import load_clip
+    from ..distributed import init_distributed, shutdown_distributed
 
     dataset = load_dataset(args.dataset, args.data_root, args.split)
     unseen_classes(dataset, args.protocol)  # before CLIP loads: a protocol the dataset lacks
