@@ -93,8 +93,8 @@ def training_stream_rows(clip, args: argparse.Namespace) -> list[dict]:
     dataset = load_dataset(args.dataset, args.data_root, "train")
     protocol = args.protocol or ("zero-shot" if dataset.unseen else "cross-dataset")
     task = PromptTask(dataset, prompt_config("cpu"), clip, protocol, torch.device("cpu"), progress=False)
-    crops, targets = zip(*(task.sample(p) for p in range(args.training_stream)))
-    features, targets = clip.encode_images(torch.stack(crops)), torch.tensor(targets)
+    crops, targets = task.data.batch(list(range(args.training_stream)))
+    features = clip.encode_images(crops)
     rows = []
     for prompt in args.prompts:
         text = PromptEncoder(clip, prompt).encode_vocabulary(task.vocabulary)

@@ -16,6 +16,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from samples import DATA, SHARED, TOKENIZER, save_tiny_clip, tiny_clip_config  # noqa: E402,F401
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run only where CUDA is available; elsewhere they are skipped, saying why."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False); benchmarks/gpu_check.sh runs these on one")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_text_cache(tmp_path_factory):
     """Tests never read or write the user's text-feature cache (~/.cache/zsseg): each session

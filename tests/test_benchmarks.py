@@ -258,3 +258,15 @@ def test_eval_with_a_network_records_lambda_and_every_class_unseen(clip_dir, tmp
     report = json.loads(out.read_text())
     assert report["test_size"] == [128, 2048] and report["mask_threshold"] == 0.5 and report["ensemble_weight"] == 0.8
     assert report["seen_classes"] == "names"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the script runs the whole GPU check")
+def test_gpu_check_says_in_one_line_that_it_needs_cuda():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "PYTHON": sys.executable})
+    assert proc.returncode != 0
+    assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1 and "needs a CUDA GPU" in proc.stderr

@@ -45,24 +45,44 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
 
 
 def unresolved_imports(root: Path = PACKAGE) -> list[str]:
-    """Relative imports (module level or inside functions) naming a module the package lacks:
-    a function-level one fails only when it runs."""
-    modules = {".".join([*p.relative_to(root.parent).with_suffix("").parts][:-1] if p.name == "__init__.py"
-                        else p.relative_to(root.parent).with_suffix("").parts) for p in root.rglob("*.py")}
+    """`from zsseg.X import name` (relative or absolute, at module level or inside functions) where
+    zsseg.X is not a module of the package or has no `name`: a function-level one fails only when
+    it runs. The modules are imported, so a name counts wherever the module defines it."""
+    import importlib
+
     bad = []
-    for path in root.rglob("*.py"):
+    for path in sorted(root.rglob("*.py")):
         name = ".".join(path.relative_to(root.parent).with_suffix("").parts)
-        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        if path.name == "__init__.py":
-            package = package[:-1]
+        package = name.split(".")[:-1]
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level:
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
                 base = package[: len(package) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
-                names = [f"{target}.{alias.name}" for alias in node.names]
-                if target not in modules and not any(n in modules for n in names):
-                    bad.append(f"{path.relative_to(root.parent)}:{node.lineno}: {target}")
+            elif (node.module or "").split(".")[0] == root.name:
+                target = node.module
+            else:
+                continue
+            where = f"{path.relative_to(root.parent)}:{node.lineno}"
+            try:
+                module = importlib.import_module(target)
+            except ImportError as error:
+                bad.append(f"{where}: {target} ({error})")
+                continue
+            for alias in node.names:
+                if alias.name != "*" and not hasattr(module, alias.name) and not _is_module(f"{target}.{alias.name}"):
+                    bad.append(f"{where}: {target} has no {alias.name}")
     return bad
+
+
+def _is_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent is a module, not a package
+        return False
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -138,3 +158,16 @@ def test_the_checks_see_a_cycle_and_a_reversed_layer(tmp_path):
     graph = import_graph(root)
     assert cycles(graph) == [["zsseg.a", "zsseg.sub.b"]]
     assert reachable(graph, "zsseg.c") == {"zsseg.a", "zsseg.sub", "zsseg.sub.b"}
+
+
+def test_the_check_sees_a_name_a_module_lacks(tmp_path, monkeypatch):
+    """What the CLI package's split once left: `from .prompts import f` inside zsseg.cli resolved
+    to zsseg.cli.prompts, a module that exists but has no f."""
+    root = tmp_path / "pkgcheck"
+    (root / "cli").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "prompts.py").write_text("def f():\n    pass\n")
+    (root / "cli" / "__init__.py").write_text("")
+    (root / "cli" / "prompts.py").write_text("def run():\n    from .prompts import f\n    from ..prompts import f as g\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert unresolved_imports(root) == ["pkgcheck/cli/prompts.py:2: pkgcheck.cli.prompts has no f"]

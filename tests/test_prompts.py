@@ -8,17 +8,20 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, run, save_tiny_clip, subset
+from PIL import Image
+
+from conftest import DATA, TOKENIZER, run, save_tiny_clip, subset
 from zsseg import Segmenter, load_clip
 from zsseg.datasets import SegmentationDataset
 from zsseg.errors import ZssegError
 from zsseg.maskformer.config import named_config
 from zsseg.maskformer.training import train_proposals
 from zsseg.maskformer.weights import load_proposals
-from zsseg.prompt_learning import PromptTask, augmented_crop, prompt_config, sample_segments, train_prompts, warmup_cosine
+from zsseg.prompt_learning import PromptTask, augmented_crop, mask_box, prompt_config, sample_segments, train_prompts, warmup_cosine
 from zsseg.prompt_selection import select_template
 from zsseg.prompts import (
     IMAGENET_TEMPLATES,
@@ -194,11 +197,13 @@ def test_interrupted_learning_resumes_exactly(clip, tmp_path, monkeypatch):
     train_prompts(dataset, small(max_iters=5), clip, tmp_path / "whole", "zero-shot", progress=False)
 
     real_loss = PromptTask.loss
+    steps = []
 
-    def dies_at_step_four(self, module, positions, context):
-        if positions[0] >= 3 * 4:  # step index 3, after the step-2 checkpoint and one more step
+    def dies_at_step_four(self, module, batch, context):
+        steps.append(len(steps))
+        if len(steps) == 4:  # step index 3, after the step-2 checkpoint and one more step
             raise KeyboardInterrupt
-        return real_loss(self, module, positions, context)
+        return real_loss(self, module, batch, context)
 
     monkeypatch.setattr(PromptTask, "loss", dies_at_step_four)
     with pytest.raises(KeyboardInterrupt):
@@ -229,15 +234,64 @@ def test_samples_and_schedule_follow_the_reference():
             replace(config, **bad)
 
 
-def test_augmented_crop_erases_the_background_and_keeps_the_size():
-    image = torch.full((3, 40, 60), 200.0)
-    mask = torch.zeros(40, 60, dtype=torch.bool)
+def test_the_box_is_cropped_unmasked_with_the_references_edge_clipping():
+    mask = np.zeros((40, 60), bool)
     mask[10:30, 20:50] = True
-    mask[10, 20] = False
-    generator = torch.Generator().manual_seed(0)
-    crop = augmented_crop(image, mask, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), generator, 1.0, False)
-    assert crop.shape == (3, 32, 32)
-    assert crop[:, 0, 0].abs().max() < crop[:, 16, 16].abs().max()  # the erased corner is the mean (0)
+    assert mask_box(mask) == (20, 10, 30, 20)
+    mask[:, 59] = True  # touches the right edge: expand_box clips the end to W - 1
+    assert mask_box(mask) == (20, 0, 39, 39)
+
+
+def test_augmented_crop_is_the_references():
+    """The whole box (min area 1, square box), resized to 244 x 224 with Pillow's bilinear
+    filter, normalised, and the pixels outside the class set to CLIP's mean in normalised
+    units (not to the mean colour, which would be 0 there)."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    label = np.full((60, 80), 7, np.int32)
+    label[10:40, 20:50] = 3
+    label[10:20, 20:30] = 5  # inside the box, not the class: kept in the crop, then masked
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    crop = augmented_crop(image, label, 3, (244, 224), mean, std, torch.Generator().manual_seed(0), 1.0, False)
+    assert crop.shape == (3, 244, 224)
+    box = Image.fromarray(image[10:40, 20:50]).resize((224, 244), Image.Resampling.BILINEAR)
+    normalised = (torch.from_numpy(np.array(box)).permute(2, 0, 1) / 255.0 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    resized = torch.nn.functional.interpolate(torch.from_numpy(label[10:40, 20:50]).double()[None, None], size=(244, 224), mode="nearest")[0, 0]
+    inside = resized == 3
+    assert inside.float().mean() == pytest.approx(8 / 9, abs=0.01)
+    assert torch.allclose(crop[:, inside], normalised[:, inside], atol=1e-6)
+    assert torch.allclose(crop[:, ~inside], torch.tensor(mean)[:, None].expand(3, int((~inside).sum())))
+    # A random crop that misses the class gives None: the stream draws another sample.
+    corner = np.full((60, 80), 7, np.int32)
+    corner[0, 0], corner[30, 40], corner[58, 78] = 3, 3, 3
+    misses = [augmented_crop(image, corner, 3, (244, 224), mean, std, torch.Generator().manual_seed(s), 0.08, True) for s in range(20)]
+    assert any(m is None for m in misses) and any(m is not None for m in misses)
+
+
+def test_clip_sees_a_244_by_224_crop_with_bicubic_position_embeddings(tmp_path):
+    """ViT-B/16's 244 x 224 crop is 15 x 14 patches: its 14 x 14 position embeddings are resized
+    bicubically (align_corners False), as the reference's CLIP does for every input."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
+
+    from zsseg.clip import wrap_clip
+
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+                        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                           image_size=224, patch_size=16), projection_dim=16)
+    tokenizer = CLIPTokenizerFast(str(TOKENIZER / "vocab.json"), str(TOKENIZER / "merges.txt"))
+    clip = wrap_clip(CLIPModel(config).eval(), tokenizer, "test")
+    pixels = torch.randn(2, 3, 244, 224)
+    vision = clip.model.vision_model
+    with torch.no_grad():
+        patches = vision.embeddings.patch_embedding(pixels).flatten(2).transpose(1, 2)  # [2, 15 x 14, 32]
+        table = vision.embeddings.position_embedding.weight
+        grid = torch.nn.functional.interpolate(table[1:].T.reshape(1, 32, 14, 14), size=(15, 14), mode="bicubic", align_corners=False)
+        positions = torch.cat([table[:1], grid.reshape(32, -1).T])
+        tokens = torch.cat([vision.embeddings.class_embedding.expand(2, 1, 32), patches], dim=1) + positions
+        hidden = vision.encoder(inputs_embeds=vision.pre_layrnorm(tokens)).last_hidden_state
+        expected = torch.nn.functional.normalize(clip.model.visual_projection(vision.post_layernorm(hidden[:, 0])), dim=-1)
+    assert torch.allclose(clip.encode_images(pixels), expected, atol=1e-5)
 
 
 def test_two_process_torchrun_learning_matches_one_process(clip_dir, tmp_path):

@@ -172,9 +172,12 @@ class ClipModel:
 
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """L2-normalised image embeddings `[N, D]` float32 from normalised pixels `[N, 3, S, S]`."""
+        """L2-normalised image embeddings `[N, D]` float32 from normalised pixels `[N, 3, H, W]`,
+        S x S (`image_size`) or any other size: then the position embeddings are resized
+        bicubically to the patch grid, as the reference's CLIP does (prompt learning's 244 x 224)."""
         pixels = pixels.to(device=self.device, dtype=self.dtype)
-        pooled = self.model.vision_model(pixel_values=pixels).pooler_output
+        other = tuple(pixels.shape[-2:]) != (self.image_size, self.image_size)
+        pooled = self.model.vision_model(pixel_values=pixels, interpolate_pos_encoding=other).pooler_output
         return F.normalize(self.model.visual_projection(pooled).float(), dim=-1)
 
 

@@ -179,23 +179,34 @@ class PascalContext459(_FolderPairs):
 
 
 class _Voc(DatasetSpec):
-    splits, unseen = ("train", "val", "trainval"), VOC_UNSEEN
+    """VOC2012's own splits (label maps in `SegmentationClass/`), or the 10,582-image
+    SBD-augmented training set `train_aug` (ids in `ImageSets/Segmentation/train_aug.txt`,
+    label maps in `SegmentationClassAug/`, plain 8-bit 0..20 with 255), which the paper's VOC
+    networks are trained on."""
+
+    splits, unseen = ("train", "val", "trainval", "train_aug"), VOC_UNSEEN
     base = "VOCdevkit/VOC2012"
+
+    @staticmethod
+    def label_folder(split: str) -> str:
+        return "SegmentationClassAug" if split == "train_aug" else "SegmentationClass"
 
     def layout(self, root: Path, split: str) -> str:
         voc = root / self.base
+        kind = "8-bit label maps (0..20, 255)" if split == "train_aug" else "palette label maps"
         return (
             f"image ids in {voc}/ImageSets/Segmentation/{split}.txt, images in {voc}/JPEGImages "
-            f"and palette label maps in {voc}/SegmentationClass/*.png"
+            f"and {kind} in {voc}/{self.label_folder(split)}/*.png"
         )
 
     def samples(self, root: Path, split: str) -> list[Sample]:
         voc = root / self.base
         ids = _read_ids(voc / "ImageSets" / "Segmentation" / f"{split}.txt")
+        labels = voc / self.label_folder(split)
         samples = []
         for stem in ids:
             image = _image_for(voc / "JPEGImages", stem, ".jpg") or voc / "JPEGImages" / f"{stem}.jpg"
-            samples.append(Sample(stem, image, voc / "SegmentationClass" / f"{stem}.png"))
+            samples.append(Sample(stem, image, labels / f"{stem}.png"))
         return samples
 
 

@@ -57,19 +57,61 @@ class Distributed:
         return reduced.cpu()
 
 
-def for_each_shard(count: int, context: Distributed, work: Callable[[int], None]) -> None:
-    """Call `work(index)` for this process's share of 0..count-1 (`Distributed.shard`).
+class _Loads(torch.utils.data.Dataset):
+    """Item i: (indices[i], load(indices[i]), None), or (index, None, error) for a `ZssegError`,
+    which travels back as a value to be raised in the main process."""
+
+    def __init__(self, indices: list[int], load: Callable[[int], object]):
+        self.indices, self.load = indices, load
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple:
+        try:
+            return self.indices[i], self.load(self.indices[i]), None
+        except ZssegError as error:
+            return self.indices[i], None, error
+
+
+def _as_loaded(item: tuple) -> tuple:
+    return item  # not DataLoader's default, which would turn numpy arrays into tensors
+
+
+def prefetched(indices: list[int], load: Callable[[int], object], workers: int = 0):
+    """`(index, load(index), error)` for `indices` in order, loaded by `workers` DataLoader
+    processes two items ahead each (none: here, when asked). `load` must be picklable."""
+    loader = torch.utils.data.DataLoader(_Loads(indices, load), batch_size=None, shuffle=False, num_workers=workers,
+                                         prefetch_factor=2 if workers else None, collate_fn=_as_loaded,
+                                         generator=torch.Generator().manual_seed(0))
+    return iter(loader)
+
+
+def for_each_shard(count: int, context: Distributed, work: Callable[..., None], load: Callable[[int], object] | None = None,
+                   workers: int = 0) -> None:
+    """Call `work(index)` for this process's share of 0..count-1 (`Distributed.shard`); with
+    `load`, `work(index, load(index))`, the loads made ahead by `workers` DataLoader processes.
 
     Every process takes the same number of steps and, after each, learns whether any process's
-    `work` raised a `ZssegError`: then all stop together (the failing one re-raises its error,
-    the others say which process failed), so no process waits forever in a later collective.
+    `work` (or `load`) raised a `ZssegError`: then all stop together (the failing one re-raises
+    its error, the others say which process failed), so no process waits forever in a later
+    collective.
     """
-    for step in range(math.ceil(count / context.world_size)):
+    steps = math.ceil(count / context.world_size)
+    mine = [i for i in (s * context.world_size + context.rank for s in range(steps)) if i < count]
+    loads = prefetched(mine, load, workers) if load is not None and mine else None
+    for step in range(steps):
         index = step * context.world_size + context.rank
         failure = None
         if index < count:
             try:
-                work(index)
+                if loads is None:
+                    work(index)
+                else:
+                    _, item, error = next(loads)
+                    if error is not None:
+                        raise error
+                    work(index, item)
             except ZssegError as error:
                 failure = error
         failed_rank = int(context.max(torch.tensor([context.rank + 1 if failure else 0]))[0]) - 1

@@ -221,6 +221,7 @@ def evaluate(
     skip_unreadable_labels: bool = False,
     miou_rule: str = MIOU_RULES[0],
     class_names: list[str] | None = None,
+    workers: int = 0,
 ) -> EvaluationReport:
     """Predict and score the first `limit` images (all if None) of `dataset`.
 
@@ -237,6 +238,7 @@ def evaluate(
             read, and count them in `skipped_images`; else such an image is an error.
         miou_rule: what mIoU divides by (`zsseg.metrics.MIOU_RULES`; the reference's first).
         class_names: the names the report gives the classes (default the dataset's).
+        workers: DataLoader processes that read the images and label maps ahead (0: here).
     """
     unseen = unseen_classes(dataset, protocol)
     check_not_pseudo_labelled(dataset, getattr(getattr(predictor, "segmenter", predictor), "proposals", None))
@@ -253,11 +255,11 @@ def evaluate(
     description = f"{dataset.name} {dataset.split}" + (f" (process 0 of {context.world_size})" if context.enabled else "")
     bar = Progress(len(mine), description, "image", enabled=progress and context.is_main)
 
-    def work(index: int) -> None:
+    def work(index: int, sample: tuple) -> None:
         nonlocal busy, unreadable
         clock = time.perf_counter()
         try:
-            _evaluate_one(dataset, index, predictor, matrix, save_predictions)
+            _evaluate_one(dataset, index, sample, predictor, matrix, save_predictions)
         except UnreadableLabel as error:
             if not skip_unreadable_labels:
                 raise ZssegError(f"{error}; pass --skip-missing-labels to leave such images out") from None
@@ -267,7 +269,7 @@ def evaluate(
             bar.update(1)
 
     try:
-        for_each_shard(count, context, work)
+        for_each_shard(count, context, work, load=SampleReader(dataset), workers=workers)
     finally:
         bar.close()
     counts = context.sum(matrix.as_tensor())
@@ -288,13 +290,28 @@ def evaluate(
     )
 
 
-def _evaluate_one(dataset: SegmentationDataset, index: int, predictor: Predictor, matrix: ConfusionMatrix, save: Path | None) -> None:
+class SampleReader:
+    """`(image, label)` of an image of `dataset` (what `evaluate` scores, read in DataLoader
+    workers); the label is an `UnreadableLabel` where its map cannot be read."""
+
+    def __init__(self, dataset: SegmentationDataset):
+        self.dataset = dataset
+
+    def __call__(self, index: int) -> tuple:
+        image = self.dataset.load_image(index)
+        try:
+            label = self.dataset.load_label(index)
+        except ZssegError as error:
+            label = UnreadableLabel(str(error))
+        return image, label
+
+
+def _evaluate_one(dataset: SegmentationDataset, index: int, loaded: tuple, predictor: Predictor, matrix: ConfusionMatrix,
+                  save: Path | None) -> None:
     sample = dataset.samples[index]
-    image = dataset.load_image(index)
-    try:
-        label = dataset.load_label(index)
-    except ZssegError as error:
-        raise UnreadableLabel(str(error)) from None
+    image, label = loaded
+    if isinstance(label, UnreadableLabel):
+        raise label
     if image.shape[:2] != label.shape:
         raise ZssegError(f"{sample.image} is {image.shape[1]}x{image.shape[0]} but its label map {sample.label} is {label.shape[1]}x{label.shape[0]}")
     prediction = predictor(image, label)

@@ -32,6 +32,7 @@ from .datasets import SegmentationDataset, training_classes
 from .distributed import Distributed
 from .errors import ZssegError
 from .images import check_rgb_array, shorter_side_scale
+from .maskformer.augmentation import shorter_sides
 from .maskformer.config import SolverConfig, config_from_dict
 from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, build_backbone, pad_to_multiple, parameter_groups, pixel_constants, seeded
 from .maskformer.resnet import RESNETS
@@ -85,8 +86,8 @@ FCN_CONFIGS: dict[str, FcnConfig] = {
     "cpu": FcnConfig(
         "a small random-init ResNet, 64-wide FPN, 128 crops, batch 4, 1500 steps at lr 1e-3 (CPU, tests)",
         FcnModelConfig(backbone="resnet-tiny", conv_dim=64, mask_dim=64),
-        SolverConfig(max_iters=1500, batch_size=4, crop_size=128, test_size=192, lr=1e-3, backbone_lr_multiplier=1.0,
-                    checkpoint_every=250, log_every=10),
+        SolverConfig(max_iters=1500, batch_size=4, crop_size=128, train_min_sizes=shorter_sides(128), train_max_size=512,
+                     test_size=192, lr=1e-3, backbone_lr_multiplier=1.0, checkpoint_every=250, log_every=10),
     ),
 }
 
@@ -154,12 +155,15 @@ class FcnTask(TextClassifierTask):
         self.model_config = replace(config.model, embed_dim=clip.embed_dim)
         self.module = build_fcn(self.model_config, seed=config.train.seed)
         self.signature = {"kind": "fcn", **self.run_signature(self.model_config)}
+        self.data = LabelledBatches(self.samples)
 
-    def loss(self, module: nn.Module, positions: list[int], context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        images, labels = self.samples.labelled_batch(positions)
-        images, labels = images.to(self.device), labels.to(self.device)
-        logits = PerPixelFcn.class_logits(module(images), self.text)
-        logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    def loss(self, module: nn.Module, batch: tuple, context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, labels = batch
+        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        embeddings = module(images)
+        with torch.autocast(images.device.type, enabled=False):  # the logits and the loss in fp32 (bf16 autocast)
+            logits = PerPixelFcn.class_logits(embeddings.float(), self.text)
+            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
         # Mean over this process's labelled pixels, as the reference (DDP averages the processes).
         ce = F.cross_entropy(logits, labels, ignore_index=-1) if (labels >= 0).any() else logits.sum() * 0.0
         return ce, {"ce": ce.detach()}
@@ -167,6 +171,16 @@ class FcnTask(TextClassifierTask):
     def save(self, output_dir: Path) -> Path:
         return save_network(output_dir, FCN_FILES, self.module, asdict(self.module.config), self.text, self.vocabulary.names,
                             self.run_info(), self.prompt)[0]
+
+
+class LabelledBatches:
+    """The FCN's batches: `[B, 3, S, S]` pixels and `[B, S, S]` labels of the training stream."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def batch(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.samples.labelled_batch(positions)
 
 
 def train_fcn(
@@ -179,6 +193,8 @@ def train_fcn(
     context: Distributed = Distributed(),
     progress: bool = True,
     text_cache: bool = True,
+    workers: int = 0,
+    dtype: str = "fp32",
 ) -> TrainingResult:
     """Train (or resume training) the FCN; see the module docstring.
 
@@ -188,9 +204,10 @@ def train_fcn(
         clip: gives the frozen text embeddings of the training classes (with `config.train.prompt`).
         protocol: "zero-shot" learns the seen classes only; "cross-dataset" all.
         backbone_weights: ImageNet weights of the ResNet (hub id or folder), or None (random).
+        workers, dtype: DataLoader processes, and "bf16" for autocast (`zsseg.training.LoopSettings`).
     """
     task = FcnTask(dataset, config, clip, protocol, backbone_weights, torch.device(context.device), text_cache)
-    return run_training(task, loop_settings(config.train), output_dir, context, progress)
+    return run_training(task, loop_settings(config.train, workers, dtype), output_dir, context, progress)
 
 
 @dataclass

@@ -9,10 +9,13 @@ the place of token embeddings before each class name, "[SOS] c_1 .. c_n NAME . [
 weight of CLIP stays as it is. As in the paper's code (`LearnablePromptExtractor` and the
 `*learn_prompt*` configs):
 
-- Samples: one per (training image, seen class present in it): the class's ground-truth mask,
-  cropped as Eq. 1 crops a proposal (background erased to CLIP's mean, the mask's box), then a
-  random resized crop (area 8-100% of the box, aspect 3/4-4/3) to CLIP's input size and a
-  random flip. At most `samples_per_class` samples per class are drawn once, with the seed.
+- Samples: one per (training image, seen class present in it). At most `samples_per_class`
+  samples per class are drawn once, with the seed.
+- Crops, as the reference's mapper and `ProposalClipClassifier` make them (`augmented_crop`):
+  the image is cropped to the class's box unmasked, a random resized crop of it (area 8-100%,
+  aspect 3/4-4/3) is resized to 244 x 224 (Pillow's bilinear filter) and flipped at random;
+  then the pixels outside the class's mask are set to CLIP's mean in normalised units. CLIP
+  sees the 244 x 224 crop with its position embeddings resized bicubically.
 - Loss: cross-entropy of softmax(100 x cos(image, text)) over the seen class names (Eq. 1).
 - SGD (momentum 0.9), lr 0.02, weight decay 5e-4, gradient norm clipped at 0.01, lr x 0.005
   for the first 100 steps then a cosine decay to 0 at `max_iters`; batch 32.
@@ -38,10 +41,11 @@ from .clip import ClipModel
 from .datasets import SegmentationDataset, training_classes
 from .distributed import Distributed
 from .errors import ZssegError
-from .images import image_tensor
-from .maskformer.data import randint, seeded_generator, uniform
+from .images import resize_image
+from .maskformer.augmentation import randint, resize_label_map, uniform
+from .maskformer.data import seeded_generator
 from .prompts import PROMPT_JSON, PROMPT_TENSORS, LearnedPrompt, VocabularyEmbedding, save_learned_prompt, synonym_rows
-from .region_classification import TEMPERATURE, mask_boxes
+from .region_classification import TEMPERATURE
 from .training import LoopSettings, TrainingResult, run_record, run_training
 from .training import check_output_dir as _check_output_dir
 from .vocabulary import Vocabulary
@@ -61,6 +65,10 @@ class PromptTrainConfig:
         warmup_iters, warmup_factor: lr x warmup_factor for the first warmup_iters steps.
         grad_clip: maximum L2 norm of the context vectors' gradient (0: none).
         min_crop_area: smallest area of the random resized crop, as a fraction of the box.
+        crop_size: (height, width) of the training crops. The reference's is 244 x 224: its
+            config gives MIN_SIZE_TRAIN (224, 244), which its `RandomResizedCrop` reads as
+            (width, height); CLIP then sees 15 x 14 patches (ViT-B/16), with its position
+            embeddings resized bicubically from 14 x 14.
         flip: random horizontal flip.
         temperature: the logit scale of the loss (Eq. 1's 100, which is also a trained CLIP's
             own scale; a CLIP trained here with a smaller scale may learn better at its own).
@@ -80,6 +88,7 @@ class PromptTrainConfig:
     warmup_factor: float = 0.005
     grad_clip: float = 0.01
     min_crop_area: float = 0.08
+    crop_size: tuple[int, int] = (244, 224)
     flip: bool = True
     temperature: float = TEMPERATURE
     checkpoint_every: int = 1000
@@ -100,6 +109,9 @@ class PromptTrainConfig:
             raise ZssegError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
         if not 0 < self.min_crop_area <= 1:
             raise ZssegError(f"min crop area must be in (0, 1], got {self.min_crop_area}")
+        object.__setattr__(self, "crop_size", tuple(int(side) for side in self.crop_size))
+        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+            raise ZssegError(f"crop size must be (height, width), got {self.crop_size}")
 
 
 @dataclass(frozen=True)
@@ -174,27 +186,111 @@ def sample_segments(found: list[tuple[int, list[int]]], per_class: int, seed: in
     return samples
 
 
-def augmented_crop(image: torch.Tensor, mask: torch.Tensor, size: int, mean: tuple, std: tuple,
-                   generator: torch.Generator, min_area: float, flip: bool) -> torch.Tensor:
-    """An Eq. 1 crop of one mask (background erased to the mean, the mask's box), then a random
-    resized crop of that box to `size` x `size` and a random flip. `[3, size, size]` normalised."""
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
-    x0, y0, x1, y1 = mask_boxes(mask[None])[0].tolist()
-    region = (image[:, y0:y1, x0:x1].float() - mean_t) / std_t * mask[y0:y1, x0:x1]
-    height, width = region.shape[1:]
-    for _ in range(10):  # Inception-style random resized crop, as the reference's
-        area = height * width * uniform(generator, min_area, 1.0)
-        aspect = math.exp(uniform(generator, math.log(3 / 4), math.log(4 / 3)))
-        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the box the reference crops around a `[H, W]` bool mask before its
+    random resized crop: the mask's bounding box, whose right and bottom ends are clipped to
+    W - 1 and H - 1 (so a mask touching the right or bottom edge loses that last column or row,
+    as `expand_box` does), at least 1 x 1."""
+    height, width = mask.shape
+    cols, rows = np.nonzero(mask.any(axis=0))[0], np.nonzero(mask.any(axis=1))[0]
+    x, y = int(cols.min()), int(rows.min())
+    right, bottom = min(int(cols.max()) + 1, width - 1), min(int(rows.max()) + 1, height - 1)
+    return x, y, max(right - x, 1), max(bottom - y, 1)
+
+
+def random_resized_box(height: int, width: int, generator: torch.Generator, min_area: float,
+                       ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of an Inception-style random crop of a `height` x `width` region: area
+    U(min_area, 1) of the region, aspect log-uniform in `ratio`, 10 tries, then a centre crop
+    (the reference's `RandomResizedCrop`)."""
+    area = height * width
+    for _ in range(10):
+        target = area * uniform(generator, min_area, 1.0)
+        aspect = math.exp(uniform(generator, math.log(ratio[0]), math.log(ratio[1])))
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
         if 0 < w <= width and 0 < h <= height:
-            top, left = randint(generator, height - h), randint(generator, width - w)
-            region = region[:, top : top + h, left : left + w]
-            break
-    crop = F.interpolate(region[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False)[0]
+            return randint(generator, width - w), randint(generator, height - h), w, h
+    shape = width / height
+    if shape < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif shape > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def augmented_crop(image: np.ndarray, label: np.ndarray, cls: int, size: tuple[int, int], mean: tuple, std: tuple,
+                   generator: torch.Generator, min_area: float, flip: bool) -> torch.Tensor | None:
+    """One training crop of class `cls` as the reference makes it (its binary-semantic mapper
+    and `ProposalClipClassifier`).
+
+    1. The image and labels are cropped to the class's box (`mask_box`), unmasked.
+    2. A random resized crop of that box (`random_resized_box`) is resized to `size` = (h, w):
+       the image with Pillow's bilinear filter, the labels with torch's "nearest".
+    3. A horizontal flip with probability 1/2 when `flip`.
+    4. The class's mask is taken from the resized labels; the pixels are normalised with CLIP's
+       `mean` and `std` (in [0, 1] units) and every pixel outside the mask is set to `mean`
+       itself, in those normalised units, as the reference writes it.
+
+    `image` `[H, W, 3]` uint8 and `label` `[H, W]` int. Returns `[3, h, w]` float32, or None when
+    the random crop holds no pixel of the class (the reference then draws another sample).
+    """
+    x, y, w, h = mask_box(label == cls)
+    image, label = image[y : y + h, x : x + w], label[y : y + h, x : x + w]
+    x, y, w, h = random_resized_box(h, w, generator, min_area)
+    image, label = resize_image(image[y : y + h, x : x + w], size), resize_label_map(label[y : y + h, x : x + w], size)
     if flip and float(torch.rand((), generator=generator)) < 0.5:
-        crop = crop.flip(-1)
-    return crop
+        image, label = image[:, ::-1], label[:, ::-1]
+    mask = torch.from_numpy(np.ascontiguousarray(label == cls)).float()
+    if not mask.any():
+        return None
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    pixels = (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) / 255.0 - mean_t) / std_t
+    return pixels * mask + (1 - mask) * mean_t
+
+
+class PromptCrops:
+    """The training crops (a `zsseg.training.BatchSource`): sample p of the run is segment
+    `order_e[p mod N]` of epoch e = p // N (a seeded permutation per epoch), cropped with a
+    generator seeded by (seed, p). Where the random crop misses the class, the reference draws
+    another sample: here attempt k takes a segment and a generator seeded by (seed, p, k)."""
+
+    MAX_ATTEMPTS = 100
+
+    def __init__(self, dataset: SegmentationDataset, samples: list[tuple[int, int]], target: dict[int, int],
+                 config: PromptTrainConfig, mean: tuple, std: tuple):
+        self.dataset, self.samples, self.target, self.config = dataset, samples, target, config
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._order: dict[int, torch.Tensor] = {}
+
+    def segment(self, position: int) -> tuple[int, int]:
+        """(image index, class) of sample `position`'s first attempt."""
+        epoch, offset = divmod(position, len(self.samples))
+        if epoch not in self._order:
+            self._order = {epoch: torch.randperm(len(self.samples), generator=seeded_generator(self.config.seed, epoch, 2))}
+        return self.samples[int(self._order[epoch][offset])]
+
+    def crop(self, position: int) -> tuple[torch.Tensor, int]:
+        """`[3, h, w]` crop and training-class index of sample `position`."""
+        config = self.config
+        for attempt in range(self.MAX_ATTEMPTS):
+            if attempt == 0:
+                image_index, cls = self.segment(position)
+                generator = seeded_generator(config.seed, position, 3)
+            else:
+                generator = seeded_generator(config.seed, position, 3, attempt)
+                image_index, cls = self.samples[randint(generator, len(self.samples) - 1)]
+            crop = augmented_crop(self.dataset.load_image(image_index), self.dataset.load_label(image_index), cls, config.crop_size,
+                                  self.mean, self.std, generator, config.min_crop_area, config.flip)
+            if crop is not None:
+                return crop, self.target[cls]
+        raise ZssegError(f"{self.MAX_ATTEMPTS} random crops in a row missed their class (sample {position})")
+
+    def batch(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        crops, targets = zip(*(self.crop(p) for p in positions))
+        return torch.stack(crops), torch.tensor(targets)
 
 
 class PromptLearner(nn.Module):
@@ -245,20 +341,7 @@ class PromptTask:
             "protocol": protocol, "class_names": self.vocabulary.names, "clip": clip.source,
             "clip_text": clip.text_fingerprint(), "samples": len(self.samples),
         }
-        self._order: dict[int, torch.Tensor] = {}
-
-    def sample(self, position: int) -> tuple[torch.Tensor, int]:
-        """Crop `[3, S, S]` and target of sample `position` of the run (a function of the seed
-        and the position only, so resuming sees what an uninterrupted run would)."""
-        epoch, offset = divmod(position, len(self.samples))
-        if epoch not in self._order:
-            self._order = {epoch: torch.randperm(len(self.samples), generator=seeded_generator(self.config.seed, epoch, 2))}
-        image_index, cls = self.samples[int(self._order[epoch][offset])]
-        image = image_tensor(self.dataset.load_image(image_index))
-        mask = torch.from_numpy(self.dataset.load_label(image_index) == cls)
-        crop = augmented_crop(image, mask, self.clip.image_size, self.clip.image_mean, self.clip.image_std,
-                              seeded_generator(self.config.seed, position, 3), self.config.min_crop_area, self.config.flip)
-        return crop, self.target[cls]
+        self.data = PromptCrops(dataset, self.samples, self.target, config, clip.image_mean, clip.image_std)
 
     def initialise(self) -> None:
         pass
@@ -272,12 +355,14 @@ class PromptTask:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, config))
         return optimizer, scheduler
 
-    def loss(self, module: nn.Module, positions: list[int], context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        crops, targets = zip(*(self.sample(p) for p in positions))
-        image = self.clip.encode_images(torch.stack(crops))  # no gradient: the image tower is frozen
+    def loss(self, module: nn.Module, batch: tuple, context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        crops, target = batch
+        image = self.clip.encode_images(crops)  # no gradient: the image tower is frozen
         text = VocabularyEmbedding(module(self.synonyms), self.owner.to(self.device), len(self.vocabulary))
-        logits = text.class_logits(image.to(self.device), self.config.temperature)
-        target = torch.tensor(targets, device=self.device)
+        with torch.autocast(self.device.type, enabled=False):  # the logits and the loss in fp32
+            logits = text.class_logits(image.to(self.device), self.config.temperature)
+        target = target.to(self.device)
+        logits = logits.float()
         ce = F.cross_entropy(logits, target)
         return ce, {"ce": ce.detach(), "acc": (logits.argmax(dim=1) == target).float().mean()}
 
@@ -308,11 +393,15 @@ def train_prompts(
     protocol: str = "zero-shot",
     context: Distributed = Distributed(),
     progress: bool = True,
+    workers: int = 0,
+    dtype: str = "fp32",
 ) -> TrainingResult:
     """Learn (or resume learning) a prompt on the training classes of `dataset`; see the module
-    docstring. Returns where `prompt.json` was written as `weights`."""
+    docstring. Returns where `prompt.json` was written as `weights`. `workers` DataLoader
+    processes make the crops; `dtype` "bf16" autocasts the text tower's forward pass."""
     task = PromptTask(dataset, config, clip, protocol, torch.device(context.device), progress and context.is_main)
-    settings = LoopSettings(config.max_iters, config.batch_size, config.grad_clip, config.checkpoint_every, config.log_every, config.seed)
+    settings = LoopSettings(config.max_iters, config.batch_size, config.grad_clip, config.checkpoint_every, config.log_every, config.seed,
+                            workers, dtype)
     return run_training(task, settings, output_dir, context, progress)
 
 

@@ -172,6 +172,16 @@ def model_settings(segmenter: Segmenter) -> dict:
     return settings
 
 
+class ImageAndLabel:
+    """`(image, label)` of an image of `dataset`, read in DataLoader workers."""
+
+    def __init__(self, dataset: SegmentationDataset):
+        self.dataset = dataset
+
+    def __call__(self, index: int) -> tuple:
+        return self.dataset.load_image(index), self.dataset.load_label(index)
+
+
 def pseudo_label(
     dataset: SegmentationDataset,
     segmenter: Segmenter,
@@ -183,6 +193,7 @@ def pseudo_label(
     context: Distributed = Distributed(),
     progress: bool = True,
     settings: dict | None = None,
+    workers: int = 0,
 ) -> PseudoLabelReport:
     """Pseudo-label the first `limit` images (all if None) of `dataset` into `output_dir`.
 
@@ -192,6 +203,7 @@ def pseudo_label(
     Args:
         segmenter: the zero-shot model (see the module docstring).
         settings: extra entries for the manifest (such as the command's flags).
+        workers: DataLoader processes that read the images and label maps ahead (0: here).
     """
 
     unseen = unseen_classes(dataset, protocol)
@@ -242,10 +254,10 @@ def pseudo_label(
                    enabled=progress and context.is_main)
     started = time.perf_counter()
 
-    def work(index: int) -> None:
+    def work(index: int, loaded: tuple) -> None:
         sample = dataset.samples[index]
         target = output_dir / f"{sample.name}.png"
-        label = dataset.load_label(index)
+        image, label = loaded
         if target.exists() and written_by_zsseg(target):
             pseudo = dataset.spec.lookup(sample)[read_label_file(target)]
             if pseudo.shape != label.shape or (pseudo < IGNORE).any():
@@ -253,7 +265,6 @@ def pseudo_label(
             done["reused"] += 1
         else:
             check_target(target, advice="choose another --output-dir")
-            image = dataset.load_image(index)
             if image.shape[:2] != label.shape:
                 raise ZssegError(f"{sample.image} is {image.shape[1]}x{image.shape[0]} but its label map {sample.label} is {label.shape[1]}x{label.shape[0]}")
             result = segmenter.segment(image, vocabulary)
@@ -268,7 +279,7 @@ def pseudo_label(
         bar.update(1)
 
     try:
-        for_each_shard(count, context, work)
+        for_each_shard(count, context, work, load=ImageAndLabel(dataset), workers=workers)
     finally:
         bar.close()
     pixels = context.sum(torch.from_numpy(pixels)).numpy()

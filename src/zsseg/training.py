@@ -12,6 +12,12 @@ it leaves at the end. `run_training` does the rest, the same way for every task:
 - `OUT/log.jsonl` has one line per `log_every` steps with the loss terms and learning rate;
   each line says `"software": "zsseg VERSION"`, so a user's log is never taken for zsseg's.
 - A new run (no checkpoint yet) never replaces a file of the same name that zsseg did not write.
+- The batches are made by `task.data` in `LoopSettings.workers` DataLoader worker processes,
+  two steps ahead, in pinned memory on CUDA; a batch is a function of its sample positions
+  only, so workers change nothing in the result.
+- `LoopSettings.dtype` "bf16" runs the forward pass and the loss under bf16 autocast (on CUDA
+  or CPU); the weights, gradients and optimiser stay fp32. A run is resumed in the dtype it
+  was started in.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ class LoopSettings:
         grad_clip: maximum L2 norm of the whole module's gradient (0: no clipping).
         checkpoint_every, log_every: steps between checkpoints and between log lines.
         seed: seeds what the task does not seed itself (dropout), per process.
+        workers: DataLoader worker processes that make the batches (0: the main process).
+        dtype: "fp32", or "bf16" for bf16 autocast of the forward pass and loss.
     """
 
     max_iters: int
@@ -55,6 +63,50 @@ class LoopSettings:
     checkpoint_every: int
     log_every: int
     seed: int
+    workers: int = 0
+    dtype: str = "fp32"
+
+    def __post_init__(self):
+        if self.workers < 0:
+            raise ZssegError(f"--workers must be at least 0, got {self.workers}")
+        if self.dtype not in AUTOCAST:
+            raise ZssegError(f"unknown training dtype '{self.dtype}'; choose one of {', '.join(AUTOCAST)}")
+
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
+
+
+class BatchSource(Protocol):
+    """What makes a task's batches: a function of the sample positions only, run in DataLoader
+    workers (so it holds data, not models)."""
+
+    def batch(self, positions: list[int]) -> object:
+        """The inputs of `TrainingTask.loss` for these sample positions (tensors, on the CPU)."""
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item i: this process's batch of step `start + i`."""
+
+    def __init__(self, source: BatchSource, batch_size: int, start: int, steps: int, shard: range):
+        self.source, self.batch_size, self.start, self.steps, self.shard = source, batch_size, start, steps, shard
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def __getitem__(self, index: int) -> object:
+        step = self.start + index
+        return self.source.batch([step * self.batch_size + j for j in self.shard])
+
+
+def step_batches(source: BatchSource, settings: LoopSettings, start: int, context: Distributed, pin: bool):
+    """The batches of steps start..max_iters-1 in order, made ahead by `settings.workers`
+    processes (two steps each) and pinned when `pin`."""
+    dataset = StepBatches(source, settings.batch_size, start, settings.max_iters, context.shard(settings.batch_size))
+    # A generator of its own: the loader's seed draw must not advance the global RNG (dropout's),
+    # which a resumed run restores from its checkpoint.
+    return torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=settings.workers,
+                                       prefetch_factor=2 if settings.workers else None, pin_memory=pin,
+                                       generator=torch.Generator().manual_seed(0))
 
 
 class TrainingTask(Protocol):
@@ -62,12 +114,14 @@ class TrainingTask(Protocol):
 
     Attributes:
         module: the trained `nn.Module` (its state is checkpointed; DDP wraps it).
+        data: makes the batches (`BatchSource`).
         signature: what must be equal for a checkpoint to be resumed (JSON-serialisable).
         output_names: the files `save` writes in the output folder.
         postfix_terms: loss terms shown beside the progress bar.
     """
 
     module: nn.Module
+    data: BatchSource
     signature: dict
     output_names: tuple[str, ...]
     postfix_terms: tuple[str, ...]
@@ -80,9 +134,9 @@ class TrainingTask(Protocol):
 
     def build_optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]: ...
 
-    def loss(self, module: nn.Module, positions: list[int], context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The total loss of this process's samples `positions` (run through `module`, the
-        DDP-wrapped one) and its named terms, for the log."""
+    def loss(self, module: nn.Module, batch: object, context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total loss of this process's `batch` (from `data.batch`, run through `module`,
+        the DDP-wrapped one) and its named terms, for the log."""
 
     def learning_rate(self, optimizer: torch.optim.Optimizer) -> float:
         """The learning rate to log."""
@@ -211,6 +265,8 @@ def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context
                 f"{output_dir} holds checkpoints of a different run (config, dataset, classes or CLIP differ); "
                 "use a new --output-dir, or the same settings to resume"
             )
+        if resume.get("dtype", "fp32") != settings.dtype:
+            raise ZssegError(f"{output_dir} holds a run trained in {resume.get('dtype', 'fp32')}; resume it with --dtype {resume.get('dtype', 'fp32')}")
         if len(resume["rng"]) != context.world_size:
             raise ZssegError(
                 f"the checkpoint in {output_dir} was written by {counted(len(resume['rng']), 'process', 'processes')}; "
@@ -251,9 +307,11 @@ def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context
     last_log = None
     bar = Progress(settings.max_iters, "training", "step", initial=start, enabled=progress and context.is_main)
     clock = time.perf_counter()
-    for step in range(start, settings.max_iters):
-        positions = [step * settings.batch_size + j for j in context.shard(settings.batch_size)]
-        total, terms = task.loss(wrapped, positions, context)
+    autocast = AUTOCAST[settings.dtype]
+    batches = step_batches(task.data, settings, start, context, pin=device.type == "cuda")
+    for step, batch in zip(range(start, settings.max_iters), batches):
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            total, terms = task.loss(wrapped, batch, context)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         trained = [p for p in module.parameters() if p.requires_grad]
@@ -288,6 +346,7 @@ def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context
                     "scheduler": scheduler.state_dict(),
                     "rng": rng,
                     "cuda_rng": cuda_rng,
+                    "dtype": settings.dtype,
                     "signature": json.dumps(task.signature),
                     "max_iters": settings.max_iters,
                 })
@@ -303,4 +362,4 @@ def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context
     return TrainingResult(output_dir, settings.max_iters, start, main_file, last_log)
 
 
-__all__ = ["LOG_NAME", "LoopSettings", "TrainingResult", "TrainingTask", "check_output_dir", "checkpoints", "run_record", "run_training"]
+__all__ = ["AUTOCAST", "BatchSource", "LOG_NAME", "LoopSettings", "step_batches", "TrainingResult", "TrainingTask", "check_output_dir", "checkpoints", "run_record", "run_training"]

@@ -97,11 +97,16 @@ overlap_fraction = fraction(include_one=False)
 
 
 def training_data_options(parser: argparse.ArgumentParser, protocol_help: str, split: bool = True,
-                           protocols: list[str] = list(PROTOCOLS)) -> None:
-    """The training data: a benchmark, where it is, its split (unless fixed), and the protocol."""
+                           protocols: list[str] = list(PROTOCOLS), paper_voc: bool = False) -> None:
+    """The training data: a benchmark, where it is, its split (unless fixed), and the protocol.
+    With `paper_voc` (the commands with a `paper-voc` config) the split's default is left to
+    `training_split`."""
     parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
     parser.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
-    if split:
+    if split and paper_voc:
+        parser.add_argument("--split", default=None, help="dataset split (default train; for voc-20/voc-21 under --config paper-voc, "
+                            "train_aug: the 10,582 SBD-augmented images in SegmentationClassAug, as the paper)")
+    elif split:
         parser.add_argument("--split", default="train", help="dataset split (default train)")
     parser.add_argument("--protocol", default="zero-shot", choices=protocols, help=protocol_help)
 
@@ -109,7 +114,8 @@ def training_data_options(parser: argparse.ArgumentParser, protocol_help: str, s
 def network_training_options(parser: argparse.ArgumentParser, configs: dict, files: str, backbone_note: str = "") -> None:
     """The flags of `zsseg train proposals` and `zsseg train fcn`: data, config, the CLIP and
     prompt of the text classifier, the backbone's weights, the loop, and where it all goes."""
-    training_data_options(parser, "zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes")
+    training_data_options(parser, "zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes",
+                          paper_voc="paper-voc" in configs)
     parser.add_argument("--config", default="paper", choices=list(configs), help="named architecture + training config (default paper; `zsseg configs` lists them)")
     parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP whose text embeddings are the classifier (default {DEFAULT_CLIP})")
     parser.add_argument("--prompt", default=None, metavar="PROMPT",
@@ -124,6 +130,14 @@ def network_training_options(parser: argparse.ArgumentParser, configs: dict, fil
     parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
 
 
+def training_split(args: argparse.Namespace) -> str:
+    """--split, else the training split of --dataset under --config: the paper's VOC recipes
+    train on VOC's SBD-augmented set (`train_aug`), everything else on `train`."""
+    if getattr(args, "split", None) is not None:
+        return args.split
+    return "train_aug" if args.dataset in ("voc-20", "voc-21") and getattr(args, "config", None) == "paper-voc" else "train"
+
+
 def training_loop_options(parser: argparse.ArgumentParser, samples: str) -> None:
     """The flags of `zsseg.training.run_training`, shared by every `zsseg train`."""
     parser.add_argument("--max-iters", type=at_least(1), default=None, help="training steps (default: the config's)")
@@ -132,6 +146,21 @@ def training_loop_options(parser: argparse.ArgumentParser, samples: str) -> None
     parser.add_argument("--log-every", type=at_least(1), default=None, help="steps between log lines (default: the config's)")
     parser.add_argument("--seed", type=SEED, default=None, help="random seed, 0..4294967295 (default 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda (each torchrun process takes its LOCAL_RANK's GPU) (default cpu)")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                        help="fp32 (default, as the reference trained), or bf16 autocast of the forward pass (weights and optimiser stay fp32)")
+    workers_option(parser, f"processes that make the training {samples} ahead of each step")
+
+
+def workers_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--workers", type=at_least(0), default=None,
+                        help=f"DataLoader {what} (default 4 on cuda, else 0: the main process)")
+
+
+def worker_count(args: argparse.Namespace) -> int:
+    """--workers, else the reference's 4 on a GPU and none on the CPU (where the cores compute)."""
+    if args.workers is not None:
+        return args.workers
+    return 4 if str(args.device).startswith("cuda") else 0
 
 
 def model_options(parser: argparse.ArgumentParser, proposals: list[str], default_proposals: str = DEFAULT_PROPOSALS) -> None:
@@ -173,7 +202,7 @@ def model_options(parser: argparse.ArgumentParser, proposals: list[str], default
                         "else the image's own; eval: the benchmark's)")
     parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="CLIP precision (default fp32)")
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="CLIP precision, and bf16 autocast of a maskformer's network (default fp32)")
     parser.add_argument("--max-size", type=at_least(32), default=None,
                         help=f"longer side images are processed at, at most (default {DEFAULT_MAX_SIZE}; eval: the benchmark's); "
                         "outputs are full size")

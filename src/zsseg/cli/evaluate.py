@@ -14,7 +14,7 @@ from ..proposals import GENERATORS, MaskFormerProposals, parse_generator
 from ..segmenter import PER_PIXEL_METHODS
 from ..version import __version__
 from ..writers import check_target, write_json
-from .arguments import at_least, check_method_flags, model_options
+from .arguments import at_least, check_method_flags, model_options, worker_count, workers_option
 from .models import build_segmenter, check_prompt, proposal_generator
 from .outputs import check_json_output, check_output_folder, input_files, output
 
@@ -37,6 +37,7 @@ def add_parser(commands) -> None:
     evaluate.add_argument("--oracle", action="store_true",
                           help="each proposal takes the ground-truth class it overlaps most: scores the proposals alone, no CLIP")
     model_options(evaluate, list(GENERATORS))
+    workers_option(evaluate, "processes that read the images and label maps ahead")
     evaluate.add_argument("--class-names", default="reference", choices=["reference", "zsseg"],
                           help="reference: the class strings of the reference code, each put whole into the prompt (default); "
                           "zsseg: the built-in vocabulary of the same name, split into synonyms")
@@ -148,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             skip_unreadable_labels=args.skip_missing_labels,
             miou_rule=args.miou_rule,
             class_names=vocabulary.names,
+            workers=worker_count(args),
         )
     finally:
         shutdown_distributed()

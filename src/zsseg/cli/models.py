@@ -24,7 +24,7 @@ def proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerat
     if name == MaskFormerProposals.name:
         if args.proposal_weights is None:
             raise ZssegError("--proposals maskformer needs --proposal-weights (the --output-dir of `zsseg train proposals`)")
-        options.update(weights=args.proposal_weights, device=device, clip=args.clip, tokenizer=args.tokenizer)
+        options.update(weights=args.proposal_weights, device=device, clip=args.clip, tokenizer=args.tokenizer, dtype=args.dtype)
     else:
         for flag, value in (("--proposal-weights", args.proposal_weights), ("--ensemble-weight", args.ensemble_weight),
                             ("--tokenizer", args.tokenizer)):

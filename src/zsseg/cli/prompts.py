@@ -38,7 +38,7 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..clip import load_clip
     from ..prompt_selection import TRAINING_SPLIT, select_template
-    from .prompts import save_template_prompt
+    from ..prompts import save_template_prompt
 
     dataset = load_dataset(args.dataset, args.data_root, TRAINING_SPLIT)
     unseen_classes(dataset, args.protocol)

@@ -12,7 +12,7 @@ from ..proposals import MaskFormerProposals
 from ..segmenter import PER_PIXEL_METHODS
 from ..self_training import DEFAULT_REJECT_THRESHOLD
 from ..version import __version__
-from .arguments import USABLE_PROPOSALS, at_least, check_method_flags, model_options, training_data_options, unit_interval
+from .arguments import USABLE_PROPOSALS, at_least, check_method_flags, model_options, training_data_options, unit_interval, worker_count, workers_option
 from .models import build_segmenter, check_prompt, proposal_generator
 from .outputs import check_output_folder, output
 
@@ -33,6 +33,7 @@ def add_parser(commands) -> None:
                         f"is below this (default {DEFAULT_REJECT_THRESHOLD}, the reference's: label every non-seen pixel)")
     pseudo.add_argument("--limit", type=at_least(1), default=None, help="label the first N images only (a retrain then uses those)")
     pseudo.add_argument("--output-dir", required=True, type=Path, help="where the label files and pseudo-labels.json go")
+    workers_option(pseudo, "processes that read the images and label maps ahead")
     pseudo.set_defaults(run=run)
 
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             "zsseg_version": __version__,
         }
         report = pseudo_label(dataset, segmenter, args.output_dir, protocol=args.protocol, reject_threshold=args.reject_threshold,
-                              limit=args.limit, context=context, settings=settings)
+                              limit=args.limit, context=context, settings=settings, workers=worker_count(args))
     finally:
         shutdown_distributed()
     if context.is_main:

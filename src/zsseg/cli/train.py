@@ -13,7 +13,9 @@ from ..errors import ZssegError, counted
 from ..fcn import FCN_CONFIGS
 from ..maskformer.config import CONFIGS
 from ..prompt_learning import PROMPT_CONFIGS
-from .arguments import at_least, network_training_options, positive_number, training_data_options, training_loop_options
+from .arguments import (
+    at_least, network_training_options, positive_number, training_data_options, training_loop_options, training_split, worker_count,
+)
 from .models import check_prompt
 from .outputs import check_output_folder
 
@@ -53,7 +55,7 @@ def add_parser(commands) -> None:
         "classes (zero-shot) or all classes (cross-dataset), with CLIP frozen. Writes OUT/prompt.safetensors + OUT/prompt.json, "
         "which --prompt OUT takes. Rerunning the same command resumes; torchrun as for proposals.",
     )
-    training_data_options(prompts, "zero-shot: learn on the seen classes only (default); cross-dataset: all")
+    training_data_options(prompts, "zero-shot: learn on the seen classes only (default); cross-dataset: all", paper_voc=True)
     prompts.add_argument("--config", default="paper", choices=list(PROMPT_CONFIGS), help="named settings (default paper; `zsseg configs` lists them)")
     prompts.add_argument("--clip", default=DEFAULT_CLIP, help=f"the frozen CLIP (default {DEFAULT_CLIP})")
     prompts.add_argument("--context-length", type=at_least(1), default=None, help="learned vectors before the class name (default: the config's, 16)")
@@ -108,7 +110,8 @@ def _train(args: argparse.Namespace) -> int:
     return _run_training(
         args, check_output_dir,
         lambda dataset, clip, context: train_proposals(dataset, config, clip, args.output_dir, args.protocol, weights, context,
-                                                       text_cache=not args.no_text_cache, **labels),
+                                                       text_cache=not args.no_text_cache, workers=worker_count(args),
+                                                       dtype=args.dtype, **labels),
         lambda result: f"weights in {result.weights}" + (" (self-trained)" if labels else ""),
         check,
     )
@@ -122,7 +125,7 @@ def _train_fcn(args: argparse.Namespace) -> int:
     return _run_training(
         args, check_output_dir,
         lambda dataset, clip, context: train_fcn(dataset, config, clip, args.output_dir, args.protocol, weights, context,
-                                                 text_cache=not args.no_text_cache),
+                                                 text_cache=not args.no_text_cache, workers=worker_count(args), dtype=args.dtype),
         lambda result: f"weights in {result.weights}; use them with --method fcn --fcn-weights {args.output_dir}",
     )
 
@@ -136,7 +139,8 @@ def _train_prompts(args: argparse.Namespace) -> int:
     })
     return _run_training(
         args, check_output_dir,
-        lambda dataset, clip, context: train_prompts(dataset, config, clip, args.output_dir, args.protocol, context),
+        lambda dataset, clip, context: train_prompts(dataset, config, clip, args.output_dir, args.protocol, context,
+                                                     workers=worker_count(args), dtype=args.dtype),
         lambda result: f"pass --prompt {args.output_dir}",
     )
 
@@ -149,7 +153,7 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
     from ..clip import load_clip
     from ..distributed import init_distributed, shutdown_distributed
 
-    dataset = load_dataset(args.dataset, args.data_root, args.split)
+    dataset = load_dataset(args.dataset, args.data_root, training_split(args))
     unseen_classes(dataset, args.protocol)  # before CLIP loads: a protocol the dataset lacks
     dataset.check_outside(args.output_dir, "--output-dir")
     check_output_folder(args.output_dir, "--output-dir")

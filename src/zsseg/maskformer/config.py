@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..errors import ZssegError
+from .augmentation import shorter_sides
 from .resnet import RESNETS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -71,9 +72,11 @@ class SolverConfig:
 
     Attributes:
         max_iters, batch_size: optimisation steps and images per step (over all processes).
-        crop_size: square training crop; images are first resized so that their shorter side
-            is `crop_size` x U(min_scale, max_scale), then cropped (padding is ignored) and
-            flipped with probability 0.5 when `flip`.
+        crop_size: square training crop (`zsseg.maskformer.augmentation`, the reference's
+            recipe): images are resized so that their shorter side is one of
+            `train_min_sizes` and their longer side at most `train_max_size`, cropped, colour
+            jittered when `color_aug`, flipped with probability 0.5 when `flip`, and padded
+            to `crop_size` (image 128, labels ignored).
         test_size: shorter side the trained network sees at inference (its longer side at
             most 4x that).
         lr, weight_decay, backbone_lr_multiplier, poly_power: AdamW with a poly schedule;
@@ -88,8 +91,9 @@ class SolverConfig:
     max_iters: int = 60000
     batch_size: int = 32
     crop_size: int = 640
-    min_scale: float = 0.5
-    max_scale: float = 2.0
+    train_min_sizes: tuple[int, ...] = shorter_sides(640)
+    train_max_size: int = 2560
+    color_aug: bool = True
     flip: bool = True
     test_size: int = 640
     lr: float = 1e-4
@@ -108,8 +112,9 @@ class SolverConfig:
                 raise ZssegError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.crop_size % 32:
             raise ZssegError(f"crop-size must be a multiple of 32, got {self.crop_size}")
-        if not 0 < self.min_scale <= self.max_scale:
-            raise ZssegError(f"scales must satisfy 0 < min_scale <= max_scale, got {self.min_scale}, {self.max_scale}")
+        object.__setattr__(self, "train_min_sizes", tuple(int(size) for size in self.train_min_sizes))
+        if not self.train_min_sizes or min(self.train_min_sizes) < 1 or self.train_max_size < max(self.train_min_sizes):
+            raise ZssegError(f"training sizes must be positive and at most the max size {self.train_max_size}, got {self.train_min_sizes}")
         if not 0 <= self.seed < 2**32:
             raise ZssegError(f"seed must be in 0..{2**32 - 1}, got {self.seed}")
         if self.lr <= 0 or self.weight_decay < 0 or self.backbone_lr_multiplier < 0:
@@ -151,10 +156,17 @@ class NamedConfig:
 
 CONFIGS: dict[str, NamedConfig] = {
     "paper": NamedConfig(
-        "the paper's: R101c (detectron2's DeepLab ResNet-101, R-103.pkl), 100 queries, 6 decoder layers, 640 crops, "
-        "batch 32, 60k steps",
+        "the paper's COCO-Stuff recipe: R101c (detectron2's DeepLab ResNet-101, R-103.pkl), 100 queries, 6 decoder layers, "
+        "shorter side 320-960, 640 crops, SSD colour jitter, batch 32, 60k steps",
         ModelConfig(backbone="resnet-101c"),
         TrainConfig(),
+    ),
+    "paper-voc": NamedConfig(
+        "the paper's VOC recipe (Base-VOC11K-20): as paper with 512 crops, longer side at most 2048, batch 16, 20k steps, "
+        "test 512/2048, network prompt 'a sculpture of a {}.'",
+        ModelConfig(backbone="resnet-101c"),
+        TrainConfig(max_iters=20000, batch_size=16, crop_size=512, train_max_size=2048, test_size=512,
+                    prompt="a sculpture of a {}."),
     ),
     "r50": NamedConfig(
         "as paper with ResNet-50 (torchvision's ImageNet weights, detectron2's R-50.pkl)",
@@ -174,8 +186,8 @@ CONFIGS: dict[str, NamedConfig] = {
         ModelConfig(backbone="resnet-tiny", hidden_dim=64, num_queries=20, decoder_layers=2, heads=4, feedforward_dim=128,
                     dropout=0.0, conv_dim=64, mask_dim=64, class_head_hidden=64),
         # The backbone starts from random weights: no reason to train it at 0.1x.
-        TrainConfig(max_iters=3000, batch_size=4, crop_size=128, test_size=192, lr=1e-3, backbone_lr_multiplier=1.0,
-                    checkpoint_every=200, log_every=10),
+        TrainConfig(max_iters=3000, batch_size=4, crop_size=128, train_min_sizes=shorter_sides(128), train_max_size=512,
+                    test_size=192, lr=1e-3, backbone_lr_multiplier=1.0, checkpoint_every=200, log_every=10),
     ),
 }
 

@@ -37,7 +37,11 @@ class Target:
     valid: torch.Tensor
 
     def to(self, device: torch.device) -> "Target":
-        return Target(self.classes.to(device), self.masks.to(device), self.valid.to(device))
+        return Target(*(t.to(device, non_blocking=True) for t in (self.classes, self.masks, self.valid)))
+
+    def pin_memory(self) -> "Target":
+        """In page-locked memory (DataLoader's `pin_memory` calls this)."""
+        return Target(self.classes.pin_memory(), self.masks.pin_memory(), self.valid.pin_memory())
 
 
 def focal_cost(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """Training samples: which image a step sees, its augmentation, and its set-loss target.
 
+Images with no pixel of a training class are left out of the stream, as the reference's data
+preparation leaves them out of its training sets (zero-shot: images with no seen pixel).
+
 Everything random is a function of (seed, position), where position p = step x batch_size + j
 counts samples over the whole run: sample p is image `perm_e[p mod N]` of epoch e = p // N
 (a seeded permutation per epoch), augmented with a generator seeded by (seed, p). A resumed run
@@ -8,59 +11,20 @@ therefore sees exactly the samples an uninterrupted one would, whatever the numb
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 
 import numpy as np
 import torch
 
 from ..datasets import SegmentationDataset
 from ..errors import ZssegError
-from ..images import resize_image, resize_labels
+from .augmentation import Augmentation
 from .criterion import Target
 
 
 def seeded_generator(*keys: int) -> torch.Generator:
     seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
     return torch.Generator().manual_seed(seed)
-
-
-def uniform(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def randint(generator: torch.Generator, high: int) -> int:
-    """Uniform integer in [0, high]."""
-    return int(torch.randint(0, high + 1, (), generator=generator))
-
-
-@dataclass
-class Augmentation:
-    """MaskFormer's training augmentation: random shorter-side resize, square crop, flip."""
-
-    crop_size: int
-    min_scale: float = 0.5
-    max_scale: float = 2.0
-    flip: bool = True
-
-    def __call__(self, image: np.ndarray, label: np.ndarray, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """`image` HWC uint8 and `label` [H, W] int (-1 ignored) -> both crop_size x crop_size;
-        padding is black in the image and -1 in the label."""
-        height, width = label.shape
-        short = self.crop_size * uniform(generator, self.min_scale, self.max_scale)
-        scale = short / min(height, width)
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        image, label = resize_image(image, size), resize_labels(label, size)
-        side = self.crop_size
-        y0 = randint(generator, max(0, size[0] - side))
-        x0 = randint(generator, max(0, size[1] - side))
-        image, label = image[y0 : y0 + side, x0 : x0 + side], label[y0 : y0 + side, x0 : x0 + side]
-        out_image = np.zeros((side, side, 3), dtype=np.uint8)
-        out_label = np.full((side, side), -1, dtype=np.int32)
-        out_image[: image.shape[0], : image.shape[1]] = image
-        out_label[: label.shape[0], : label.shape[1]] = label
-        if self.flip and float(torch.rand((), generator=generator)) < 0.5:
-            out_image, out_label = out_image[:, ::-1], out_label[:, ::-1]
-        return np.ascontiguousarray(out_image), np.ascontiguousarray(out_label)
 
 
 LOSS_PIXELS = ("all", "labelled")
@@ -79,6 +43,25 @@ def semantic_target(label: np.ndarray, loss_pixels: str = "all") -> Target:
     return Target(classes=classes, masks=labels[None] == classes[:, None, None], valid=valid)
 
 
+def images_with_classes(dataset: SegmentationDataset, classes: list[int], progress: bool = False) -> list[int]:
+    """Indices of the images of `dataset` whose label map shows any of `classes`, in order.
+    Reads every label map, several at a time (decoding a PNG releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    wanted = np.zeros(dataset.num_classes + 1, dtype=bool)
+    wanted[np.asarray(classes, dtype=np.int64) + 1] = True
+
+    def shows(index: int) -> bool:
+        return bool(wanted[dataset.load_label(index) + 1].any())
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        found = list(tqdm(pool.map(shows, range(len(dataset))), total=len(dataset), desc="checking labels", unit="image",
+                          disable=not progress or None, leave=False))
+    return [index for index, present in enumerate(found) if present]
+
+
 class TrainingSamples:
     """The training stream of a dataset split restricted to the training classes.
 
@@ -89,10 +72,15 @@ class TrainingSamples:
         augmentation: applied to every sample.
         seed: the run's seed.
         loss_pixels: which pixels the set loss sees (`semantic_target`).
+        progress: show a bar while the label maps are checked.
+
+    Attributes:
+        kept: dataset indices of the images that have a pixel of a training class, the only
+            ones the stream shows (every label map is read once, when the stream is made).
     """
 
     def __init__(self, dataset: SegmentationDataset, train_classes: list[int], augmentation: Augmentation, seed: int,
-                 loss_pixels: str = "all"):
+                 loss_pixels: str = "all", progress: bool = False):
         if len(dataset) == 0:
             raise ZssegError(f"{dataset.name} {dataset.split} has no images")
         self.dataset = dataset
@@ -103,13 +91,16 @@ class TrainingSamples:
         self._lut = np.full(dataset.num_classes + 1, -1, dtype=np.int32)
         for train_index, dataset_index in enumerate(train_classes):
             self._lut[dataset_index + 1] = train_index
+        self.kept = images_with_classes(dataset, train_classes, progress)
+        if not self.kept:
+            raise ZssegError(f"no image of {dataset.name} {dataset.split} has a pixel of the classes to train")
         self._perms: dict[int, torch.Tensor] = {}
 
     def image_index(self, position: int) -> int:
-        epoch, offset = divmod(position, len(self.dataset))
+        epoch, offset = divmod(position, len(self.kept))
         if epoch not in self._perms:
-            self._perms = {epoch: torch.randperm(len(self.dataset), generator=seeded_generator(self.seed, epoch, 0))}
-        return int(self._perms[epoch][offset])
+            self._perms = {epoch: torch.randperm(len(self.kept), generator=seeded_generator(self.seed, epoch, 0))}
+        return self.kept[int(self._perms[epoch][offset])]
 
     def labelled(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample `position` of the run: `[3, S, S]` float pixels in [0, 255] and `[S, S]` int64

@@ -93,8 +93,9 @@ class TextClassifierTask:
         self.prompt = load_prompt(train.prompt)
         text = PromptEncoder(clip, self.prompt, cache=text_cache).encode_vocabulary(self.vocabulary)
         self.text = VocabularyEmbedding(text.features.float().to(device), text.synonym_class.to(device), text.num_classes)
-        augmentation = Augmentation(train.crop_size, train.min_scale, train.max_scale, train.flip)
+        augmentation = Augmentation(train.crop_size, train.train_min_sizes, train.train_max_size, train.color_aug, train.flip)
         self.samples = TrainingSamples(dataset, class_indices, augmentation, train.seed)
+        self.data = self.samples
 
     def run_signature(self, model_config) -> dict:
         """What must be equal for a checkpoint to be resumed (max_iters is checked by the loop,
@@ -107,6 +108,7 @@ class TextClassifierTask:
             "dataset": self.dataset.name,
             "split": self.dataset.split,
             "num_images": len(self.dataset),
+            "trained_images": len(self.samples.kept),
             "protocol": self.protocol,
             "class_names": self.vocabulary.names,
             "backbone_weights": self.backbone_weights,
@@ -176,10 +178,10 @@ class ProposalTask(TextClassifierTask):
         else:
             super().initialise()
 
-    def loss(self, module: nn.Module, positions: list[int], context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, module: nn.Module, batch: tuple, context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         train = self.train
-        images, targets = self.samples.batch(positions)
-        images = images.to(self.device)
+        images, targets = batch
+        images = images.to(self.device, non_blocking=True)
         targets = [t.to(self.device) for t in targets]
         num_masks = context.sum(torch.tensor([float(sum(len(t.classes) for t in targets))], dtype=torch.float64))
         num_masks = max(float(num_masks) / context.world_size, 1.0)
@@ -187,9 +189,11 @@ class ProposalTask(TextClassifierTask):
         terms: dict[str, torch.Tensor] = {}
         total = images.new_zeros(())
         for layer, output in enumerate(outputs):
-            logits = self.module.class_logits(output.class_embeddings, self.text)
-            losses = set_loss(logits, output.mask_logits, targets, num_masks, train.no_object_weight,
-                              class_weight=train.class_weight, mask_weight=train.mask_weight, dice_weight=train.dice_weight)
+            # The logits, the matching and the losses in fp32, whatever the network ran in (bf16 autocast).
+            with torch.autocast(images.device.type, enabled=False):
+                logits = self.module.class_logits(output.class_embeddings.float(), self.text)
+                losses = set_loss(logits, output.mask_logits.float(), targets, num_masks, train.no_object_weight,
+                                  class_weight=train.class_weight, mask_weight=train.mask_weight, dice_weight=train.dice_weight)
             suffix = "" if layer == len(outputs) - 1 else f"_{layer}"
             for name, value in losses.items():
                 terms[name + suffix] = value.detach()
@@ -203,8 +207,9 @@ class ProposalTask(TextClassifierTask):
         return save_proposals(output_dir, self.module, self.text, self.vocabulary.names, info, self.prompt)[0]
 
 
-def loop_settings(train: SolverConfig) -> LoopSettings:
-    return LoopSettings(train.max_iters, train.batch_size, train.grad_clip, train.checkpoint_every, train.log_every, train.seed)
+def loop_settings(train: SolverConfig, workers: int = 0, dtype: str = "fp32") -> LoopSettings:
+    return LoopSettings(train.max_iters, train.batch_size, train.grad_clip, train.checkpoint_every, train.log_every, train.seed,
+                        workers, dtype)
 
 
 def train_proposals(
@@ -218,6 +223,8 @@ def train_proposals(
     progress: bool = True,
     text_cache: bool = True,
     pseudo_labels: PseudoLabels | None = None,
+    workers: int = 0,
+    dtype: str = "fp32",
 ) -> TrainingResult:
     """Train (or resume training) the proposal network; see the module docstring.
 
@@ -234,9 +241,11 @@ def train_proposals(
         text_cache: use the disk cache of text features.
         pseudo_labels: self-training: train on these labels of `dataset`'s images
             (`zsseg.pseudo_labels.load_pseudo_labels`) instead of its ground truth.
+        workers: DataLoader processes that make the batches (0: this process).
+        dtype: "fp32" (the reference's), or "bf16" autocast of the forward pass.
     """
     task = ProposalTask(dataset, config, clip, protocol, backbone_weights, torch.device(context.device), text_cache, pseudo_labels)
-    return run_training(task, loop_settings(config.train), output_dir, context, progress)
+    return run_training(task, loop_settings(config.train, workers, dtype), output_dir, context, progress)
 
 
 __all__ = [

@@ -36,16 +36,21 @@ class MaskFormerProposals(ProposalGenerator):
     name = "maskformer"
 
     def __init__(self, weights: str | Path | None = None, max_proposals: int = 100, device: str = "cpu", duplicate_iou: float = 1.0,
-                 clip=None, tokenizer: str | Path | None = None):
+                 clip=None, tokenizer: str | Path | None = None, dtype: str = "fp32"):
         """`clip` and `tokenizer` matter only for an authors' checkpoint: the CLIP to use where it
         holds none (a `ClipModel`, hub id or folder; default ViT-B/16), and CLIP's tokenizer for
-        the CLIP it holds (a folder with vocab.json and merges.txt, or a hub id)."""
+        the CLIP it holds (a folder with vocab.json and merges.txt, or a hub id). `dtype` "bf16"
+        runs the network under bf16 autocast (its weights stay fp32; masks and class
+        probabilities come out in fp32)."""
         super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
         if weights is None:
             raise ZssegError("the maskformer proposals need trained weights (--proposal-weights OUT from `zsseg train proposals`)")
         from ..maskformer.reference import is_reference_checkpoint, load_reference_checkpoint
         from ..maskformer.weights import load_proposals
 
+        if dtype not in ("fp32", "bf16"):
+            raise ZssegError(f"unknown dtype '{dtype}' for the maskformer network; choose fp32 or bf16")
+        self.dtype = dtype
         self.device = usable_device(device)
         self.source = str(weights)  # what the weights were loaded from
         if is_reference_checkpoint(weights):
@@ -72,11 +77,12 @@ class MaskFormerProposals(ProposalGenerator):
         check_rgb_array(image)
         height, width = image.shape[:2]
         pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].to(self.device)
-        output = self.model(pixels)[-1]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bf16"):
+            output = self.model(pixels)[-1]
         # Upsampled to the padded size, then cropped: the reference's order (not a resize of
         # the padded grid to the image's size).
         padded = tuple(4 * side for side in output.mask_logits.shape[-2:])
-        logits = F.interpolate(output.mask_logits, size=padded, mode="bilinear", align_corners=False)
+        logits = F.interpolate(output.mask_logits.float(), size=padded, mode="bilinear", align_corners=False)
         masks = logits[0, :, :height, :width].sigmoid().float().cpu()
         return masks, output.class_embeddings[0].float()
 
@@ -84,7 +90,7 @@ class MaskFormerProposals(ProposalGenerator):
     def class_probs(self, class_embeddings: torch.Tensor, text: VocabularyEmbedding) -> torch.Tensor:
         """`[Q, C]` p(class | query) with the "no object" probability left out (rows sum to
         1 - p(no object)), as the reference code's semantic inference."""
-        logits = self.model.class_logits(class_embeddings.to(self.device), text)
+        logits = self.model.class_logits(class_embeddings.to(self.device).float(), text)
         return logits.float().softmax(dim=-1)[:, :-1].cpu()
 
     def seen_classes(self, vocabulary: Vocabulary) -> torch.Tensor:
