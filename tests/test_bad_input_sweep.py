@@ -135,7 +135,7 @@ def _vocabulary_file(tmp_path, content):
         (("--classes", "cat; " + "very " * 80 + "long"), "too long"),
         (("--vocabulary-file", "{tmp}/missing.txt"), "vocabulary file not found"),
         (("--vocabulary-file", "{tmp}"), "vocabulary file is a folder"),
-        (("--vocabulary-file", b"\xff\xfe caf\xe9\n"), "not UTF-8 text"),
+        (("--vocabulary-file", b"caf\xe9 cr\xe8me\n"), "not UTF-8 text"),  # Latin-1 (b"\xff\xfe" would be a UTF-16 BOM)
         (("--vocabulary-file", b"# only a comment\n\n"), "the vocabulary is empty"),
     ],
 )

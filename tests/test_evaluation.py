@@ -201,8 +201,12 @@ def test_cli_output_checked_before_evaluating(tmp_path, capsys):
     common = ["eval", "--dataset", "voc-20", "--data-root", str(DATA), "--oracle", "--proposals", "ground-truth"]
     assert main([*common, "--output", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
-    assert main([*common, "--output", str(tmp_path / "missing" / "x.json")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main([*common, "--output", str(tmp_path / "a-file" / "x.json")]) == 2  # its folder cannot be made
+    assert "a-file exists and is not a folder" in capsys.readouterr().err
+    # A missing folder is made, as --save-predictions and segment --out make theirs.
+    assert main([*common, "--limit", "1", "--output", str(tmp_path / "missing" / "x.json")]) == 0
+    assert (tmp_path / "missing" / "x.json").is_file()
     (tmp_path / "file").write_text("")
     assert main([*common, "--save-predictions", str(tmp_path / "file")]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err

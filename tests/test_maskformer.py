@@ -277,7 +277,7 @@ def test_resume_refuses_a_different_run_and_a_damaged_checkpoint(clip_dir, tmp_p
     again = run(cli_train(tmp_path, clip_dir, "--max-iters", "1"))
     assert again.returncode == 0, again.stderr  # already done: writes the final weights again
     longer = run(cli_train(tmp_path, clip_dir, "--max-iters", "3"))
-    assert longer.returncode == 2 and "holds a run of 1 steps (finished)" in longer.stderr, longer.stderr
+    assert longer.returncode == 2 and "holds a run of 1 step (finished)" in longer.stderr, longer.stderr
     assert "would change its learning-rate schedule" in longer.stderr
     state = torch.load(tmp_path / "checkpoint-0000001.pt", weights_only=True)
     torch.save({**state, "step": 2}, tmp_path / "checkpoint-0000002.pt")  # as left by a longer run

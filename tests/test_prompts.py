@@ -370,11 +370,17 @@ def test_cache_is_shared_safely_by_concurrent_processes(tmp_path):
     assert len(found) == 600 and all(float(found[n][0]) == float(n.split("-")[1]) for n in names)
 
 
-def test_a_broken_cache_is_skipped_with_a_warning(clip, tmp_path, caplog):
-    (tmp_path / "text-features.sqlite3").write_bytes(b"not a database at all" * 100)
+def test_a_damaged_cache_is_set_aside_once_with_a_warning(clip, tmp_path, caplog):
+    damaged = b"not a database at all" * 100
+    (tmp_path / "text-features.sqlite3").write_bytes(damaged)
     encoder = PromptEncoder(clip, "single", cache=TextFeatureCache(tmp_path))
     assert encoder.encode_names(["cat"]).shape == (1, 32)
-    assert "not using the text-feature cache" in caplog.text
+    assert "was damaged" in caplog.text and "text-features.sqlite3.damaged" in caplog.text
+    assert (tmp_path / "text-features.sqlite3.damaged").read_bytes() == damaged
+    caplog.clear()
+    # The next run uses the new cache, with no warning.
+    again = PromptEncoder(clip, "single", cache=TextFeatureCache(tmp_path)).encode_names(["cat"])
+    assert torch.equal(again, encoder.encode_names(["cat"])) and caplog.text == ""
 
 
 def test_no_text_cache_flag_writes_no_cache(clip_dir, tmp_path):

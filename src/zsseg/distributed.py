@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from .errors import ZssegError
+from .errors import StoppedElsewhere, ZssegError
 
+T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Distributed:
@@ -47,6 +49,21 @@ class Distributed:
     def max(self, tensor: torch.Tensor) -> torch.Tensor:
         """Element-wise maximum over all processes."""
         return self._reduce(tensor, dist.ReduceOp.MAX)
+
+    def gather(self, value: object) -> list:
+        """Every process's `value` (picklable), in rank order, on every process."""
+        if not self.enabled:
+            return [value]
+        values: list = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def same_everywhere(self, key: str) -> bool:
+        """Whether every process holds the same `key` (a checksum is compared)."""
+        if not self.enabled:
+            return True
+        checksum = torch.tensor([zlib.crc32(key.encode("utf-8", "surrogatepass"))], dtype=torch.int64)
+        return int(self.max(checksum)[0]) == -int(self.max(-checksum)[0])
 
     def _reduce(self, tensor: torch.Tensor, op) -> torch.Tensor:
         if not self.enabled:
@@ -119,6 +136,28 @@ def for_each_shard(count: int, context: Distributed, work: Callable[..., None], 
             raise failure
         if failed_rank >= 0:
             raise ZssegError(f"stopped: process {failed_rank} failed (see its error)")
+
+
+def together(context: Distributed, work: Callable[[], T]) -> T:
+    """`work()` on every process, then agree on the outcome: if it raised a `ZssegError` on any
+    process, all stop. The lowest failing process raises its error (printed once, by it); the
+    others raise `StoppedElsewhere`, which the command line does not print."""
+    failure = None
+    result = None
+    try:
+        result = work()
+    except ZssegError as error:
+        failure = error
+    if not context.enabled:
+        if failure is not None:
+            raise failure
+        return result
+    lowest = context.world_size - int(context.max(torch.tensor([context.world_size - context.rank if failure else 0]))[0])
+    if lowest == context.world_size:
+        return result
+    if context.rank == lowest:
+        raise failure
+    raise StoppedElsewhere(f"stopped: process {lowest} failed (see its error)")
 
 
 def init_distributed(device: str = "cpu", timeout_minutes: float = 30.0) -> Distributed:

@@ -320,8 +320,8 @@ def check_output_dir(folder: Path, dataset: SegmentationDataset, count: int, sig
         raise ZssegError(f"--output-dir {folder} exists and is not a folder")
     manifest = folder / MANIFEST_NAME
     if manifest.exists():
+        record = read_manifest(folder)  # first: a manifest that is not zsseg's is the thing to name
         check_only_ours(folder)
-        record = read_manifest(folder)
         if record.get("signature") != signature:
             old = record.get("signature") or {}
             changed = sorted(k for k in signature.keys() | old.keys() if signature.get(k) != old.get(k))

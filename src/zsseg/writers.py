@@ -14,6 +14,7 @@ from __future__ import annotations
 import colorsys
 import json
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -202,6 +203,9 @@ def check_target(path: Path, inputs: frozenset[Path] = frozenset(), overwrite: b
         raise ZssegError(f"{path} exists and was not written by zsseg, so it is left untouched; {advice}")
 
 
+_TEMPORARY = re.compile(r"[a-z0-9_]{8}\.tmp")  # what mkstemp adds after the prefix
+
+
 def write_atomically(targets: list[Path], makers: list[Callable[[BinaryIO], object]]) -> None:
     """Each maker writes one target's bytes to a temporary file beside it; once all succeeded,
     they are renamed into place. On any error no target is touched."""
@@ -220,6 +224,25 @@ def write_atomically(targets: list[Path], makers: list[Callable[[BinaryIO], obje
     finally:
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: Path, targets: list[Path]) -> int:
+    """Remove the temporaries of `targets` (in `folder`) that a killed run (kill -9, a power loss)
+    left behind, before a run that will write those targets starts; returns how many. Only names
+    that `write_atomically` makes are touched: ".TARGET_NAME." + 8 characters + ".tmp"."""
+    names = {target.name for target in targets}
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        parts = entry.name[1:].rsplit(".", 2) if entry.name.startswith(".") else []
+        if len(parts) == 3 and parts[0] in names and _TEMPORARY.fullmatch(f"{parts[1]}.{parts[2]}") \
+                and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def output_paths(out_dir: Path, stem: str) -> list[Path]:

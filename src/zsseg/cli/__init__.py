@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 
-from ..errors import ZssegError
+from ..errors import StoppedElsewhere, ZssegError
 from ..version import __version__
 from . import demo, evaluate, listings, prompts, pseudo_label, segment, train
 from .outputs import Terminated, interrupted_status, output, terminate
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             print("zsseg prompts: error: say what to do: `zsseg prompts select ...` (see `zsseg prompts select --help`)", file=sys.stderr)
             return 2
         return args.run(args)
+    except StoppedElsewhere:
+        return 2  # another process of the torchrun world printed the error
     except ZssegError as error:
         rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
         print(f"zsseg: error{f' (process {rank})' if rank else ''}: {error}", file=sys.stderr)

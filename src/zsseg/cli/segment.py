@@ -6,14 +6,14 @@ import argparse
 import json
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ZssegError, counted
 from ..images import IMAGE_EXTENSIONS, read_image
 from ..progress import Progress
 from ..vocabulary import PRESETS, Vocabulary
-from ..writers import check_target, output_paths, write_outputs, written_by_zsseg
+from ..writers import check_target, output_paths, remove_stale_temporaries, write_outputs, written_by_zsseg
 from .arguments import USABLE_PROPOSALS, check_method_flags, model_options
 from .models import build_segmenter, check_prompt, proposal_generator
 from .outputs import check_outputs, input_files, interrupted_status, report
@@ -120,53 +120,119 @@ def _vocabulary(args: argparse.Namespace) -> Vocabulary:
     return Vocabulary.from_file(args.vocabulary_file)
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class _Plan:
+    vocabulary: Vocabulary
+    found: Inputs
+    inputs: frozenset[Path]
+    created: bool
+
+
+def _plan(args: argparse.Namespace, main: bool) -> _Plan:
+    """What to segment, after every check that needs no model. The output checks (no image writes
+    over an input, a file zsseg did not write, or another image's outputs) run on one process
+    only, before any process writes; so does the removal of temporaries that a killed run left."""
     vocabulary = _vocabulary(args)
     check_prompt(args)
     check_method_flags(args)
     found = _collect_images(args.inputs)
-    images, failures = found.images, found.failures
-    inputs = input_files(args, images)
-    check_outputs(images, args.out, args.overwrite, inputs)
+    inputs = input_files(args, found.images)
     created = not args.out.exists()
-    done = skipped = 0
-    if images:
-        segmenter = build_segmenter(args, args.device, proposal_generator(args, args.device))
-        segmenter.prepare(vocabulary)
-        settings = segmenter.settings()
-        progress = Progress(len(images), "segmenting", "image")
+    if main:
+        check_outputs(found.images, args.out, args.overwrite, inputs)
+        remove_stale_temporaries(args.out, [t for image in found.images for t in output_paths(args.out, image.stem)])
+    return _Plan(vocabulary, found, inputs, created)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment the images. Under torchrun each process takes its share of the input list
+    (`Distributed.shard`: the same split on every machine), so each image is written by exactly
+    one process; process 0 prints the failures in input order and one summary of the totals."""
+    from ..distributed import init_distributed, shutdown_distributed, together
+
+    context = init_distributed(args.device)
+    try:
+        plan = together(context, lambda: _plan(args, context.is_main))
+        images = plan.found.images
+        if not context.same_everywhere("\n".join(str(image.resolve()) for image in images)):
+            raise ZssegError("the processes found different input images: every machine of the run must see the same files")
+        segmenter = together(context, lambda: _segmenter(args, context.device, plan.vocabulary)) if images else None
+        share = _Share(list(context.shard(len(images))))
         try:
-            for path in images:
-                try:
-                    if args.skip_existing and already_segmented(args.out, path.stem, vocabulary, settings):
-                        skipped += 1
-                        continue
-                    image = read_image(path)
-                    result = segmenter.segment(image, vocabulary)
-                    for target in output_paths(args.out, path.stem):  # again: a file may have appeared since
-                        check_target(target, inputs, args.overwrite)
-                    write_outputs(args.out, path.stem, image, result.label_map, result.class_names, str(path), settings)
-                    done += 1
-                except ZssegError as error:
-                    failures.append(str(error))
-                except OSError as error:
-                    failures.append(f"{path}: cannot write outputs to {args.out}: {error.strerror or error}")
-                finally:
-                    progress.update()
+            _segment_share(args, plan, segmenter, share, context.is_main)
         except KeyboardInterrupt as error:
-            report(failures)
-            where = f"; their outputs are in {args.out}" if done or skipped else ""
-            print(f"zsseg: interrupted: {done} of {counted(len(images), 'image')} segmented{_skipped(skipped)}, "
-                  f"{len(failures)} failed{where}", file=sys.stderr)
+            report(failure for _, failure in share.failures)
+            process = f" (process {context.rank} of {context.world_size})" if context.enabled else ""
+            where = f"; their outputs are in {args.out}" if share.done or share.skipped else ""
+            print(f"zsseg: interrupted{process}: {share.done} of {counted(len(share.indices), 'image')} segmented"
+                  f"{_skipped(share.skipped)}, {len(share.failures)} failed{where}", file=sys.stderr)
+            if not context.enabled:
+                _remove_if_empty(args.out, plan.created)
             return interrupted_status(error)
-        finally:
-            progress.close()
-            if created and args.out.is_dir() and not any(args.out.iterdir()):
-                args.out.rmdir()  # made for an output that then failed: leave nothing behind
-    report(failures)
-    where = f"; outputs in {args.out}" if done or skipped else ""
-    print(f"zsseg: {counted(done, 'image')} segmented{_skipped(skipped)}, {len(failures)} failed{where}{found.summary()}", file=sys.stderr)
+        try:
+            shares = context.gather((share.done, share.skipped, share.failures))
+        except RuntimeError:  # a process of the world died; torchrun stops the others
+            raise ZssegError(f"another process of the run stopped before the end; the {counted(share.done, 'image')} this one "
+                             "segmented are written: run the same command with --skip-existing to finish") from None
+    finally:
+        shutdown_distributed()
+    done, skipped = sum(s[0] for s in shares), sum(s[1] for s in shares)
+    failures = plan.found.failures + [failure for _, failure in sorted(f for s in shares for f in s[2])]
+    if context.is_main:
+        _remove_if_empty(args.out, plan.created)
+        report(failures)
+        where = f"; outputs in {args.out}" if done or skipped else ""
+        print(f"zsseg: {counted(done, 'image')} segmented{_skipped(skipped)}, {len(failures)} failed{where}{plan.found.summary()}",
+              file=sys.stderr)
     return 1 if failures else 0
+
+
+def _remove_if_empty(out: Path, created: bool) -> None:
+    """A folder made for an output that then failed: leave nothing behind."""
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
+def _segmenter(args: argparse.Namespace, device: str, vocabulary: Vocabulary):
+    segmenter = build_segmenter(args, device, proposal_generator(args, device))
+    segmenter.prepare(vocabulary)
+    return segmenter
+
+
+@dataclass
+class _Share:
+    """One process's images (indices into the input list) and what became of them."""
+
+    indices: list[int]
+    done: int = 0
+    skipped: int = 0
+    failures: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _segment_share(args: argparse.Namespace, plan: _Plan, segmenter, share: _Share, show_progress: bool) -> None:
+    """Segment and write the share's images, counting into `share` as it goes (so an interrupt
+    leaves true counts). A failed image is counted and the next one taken."""
+    images = plan.found.images
+    settings = segmenter.settings() if share.indices else None
+    with Progress(len(share.indices), "segmenting", "image", enabled=show_progress) as progress:
+        for index in share.indices:
+            path = images[index]
+            try:
+                if args.skip_existing and already_segmented(args.out, path.stem, plan.vocabulary, settings):
+                    share.skipped += 1
+                    continue
+                image = read_image(path)
+                result = segmenter.segment(image, plan.vocabulary)
+                for target in output_paths(args.out, path.stem):  # again: a file may have appeared since
+                    check_target(target, plan.inputs, args.overwrite)
+                write_outputs(args.out, path.stem, image, result.label_map, result.class_names, str(path), settings)
+                share.done += 1
+            except ZssegError as error:
+                share.failures.append((index, str(error)))
+            except OSError as error:
+                share.failures.append((index, f"{path}: cannot write outputs to {args.out}: {error.strerror or error}"))
+            finally:
+                progress.update()
 
 
 def _skipped(count: int) -> str:
