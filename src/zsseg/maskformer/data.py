@@ -48,7 +48,7 @@ def images_with_classes(dataset: SegmentationDataset, classes: list[int], progre
     Reads every label map, several at a time (decoding a PNG releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm import tqdm
+    from ..progress import Progress
 
     wanted = np.zeros(dataset.num_classes + 1, dtype=bool)
     wanted[np.asarray(classes, dtype=np.int64) + 1] = True
@@ -56,9 +56,12 @@ def images_with_classes(dataset: SegmentationDataset, classes: list[int], progre
     def shows(index: int) -> bool:
         return bool(wanted[dataset.load_label(index) + 1].any())
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        found = list(tqdm(pool.map(shows, range(len(dataset))), total=len(dataset), desc="checking labels", unit="image",
-                          disable=not progress or None, leave=False))
+    found = []
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, \
+            Progress(len(dataset), "checking label maps for training classes", "image", enabled=progress) as bar:
+        for present in pool.map(shows, range(len(dataset))):
+            found.append(present)
+            bar.update()
     return [index for index, present in enumerate(found) if present]
 
 
