@@ -133,7 +133,8 @@ def normalised(report):
 @pytest.mark.parametrize(
     "args",
     [
-        ["--dataset", "ade20k-150", "--oracle", "--proposals", "selective-search", "--max-proposals", "30", "--limit", "5"],
+        ["--dataset", "ade20k-150", "--oracle", "--proposals", "selective-search", "--max-proposals", "30", "--limit", "5",
+         "--test-size", "160", "--max-size", "256"],  # small: sharding, not size, is the point
         ["--dataset", "voc-20", "--protocol", "zero-shot", "--max-size", "128", "--max-proposals", "6", "--prompt", "single", "--limit", "3"],
     ],
     ids=["oracle", "clip"],

@@ -28,6 +28,16 @@ def images():
 
 
 @pytest.fixture(scope="module")
+def small_images(images):
+    """The same photos at a quarter of their size, for SAM's generator: 1024 point prompts and
+    full-resolution stability scores make a full-size photo cost tens of seconds, and size is not
+    what those tests check."""
+    from PIL import Image
+
+    return [np.asarray(Image.fromarray(image).reduce(4)) for image in images]
+
+
+@pytest.fixture(scope="module")
 def query_dirs(tmp_path_factory):
     return {kind: save_tiny_query_model(tmp_path_factory.mktemp(kind), kind) for kind in ("mask2former", "maskformer", "oneformer")}
 
@@ -124,11 +134,11 @@ def test_sam_masks_are_ranked_by_predicted_iou_and_capped(sam_dir, images):
         assert set(generator.timings) == {"encoder", "decoder", "suppression"} and min(generator.timings.values()) >= 0
 
 
-def test_sam_filters_suppress_and_default_to_segment_anythings(sam_dir, images, tmp_path):
+def test_sam_filters_suppress_and_default_to_segment_anythings(sam_dir, small_images, tmp_path):
     generator = build_proposal_generator(f"sam:{sam_dir}")
     assert (generator.points_per_side, generator.points_per_batch, generator.pred_iou_thresh, generator.stability_score_thresh,
             generator.box_nms_thresh, generator.min_region_area) == (32, 64, 0.88, 0.95, 0.7, 0)
-    image = images[0]
+    image = small_images[0]
     masks, scores, boxes = generator.predict(image)
     assert len(masks) and bool((scores > 0.88).all())
     kept = generator.generate(image)
@@ -141,16 +151,16 @@ def test_sam_filters_suppress_and_default_to_segment_anythings(sam_dir, images, 
     assert shy.generate(image).shape == (0, *image.shape[:2])
 
 
-def test_sam_small_region_removal_runs_and_keeps_masks_clean(sam_dir, images):
-    generator = build_proposal_generator(f"sam:{sam_dir}", min_region_area=400, **UNFILTERED)
-    for mask in generator.generate(images[1]).bool().numpy():
-        assert not remove_small_regions(mask, 400)[1]
+def test_sam_small_region_removal_runs_and_keeps_masks_clean(sam_dir, small_images):
+    generator = build_proposal_generator(f"sam:{sam_dir}", min_region_area=25, **UNFILTERED)
+    for mask in generator.generate(small_images[1]).bool().numpy():
+        assert not remove_small_regions(mask, 25)[1]
 
 
-def test_sam_hq_loads_and_generates(tmp_path, images):
+def test_sam_hq_loads_and_generates(tmp_path, small_images):
     generator = build_proposal_generator(f"sam:{save_tiny_sam(tmp_path / 'hq', hq=True)}", max_proposals=4, **UNFILTERED)
     assert generator.hq
-    assert 1 <= len(generator.generate(images[0])) <= 4
+    assert 1 <= len(generator.generate(small_images[0])) <= 4
 
 
 # --- query masks of the MaskFormer family ----------------------------------------------------
@@ -235,7 +245,7 @@ def test_cli_segments_with_sam_proposals(clip_dir, sam_dir, tmp_path):
     out = tmp_path / "out"
     image = DATA / "coco" / "val2017" / "000000010363.jpg"
     proc = run(["segment", str(image), "--classes", "cat; car; wall", "--proposals", f"sam:{sam_dir}", "--clip", str(clip_dir),
-                "--out", str(out)])
+                "--max-size", "256", "--out", str(out)])  # small: see test_cli_oracle_scores_sam_proposals
     assert proc.returncode == 0, proc.stderr
     record = json.loads((out / "000000010363.json").read_text())
     assert record["classes"], "a confident SAM labels the image"
@@ -244,8 +254,9 @@ def test_cli_segments_with_sam_proposals(clip_dir, sam_dir, tmp_path):
 
 def test_cli_oracle_scores_sam_proposals(sam_dir, tmp_path):
     out = tmp_path / "scores.json"
+    # At a small test size: 1024 point prompts on a full-size photo cost tens of seconds here.
     proc = run(["eval", "--dataset", "coco-stuff", "--data-root", str(DATA), "--oracle", "--proposals", f"sam:{sam_dir}",
-                "--limit", "2", "--output", str(out), "--quiet"])
+                "--limit", "2", "--test-size", "128", "--max-size", "256", "--output", str(out), "--quiet"])
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["num_images"] == 2 and report["proposals"] == f"sam:{sam_dir}" and report["proposal_model"] == str(sam_dir)

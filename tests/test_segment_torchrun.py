@@ -26,7 +26,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 def segment_args(inputs, out: Path, clip_dir: Path, *extra: str) -> list[str]:
     return ["segment", *map(str, inputs), "--classes", "person; car; sky; tree; road; grass", "--clip", str(clip_dir),
-            "--max-proposals", "12", "--out", str(out), *extra]
+            "--max-proposals", "12", "--max-size", "320", "--out", str(out), *extra]
 
 
 def outputs(folder: Path, temporaries: bool = True) -> dict[str, bytes]:
