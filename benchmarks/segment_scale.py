@@ -32,7 +32,7 @@ from samples import DATA, save_tiny_clip  # noqa: E402
 
 def segment(processes: int, images: list[Path], out: Path, args: argparse.Namespace) -> float:
     """Seconds of one `zsseg segment` run over `images` (symlinked into one folder)."""
-    command = ["segment", str(images[0].parent), "--vocabulary", "coco-stuff", "--clip", args.clip,
+    command = ["segment", str(images[0].parent), "--vocabulary", "coco-stuff-171", "--clip", args.clip,
                "--proposals", args.proposals, "--max-proposals", str(args.max_proposals), "--device", args.device,
                "--out", str(out)]
     env = dict(os.environ)

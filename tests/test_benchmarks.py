@@ -270,3 +270,33 @@ def test_gpu_check_says_in_one_line_that_it_needs_cuda():
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "PYTHON": sys.executable})
     assert proc.returncode != 0
     assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1 and "needs a CUDA GPU" in proc.stderr
+
+
+def test_every_benchmark_script_answers_help_without_pytest():
+    """Each benchmarks/*.py parses its command line and prints its usage, run as a script in a
+    Python without pytest's path set-up (one process, so torch is imported once)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = sorted(p for p in folder.glob("*.py") if p.name != "samples.py")
+    code = (
+        "import io, runpy, sys, contextlib\n"
+        "for script in sys.argv[1:]:\n"
+        "    sys.argv = [script, '--help']\n"
+        "    out = io.StringIO()\n"
+        "    try:\n"
+        "        with contextlib.redirect_stdout(out):\n"
+        "            runpy.run_path(script, run_name='__main__')\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code in (0, None), (script, exit.code)\n"
+        "    else:\n"
+        "        raise AssertionError(f'{script} ran instead of printing its usage')\n"
+        "    assert 'usage:' in out.getvalue(), (script, out.getvalue()[:200])\n"
+        "    print('ok', script)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, scripts)], capture_output=True, text=True, timeout=300,
+                          cwd=folder.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("ok ") == len(scripts) >= 10
