@@ -216,6 +216,10 @@ def _start_server(clip_dir: Path, port: int, env: dict | None = None) -> subproc
         [sys.executable, "-m", "zsseg", "demo", "--clip", str(clip_dir), "--max-size", "160", "--max-proposals", "10",
          "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        # As from a terminal, where Ctrl-C reaches it: a suite started in the background by a
+        # shell without job control (`pytest &` in a script) has SIGINT ignored, and children
+        # inherit that, so the test's "Ctrl-C" would be lost.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines = []
     deadline = time.monotonic() + 180

@@ -43,6 +43,7 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["GRADIO_RUN_HISTORY"] = "False"
 
+import atexit  # noqa: E402
 import html  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
@@ -54,6 +55,13 @@ from collections import OrderedDict, deque  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
+
+# Gradio keeps uploads, and folders of its own that it makes when the page starts, under
+# GRADIO_TEMP_DIR, which it reads when imported and at every upload: a folder of this process's
+# own (not Gradio's shared one, which keeps growing), removed at exit.
+UPLOADS = Path(tempfile.mkdtemp(prefix="zsseg-demo-uploads-"))
+os.environ["GRADIO_TEMP_DIR"] = str(UPLOADS)
+atexit.register(shutil.rmtree, UPLOADS, True)
 
 import gradio as gr  # noqa: E402
 
@@ -152,10 +160,6 @@ class Demo:
         self.results = Path(tempfile.mkdtemp(prefix="zsseg-demo-"))
         self._kept: deque[Path] = deque()
         weakref.finalize(self, shutil.rmtree, self.results, True)
-        # Gradio reads this for every upload: a folder of the page's own, removed with it.
-        self.uploads = Path(tempfile.mkdtemp(prefix="zsseg-demo-uploads-"))
-        os.environ["GRADIO_TEMP_DIR"] = str(self.uploads)
-        weakref.finalize(self, shutil.rmtree, self.uploads, True)
 
     def _offer(self, method: str, proposal: str | None, what: str) -> bool:
         try:

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     """Serve the web demo until Ctrl-C. Everything that can fail (gradio missing, CLIP, the
     page's initial settings, the port) fails before the page is served, in one line."""
     try:
-        importlib.import_module("gradio")  # the optional extra: nothing else imports it
+        importlib.import_module("zsseg.demo")  # sets gradio's folder, then imports it (the optional extra)
+        importlib.import_module("gradio")
     except ImportError as error:
         if (error.name or "").split(".")[0] == "gradio":
             raise ZssegError('the web demo needs gradio, which is not installed: pip install "zsseg[demo]"') from None
