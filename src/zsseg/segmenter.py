@@ -51,6 +51,7 @@ class SegmentationResult:
         scores: `[C, h, w]` float32 Eq. 2 scores at the processing size (h, w), each pixel's
             scores summing to 1 where covered and 0 elsewhere; for the per-pixel methods
             ("dense-clip", "fcn") the class probabilities at 1/4 of the processing size.
+            Computed when first read (the label map does not need them).
         masks: `[K, h, w]` float32 proposals that were classified (non-empty after binarising);
             empty (K = 0) for the per-pixel methods.
         region_probs: `[K, C]` float32 class probabilities of each proposal (Eq. 1, or mask
@@ -60,10 +61,17 @@ class SegmentationResult:
 
     label_map: np.ndarray
     class_names: list[str]
-    scores: torch.Tensor
     masks: torch.Tensor
     region_probs: torch.Tensor
     timings: dict[str, float] = field(default_factory=dict)
+    pixel_probs: torch.Tensor | None = field(default=None, repr=False)  # the per-pixel methods' scores
+    _scores: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    @property
+    def scores(self) -> torch.Tensor:
+        if self._scores is None:
+            self._scores = self.pixel_probs if self.pixel_probs is not None else assemble(self.masks, self.region_probs)
+        return self._scores
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -278,17 +286,17 @@ class Segmenter:
         lap("image_loading")
         output = method.scores(small, vocabulary, text, seen=seen, ground_truth=ground_truth, lap=lap)
         if method.per_pixel:
-            scores, labels = output.probs, dense_labels(output.probs, full.shape[:2])
+            labels = dense_labels(output.probs, full.shape[:2])
         else:
-            scores, labels = assemble(output.masks, output.probs), assemble_labels(output.masks, output.probs, size=full.shape[:2])
+            labels = assemble_labels(output.masks, output.probs, size=full.shape[:2])
         lap("assembly")
         return SegmentationResult(
             label_map=labels.numpy().astype(np.int32),
             class_names=vocabulary.names,
-            scores=scores,
             masks=output.masks,
             region_probs=output.probs if not method.per_pixel else torch.empty(0, len(vocabulary)),
             timings=timings,
+            pixel_probs=output.probs if method.per_pixel else None,
         )
 
 
