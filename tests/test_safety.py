@@ -3,6 +3,7 @@ did not write; plus the other defects found by trying zsseg as a new user would.
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -436,3 +437,16 @@ def test_ctrl_c_while_the_command_starts(monkeypatch, capsys):
 def test_importing_zsseg_is_light():
     code = "import sys, zsseg; assert 'torch' not in sys.modules; from zsseg import Segmenter; assert 'torch' in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_version_answers_without_loading_torch(tmp_path):
+    """`zsseg --version` (the installed command's entry point) prints at once, imports no torch,
+    and keeps the output rules of every command: a full disk is one line and status 2."""
+    code = ("import sys; sys.argv = ['zsseg', '--version']; from zsseg.console import main; status = main(); "
+            "sys.stderr.write('torch loaded\\n' if 'torch' in sys.modules else ''); sys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{SOFTWARE}\n", "")
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-c", code], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        assert (done.returncode, done.stderr) == (2, "zsseg: error: cannot write to standard output: No space left on device\n")
