@@ -235,6 +235,18 @@ def _start_server(clip_dir: Path, port: int, env: dict | None = None) -> subproc
     pytest.fail(f"zsseg demo did not start: {''.join(lines)}")
 
 
+def _ctrl_c(server: subprocess.Popen) -> tuple[str, str]:
+    """Ctrl-C to a running `zsseg demo`, which must then stop within a minute; its output. A
+    server that does not stop is killed, not left behind, and the test fails saying so."""
+    server.send_signal(signal.SIGINT)
+    try:
+        return server.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        _, err = server.communicate()
+        pytest.fail(f"zsseg demo was still running 60 s after Ctrl-C; it was killed. Its stderr ends: {err[-2000:]}")
+
+
 def _toast(browser_page, text: str) -> None:
     browser_page.locator(".toast-body", has_text=text).first.wait_for(timeout=30_000)
     browser_page.locator(".toast-body", has_text=text).first.locator("button").first.click()  # close it
@@ -279,8 +291,7 @@ def test_bad_uploads_and_api_values_are_one_line_messages(clip_dir, tmp_path):
             assert message in shown, (image.name, k, shown)
             assert "/tmp" not in shown and "gradio" not in shown.lower(), shown
     finally:
-        server.send_signal(signal.SIGINT)
-        out, err = server.communicate(timeout=60)
+        out, err = _ctrl_c(server)
     assert "Traceback" not in err and "Error" not in out, err[-3000:]
     assert sorted(p.name for p in temp.iterdir()) == ["zsseg-demo-ran"], "uploads and results are removed with the page"
 
@@ -349,11 +360,6 @@ def test_page_in_a_real_browser(clip_dir, tmp_path):
             finally:
                 browser.close()
     finally:
-        server.send_signal(signal.SIGINT)  # Ctrl-C
-        try:
-            out, err = server.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise
+        out, err = _ctrl_c(server)
     assert server.returncode == 130 and err.endswith("zsseg: interrupted\n") and "Traceback" not in err, err
     assert out == ""  # nothing from Gradio
