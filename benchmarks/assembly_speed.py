@@ -13,6 +13,11 @@ processing size of a 4000x3000 photo (longer side 1024), binarised as Eq. 1 does
 probabilities are random and peaked like CLIP's (softmax at temperature 100 over cosines).
 Labels must be identical; the script says so or exits 1.
 
+Then the two outputs of `segment` that scale with the photo and the classes present, on the
+847-class label map: the JSON's per-class RLE (before: one full-size mask per class; now: the
+runs of the label map, once) and the overlay's colours (before: every pixel blended in
+floating point; now: a lookup table made by the same arithmetic). Same bytes, or exit 1.
+
     python benchmarks/assembly_speed.py --classes 171 847
 """
 
@@ -79,6 +84,45 @@ def run_one(path: str, way: str, out: str) -> None:
     print(json.dumps({"wall": wall, "cpu": cpu, "peak_mb": peak}))
 
 
+def compare_writing(labels, classes: int) -> bool:
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from zsseg import writers
+
+    def rles_before():  # one full-size mask per class present
+        out = {}
+        for i in np.unique(labels):
+            if i >= 0:
+                rle = mask_utils.encode(np.asfortranarray((labels == i).astype(np.uint8)))
+                out[int(i)] = (int(mask_utils.area(rle)), rle["counts"].decode("ascii"))
+        return out
+
+    def blend_before(image, colours, alpha=0.55):  # every pixel in floating point
+        blended = image.astype(np.float32)
+        covered = labels >= 0
+        blended[covered] = (1 - alpha) * blended[covered] + alpha * colours[labels[covered]]
+        return np.clip(blended, 0, 255).astype(np.uint8)
+
+    print(f"writing the outputs of the {labels.shape[1]}x{labels.shape[0]} label map ({classes} classes, "
+          f"{len(np.unique(labels[labels >= 0]))} present):")
+    image = np.random.default_rng(0).integers(0, 256, labels.shape + (3,), dtype=np.uint8)
+    colours = writers.palette(classes)
+    same = True
+    for name, before, now in [("JSON per-class RLE", rles_before, lambda: writers._class_rles(labels)),
+                              ("overlay colours", lambda: blend_before(image, colours), lambda: writers._blend(image, labels, colours, 0.55))]:
+        figures = []
+        for way in (before, now):
+            start = time.process_time()
+            result = way()
+            figures.append((time.process_time() - start, result))
+        equal = (np.array_equal(figures[0][1], figures[1][1]) if isinstance(figures[0][1], np.ndarray) else figures[0][1] == figures[1][1])
+        same &= bool(equal)
+        print(f"{name:>20}: before {figures[0][0]:.2f} CPU s, now {figures[1][0]:.2f} CPU s, "
+              f"{figures[0][0] / max(figures[1][0], 1e-9):.1f}x less; {'same bytes' if equal else 'DIFFERENT'}")
+    return same
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", type=int, nargs="+", default=[171, 847])
@@ -112,6 +156,8 @@ def main() -> int:
             before, now = figures["before"], figures["now"]
             print(f"{classes:>7} ratios: {before['wall'] / now['wall']:.1f}x less wall, {before['cpu'] / now['cpu']:.1f}x less CPU, "
                   f"peak memory {before['peak_mb'] / now['peak_mb']:.1f}x lower; labels {'identical' if same else 'DIFFERENT'}")
+        labels = torch.load(Path(folder) / f"now-{max(args.classes)}.pt").numpy().astype("int32")
+        identical &= compare_writing(labels, max(args.classes))
     return 0 if identical else 1
 
 

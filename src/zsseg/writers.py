@@ -61,12 +61,8 @@ def label_image(labels: np.ndarray, num_classes: int) -> Image.Image:
 def overlay_image(image: np.ndarray, labels: np.ndarray, class_names: list[str], alpha: float = 0.55) -> Image.Image:
     """The image blended with class colours, with a legend of the classes present on the right."""
     colours = palette(len(class_names))
-    blended = image.astype(np.float32)
-    covered = labels >= 0
-    blended[covered] = (1 - alpha) * blended[covered] + alpha * colours[labels[covered]]
-    base = Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8))
-
-    present = [int(i) for i in np.unique(labels) if i >= 0]
+    base = Image.fromarray(_blend(image, labels, colours, alpha))
+    present = [int(i) for i in np.flatnonzero(np.bincount(labels.ravel() + 1, minlength=len(class_names) + 1)[1:])]
     font_size = max(12, min(28, image.shape[0] // 40))
     row, pad = font_size + 8, 8
     names = [(i, *legend_font(_short(class_names[i]), font_size)) for i in present]  # (index, font, text)
@@ -85,25 +81,67 @@ def overlay_image(image: np.ndarray, labels: np.ndarray, class_names: list[str],
     return canvas
 
 
+def _blend(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+    """`(1 - alpha) * pixel + alpha * colour` where labelled, in uint8. Each output byte depends
+    only on the class, the channel and the input byte, so it is looked up in a table made by
+    that arithmetic (float32 pixel, float64 sum, float32, clipped, truncated) over all 256
+    bytes: the same bytes as blending every pixel, for a fraction of the time on large photos."""
+    values = np.arange(256, dtype=np.float32)[None, None, :]
+    blended = ((1 - alpha) * values + alpha * colours[:, :, None]).astype(np.float32)
+    table = np.clip(blended, 0, 255).astype(np.uint8).reshape(-1)  # [class, channel, byte]
+    out = image.copy()
+    channel = np.arange(3) * 256
+    rows = max(1, (1 << 22) // max(1, image.shape[1]))
+    for start in range(0, image.shape[0], rows):
+        band, where = labels[start:start + rows], slice(start, start + rows)
+        index = band.clip(min=0).astype(np.int64)[..., None] * 768 + channel + image[where]
+        out[where] = np.where((band >= 0)[..., None], table[index], image[where])
+    return out
+
+
 def _short(name: str, limit: int = 40) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def _class_rles(labels: np.ndarray) -> dict[int, tuple[int, str]]:
+    """Each class present: its area and its mask as COCO's compressed RLE, the same string as
+    `pycocotools.mask.encode` of `labels == class`. Made from the runs of the label map read in
+    column order, once, instead of one full-size mask per class."""
+    height, width = labels.shape
+    flat = labels.ravel(order="F")
+    if flat.size == 0:
+        return {}
+    starts = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1])
+    lengths = np.diff(np.append(starts, flat.size))
+    values = flat[starts]
+    order = np.argsort(values, kind="stable")
+    bounds = np.flatnonzero(np.diff(values[order])) + 1
+    rles = {}
+    for runs in np.split(order, bounds):
+        value = int(values[runs[0]])
+        if value < 0:
+            continue
+        begin, length = starts[runs], lengths[runs]
+        gaps = begin - np.concatenate([[0], begin[:-1] + length[:-1]])
+        counts = np.column_stack([gaps, length]).ravel()
+        trailing = flat.size - int(begin[-1] + length[-1])
+        counts = np.append(counts, trailing) if trailing else counts
+        rle = mask_utils.frPyObjects({"counts": counts.tolist(), "size": [height, width]}, height, width)
+        rles[value] = (int(length.sum()), rle["counts"].decode("ascii"))
+    return rles
 
 
 def record(labels: np.ndarray, class_names: list[str], source: str) -> dict:
     """JSON-ready summary: vocabulary, image size, and per class present its area and COCO RLE."""
     height, width = labels.shape
     classes = []
-    for i in np.unique(labels):
-        if i < 0:
-            continue
-        mask = np.asfortranarray((labels == i).astype(np.uint8))
-        rle = mask_utils.encode(mask)
+    for i, (area, rle) in _class_rles(labels).items():
         classes.append(
             {
-                "index": int(i),
+                "index": i,
                 "name": class_names[i],
-                "area": int(mask_utils.area(rle)),
-                "rle": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+                "area": area,
+                "rle": {"size": [int(height), int(width)], "counts": rle},
             }
         )
     return {
