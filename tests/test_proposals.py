@@ -116,6 +116,36 @@ def test_select_masks_drops_empty_and_duplicates_and_caps():
     assert len(select_masks(masks, max_keep=2, duplicate_iou=0.95)) == 2
 
 
+def test_select_masks_equals_comparing_with_every_kept_mask():
+    """Only kept masks of a close size are compared (a size ratio below the IoU rules a
+    duplicate out); the decisions must be those of comparing with every kept mask, including
+    near-duplicates whose size ratio is right at the threshold."""
+    def every_kept(masks, max_keep, iou):
+        kept = []
+        for i, mask in enumerate(masks):
+            if mask.any() and not any((mask & masks[k]).sum() >= iou * max((mask | masks[k]).sum(), 1e-9) for k in kept):
+                kept.append(i)
+                if len(kept) == max_keep:
+                    break
+        return kept
+
+    rng = np.random.default_rng(1)
+    for trial in range(30):
+        blocks = []
+        for _ in range(40):  # rectangles, many grown or shrunk by a row from another
+            mask = np.zeros((20, 20), bool)
+            y, x, h, w = rng.integers(0, 10, 4)
+            mask[y:y + h + 1 + rng.integers(0, 10), x:x + w + 1] = True
+            blocks.append(mask)
+            if rng.random() < 0.5:
+                grown = mask.copy()
+                grown[min(19, y + h + 1)] |= mask[y]
+                blocks.append(grown)
+        masks = np.stack(blocks)
+        for iou in (0.9, 0.95, 0.5):
+            assert select_masks(masks, 30, iou, return_indices=True).tolist() == every_kept(masks, 30, iou), (trial, iou)
+
+
 def test_registry():
     assert set(GENERATORS) == {"selective-search", "contour-hierarchy", "ground-truth", "maskformer", "sam", "mask2former"}
     assert {name for name, cls in GENERATORS.items() if cls.pretrained} == {"sam", "mask2former"}

@@ -84,7 +84,8 @@ def select_masks(masks: np.ndarray, max_keep: int, duplicate_iou: float, previou
     width = flat[:, ::stride].shape[1]
     kept_samples = np.empty((len(previous) + min(max_keep, len(masks)), width), dtype=np.float32)
     kept_samples[: len(previous)] = previous.reshape(len(previous), flat.shape[1])[:, ::stride]
-    kept_areas = kept_samples[: len(previous)].sum(axis=1).tolist()
+    kept_areas = np.empty(len(kept_samples))
+    kept_areas[: len(previous)] = kept_samples[: len(previous)].sum(axis=1)
     count = len(previous)
     kept: list[int] = []
     for i in range(len(masks)):
@@ -93,12 +94,18 @@ def select_masks(masks: np.ndarray, max_keep: int, duplicate_iou: float, previou
         sample = flat[i, ::stride].astype(np.float32)
         area = float(sample.sum())
         if count:
-            inter = kept_samples[:count] @ sample
-            union = np.asarray(kept_areas) + area - inter
-            if np.any(inter >= duplicate_iou * np.maximum(union, 1e-9)):
-                continue
+            # IoU >= t needs t * larger area <= smaller area (intersection <= the smaller,
+            # union >= the larger; both sides rounded alike), so only masks of a close size can
+            # be duplicates: the same decisions, fewer products.
+            areas = kept_areas[:count]
+            near = np.flatnonzero((duplicate_iou * area <= areas) & (duplicate_iou * areas <= area))
+            if len(near):
+                inter = kept_samples[near] @ sample
+                union = areas[near] + area - inter
+                if np.any(inter >= duplicate_iou * np.maximum(union, 1e-9)):
+                    continue
         kept_samples[count] = sample
-        kept_areas.append(area)
+        kept_areas[count] = area
         count += 1
         kept.append(i)
         if len(kept) == max_keep:
