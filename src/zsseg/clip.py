@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from .catalogue import DEFAULT_CLIP, DTYPE_NAMES
 from .errors import ZssegError
 from .hub import ModelKind, load_pretrained, optional_json
 
-DEFAULT_CLIP = "openai/clip-vit-base-patch16"  # the paper's ViT-B/16
 # OpenAI CLIP's normalisation, used when a checkpoint has no preprocessor_config.json.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 
 CLIP_KIND = ModelKind("CLIP", ("clip",), "--clip {}", "clip-model")
 

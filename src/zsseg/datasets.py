@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .catalogue import PROTOCOLS
 from .errors import ZssegError, counted
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, read_image
 from .vocabulary import Vocabulary
@@ -417,7 +418,6 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "val", 
 
 # --- the paper's protocols and zero-shot splits -------------------------------------------------
 
-PROTOCOLS = ("cross-dataset", "zero-shot")
 
 
 def unseen_classes(dataset: SegmentationDataset, protocol: str) -> tuple[int, ...] | None:

@@ -36,12 +36,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .catalogue import DEFAULT_OVERLAP, DENSE_MODES
 from .clip import ClipModel
 from .errors import ZssegError
 from .prompts import VocabularyEmbedding
 
-DENSE_MODES = ("plain", "sclip")
-DEFAULT_OVERLAP = 2 / 3  # the paper's code: TEST.SLIDING_WINDOW, 224 tiles, overlap 2/3
 FEATURE_STRIDE = 4  # features are kept at 1/4 of the processing size
 _CHUNK_ELEMENTS = 1 << 22  # bounds the [cells, synonyms] block of `dense_logits`
 

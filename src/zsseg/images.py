@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from .errors import ZssegError
+
+if TYPE_CHECKING:
+    import torch
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
@@ -107,6 +109,8 @@ def check_rgb_array(image: np.ndarray) -> None:
 
 def image_tensor(image: ImageInput | torch.Tensor) -> torch.Tensor:
     """`[3, H, W]` float32 pixel values in [0, 255]."""
+    import torch  # here, so that reading images (and the datasets) needs no torch
+
     if isinstance(image, torch.Tensor):
         return image.float()
     return torch.from_numpy(as_rgb_array(image)).permute(2, 0, 1).float()

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from .catalogue import MIOU_RULES  # noqa: F401  (the command line's choices)
 from .errors import ZssegError
 
 
@@ -84,7 +85,6 @@ class ConfusionMatrix:
         return matrix
 
 
-MIOU_RULES = ("gt-or-predicted", "gt")
 
 
 @dataclass

@@ -19,12 +19,12 @@ import torch
 from torch.nn import functional as F
 
 from .clip import ClipModel
+from .catalogue import TEMPERATURE
 from .errors import ZssegError
 from .images import ImageInput, image_tensor
 from .prompts import PromptEncoder, PromptLike, VocabularyEmbedding
 from .vocabulary import Vocabulary, as_vocabulary
 
-TEMPERATURE = 100.0  # Eq. 1; CLIP's own learned logit scale also converges to 100.
 
 
 def mask_boxes(binary: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .assembly import UNLABELED, assemble, assemble_labels, dense_labels
+from .catalogue import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, METHODS, PER_PIXEL_METHODS
 from .clip import DEFAULT_CLIP, ClipModel, load_clip
 from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES
 from .errors import ZssegError
@@ -31,13 +32,7 @@ from .region_classification import RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
 from .writers import SOFTWARE
 
-DEFAULT_PROPOSALS = "selective-search"
-DEFAULT_MAX_SIZE = 1024
 DEFAULT_PROMPT = "imagenet"
-# Who labels: the ensemble, CLIP alone (Eq. 1 / dense CLIP), or the trained network alone.
-CLASSIFIERS = ("ensemble", "clip", "network")
-METHODS = tuple(_METHODS)
-PER_PIXEL_METHODS = tuple(name for name, method in _METHODS.items() if method.per_pixel)  # no proposals: they label pixels
 
 
 @dataclass

@@ -45,6 +45,7 @@ import torch
 from PIL import Image
 
 from .assembly import assemble_top
+from .catalogue import DEFAULT_REJECT_THRESHOLD
 from .clip import fingerprint
 from .datasets import IGNORE, SegmentationDataset, read_label_file, unseen_classes
 from .distributed import Distributed, for_each_shard
@@ -56,7 +57,6 @@ from .progress import Progress
 from .pseudo_labels import FORMAT, MANIFEST_NAME, read_manifest
 from .writers import SOFTWARE, check_target, write_json, write_png, written_by_zsseg
 
-DEFAULT_REJECT_THRESHOLD = 0.0  # the reference's PSEUDO_REJECT_THRESHOLD
 
 
 def pseudo_label_map(

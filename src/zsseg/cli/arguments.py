@@ -1,5 +1,5 @@
 """The command line's shared argument groups and value types, and which model flags each method
-takes (`zsseg.methods`)."""
+takes (`zsseg.catalogue`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import math
 from pathlib import Path
 from typing import Callable
 
-from ..clip import DEFAULT_CLIP, DTYPES
-from ..datasets import DATASETS, PROTOCOLS
-from ..dense_clip import DEFAULT_OVERLAP, DENSE_MODES
+from ..catalogue import (
+    CLASSIFIERS, DEFAULT_CLIP, DEFAULT_MAX_SIZE, DEFAULT_OVERLAP, DEFAULT_PROPOSALS, DEFAULT_SAM, DENSE_MODES, DTYPE_NAMES,
+    ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, GENERATORS, METHODS, PROTOCOLS, check_options, parse_generator,
+)
+from ..datasets import DATASETS
 from ..errors import ZssegError
-from ..methods import METHODS as METHOD_CLASSES, check_options
-from ..proposals import GENERATORS, parse_generator
-from ..proposals.sam import DEFAULT_SAM
-from ..segmenter import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS
 
 DEFAULT_MAX_PROPOSALS = 100
 
@@ -202,7 +200,7 @@ def model_options(parser: argparse.ArgumentParser, proposals: list[str], default
                         "else the image's own; eval: the benchmark's)")
     parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="CLIP precision, and bf16 autocast of a maskformer's network (default fp32)")
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPE_NAMES), help="CLIP precision, and bf16 autocast of a maskformer's network (default fp32)")
     parser.add_argument("--max-size", type=at_least(32), default=None,
                         help=f"longer side images are processed at, at most (default {DEFAULT_MAX_SIZE}; eval: the benchmark's); "
                         "outputs are full size")
@@ -241,13 +239,13 @@ def method_flags(args: argparse.Namespace) -> dict[str, bool]:
 
 def for_method(args: argparse.Namespace, method: str) -> argparse.Namespace:
     """`args` without the options `method` does not take (the demo offers several methods)."""
-    takes = METHOD_CLASSES[method].options
+    takes = METHODS[method].options
     return argparse.Namespace(**{**vars(args), "method": method,
                                  **{dest: unset for option, (dest, unset) in METHOD_FLAGS.items() if option not in takes}})
 
 
 def check_method_flags(args: argparse.Namespace) -> None:
     """A flag the chosen method does not take is an error now, before any model loads."""
-    check_options(METHOD_CLASSES[args.method], method_flags(args))
+    check_options(METHODS[args.method], method_flags(args))
     if args.method == "fcn" and args.fcn_weights is None:
         raise ZssegError("--method fcn needs --fcn-weights (the --output-dir of `zsseg train fcn`)")

@@ -9,14 +9,15 @@ import importlib
 import io
 import sys
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..clip import DEFAULT_CLIP
+from ..catalogue import DEFAULT_CLIP, DEFAULT_MAX_SIZE, GENERATORS, MASKFORMER, METHODS, PER_PIXEL_METHODS, parse_generator
 from ..errors import ZssegError
-from ..proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, parse_generator
-from ..segmenter import DEFAULT_MAX_SIZE, METHODS, PER_PIXEL_METHODS, Segmenter
 from .arguments import DEFAULT_MAX_PROPOSALS, PORT, PRETRAINED_PROPOSALS, USABLE_PROPOSALS, for_method, model_options
-from .models import build_segmenter, check_prompt, proposal_generator
+
+if TYPE_CHECKING:
+    from ..proposals import ProposalGenerator
+    from ..segmenter import Segmenter
 
 # The demo offers the pretrained generators only as given at start (`--proposals sam:MODEL`):
 # offering them all would download every default model (SAM is 375 MB) for a page that may
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise ZssegError(f'gradio cannot be imported ({error}); reinstall it: pip install "zsseg[demo]"') from None
     from ..clip import load_clip
     from ..demo import Demo, example_images
+    from .models import check_prompt
 
     check_prompt(args)
     clip = load_clip(args.clip or DEFAULT_CLIP, device=args.device, dtype=args.dtype)
@@ -80,12 +82,14 @@ def _demo_segmenters(args: argparse.Namespace, clip) -> Callable[[str, str | Non
     apply where they belong, so that the page can switch between a trained network and the
     training-free generators. A generator that loads a network (maskformer, sam, mask2former)
     loads it once: the segmenters for other K take a copy that shares it."""
+    from .models import build_segmenter, proposal_generator
+
     networks: dict[str, ProposalGenerator] = {}
 
     def generator(settings: argparse.Namespace) -> ProposalGenerator:
         spec = settings.proposals or settings.default_proposals
         name, _ = parse_generator(spec)
-        if settings.method in PER_PIXEL_METHODS or not (GENERATORS[name].pretrained or name == MaskFormerProposals.name):
+        if settings.method in PER_PIXEL_METHODS or not (GENERATORS[name].pretrained or name == MASKFORMER):
             return proposal_generator(settings, args.device)
         if spec not in networks:
             networks[spec] = proposal_generator(settings, args.device)
@@ -94,13 +98,13 @@ def _demo_segmenters(args: argparse.Namespace, clip) -> Callable[[str, str | Non
         return shared
 
     def make(method: str, proposals: str | None, max_proposals: int | None) -> Segmenter:
-        trained = proposals == MaskFormerProposals.name or method == "fcn"
+        trained = proposals == MASKFORMER or method == "fcn"
         settings = for_method(argparse.Namespace(**{
             **vars(args),
             "clip": clip,
             "proposals": proposals,
             "max_proposals": max_proposals,
-            "proposal_weights": args.proposal_weights if proposals == MaskFormerProposals.name else None,
+            "proposal_weights": args.proposal_weights if proposals == MASKFORMER else None,
             "ensemble_weight": args.ensemble_weight if trained else None,
             "classifier": args.classifier if trained else "ensemble",
         }), method)

@@ -6,16 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..datasets import DATASETS, PROTOCOLS, SegmentationDataset, load_dataset, unseen_classes
+from ..catalogue import GENERATORS, MASKFORMER, METHODS, MIOU_RULES, PER_PIXEL_METHODS, PROTOCOLS, parse_generator
+from ..datasets import DATASETS, SegmentationDataset, load_dataset, unseen_classes
 from ..errors import ZssegError
-from ..methods import METHODS as METHOD_CLASSES
-from ..metrics import MIOU_RULES
-from ..proposals import GENERATORS, MaskFormerProposals, parse_generator
-from ..segmenter import PER_PIXEL_METHODS
 from ..version import __version__
 from ..writers import check_target, write_json
 from .arguments import at_least, check_method_flags, model_options, worker_count, workers_option
-from .models import build_segmenter, check_prompt, proposal_generator
 from .outputs import check_json_output, check_output_folder, input_files, output
 
 
@@ -63,11 +59,11 @@ def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> t
 
     row = benchmark_settings(dataset.name, args.protocol)
     per_pixel = args.method in PER_PIXEL_METHODS
-    network = not per_pixel and parse_generator(args.proposals or args.default_proposals)[0] == MaskFormerProposals.name
+    network = not per_pixel and parse_generator(args.proposals or args.default_proposals)[0] == MASKFORMER
     preset = row.segmenter_options(network or args.method == "fcn")
     if args.method == "fcn":
         preset["ensemble_weight"] = None  # the FCN's own lambda (FCN_ENSEMBLE_WEIGHT), as the reference's per-pixel config
-    takes = METHOD_CLASSES[args.method].options | {"max_size", "prompt", "network_prompt"}
+    takes = METHODS[args.method].options | {"max_size", "prompt", "network_prompt"}
     chosen = {key: preset[key] if getattr(args, key) is None and key in takes else getattr(args, key)
               for key in ("test_size", "max_size", "mask_threshold", "ensemble_weight", "prompt", "network_prompt")}
     seen = args.seen_classes or row.seen
@@ -87,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmarks import benchmark_settings
     from ..distributed import init_distributed, shutdown_distributed
     from ..evaluation import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate
+    from ..proposals import MaskFormerProposals
+    from .models import build_segmenter, check_prompt, proposal_generator
 
     if args.oracle and args.method != "two-stage":
         raise ZssegError(f"--oracle scores proposals alone, with no classifier; --method {args.method} does not apply")
@@ -124,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             "dense_mode": args.dense_mode if args.method != "two-stage" and not args.oracle else None,
             "overlap": args.overlap if per_pixel else None,
             "ensemble_weight": segmenter.ensemble_weight if network is not None else None,
-            "classifier": args.classifier if (proposals == MaskFormerProposals.name or args.method == "fcn") and not args.oracle else None,
+            "classifier": args.classifier if (proposals == MASKFORMER or args.method == "fcn") and not args.oracle else None,
             "max_proposals": None if per_pixel else generator.max_proposals,
             "self_training": generator.trained.self_training if isinstance(generator, MaskFormerProposals) else None,
             "clip": None if args.oracle else segmenter.clip.source,

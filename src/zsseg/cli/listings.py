@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ..datasets import DATASETS
-from ..fcn import FCN_CONFIGS
+from ..fcn_config import FCN_CONFIGS
 from ..maskformer.config import CONFIGS
-from ..prompt_learning import PROMPT_CONFIGS
+from ..prompt_config import PROMPT_CONFIGS
 from ..vocabulary import PRESETS, Vocabulary
 from .outputs import output
 

@@ -11,7 +11,7 @@ from typing import Iterable
 
 from ..datasets import SegmentationDataset
 from ..errors import ZssegError
-from ..proposals import parse_generator
+from ..catalogue import parse_generator
 from ..writers import check_target, output_paths
 
 

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..clip import DEFAULT_CLIP
+from ..catalogue import DEFAULT_CLIP
 from ..datasets import load_dataset, unseen_classes
-from ..prompts import TEMPLATE_SETS
+from ..templates import TEMPLATE_SETS
 from ..writers import check_target
 from .arguments import at_least, training_data_options
 from .outputs import check_json_output, input_files, output

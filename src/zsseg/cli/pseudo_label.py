@@ -6,14 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..catalogue import DEFAULT_REJECT_THRESHOLD, MASKFORMER, PER_PIXEL_METHODS
 from ..datasets import load_dataset
 from ..errors import ZssegError
-from ..proposals import MaskFormerProposals
-from ..segmenter import PER_PIXEL_METHODS
-from ..self_training import DEFAULT_REJECT_THRESHOLD
 from ..version import __version__
 from .arguments import USABLE_PROPOSALS, at_least, check_method_flags, model_options, training_data_options, unit_interval, worker_count, workers_option
-from .models import build_segmenter, check_prompt, proposal_generator
 from .outputs import check_output_folder, output
 
 
@@ -27,7 +24,7 @@ def add_parser(commands) -> None:
         "images are sharded. Then: zsseg train proposals ... --pseudo-labels DIR.",
     )
     training_data_options(pseudo, "zero-shot (the only protocol with unseen classes)", protocols=["zero-shot"])
-    model_options(pseudo, USABLE_PROPOSALS, default_proposals=MaskFormerProposals.name)
+    model_options(pseudo, USABLE_PROPOSALS, default_proposals=MASKFORMER)
     pseudo.add_argument("--reject-threshold", type=unit_interval, default=DEFAULT_REJECT_THRESHOLD,
                         help="ignore pixels whose unseen-class score (its share of the covering proposals' probability, 0..1) "
                         f"is below this (default {DEFAULT_REJECT_THRESHOLD}, the reference's: label every non-seen pixel)")
@@ -38,6 +35,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .models import build_segmenter, check_prompt, proposal_generator
     from ..distributed import init_distributed, shutdown_distributed
     from ..self_training import pseudo_label
 

@@ -15,7 +15,6 @@ from ..progress import Progress
 from ..vocabulary import PRESETS, Vocabulary
 from ..writers import check_target, output_paths, remove_stale_temporaries, write_outputs, written_by_zsseg
 from .arguments import USABLE_PROPOSALS, check_method_flags, model_options
-from .models import build_segmenter, check_prompt, proposal_generator
 from .outputs import check_outputs, input_files, interrupted_status, report
 
 
@@ -132,6 +131,7 @@ def _plan(args: argparse.Namespace, main: bool) -> _Plan:
     """What to segment, after every check that needs no model. The output checks (no image writes
     over an input, a file zsseg did not write, or another image's outputs) run on one process
     only, before any process writes; so does the removal of temporaries that a killed run left."""
+    from .models import check_prompt
     vocabulary = _vocabulary(args)
     check_prompt(args)
     check_method_flags(args)
@@ -194,6 +194,7 @@ def _remove_if_empty(out: Path, created: bool) -> None:
 
 
 def _segmenter(args: argparse.Namespace, device: str, vocabulary: Vocabulary):
+    from .models import build_segmenter, proposal_generator
     segmenter = build_segmenter(args, device, proposal_generator(args, device))
     segmenter.prepare(vocabulary)
     return segmenter

@@ -7,16 +7,15 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..clip import DEFAULT_CLIP
+from ..catalogue import DEFAULT_CLIP
 from ..datasets import SegmentationDataset, load_dataset, unseen_classes
 from ..errors import ZssegError, counted
-from ..fcn import FCN_CONFIGS
+from ..fcn_config import FCN_CONFIGS
 from ..maskformer.config import CONFIGS
-from ..prompt_learning import PROMPT_CONFIGS
+from ..prompt_config import PROMPT_CONFIGS
 from .arguments import (
     at_least, network_training_options, positive_number, training_data_options, training_loop_options, training_split, worker_count,
 )
-from .models import check_prompt
 from .outputs import check_output_folder
 
 
@@ -71,6 +70,8 @@ def add_parser(commands) -> None:
 def _train_config(args: argparse.Namespace, config):
     """A named config (`NamedConfig` or `FcnConfig`) with the command line's training overrides."""
     from dataclasses import replace
+
+    from .models import check_prompt
 
     overrides = {
         key: getattr(args, key)
@@ -131,7 +132,8 @@ def _train_fcn(args: argparse.Namespace) -> int:
 
 
 def _train_prompts(args: argparse.Namespace) -> int:
-    from ..prompt_learning import check_output_dir, prompt_config, prompt_config_with, train_prompts
+    from ..prompt_config import prompt_config, prompt_config_with
+    from ..prompt_learning import check_output_dir, train_prompts
 
     config = prompt_config_with(prompt_config(args.config), **{
         key: getattr(args, key)

@@ -26,14 +26,9 @@ import torch
 from torch.nn import functional as F
 
 from ..images import resize_image, shortest_edge_size
+from .config import shorter_sides  # noqa: F401  (where it was defined)
 
 PAD_VALUE = 128  # the reference mapper's image padding
-
-
-def shorter_sides(base: int) -> tuple[int, ...]:
-    """The reference's MIN_SIZE_TRAIN: 0.5 to 1.5 x `base` in steps of 0.1
-    (`[int(x * 0.1 * base) for x in range(5, 16)]`; 320, 384, ..., 960 for 640)."""
-    return tuple(int(x * 0.1 * base) for x in range(5, 16))
 
 
 def uniform(generator: torch.Generator, low: float, high: float) -> float:

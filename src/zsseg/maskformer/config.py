@@ -10,14 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..errors import ZssegError
-from .augmentation import shorter_sides
-from .resnet import RESNETS
+from .backbones import RESNETS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 BACKBONES = (*RESNETS, "clip")
+
+
+def shorter_sides(base: int) -> tuple[int, ...]:
+    """The reference's MIN_SIZE_TRAIN: 0.5 to 1.5 x `base` in steps of 0.1
+    (`[int(x * 0.1 * base) for x in range(5, 16)]`; 320, 384, ..., 960 for 640)."""
+    return tuple(int(x * 0.1 * base) for x in range(5, 16))
+
 
 
 @dataclass(frozen=True)

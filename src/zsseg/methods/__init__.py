@@ -7,7 +7,9 @@
 
 With a trained proposal network (`--proposals maskformer`), two-stage and fast run inside
 `NetworkEnsemble`, which combines the network's own classifier with CLIP's. Adding a method is
-one module with a `Method` subclass and one line in `METHODS`.
+one module with a `Method` subclass, one line in `METHODS`, and its declaration (the options
+it takes, whether it labels pixels) in `zsseg.catalogue.METHODS`, where the command line reads
+it without loading any model.
 """
 
 from __future__ import annotations

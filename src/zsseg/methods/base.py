@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..catalogue import ENSEMBLE_WEIGHT, METHODS as DECLARATIONS, OPTIONS, check_options  # noqa: F401  (re-exported)
 from ..clip import ClipModel
 from ..errors import ZssegError
 from ..prompts import PromptEncoder, PromptLike, VocabularyEmbedding, load_prompt
@@ -28,23 +29,7 @@ from ..proposals import ProposalGenerator
 from ..region_classification import RegionClassifier
 from ..vocabulary import Vocabulary
 
-#: Flag and use of each option a method may or may not take, for the one message that refuses
-#: an option a method does not take ("--overlap is for dense-clip and fcn, not --method fast").
-OPTIONS = {
-    "proposals": ("--proposals", "the proposal methods (two-stage, fast)"),
-    "max_proposals": ("--max-proposals", "the proposal methods (two-stage, fast)"),
-    "proposal_weights": ("--proposal-weights", "the proposal methods (two-stage, fast)"),
-    "mask_threshold": ("--mask-threshold", "the proposal methods (two-stage, fast)"),
-    "test_size": ("--test-size", "the proposal methods (two-stage, fast)"),
-    "fcn": ("--fcn-weights", "--method fcn"),
-    "dense_mode": ("--dense-mode", "the methods with dense CLIP features (fast, dense-clip, fcn)"),
-    "overlap": ("--overlap", "the methods with sliding windows (dense-clip, fcn)"),
-    "ensemble_weight": ("--ensemble-weight", "maskformer proposals or --method fcn"),
-    "classifier": ("--classifier", "maskformer proposals or --method fcn"),
-}
-
 Lap = Callable[[str], None]  # records the time since the last call under a stage's name
-ENSEMBLE_WEIGHT = 0.8  # lambda of the ensemble with a proposal network's classifier (the paper's)
 
 
 @dataclass
@@ -91,16 +76,23 @@ class Parts:
 class Method(ABC):
     """One way of labelling pixels; see the module docstring."""
 
-    #: The name `--method` takes.
+    #: The name `--method` takes; its declaration in `zsseg.catalogue.METHODS` gives:
     name: str = ""
-    #: Whether it labels pixels directly (no proposals, no Eq. 2).
+    #: whether it labels pixels directly (no proposals, no Eq. 2),
     per_pixel: bool = False
-    #: The `Segmenter` options it takes (keys of `OPTIONS`).
+    #: and the `Segmenter` options it takes (keys of `OPTIONS`).
     options: frozenset[str] = frozenset()
+
     #: lambda of its ensemble with a trained network, when none is given.
     default_ensemble_weight: float = ENSEMBLE_WEIGHT
     #: The prompt encoder of the method's trained network's own classifier, where it has one.
     network_prompts: PromptEncoder | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        declaration = DECLARATIONS.get(cls.__dict__.get("name"))
+        if declaration is not None:  # a method of its own, declared in the catalogue
+            cls.per_pixel, cls.options = declaration.per_pixel, declaration.options
 
     @abstractmethod
     def processing_size(self, height: int, width: int, max_size: int | None, test_size: int | None) -> tuple[int, int]:
@@ -117,17 +109,6 @@ class Method(ABC):
         """Encode what the method's own text classifier needs (errors before any image)."""
         if self.network_prompts is not None:
             self.network_prompts.encode_vocabulary(vocabulary)
-
-
-def check_options(method: type[Method], given: dict[str, object], context: str = "") -> None:
-    """Refuse, in one line, an option `method` does not take. `given` maps option names (keys
-    of `OPTIONS`) to whether they were set; `context` qualifies the method ("with selective-search
-    proposals")."""
-    for option, value in given.items():
-        if value and option not in method.options:
-            flag, use = OPTIONS[option]
-            what = f"--method {method.name}" + (f" {context}" if context else "")
-            raise ZssegError(f"{flag} is for {use}, not {what}")
 
 
 def ensemble(network: torch.Tensor, clip: torch.Tensor, seen: torch.Tensor, weight: float) -> torch.Tensor:

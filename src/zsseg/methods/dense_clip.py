@@ -13,8 +13,6 @@ from .base import Lap, Method, MethodOutput, Parts
 
 class DenseClipMethod(Method):
     name = "dense-clip"
-    per_pixel = True
-    options = frozenset({"dense_mode", "overlap"})
 
     def __init__(self, parts: Parts):
         self.dense = DenseClip(parts.clip, parts.dense_mode, overlap=parts.overlap)

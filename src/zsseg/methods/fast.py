@@ -12,12 +12,11 @@ from ..dense_clip import DenseClip, pool_masks
 from ..images import resize_image
 from ..prompts import VocabularyEmbedding
 from .base import Lap, Parts
-from .two_stage import PROPOSAL_OPTIONS, TwoStage
+from .two_stage import TwoStage
 
 
 class Fast(TwoStage):
     name = "fast"
-    options = PROPOSAL_OPTIONS | {"dense_mode"}
 
     def __init__(self, parts: Parts):
         super().__init__(parts)

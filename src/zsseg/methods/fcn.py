@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..catalogue import FCN_ENSEMBLE_WEIGHT
 from ..dense_clip import DenseClip, dense_logits
 from ..prompts import VocabularyEmbedding
 from ..vocabulary import Vocabulary
 from .base import Lap, Method, MethodOutput, Parts, ensemble, network_text_encoder, seen_flags
 
-FCN_ENSEMBLE_WEIGHT = 0.7  # lambda of the FCN + dense CLIP ensemble (the reference's per-pixel configs)
 
 
 class FcnMethod(Method):
     name = "fcn"
-    per_pixel = True
-    options = frozenset({"fcn", "dense_mode", "overlap", "ensemble_weight", "classifier"})
     default_ensemble_weight = FCN_ENSEMBLE_WEIGHT
 
     def __init__(self, parts: Parts):

@@ -6,19 +6,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..catalogue import PROPOSAL_OPTIONS
 from ..errors import ZssegError
 from ..images import image_tensor
 from ..prompts import VocabularyEmbedding
 from ..vocabulary import Vocabulary
 from .base import Lap, Method, MethodOutput, Parts
 
-PROPOSAL_OPTIONS = frozenset({"proposals", "max_proposals", "proposal_weights", "mask_threshold", "test_size",
-                              "ensemble_weight", "classifier"})
 
 
 class TwoStage(Method):
     name = "two-stage"
-    options = PROPOSAL_OPTIONS
 
     def __init__(self, parts: Parts):
         self.parts = parts

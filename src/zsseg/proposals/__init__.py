@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from ..errors import ZssegError
+from ..catalogue import parse_generator
 from .base import ProposalGenerator, select_masks
 from .contour_hierarchy import ContourHierarchy
 from .ground_truth import GroundTruthProposals
@@ -27,20 +27,6 @@ GENERATORS: dict[str, type[ProposalGenerator]] = {
     SamProposals.name: SamProposals,
     QueryMaskProposals.name: QueryMaskProposals,
 }
-
-
-def parse_generator(spec: str) -> tuple[str, str | None]:
-    """"NAME" or "NAME:MODEL" (a hub id or folder, for the generators that load a pretrained
-    model: sam, mask2former) -> (NAME, MODEL or None), checked against the registry."""
-    name, colon, model = spec.partition(":")
-    if name not in GENERATORS:
-        raise ZssegError(f"unknown proposal generator '{name}'; available: {', '.join(GENERATORS)}")
-    if colon and not model:
-        raise ZssegError(f"'{spec}' names no model after the colon; give {name}:HUB_ID or {name}:FOLDER")
-    if model and not GENERATORS[name].pretrained:
-        pretrained = ", ".join(n for n, cls in GENERATORS.items() if cls.pretrained)
-        raise ZssegError(f"the '{name}' proposals load no pretrained model, so '{spec}' is not a generator; NAME:MODEL is for {pretrained}")
-    return name, model or None
 
 
 def build_proposal_generator(name: str, **options) -> ProposalGenerator:

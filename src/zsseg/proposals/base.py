@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
+from ..catalogue import GENERATORS as DECLARATIONS
 from ..errors import ZssegError
 from ..images import bounded_size, resize_image, resize_labels, shortest_edge_size
 
@@ -21,12 +22,19 @@ _IOU_SAMPLES = 1 << 16  # pixels sampled to measure mask overlap when removing d
 class ProposalGenerator(ABC):
     """Produces class-agnostic mask proposals for an image."""
 
-    #: Name in the registry (`zsseg.proposals.GENERATORS`).
+    #: Name in the registry (`zsseg.proposals.GENERATORS`); its declaration in
+    #: `zsseg.catalogue.GENERATORS` gives:
     name: str = ""
-    #: Whether `generate` needs the ground-truth label map (only the oracle generator does).
+    #: whether `generate` needs the ground-truth label map (only the oracle generator does),
     needs_ground_truth: bool = False
-    #: Whether it loads a pretrained hub model, named as "NAME:MODEL" (`parse_generator`).
+    #: and whether it loads a pretrained hub model, named as "NAME:MODEL" (`parse_generator`).
     pretrained: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        declaration = DECLARATIONS.get(cls.__dict__.get("name"))
+        if declaration is not None:  # a generator of its own, declared in the catalogue
+            cls.needs_ground_truth, cls.pretrained = declaration.needs_ground_truth, declaration.pretrained
 
     def __init__(self, max_proposals: int = 100, duplicate_iou: float = 0.95):
         if max_proposals < 1:

@@ -21,7 +21,6 @@ class GroundTruthProposals(ProposalGenerator):
     """
 
     name = "ground-truth"
-    needs_ground_truth = True
 
     def __init__(self, ignore_index: int = 255, connected: bool = False, max_proposals: int = 1000):
         super().__init__(max_proposals, duplicate_iou=1.0)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..catalogue import MASKFORMER
 from ..clip import usable_device
 from ..errors import ZssegError
 from ..images import check_rgb_array
@@ -33,7 +34,7 @@ from .base import ProposalGenerator
 class MaskFormerProposals(ProposalGenerator):
     """Mask proposals, and class probabilities for any vocabulary, from a trained network."""
 
-    name = "maskformer"
+    name = MASKFORMER
 
     def __init__(self, weights: str | Path | None = None, max_proposals: int = 100, device: str = "cpu", duplicate_iou: float = 1.0,
                  clip=None, tokenizer: str | Path | None = None, dtype: str = "fp32"):

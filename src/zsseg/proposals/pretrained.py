@@ -60,7 +60,6 @@ class PretrainedProposals(ProposalGenerator):
     the folder or the local cache), and `mean`, `std` for pixels in [0, 255].
     """
 
-    pretrained = True
     kind: ModelKind
     classes: dict[str, str]
 

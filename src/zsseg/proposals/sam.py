@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..catalogue import DEFAULT_SAM
 from ..errors import ZssegError
 from ..images import check_rgb_array
 from ..hub import ModelKind
 from .pretrained import PretrainedProposals, resized_pixels, sample_logits
 
-DEFAULT_SAM = "facebook/sam-vit-base"
 SAM_KIND = ModelKind("SAM", ("sam", "sam_hq"), "--proposals sam:{}", "sam-model")
 SAM_CLASSES = {"sam": "SamModel", "sam_hq": "SamHQModel"}
 
