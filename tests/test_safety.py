@@ -442,7 +442,8 @@ def test_importing_zsseg_is_light():
 def test_version_answers_without_loading_torch(tmp_path):
     """`zsseg --version` (the installed command's entry point) prints at once, imports no torch,
     and keeps the output rules of every command: a full disk is one line and status 2."""
-    code = ("import sys; sys.argv = ['zsseg', '--version']; from zsseg.console import main; status = main(); "
+    code = ("import sys; sys.argv = ['zsseg', '--version']; from zsseg.console import main\n"
+            "try:\n    status = main()\nexcept SystemExit as stop:\n    status = stop.code\n"
             "sys.stderr.write('torch loaded\\n' if 'torch' in sys.modules else ''); sys.exit(status)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout, done.stderr) == (0, f"{SOFTWARE}\n", "")

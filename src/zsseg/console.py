@@ -1,6 +1,5 @@
 """The `zsseg` command's entry point: light to import, so that Ctrl-C at any moment, even
-while torch is still loading, ends with one line and status 130 instead of a traceback, and
-`zsseg --version` answers at once."""
+while torch is still loading, ends with one line and status 130 instead of a traceback."""
 
 from __future__ import annotations
 
@@ -15,10 +14,6 @@ def _exit_now(status: int) -> None:
 
 
 def main() -> int:
-    if sys.argv[1:] == ["--version"]:  # answered without loading the command line (and torch)
-        from .version import print_version
-
-        return print_version()
     try:
         from .cli import main as run
     except KeyboardInterrupt:

@@ -20,9 +20,9 @@ import sys
 import threading
 
 from ..errors import StoppedElsewhere, ZssegError
-from ..version import print_version
+from ..version import __version__
 from . import demo, evaluate, listings, prompts, pseudo_label, segment, train
-from .outputs import Terminated, interrupted_status, terminate
+from .outputs import Terminated, interrupted_status, output, terminate
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +39,11 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.exit(print_version())
+        try:
+            output([f"zsseg {__version__}"])
+        except ZssegError as error:
+            parser.exit(2, f"zsseg: error: {error}\n")
+        parser.exit(0)
 
 
 def _parser() -> argparse.ArgumentParser:
