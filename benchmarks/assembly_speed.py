@@ -86,31 +86,17 @@ def run_one(path: str, way: str, out: str) -> None:
 
 def compare_writing(labels, classes: int) -> bool:
     import numpy as np
-    from pycocotools import mask as mask_utils
 
     from zsseg import writers
-
-    def rles_before():  # one full-size mask per class present
-        out = {}
-        for i in np.unique(labels):
-            if i >= 0:
-                rle = mask_utils.encode(np.asfortranarray((labels == i).astype(np.uint8)))
-                out[int(i)] = (int(mask_utils.area(rle)), rle["counts"].decode("ascii"))
-        return out
-
-    def blend_before(image, colours, alpha=0.55):  # every pixel in floating point
-        blended = image.astype(np.float32)
-        covered = labels >= 0
-        blended[covered] = (1 - alpha) * blended[covered] + alpha * colours[labels[covered]]
-        return np.clip(blended, 0, 255).astype(np.uint8)
 
     print(f"writing the outputs of the {labels.shape[1]}x{labels.shape[0]} label map ({classes} classes, "
           f"{len(np.unique(labels[labels >= 0]))} present):")
     image = np.random.default_rng(0).integers(0, 256, labels.shape + (3,), dtype=np.uint8)
     colours = writers.palette(classes)
     same = True
-    for name, before, now in [("JSON per-class RLE", rles_before, lambda: writers._class_rles(labels)),
-                              ("overlay colours", lambda: blend_before(image, colours), lambda: writers._blend(image, labels, colours, 0.55))]:
+    for name, before, now in [("JSON per-class RLE", lambda: writers.class_rles_by_mask(labels), lambda: writers._class_rles(labels)),
+                              ("overlay colours", lambda: writers.blend_by_pixel(image, labels, colours, 0.55),
+                               lambda: writers._blend(image, labels, colours, 0.55))]:
         figures = []
         for way in (before, now):
             start = time.process_time()

@@ -8,23 +8,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from zsseg import writers
-from zsseg.writers import palette, record
-
-
-def _blend_every_pixel(image, labels, colours, alpha=0.55):
-    blended = image.astype(np.float32)
-    covered = labels >= 0
-    blended[covered] = (1 - alpha) * blended[covered] + alpha * colours[labels[covered]]
-    return np.clip(blended, 0, 255).astype(np.uint8)
-
-
-def _mask_per_class(labels):
-    rles = {}
-    for i in np.unique(labels):
-        if i >= 0:
-            rle = mask_utils.encode(np.asfortranarray((labels == i).astype(np.uint8)))
-            rles[int(i)] = (int(mask_utils.area(rle)), rle["counts"].decode("ascii"))
-    return rles
+from zsseg.writers import blend_by_pixel, class_rles_by_mask, palette, record
 
 
 def _label_maps(rng):
@@ -50,8 +34,8 @@ def test_overlay_and_rle_shortcuts_give_the_same_bytes(coco_val):
     for labels, classes in cases:
         image = rng.integers(0, 256, labels.shape + (3,), dtype=np.uint8)
         colours = palette(classes)
-        assert np.array_equal(writers._blend(image, labels, colours, 0.55), _blend_every_pixel(image, labels, colours))
-        assert writers._class_rles(labels) == _mask_per_class(labels)
+        assert np.array_equal(writers._blend(image, labels, colours, 0.55), blend_by_pixel(image, labels, colours))
+        assert writers._class_rles(labels) == class_rles_by_mask(labels)
     entry = record(real, [f"class {i}" for i in range(171)], "real.png")
     for item in entry["classes"]:
         decoded = mask_utils.decode({"size": item["rle"]["size"], "counts": item["rle"]["counts"].encode("ascii")})

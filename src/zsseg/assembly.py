@@ -152,8 +152,8 @@ def _top_two(by_pixel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
 def _upsampled_top(numerators, coverage: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     in_h, in_w = numerators.height, numerators.width
     out_h, out_w = size
-    y0, y1, wy = _taps(in_h, out_h)
-    x0, x1, wx = _taps(in_w, out_w)
+    y0, _, wy = _taps(in_h, out_h)  # a cell's other corners are `ny`, `nx` below
+    x0, _, wx = _taps(in_w, out_w)
     winner, best, margin = numerators.top()
     # Float32 rounding moves an upsampled value by a few units in the last place of the
     # largest numerator; margins above 64 such units decide the pixel before upsampling.
@@ -237,17 +237,22 @@ def _top_at_boundaries(numerators, cells: torch.Tensor, corner_pixels: tuple, co
         for start in range(0, len(mine), step):
             at = mine[start:start + step]
             u = pixel_cell[at] - first
-            fy, by, bx = 1 - wy[at], wy[at], wx[at]
-            v = chosen[:, :, u]  # the same float operations as `top_by_full_upsampling`
-            value = (v[:, 0] * fy + v[:, 1] * by) * (1 - bx) + (v[:, 2] * fy + v[:, 3] * by) * bx
-            value = torch.where(valid[:, u], value, float("-inf"))
-            k = coverage[:, u]
-            cover = (k[0] * fy + k[1] * by) * (1 - bx) + (k[2] * fy + k[3] * by) * bx
+            weights = 1 - wy[at], wy[at], wx[at]
+            value = torch.where(valid[:, u], _bilinear(chosen[:, :, u].unbind(1), *weights), float("-inf"))
+            cover = _bilinear(coverage[:, u].unbind(0), *weights)
             best, index = value.max(dim=0)
             covered = cover > 0
             labels[at] = torch.where(covered, order[:, u].gather(0, index[None])[0], UNLABELED)
             scores[at] = torch.where(covered, best / cover.clamp_min(tiny), 0.0)
     return labels, scores
+
+
+def _bilinear(corners: tuple[torch.Tensor, ...], fy: torch.Tensor, by: torch.Tensor, bx: torch.Tensor) -> torch.Tensor:
+    """Values at pixels from their cells' corners (y0, x0), (y1, x0), (y0, x1), (y1, x1) with the
+    rows' weights `fy` = 1 - `by` and `by` and the columns' `bx`: the same float operations, in
+    the same order, as `top_by_full_upsampling` (rows first)."""
+    a00, a10, a01, a11 = corners
+    return (a00 * fy + a10 * by) * (1 - bx) + (a01 * fy + a11 * by) * bx
 
 
 def _taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -295,9 +300,5 @@ def _resize_band(band: torch.Tensor, in_h: int, src0: int, out_rows: tuple[int, 
 
 
 def _resize_width(rows: torch.Tensor, out_w: int) -> torch.Tensor:
-    in_w = rows.shape[2]
-    xs = ((torch.arange(out_w, dtype=torch.float32) + 0.5) * (in_w / out_w) - 0.5).clamp(0, in_w - 1)
-    x0 = xs.floor().long()
-    x1 = (x0 + 1).clamp(max=in_w - 1)
-    wx = xs - x0.float()
+    x0, x1, wx = _taps(rows.shape[2], out_w)
     return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .assembly import UNLABELED, assemble, assemble_labels, dense_labels
-from .catalogue import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, METHODS, PER_PIXEL_METHODS
+from .catalogue import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, METHODS as DECLARATIONS, PER_PIXEL_METHODS
 from .clip import DEFAULT_CLIP, ClipModel, load_clip
 from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES
 from .errors import ZssegError
@@ -33,6 +33,7 @@ from .vocabulary import Vocabulary, as_vocabulary
 from .writers import SOFTWARE
 
 DEFAULT_PROMPT = "imagenet"
+METHODS = tuple(DECLARATIONS)  # the names `method` takes
 
 
 @dataclass

@@ -99,6 +99,15 @@ def _blend(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: fl
     return out
 
 
+def blend_by_pixel(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """The definition `_blend` computes faster: every labelled pixel blended in floating point.
+    Kept as the reference for tests and benchmarks."""
+    blended = image.astype(np.float32)
+    covered = labels >= 0
+    blended[covered] = (1 - alpha) * blended[covered] + alpha * colours[labels[covered]]
+    return np.clip(blended, 0, 255).astype(np.uint8)
+
+
 def _short(name: str, limit: int = 40) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
@@ -128,6 +137,17 @@ def _class_rles(labels: np.ndarray) -> dict[int, tuple[int, str]]:
         counts = np.append(counts, trailing) if trailing else counts
         rle = mask_utils.frPyObjects({"counts": counts.tolist(), "size": [height, width]}, height, width)
         rles[value] = (int(length.sum()), rle["counts"].decode("ascii"))
+    return rles
+
+
+def class_rles_by_mask(labels: np.ndarray) -> dict[int, tuple[int, str]]:
+    """The definition `_class_rles` computes faster: one full-size mask per class present,
+    encoded by pycocotools. Kept as the reference for tests and benchmarks."""
+    rles = {}
+    for i in np.unique(labels):
+        if i >= 0:
+            rle = mask_utils.encode(np.asfortranarray((labels == i).astype(np.uint8)))
+            rles[int(i)] = (int(mask_utils.area(rle)), rle["counts"].decode("ascii"))
     return rles
 
 

@@ -217,7 +217,7 @@ def model_options(parser: argparse.ArgumentParser, proposals: list[str], default
 
 
 # The argument and its value when not given, of each option a method may or may not take
-# (`zsseg.methods.OPTIONS`).
+# (`zsseg.catalogue.OPTIONS`).
 METHOD_FLAGS = {
     "proposals": ("proposals", None),
     "max_proposals": ("max_proposals", None),

@@ -24,13 +24,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..catalogue import TEMPERATURE  # as Eq. 1: the text classifier is CLIP's, so is its temperature
 from ..clip import CLIP_MEAN, CLIP_STD
 from ..errors import ZssegError
 from ..prompts import VocabularyEmbedding
 from .config import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from .resnet import RESNETS, ResNet
 
-TEMPERATURE = 100.0  # as Eq. 1: the text classifier is CLIP's, so is its temperature
 SIZE_DIVISIBILITY = 32  # inputs are padded to a multiple of the coarsest stride
 
 

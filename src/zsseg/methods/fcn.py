@@ -12,7 +12,6 @@ from ..vocabulary import Vocabulary
 from .base import Lap, Method, MethodOutput, Parts, ensemble, network_text_encoder, seen_flags
 
 
-
 class FcnMethod(Method):
     name = "fcn"
     default_ensemble_weight = FCN_ENSEMBLE_WEIGHT

@@ -14,7 +14,6 @@ from ..vocabulary import Vocabulary
 from .base import Lap, Method, MethodOutput, Parts
 
 
-
 class TwoStage(Method):
     name = "two-stage"
 
