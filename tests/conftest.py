@@ -16,6 +16,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from samples import DATA, SHARED, TOKENIZER, save_tiny_clip, tiny_clip_config  # noqa: E402,F401
 
 
+def pytest_sessionstart(session):
+    """Without the real samples or CLIP's tokenizer most tests would fail, each the same way: say
+    it once, with how to point at them, and stop (status 4)."""
+    missing = [f"{what} not found under {path}: set {variable}"
+               for what, path, needed, variable in (("the real data samples", DATA, "coco/val2017", "ZSSEG_TEST_DATA"),
+                                                   ("CLIP's tokenizer", TOKENIZER, "vocab.json", "ZSSEG_TEST_TOKENIZER"))
+               if not (path / needed).exists()]
+    if missing:
+        pytest.exit("; ".join(missing) + " (by default both are in ../shared beside the checkout)", returncode=4)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` run only where CUDA is available; elsewhere they are skipped, saying why."""
     if torch.cuda.is_available():
