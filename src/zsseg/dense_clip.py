@@ -126,8 +126,9 @@ class DenseClip:
     ):
         if mode not in DENSE_MODES:
             raise ZssegError(f"unknown dense CLIP mode '{mode}'; choose one of {', '.join(DENSE_MODES)}")
+        clip.check_dense(mode)
         window = clip.image_size if window is None else window
-        patch = clip.model.vision_model.embeddings.patch_size
+        patch = clip.dense_stride
         if not isinstance(window, int) or window % FEATURE_STRIDE or window < patch:
             raise ZssegError(
                 f"the window must be a multiple of {FEATURE_STRIDE} and at least CLIP's patch size ({patch}), got {window}"
@@ -155,38 +156,13 @@ class DenseClip:
         scale = min(self.window / min(height, width), 2 * self.window / max(height, width))
         return _multiple(height * scale), _multiple(width * scale)
 
-    def _csa_block(self, layer: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        """SCLIP's last block: x + out_proj((softmax(QQ^T s) + softmax(KK^T s)) V) on layer_norm1(x),
-        per head, no feed-forward block."""
-        attention = layer.self_attn
-        x = layer.layer_norm1(hidden)
-        batch, tokens, _ = x.shape
-
-        def heads(projection: torch.nn.Linear) -> torch.Tensor:  # [B, heads, N, head_dim]
-            return projection(x).view(batch, tokens, attention.num_heads, attention.head_dim).transpose(1, 2)
-
-        q, k, v = heads(attention.q_proj), heads(attention.k_proj), heads(attention.v_proj)
-        weights = (q @ q.transpose(-1, -2) * attention.scale).softmax(dim=-1)
-        weights = weights + (k @ k.transpose(-1, -2) * attention.scale).softmax(dim=-1)
-        out = (weights @ v).transpose(1, 2).reshape(batch, tokens, -1)
-        return hidden + attention.out_proj(out)
-
     @torch.no_grad()
     def window_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """`[B, 3, window, window]` CLIP-normalised pixels -> `[B, D, g, g]` float32 projected
-        patch embeddings (g = window // patch size), on the CLIP's device."""
-        vision = self.clip.model.vision_model
-        pixels = pixels.to(device=self.clip.device, dtype=self.clip.dtype)
-        hidden = vision.embeddings(pixels, interpolate_pos_encoding=self.window != self.clip.image_size)
-        hidden = vision.pre_layrnorm(hidden)
-        *layers, last = vision.encoder.layers
-        for layer in layers:
-            hidden = layer(hidden, None)
-        hidden = self._csa_block(last, hidden) if self.mode == "sclip" else last(hidden, None)
-        patches = self.clip.model.visual_projection(vision.post_layernorm(hidden[:, 1:])).float()
+        patch embeddings (g = window // patch size), on the CLIP's device (`ClipModel.dense_features`)."""
+        features = self.clip.dense_features(pixels, self.mode)
         self.forwards += len(pixels)
-        side = self.window // vision.embeddings.patch_size
-        return patches.view(len(pixels), side, side, -1).permute(0, 3, 1, 2)
+        return features
 
     @torch.no_grad()
     def features(self, image: np.ndarray) -> DenseFeatures:

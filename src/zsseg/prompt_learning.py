@@ -202,7 +202,7 @@ class PromptLearner(nn.Module):
 
     def __init__(self, clip: ClipModel, length: int, init_std: float, seed: int):
         super().__init__()
-        width = clip.model.text_model.embeddings.token_embedding.weight.shape[1]
+        width = clip.token_width  # refuses, in one line, a text tower that is not CLIP's
         generator = torch.Generator().manual_seed(seed)
         self.context = nn.Parameter(torch.randn(length, width, generator=generator) * init_std)
         self._clip = (clip,)  # a tuple, not an attribute nn.Module would register

@@ -22,7 +22,7 @@ from .errors import ZssegError
 from .images import image_tensor
 from .prompt_learning import present_classes
 from .prompts import PromptEncoder, TemplatePrompt, resolve_templates
-from .region_classification import TEMPERATURE, crop_regions
+from .region_classification import crop_regions
 from .vocabulary import Vocabulary
 
 TRAINING_SPLIT = "train"
@@ -84,7 +84,8 @@ def segment_features(dataset: SegmentationDataset, clip: ClipModel, classes: lis
         if not present:
             continue
         masks = torch.stack([torch.from_numpy(label == c) for c in present])
-        crops, _ = crop_regions(image_tensor(dataset.load_image(index)), masks, clip.image_size, clip.image_mean, clip.image_std)
+        crops, _ = crop_regions(image_tensor(dataset.load_image(index)), masks, clip.image_size, clip.image_mean, clip.image_std,
+                                  interpolation=clip.interpolation)
         for start in range(0, len(crops), batch_size):
             features.append(clip.encode_images(crops[start : start + batch_size]).cpu())
         targets.extend(present)
@@ -123,7 +124,7 @@ def select_template(
     scores = []
     for template in candidates:
         encoder = PromptEncoder(clip, TemplatePrompt((template,), name=template), cache=text_cache)
-        logits = encoder.encode_vocabulary(vocabulary).class_logits(features.to(clip.device), TEMPERATURE).cpu()
+        logits = encoder.encode_vocabulary(vocabulary).class_logits(features.to(clip.device), clip.temperature).cpu()
         right = (logits.argmax(dim=1) == target).float()
         per_class = torch.stack([right[target == c].mean() for c in present])
         scores.append(TemplateScore(template, round(100 * float(per_class.mean()), 4), round(100 * float(right.mean()), 4)))

@@ -19,7 +19,6 @@ import torch
 from torch.nn import functional as F
 
 from .clip import ClipModel
-from .catalogue import TEMPERATURE
 from .errors import ZssegError
 from .images import ImageInput, image_tensor
 from .prompts import PromptEncoder, PromptLike, VocabularyEmbedding
@@ -45,6 +44,7 @@ def crop_regions(
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
     threshold: float = 0.5,
+    interpolation: str = "bicubic",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked, normalised crops ready for CLIP's image tower.
 
@@ -54,6 +54,8 @@ def crop_regions(
         size: output side (CLIP's input size).
         mean, std: CLIP normalisation for pixels in [0, 1].
         threshold: masks are binarised with `mask > threshold`.
+        interpolation: "bicubic" (CLIP's, the paper's) or "bilinear" (the model's own
+            preprocessing, where it is that).
 
     Returns:
         crops `[K', 3, size, size]` float32 normalised, background = mean (0 after normalising);
@@ -72,7 +74,7 @@ def crop_regions(
         region = normalised[:, y0:y1, x0:x1] * mask[y0:y1, x0:x1]
         # Plain bicubic (no antialiasing) of the normalised crop, as the reference code's
         # `F.interpolate(mode="bicubic")`: its crops are what the paper's numbers were made with.
-        crops.append(F.interpolate(region[None], size=(size, size), mode="bicubic", align_corners=False))
+        crops.append(F.interpolate(region[None], size=(size, size), mode=interpolation, align_corners=False))
     if not crops:
         return torch.empty(0, 3, size, size), keep
     return torch.cat(crops), keep
@@ -100,14 +102,14 @@ class RegionClassifier:
         self,
         clip: ClipModel,
         prompt: PromptLike = "imagenet",
-        temperature: float = TEMPERATURE,
+        temperature: float | None = None,
         mask_threshold: float = 0.5,
         batch_size: int = 32,
         text_cache: bool = True,
     ):
         self.clip = clip
         self.prompts = PromptEncoder(clip, prompt, cache=text_cache)
-        self.temperature = temperature
+        self.temperature = clip.temperature if temperature is None else temperature  # Eq. 1's 100 for CLIP
         self.mask_threshold = mask_threshold
         self.batch_size = batch_size
 
@@ -116,7 +118,8 @@ class RegionClassifier:
 
     def crops(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return crop_regions(
-            image, masks, self.clip.image_size, self.clip.image_mean, self.clip.image_std, self.mask_threshold
+            image, masks, self.clip.image_size, self.clip.image_mean, self.clip.image_std, self.mask_threshold,
+            self.clip.interpolation,
         )
 
     def encode_crops(self, crops: torch.Tensor) -> torch.Tensor:

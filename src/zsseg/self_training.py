@@ -159,7 +159,7 @@ def model_settings(segmenter: Segmenter) -> dict:
         "proposals": proposals.name,
         "max_proposals": proposals.max_proposals,
         "clip": segmenter.clip.source,
-        "clip_weights": fingerprint(dict(segmenter.clip.model.state_dict())),
+        "clip_weights": segmenter.clip.weights_fingerprint(),
         "prompt": segmenter.classifier.prompts.prompt.identity,
         "max_size": segmenter.max_size,
     }

@@ -159,6 +159,9 @@ class ProposalTask(TextClassifierTask):
             class_indices = training_classes(dataset, protocol)
         super().__init__(dataset, config.train, clip, protocol, backbone_weights, device, text_cache, class_indices)
         self.samples.loss_pixels = config.train.loss_pixels
+        if config.model.backbone == "clip" and clip.family != "clip":
+            raise ZssegError(f"the 'clip' backbone is CLIP's ViT image tower; '{clip.source}' is a {clip.family} model "
+                             "without one: choose another backbone, or a ViT CLIP")
         self.model_config = replace(
             config.model,
             embed_dim=clip.embed_dim,

@@ -22,7 +22,7 @@ class DenseClipMethod(Method):
 
     def scores(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
                ground_truth: np.ndarray | None = None, lap: Lap) -> MethodOutput:
-        probs = dense_logits(self.dense.features(image), text).softmax(dim=0).cpu()
+        probs = dense_logits(self.dense.features(image), text, self.dense.clip.temperature).softmax(dim=0).cpu()
         lap("image_encoding")
         return MethodOutput(probs.new_zeros(0, *probs.shape[1:]), probs)
 

@@ -34,7 +34,7 @@ class FcnMethod(Method):
             network = self.fcn.class_probs(self.fcn.predict(image), self.network_prompts.encode_vocabulary(vocabulary))
             lap("network")
         if self.mode != "network":
-            clip = dense_logits(self.dense.features(image), text).softmax(dim=0).cpu()
+            clip = dense_logits(self.dense.features(image), text, self.dense.clip.temperature).softmax(dim=0).cpu()
             lap("image_encoding")
         if network is None:
             probs = clip
