@@ -47,7 +47,7 @@ def test_folder_without_weights(tmp_path, clip_dir):
 
 
 def test_a_file_is_not_a_checkpoint(clip_dir):
-    with pytest.raises(ZssegError, match="is a file"):
+    with pytest.raises(ZssegError, match="is a file of another kind; give a folder"):
         load_clip(str(clip_dir / "config.json"))
 
 

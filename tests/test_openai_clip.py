@@ -200,12 +200,16 @@ def test_an_unknown_or_missing_key_is_named(tiny_state):
     assert "holds no tensor under 'nope.'" in _error(state, "nope.")
 
 
-def test_a_resnet_tower_is_refused(tiny_state):
+def test_a_resnet_tower_goes_to_zsseg_modified_resnet(tiny_state):
+    """A ResNet image tower is read by zsseg.resnet_clip, whose strict loader names what an
+    incomplete one lacks (the full round trip is in tests/test_clip_families.py)."""
     resnet = {k: v for k, v in tiny_state.items() if not k.startswith("visual.")}
     resnet.update({"visual.conv1.weight": torch.zeros(32, 3, 3, 3), "visual.layer1.0.conv1.weight": torch.zeros(64, 32, 1, 1),
                    "visual.attnpool.positional_embedding": torch.zeros(50, 2048)})
     assert is_openai_clip_state(resnet)
-    assert _error(resnet).startswith("ResNet CLIP checkpoints are not supported yet")
+    assert _error(resnet).startswith("this OpenAI CLIP state has a ResNet image tower")  # not a ViT to convert
+    with pytest.raises(ZssegError, match=r"^the CLIP ResNet state has no block in 'visual\.layer2'$"):
+        clip_from_openai_state(resnet, TOKENIZER, source="resnet")
 
 
 def test_a_tensor_of_the_wrong_shape_is_named(tiny_state):
@@ -226,7 +230,7 @@ def test_tokenizer_sources(tiny_state, tiny_clip, tmp_path, monkeypatch):
         clip_from_openai_state(tiny_state, str(tmp_path / "nope" / "tok"), source="x")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(ZssegError, match=r"not in the local Hugging Face cache.*tokenizer=clip-tokenizer"):
+    with pytest.raises(ZssegError, match=r"not in the local Hugging Face cache.*--tokenizer clip-tokenizer"):
         clip_from_openai_state(tiny_state, "openai/clip-vit-base-patch16", source="x")
 
 

@@ -18,14 +18,14 @@ from torch.nn import functional as F
 
 from .catalogue import DEFAULT_CLIP, DENSE_MODES, DTYPE_NAMES, TEMPERATURE
 from .errors import ZssegError
-from .hub import ModelKind, load_pretrained, optional_json
+from .hub import ModelKind, check_model_type, load_pretrained, optional_json
 
 # OpenAI CLIP's normalisation, used when a checkpoint has no preprocessor_config.json.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 
-CLIP_KIND = ModelKind("CLIP", ("clip",), "--clip {}", "clip-model")
+CLIP_KIND = ModelKind("CLIP", ("clip", "siglip"), "--clip {}", "clip-model")
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
@@ -361,33 +361,74 @@ def _preprocessing(source: str, local_only: bool) -> tuple[tuple, tuple]:
     return CLIP_MEAN, CLIP_STD
 
 
-def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cpu", dtype: str = "fp32") -> ClipModel:
-    """Load a CLIP from a Hugging Face hub id or a local folder in that format.
+def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cpu", dtype: str = "fp32",
+              tokenizer: str | None = None) -> ClipModel:
+    """Load a vision-language model: CLIP (ViT or ResNet) or SigLIP, in any of the formats zsseg reads.
 
     Args:
-        name_or_path: hub id such as "openai/clip-vit-base-patch16", or a folder with
-            config.json, model.safetensors (or pytorch_model.bin) and tokenizer files.
+        name_or_path: one of
+            - a hub id or folder in transformers' format (config.json model_type "clip" or
+              "siglip"): "openai/clip-vit-base-patch16", "google/siglip-base-patch16-224";
+            - a hub id or folder in open_clip's hub layout (open_clip_config.json and
+              open_clip_model.safetensors or open_clip_pytorch_model.bin), with towers in
+              OpenAI's layout: "timm/resnet50_clip.openai", "timm/vit_base_patch16_clip_224.openai";
+            - a state-dict file in OpenAI's layout (.safetensors, or .pt/.pth/.bin read as tensors
+              only; OpenAI's TorchScript archives are refused with how to convert them).
         device: "cpu", "cuda", "cuda:1", ...
         dtype: "fp32", "bf16" or "fp16".
+        tokenizer: a folder (CLIP's vocab.json and merges.txt, or a full tokenizer folder) or hub
+            id, for the OpenAI and open_clip formats, which carry no tokenizer (default: CLIP's BPE
+            files from the hub, cached); for a transformers checkpoint it replaces the folder's own.
 
     Raises:
         ZssegError: one line saying what was tried and, for hub ids, how to work offline.
     """
-    from transformers import AutoTokenizer, CLIPModel
+    from pathlib import Path
+
+    from .hub import looks_like_path
+    from .openai_clip import OPEN_CLIP_CONFIG, load_open_clip_folder, load_openai_clip_file, open_clip_hub_folder
 
     if dtype not in DTYPES:
         raise ZssegError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     device = usable_device(device)
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_file():
+        return load_openai_clip_file(path, tokenizer, device, dtype)
+    if path.is_dir() and (path / OPEN_CLIP_CONFIG).is_file():
+        return load_open_clip_folder(path, tokenizer, device, dtype)
+    if not path.exists() and not looks_like_path(name):
+        folder = open_clip_hub_folder(name)
+        if folder is not None:
+            return load_open_clip_folder(folder, tokenizer, device, dtype, source=name)
+    return _load_transformers(name, device, dtype, tokenizer)
+
+
+def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: str | None) -> ClipModel:
+    """A transformers CLIP or SigLIP checkpoint (hub id or folder), by its config's model_type."""
+    from transformers import AutoConfig, AutoTokenizer, CLIPModel, SiglipModel
 
     def load(source: str, local_only: bool):
-        model, info = CLIPModel.from_pretrained(
-            source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True, output_loading_info=True
-        )
-        return (model, AutoTokenizer.from_pretrained(source, local_files_only=local_only)), info
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+        check_model_type(config.model_type, name, CLIP_KIND)
+        cls = SiglipModel if config.model_type == "siglip" else CLIPModel
+        model, info = cls.from_pretrained(source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True,
+                                          output_loading_info=True)
+        if tokenizer is None:
+            loaded = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        else:
+            from .openai_clip import _load_tokenizer
 
-    (model, tokenizer), source, local_only = load_pretrained(name_or_path, CLIP_KIND, load)
+            loaded = _load_tokenizer(tokenizer)
+        return (model, loaded), info
+
+    (model, loaded), source, local_only = load_pretrained(name, CLIP_KIND, load)
+    if model.config.model_type == "siglip":
+        from .siglip import wrap_siglip
+
+        return wrap_siglip(model.to(device), loaded, source, optional_json(source, "preprocessor_config.json", local_only))
     mean, std = _preprocessing(source, local_only)
-    return wrap_clip(model.to(device), tokenizer, source, mean, std)
+    return wrap_clip(model.to(device), loaded, source, mean, std)
 
 
 def wrap_clip(model: torch.nn.Module, tokenizer, source: str, image_mean: tuple = CLIP_MEAN, image_std: tuple = CLIP_STD) -> "TransformersClip":

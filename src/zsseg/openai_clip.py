@@ -10,7 +10,8 @@ them without a random initialisation:
                                   prefix="clip_adapter.clip_model.")
 
 The caller reads the checkpoint as tensors (safetensors, or `torch.load(weights_only=True)`; a
-detectron2 checkpoint keeps its state dict under "model"); nothing is unpickled here. Only ViT visual towers are supported: a ResNet one is refused.
+detectron2 checkpoint keeps its state dict under "model"); nothing is unpickled here. A ResNet
+image tower goes to `zsseg.resnet_clip` (zsseg's `ModifiedResNet`), with the same text tower.
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ DROPPED = {"input_resolution", "context_length", "vocab_size"}
 # Names only a ResNet visual tower has (its stages and attention pooling).
 RESNET_MARKERS = ("visual.layer1.", "visual.attnpool.")
 
-TOKENIZER_KIND = ModelKind("CLIP tokenizer", CLIP_KIND.model_types, "tokenizer={}", "clip-tokenizer")
+# The tokenizer of OpenAI-layout checkpoints, which carry none: CLIP's BPE files (about 2 MB).
+DEFAULT_TOKENIZER = "openai/clip-vit-base-patch16"
+TOKENIZER_KIND = ModelKind("CLIP tokenizer", ("clip",), "--tokenizer {}", "clip-tokenizer")
 
 
 def _strip(state: dict, prefix: str) -> dict[str, torch.Tensor]:
@@ -108,10 +111,36 @@ def _heads(width: int, what: str) -> int:
     return width // HEAD_WIDTH
 
 
-def openai_vit_config(state: dict, prefix: str = ""):
+def _text_config(clip: dict, prefix: str, embed_dim: int, act: str) -> dict:
+    """transformers' `CLIPTextConfig` values of the OpenAI-layout text tower in `clip`."""
+    width = int(_tensor(clip, prefix, "ln_final.weight").shape[0])
+    return dict(
+        hidden_size=width,
+        intermediate_size=int(_tensor(clip, prefix, "transformer.resblocks.0.mlp.c_fc.weight").shape[0]),
+        num_hidden_layers=_layers(clip, "transformer.resblocks."),
+        num_attention_heads=_heads(width, "text"),
+        vocab_size=int(_tensor(clip, prefix, "token_embedding.weight").shape[0]),
+        max_position_embeddings=int(_tensor(clip, prefix, "positional_embedding").shape[0]),
+        # transformers pools the first EOS position: OpenAI's argmax of the ids, as EOS is the highest id.
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+        hidden_act=act,
+        layer_norm_eps=1e-5,
+        projection_dim=embed_dim,
+    )
+
+
+def is_resnet_state(state: dict, prefix: str = "") -> bool:
+    """Whether the OpenAI-layout CLIP under `prefix` has a ResNet image tower."""
+    return any(k.startswith(prefix + marker) for k in state for marker in RESNET_MARKERS)
+
+
+def openai_vit_config(state: dict, prefix: str = "", act: str = "quick_gelu"):
     """The transformers `CLIPConfig` of an OpenAI-layout ViT CLIP, read from tensor shapes as
     OpenAI's `build_model` does (ViT-B/16: width 768, patch 16, 224 pixels, 12 layers; text width
-    512, 12 layers, context 77, vocabulary 49408; 512-d embeddings).
+    512, 12 layers, context 77, vocabulary 49408; 512-d embeddings). `act` is the MLPs'
+    activation: OpenAI's "quick_gelu", or "gelu" for open_clip models trained without it.
 
     Raises:
         ZssegError: a ResNet visual tower, a missing tensor, or shapes no ViT CLIP has.
@@ -121,20 +150,18 @@ def openai_vit_config(state: dict, prefix: str = ""):
     clip = _strip(state, prefix)
     if not clip:
         raise ZssegError(f"the state holds no tensor under '{prefix}'" if prefix else "the state is empty")
-    if any(k.startswith(RESNET_MARKERS) for k in clip):
-        raise ZssegError("ResNet CLIP checkpoints are not supported yet (only ViT visual towers)")
+    if is_resnet_state(clip):
+        raise ZssegError("this OpenAI CLIP state has a ResNet image tower: load it with zsseg.resnet_clip (load_clip does)")
     conv = _tensor(clip, prefix, "visual.conv1.weight")  # [width, 3, patch, patch]
     positions = _tensor(clip, prefix, "visual.positional_embedding").shape[0]  # grid^2 + 1 (class token)
     grid = round((positions - 1) ** 0.5)
     if grid * grid + 1 != positions:
         raise ZssegError(f"'{prefix}visual.positional_embedding' has {positions} rows, not a square grid plus the class token")
     width, patch = int(conv.shape[0]), int(conv.shape[-1])
-    text_width = int(_tensor(clip, prefix, "ln_final.weight").shape[0])
     embed_dim = int(_tensor(clip, prefix, "text_projection").shape[1])
     visual_dim = int(_tensor(clip, prefix, "visual.proj").shape[1])
     if visual_dim != embed_dim:
         raise ZssegError(f"the OpenAI CLIP's image embeddings are {visual_dim}-d but its text embeddings {embed_dim}-d")
-    common = dict(hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=embed_dim)  # as OpenAI's CLIP
     vision = dict(
         hidden_size=width,
         intermediate_size=int(_tensor(clip, prefix, "visual.transformer.resblocks.0.mlp.c_fc.weight").shape[0]),
@@ -143,22 +170,21 @@ def openai_vit_config(state: dict, prefix: str = ""):
         num_channels=int(conv.shape[1]),
         image_size=patch * grid,
         patch_size=patch,
-        **common,
+        hidden_act=act,
+        layer_norm_eps=1e-5,
+        projection_dim=embed_dim,
     )
-    text = dict(
-        hidden_size=text_width,
-        intermediate_size=int(_tensor(clip, prefix, "transformer.resblocks.0.mlp.c_fc.weight").shape[0]),
-        num_hidden_layers=_layers(clip, "transformer.resblocks."),
-        num_attention_heads=_heads(text_width, "text"),
-        vocab_size=int(_tensor(clip, prefix, "token_embedding.weight").shape[0]),
-        max_position_embeddings=int(_tensor(clip, prefix, "positional_embedding").shape[0]),
-        # transformers pools the first EOS position: OpenAI's argmax of the ids, as EOS is the highest id.
-        bos_token_id=BOS_ID,
-        eos_token_id=EOS_ID,
-        pad_token_id=EOS_ID,
-        **common,
-    )
+    text = _text_config(clip, prefix, embed_dim, act)
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=embed_dim)
+
+
+def openai_text_config(state: dict, prefix: str = "", act: str = "quick_gelu"):
+    """The transformers `CLIPTextConfig` of the text tower of an OpenAI-layout CLIP (any image tower)."""
+    from transformers import CLIPTextConfig
+
+    clip = _strip(state, prefix)
+    embed_dim = int(_tensor(clip, prefix, "text_projection").shape[1])
+    return CLIPTextConfig(**_text_config(clip, prefix, embed_dim, act))
 
 
 def _renamed(key: str) -> str | tuple[str, ...] | None:
@@ -174,18 +200,25 @@ def _renamed(key: str) -> str | tuple[str, ...] | None:
 
 
 def _expected_keys(config) -> list[str]:
-    """Every OpenAI key (prefix removed) that a ViT CLIP of `config` has."""
-    keys = list(TOP_LEVEL)
-    for tower, layers in (("visual.transformer.resblocks.", config.vision_config.num_hidden_layers),
-                          ("transformer.resblocks.", config.text_config.num_hidden_layers)):
+    """Every OpenAI key (prefix removed) that a ViT CLIP of `config` (a `CLIPConfig`) has, or,
+    for a `CLIPTextConfig`, that the text tower has (with `logit_scale`)."""
+    text_only = not hasattr(config, "vision_config")
+    keys = [k for k in TOP_LEVEL if not (text_only and k.startswith("visual."))]
+    towers = [("transformer.resblocks.", (config if text_only else config.text_config).num_hidden_layers)]
+    if not text_only:
+        towers.append(("visual.transformer.resblocks.", config.vision_config.num_hidden_layers))
+    for tower, layers in towers:
         keys += [f"{tower}{i}.{part}" for i in range(layers) for part in BLOCK]
     return keys
 
 
 def _convert(state: dict, prefix: str, config) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(transformers name -> tensor, transformers name -> the OpenAI key it came from), for the
-    CLIP of `config` (`openai_vit_config`)."""
+    CLIP of `config` (`openai_vit_config`), or for its text tower alone (`openai_text_config`:
+    the `visual.` tensors are then left to the caller)."""
     clip = _strip(state, prefix)
+    if not hasattr(config, "vision_config"):
+        clip = {k: v for k, v in clip.items() if not k.startswith("visual.")}
     unknown = [k for k in clip if k not in DROPPED and _renamed(k) is None]
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
@@ -250,9 +283,9 @@ def _load_tokenizer(tokenizer):
     return load_pretrained(str(tokenizer), TOKENIZER_KIND, load)[0]
 
 
-def _check_tokenizer(tokenizer, config) -> None:
-    """The tokenizer must give ids this CLIP knows, and end texts with the token it pools."""
-    text = config.text_config
+def _check_tokenizer(tokenizer, text) -> None:
+    """The tokenizer must give ids this CLIP's text tower (`CLIPTextConfig` `text`) knows, and
+    end texts with the token it pools."""
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos != text.eos_token_id:
         raise ZssegError(f"the tokenizer's end-of-text id is {eos}, not CLIP's {text.eos_token_id}: it is not CLIP's BPE tokenizer")
@@ -260,10 +293,45 @@ def _check_tokenizer(tokenizer, config) -> None:
         raise ZssegError(f"the tokenizer has {len(tokenizer)} tokens but this CLIP's vocabulary {text.vocab_size}")
 
 
+def openai_text_tower(state: dict, prefix: str = "", dtype: str = "fp32", act: str = "quick_gelu"):
+    """transformers' `CLIPTextModelWithProjection` holding the text tower of the OpenAI-layout
+    CLIP under `prefix` (whatever its image tower), built without random initialisation."""
+    from transformers import CLIPTextModelWithProjection
+
+    config = openai_text_config(state, prefix, act)
+    tensors, sources = _convert(state, prefix, config)
+    tensors.pop("logit_scale", None)
+    return _from_tensors(CLIPTextModelWithProjection, config, tensors, sources, state, dtype)
+
+
+def _from_tensors(cls, config, tensors: dict, sources: dict, state: dict, dtype: str):
+    """`cls(config)` holding `tensors` exactly (shapes checked first, each misfit named by its
+    OpenAI key), built on the meta device: no random initialisation of the ~150M parameters
+    (seconds for ViT-B/16); transformers also makes the position-id buffers."""
+    with torch.device("meta"):  # shapes only: costs no memory and no initialisation
+        expected = cls(config).state_dict()
+    for name, tensor in tensors.items():
+        if name not in expected:
+            raise ZssegError(f"'{sources[name]}' has no place in the converted CLIP")
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            original = state[sources[name]].shape
+            raise ZssegError(f"'{sources[name]}' has shape {tuple(original)}, which does not fit the CLIP read from the "
+                             f"other tensors (it needs {tuple(expected[name].shape)} after conversion)")
+    with quiet_transformers():
+        model, info = cls.from_pretrained(None, config=config, state_dict=tensors, dtype=DTYPES[dtype], output_loading_info=True)
+    left = sorted({*info["missing_keys"], *info["unexpected_keys"], *map(str, info["mismatched_keys"])})
+    if left:
+        raise ZssegError(f"transformers did not load the converted CLIP exactly: {left[0]}")
+    return model
+
+
 def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = "",
-                           device: str | torch.device = "cpu", dtype: str = "fp32") -> ClipModel:
-    """A `ClipModel` from an OpenAI-layout ViT CLIP state dict (a fraction of a second for ViT-B/16:
-    the model is built without random initialisation and takes the converted tensors).
+                           device: str | torch.device = "cpu", dtype: str = "fp32", act: str = "quick_gelu",
+                           image_mean: tuple = CLIP_MEAN, image_std: tuple = CLIP_STD, interpolation: str = "bicubic") -> ClipModel:
+    """A `ClipModel` from an OpenAI-layout CLIP state dict: a ViT image tower becomes transformers'
+    `CLIPModel` (`TransformersClip`), a ResNet one zsseg's `ModifiedResNet` beside transformers'
+    text tower (`zsseg.resnet_clip.ResNetClip`). A fraction of a second for ViT-B/16: the model is
+    built without random initialisation and takes the converted tensors.
 
     Args:
         state: tensors by name, such as a checkpoint's state dict; only the entries under
@@ -274,34 +342,175 @@ def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = ""
         prefix: the CLIP's key prefix in `state`, e.g. "clip_adapter.clip_model.".
         device: "cpu", "cuda", "cuda:1", ...
         dtype: "fp32", "bf16" or "fp16".
+        act: the transformer MLPs' activation: "quick_gelu" (OpenAI's) or "gelu" (open_clip
+            models trained without QuickGELU; their open_clip_config.json says which).
+        image_mean, image_std, interpolation: the model's preprocessing (OpenAI's by default).
 
     Raises:
         ZssegError: one line: an unsupported or incomplete state, a tensor of the wrong shape
             (named), an unknown dtype or device, or a tokenizer that is not CLIP's.
     """
-    from transformers import CLIPModel
-
     if dtype not in DTYPES:
         raise ZssegError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     device = usable_device(device)
-    config = openai_vit_config(state, prefix)
+    if is_resnet_state(state, prefix):
+        from .resnet_clip import resnet_clip_from_state
+
+        return resnet_clip_from_state(state, tokenizer, source, prefix, device, dtype, act, image_mean, image_std, interpolation)
+    from transformers import CLIPModel
+
+    config = openai_vit_config(state, prefix, act)
     tensors, sources = _convert(state, prefix, config)
     tokenizer = _load_tokenizer(tokenizer)
-    _check_tokenizer(tokenizer, config)
+    _check_tokenizer(tokenizer, config.text_config)
+    model = _from_tensors(CLIPModel, config, tensors, sources, state, dtype)
+    clip = wrap_clip(model.to(device), tokenizer, source, image_mean, image_std)
+    clip.interpolation = interpolation
+    return clip
 
-    with torch.device("meta"):  # shapes only: costs no memory and no initialisation
-        expected = CLIPModel(config).state_dict()
-    for name, tensor in tensors.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            original = state[sources[name]].shape
-            raise ZssegError(f"'{sources[name]}' has shape {tuple(original)}, which does not fit the CLIP read from the "
-                             f"other tensors (it needs {tuple(expected[name].shape)} after conversion)")
-    # Built on the meta device and given the tensors: no random initialisation of the ~150M
-    # parameters (seconds for ViT-B/16); transformers also makes the position-id buffers.
-    with quiet_transformers():
-        model, info = CLIPModel.from_pretrained(None, config=config, state_dict=tensors, dtype=DTYPES[dtype],
-                                                output_loading_info=True)
-    left = sorted({*info["missing_keys"], *info["unexpected_keys"], *map(str, info["mismatched_keys"])})
-    if left:
-        raise ZssegError(f"transformers did not load the converted CLIP exactly: {left[0]}")
-    return wrap_clip(model.to(device), tokenizer, source, CLIP_MEAN, CLIP_STD)
+
+# Checkpoint files and folders in OpenAI's and open_clip's formats.
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+STATE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+INTERPOLATIONS = {"bicubic": "bicubic", "bilinear": "bilinear"}
+
+
+def _torchscript_refusal(path: Path) -> ZssegError:
+    return ZssegError(
+        f"{path} is a TorchScript archive (as OpenAI's released .pt files are), whose code zsseg does not run; convert it "
+        "once where you trust the file: python -c \"import torch; from safetensors.torch import save_file; "
+        f"save_file({{k: v.contiguous() for k, v in torch.jit.load('{path}', map_location='cpu').state_dict().items()}}, "
+        "'clip.safetensors')\" and pass clip.safetensors"
+    )
+
+
+def read_tensor_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a state-dict file: safetensors, or a PyTorch file read with
+    `torch.load(weights_only=True)` (a training checkpoint's "state_dict" entry, DDP's "module."
+    prefix removed). Nothing but tensors is unpickled.
+
+    Raises:
+        ZssegError: one line: not found, unreadable, a TorchScript archive (with how to convert
+            it), or a file holding anything but tensors (named).
+    """
+    import pickle
+    import zipfile
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ZssegError(f"CLIP checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            raise ZssegError(f"cannot read {path}: {str(error).strip().splitlines()[0][:200]}") from None
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist()):
+                raise _torchscript_refusal(path)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        detail = str(error).strip().splitlines()[0][:160]
+        raise ZssegError(f"{path} holds objects other than tensors, which zsseg does not unpickle ({detail}); keep only the "
+                         "weights (a state dict of tensors, ideally as .safetensors)") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as error:
+        raise ZssegError(f"cannot read {path}: {str(error).strip().splitlines()[0][:200]}") from None
+    if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
+        content = content["state_dict"]
+    if not isinstance(content, dict) or not content:
+        raise ZssegError(f"{path} holds no state dict (a mapping of names to tensors)")
+    state = {}
+    for name, value in content.items():
+        if not isinstance(value, torch.Tensor):
+            raise ZssegError(f"{path}: '{name}' is a {type(value).__name__}, not a tensor: give a file of weights only")
+        state[name.removeprefix("module.")] = value
+    return state
+
+
+def load_openai_clip_file(path: str | Path, tokenizer=None, device: str | torch.device = "cpu", dtype: str = "fp32",
+                          act: str = "quick_gelu", image_mean: tuple = CLIP_MEAN, image_std: tuple = CLIP_STD,
+                          interpolation: str = "bicubic") -> ClipModel:
+    """A CLIP from a bare state-dict file in OpenAI's layout (ViT or ResNet image tower), such as
+    OpenAI's weights converted to safetensors. Such files carry no tokenizer: `tokenizer` (a
+    folder or hub id) defaults to CLIP's BPE files on the hub (cached, about 2 MB)."""
+    path = Path(path).expanduser()
+    if path.suffix not in STATE_SUFFIXES:
+        raise ZssegError(f"CLIP checkpoint {path} is a file of another kind; give a folder (transformers' config.json, or "
+                         f"open_clip's {OPEN_CLIP_CONFIG}) or a state-dict file ({', '.join(STATE_SUFFIXES)})")
+    state = read_tensor_file(path)
+    if not is_openai_clip_state(state):
+        raise ZssegError(f"{path} does not hold a CLIP in OpenAI's layout (no token_embedding.weight, text_projection and "
+                         "visual.* tensors); transformers-format CLIPs are folders with config.json")
+    return clip_from_openai_state(state, tokenizer or DEFAULT_TOKENIZER, str(path), device=device, dtype=dtype, act=act,
+                                  image_mean=image_mean, image_std=image_std, interpolation=interpolation)
+
+
+def load_open_clip_folder(folder: str | Path, tokenizer=None, device: str | torch.device = "cpu", dtype: str = "fp32",
+                          source: str | None = None) -> ClipModel:
+    """A CLIP from a folder in open_clip's hub layout (`open_clip_config.json` with `model_cfg` and
+    `preprocess_cfg`, and `open_clip_model.safetensors` or `open_clip_pytorch_model.bin`), as
+    `hf download timm/resnet50_clip.openai --local-dir DIR` gives. The towers must be in OpenAI's
+    layout (OpenAI's CLIPs, and open_clip's own ViT/ResNet CLIPs); the config says whether the
+    MLPs use QuickGELU, and the model's mean, std and interpolation."""
+    folder = Path(folder).expanduser()
+    from .hub import read_json
+
+    config = read_json(folder / OPEN_CLIP_CONFIG)
+    model_cfg = config.get("model_cfg") if isinstance(config, dict) else None
+    if not isinstance(model_cfg, dict):
+        raise ZssegError(f"{folder / OPEN_CLIP_CONFIG} has no model_cfg: it is not an open_clip hub config")
+    vision_cfg, text_cfg = model_cfg.get("vision_cfg") or {}, model_cfg.get("text_cfg") or {}
+    foreign = vision_cfg.get("timm_model_name") or text_cfg.get("hf_model_name")
+    if foreign:
+        raise ZssegError(f"{folder} is an open_clip model with a timm or Hugging Face tower ('{foreign}'), not in OpenAI's "
+                         "layout; zsseg loads OpenAI-layout CLIPs (ViT and ResNet), transformers' CLIP and SigLIP")
+    weights = next((folder / name for name in OPEN_CLIP_WEIGHTS if (folder / name).is_file()), None)
+    if weights is None:
+        raise ZssegError(f"{folder} has {OPEN_CLIP_CONFIG} but no weights ({' or '.join(OPEN_CLIP_WEIGHTS)})")
+    preprocess = config.get("preprocess_cfg") or {}
+    mean, std = preprocess.get("mean", CLIP_MEAN), preprocess.get("std", CLIP_STD)
+    if not (isinstance(mean, list | tuple) and isinstance(std, list | tuple) and len(mean) == len(std) == 3):
+        raise ZssegError(f"{folder / OPEN_CLIP_CONFIG}: preprocess_cfg mean and std must be 3 numbers each")
+    interpolation = str(preprocess.get("interpolation", "bicubic"))
+    if interpolation not in INTERPOLATIONS:
+        raise ZssegError(f"{folder / OPEN_CLIP_CONFIG}: unsupported interpolation '{interpolation}' (bicubic or bilinear)")
+    state = read_tensor_file(weights)
+    if not is_openai_clip_state(state):
+        raise ZssegError(f"{weights} does not hold a CLIP in OpenAI's layout (open_clip's CustomTextCLIP and timm towers "
+                         "are not supported)")
+    act = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
+    return clip_from_openai_state(state, tokenizer or DEFAULT_TOKENIZER, source or str(folder), device=device, dtype=dtype,
+                                  act=act, image_mean=tuple(map(float, mean)), image_std=tuple(map(float, std)),
+                                  interpolation=INTERPOLATIONS[interpolation])
+
+
+def open_clip_hub_folder(name: str) -> Path | None:
+    """The local snapshot of hub repo `name` in open_clip's layout (config and weights, downloaded
+    if the hub can be reached and they are not cached), or None if the repo has no
+    open_clip_config.json (it is then a transformers checkpoint, or not on the hub at all)."""
+    from huggingface_hub import hf_hub_download
+
+    from .hub import hub_reachable
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    for local_only in (True, False):
+        if not local_only and (offline or not hub_reachable()):
+            return None
+        try:
+            config = Path(hf_hub_download(name, OPEN_CLIP_CONFIG, local_files_only=local_only))
+        except Exception:  # not cached, not on the hub, or not an open_clip repo: the caller tries transformers
+            continue
+        for weights in OPEN_CLIP_WEIGHTS:
+            try:
+                hf_hub_download(name, weights, local_files_only=local_only)
+                return config.parent
+            except Exception:  # the other weight file, or the hub
+                continue
+        raise ZssegError(f"'{name}' has {OPEN_CLIP_CONFIG} but its weights ({' or '.join(OPEN_CLIP_WEIGHTS)}) could not be "
+                         "had; " + CLIP_KIND.offline_help(name))
+    return None

@@ -42,7 +42,6 @@ CLIP_PREFIX = "clip_adapter.clip_model."
 PROMPT_PREFIX = "clip_adapter.prompt_learner."
 # The reference's test configs for its COCO-trained networks (Base-COCOStuff164K-171.yaml).
 TEST_SIZE = 640
-DEFAULT_TOKENIZER = "openai/clip-vit-base-patch16"
 
 # (pattern, replacement) over the reference's names; a replacement may be a function of the match.
 Rule = tuple[str, "str | Callable[[re.Match], str]"]
@@ -208,7 +207,7 @@ def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cp
     `ClipModel`, hub id or folder, default ViT-B/16) and its learned prompt (else ViLD's
     templates, the released cross-dataset model's)."""
     from ..clip import DEFAULT_CLIP, load_clip
-    from ..openai_clip import clip_from_openai_state
+    from ..openai_clip import DEFAULT_TOKENIZER, clip_from_openai_state
     from ..prompts import PromptEncoder, load_prompt
     from .weights import TrainedProposals
 
