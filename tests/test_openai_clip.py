@@ -12,51 +12,13 @@ import torch
 from torch.nn import functional as F
 
 from conftest import SHARED, TOKENIZER
+from samples import openai_clip_state as openai_state
 from zsseg import ZssegError
 from zsseg.openai_clip import clip_from_openai_state, is_openai_clip_state, openai_to_transformers, openai_vit_config
 
 REFERENCE = os.environ.get("ZSSEG_REFERENCE_PARITY", str(SHARED / "reference-parity"))
 PREFIX = "clip_adapter.clip_model."
 TINY = dict(width=128, layers=2, patch=32, image=64, text_width=128, text_layers=2, context=77, vocab=49408, embed=16)
-
-
-def openai_state(width, layers, patch, image, text_width, text_layers, context, vocab, embed, seed=0):
-    """A random ViT CLIP in OpenAI's layout, from explicit shapes (norm scales near 1 and
-    non-zero biases, so that every tensor counts in the output)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape, scale=None):
-        scale = shape[-1] ** -0.5 if scale is None else scale
-        return torch.randn(shape, generator=g) * scale
-
-    def tower(name, w):
-        return {
-            f"{name}.attn.in_proj_weight": rand(3 * w, w), f"{name}.attn.in_proj_bias": rand(3 * w, scale=0.1),
-            f"{name}.attn.out_proj.weight": rand(w, w), f"{name}.attn.out_proj.bias": rand(w, scale=0.1),
-            f"{name}.ln_1.weight": 1 + rand(w, scale=0.1), f"{name}.ln_1.bias": rand(w, scale=0.1),
-            f"{name}.mlp.c_fc.weight": rand(4 * w, w), f"{name}.mlp.c_fc.bias": rand(4 * w, scale=0.1),
-            f"{name}.mlp.c_proj.weight": rand(w, 4 * w), f"{name}.mlp.c_proj.bias": rand(w, scale=0.1),
-            f"{name}.ln_2.weight": 1 + rand(w, scale=0.1), f"{name}.ln_2.bias": rand(w, scale=0.1),
-        }
-
-    state = {
-        "positional_embedding": rand(context, text_width, scale=0.1),
-        "text_projection": rand(text_width, embed, scale=text_width ** -0.5),
-        "logit_scale": torch.tensor(math.log(100.0)),
-        "visual.class_embedding": rand(width),
-        "visual.positional_embedding": rand((image // patch) ** 2 + 1, width, scale=0.1),
-        "visual.proj": rand(width, embed, scale=width ** -0.5),
-        "visual.conv1.weight": rand(width, 3, patch, patch, scale=(3 * patch * patch) ** -0.5),
-        "visual.ln_pre.weight": 1 + rand(width, scale=0.1), "visual.ln_pre.bias": rand(width, scale=0.1),
-        "visual.ln_post.weight": 1 + rand(width, scale=0.1), "visual.ln_post.bias": rand(width, scale=0.1),
-        "token_embedding.weight": rand(vocab, text_width, scale=0.5),
-        "ln_final.weight": 1 + rand(text_width, scale=0.1), "ln_final.bias": rand(text_width, scale=0.1),
-    }
-    for i in range(layers):
-        state.update(tower(f"visual.transformer.resblocks.{i}", width))
-    for i in range(text_layers):
-        state.update(tower(f"transformer.resblocks.{i}", text_width))
-    return state
 
 
 # OpenAI's CLIP written out in plain torch, independently of transformers: sequences are

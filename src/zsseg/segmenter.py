@@ -83,8 +83,9 @@ class Segmenter:
     """Holds the loaded models; segments any number of images with any vocabulary.
 
     Args:
-        clip: hub id, local folder, or an already loaded `ClipModel`. Default: the CLIP that
-            came with the proposal network (an authors' checkpoint holds one), else ViT-B/16.
+        clip: anything `load_clip` takes (hub id, folder, OpenAI-layout file: CLIP ViTs and
+            ResNets, SigLIP), or an already loaded `ClipModel`. Default: the CLIP that came with
+            the proposal network (an authors' checkpoint holds one), else ViT-B/16.
         proposals: a generator name ("selective-search", "contour-hierarchy", "sam",
             "sam:MODEL", "mask2former:MODEL") or instance (such as `MaskFormerProposals(weights)`).
         prompt: how class names are put to CLIP's text tower: a template set ("imagenet",
@@ -117,6 +118,8 @@ class Segmenter:
         method: "two-stage" (default), "fast", "dense-clip" or "fcn" (see the module docstring).
         dense_mode: dense CLIP's patch features, "plain" (the paper's) or "sclip" (local).
         overlap: of dense CLIP's sliding 224 windows (default 2/3, the paper's code).
+        tokenizer: CLIP's tokenizer for a `clip` checkpoint that carries none (OpenAI's and
+            open_clip's formats; see `load_clip`).
         fcn: for method "fcn", its weights (the --output-dir of `zsseg train fcn`) or a loaded
             `TrainedFcn`. The FCN's lambda defaults to 0.7 (`FCN_ENSEMBLE_WEIGHT`).
     """
@@ -141,6 +144,7 @@ class Segmenter:
         mask_threshold: float = 0.5,
         test_size: int | None = None,
         network_prompt: PromptLike | None = None,
+        tokenizer: str | None = None,
     ):
         if max_size is not None and max_size < 32:
             raise ZssegError(f"max_size must be at least 32 pixels, got {max_size}")
@@ -171,7 +175,7 @@ class Segmenter:
                              "proposals or the fcn method")
         if clip is None:
             clip = getattr(proposals, "clip", None) or DEFAULT_CLIP
-        self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype)
+        self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype, tokenizer=tokenizer)
         self.method = method
         self.proposals = proposals
         fcn_network = self.fcn_source = None

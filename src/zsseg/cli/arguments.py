@@ -115,7 +115,7 @@ def network_training_options(parser: argparse.ArgumentParser, configs: dict, fil
     training_data_options(parser, "zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes",
                           paper_voc="paper-voc" in configs)
     parser.add_argument("--config", default="paper", choices=list(configs), help="named architecture + training config (default paper; `zsseg configs` lists them)")
-    parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP whose text embeddings are the classifier (default {DEFAULT_CLIP})")
+    clip_option(parser, "CLIP whose text embeddings are the classifier")
     parser.add_argument("--prompt", default=None, metavar="PROMPT",
                         help="prompt of the classifier's text embeddings: imagenet (default), vild, single, a template with {}, "
                         "or a prompt file/folder (`zsseg prompts select`, `zsseg train prompts`: learn the prompt first); stored with the weights")
@@ -161,13 +161,28 @@ def worker_count(args: argparse.Namespace) -> int:
     return 4 if str(args.device).startswith("cuda") else 0
 
 
+CLIP_FORMS = ("a hub id or folder (transformers' CLIP or SigLIP, or open_clip's layout such as timm/resnet50_clip.openai), "
+              "or an OpenAI-layout state-dict file (.safetensors/.pt)")
+
+
+def tokenizer_option(parser: argparse.ArgumentParser) -> None:
+    """--tokenizer: CLIP's BPE tokenizer for checkpoints that carry none."""
+    parser.add_argument("--tokenizer", default=None, metavar="DIR",
+                        help="CLIP's tokenizer for checkpoints that carry none (OpenAI and open_clip files and folders, the CLIP "
+                        f"inside an authors' checkpoint): a folder with vocab.json and merges.txt, or a hub id (default {DEFAULT_CLIP}'s)")
+
+
+def clip_option(parser: argparse.ArgumentParser, what: str = "the CLIP") -> None:
+    """--clip with its default (ViT-B/16) and --tokenizer."""
+    parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"{what}: {CLIP_FORMS} (default {DEFAULT_CLIP})")
+    tokenizer_option(parser)
+
+
 def model_options(parser: argparse.ArgumentParser, proposals: list[str], default_proposals: str = DEFAULT_PROPOSALS) -> None:
     parser.add_argument("--clip", default=None,
-                        help=f"CLIP hub id or local folder (default: the CLIP inside an authors' checkpoint given as --proposal-weights, "
-                        f"else {DEFAULT_CLIP})")
-    parser.add_argument("--tokenizer", default=None, metavar="DIR",
-                        help="CLIP's tokenizer for the CLIP inside an authors' checkpoint: a folder with vocab.json and merges.txt, "
-                        f"or a hub id (default {DEFAULT_CLIP}'s)")
+                        help=f"the vision-language model: {CLIP_FORMS} (default: the CLIP inside an authors' checkpoint given "
+                        f"as --proposal-weights, else {DEFAULT_CLIP})")
+    tokenizer_option(parser)
     parser.add_argument("--method", default="two-stage", choices=list(METHODS),
                         help="two-stage: proposals + CLIP on each (Eq. 1, the paper's; default); fast: the same proposals, each "
                         "classified by pooling dense CLIP features (one CLIP pass, an approximation of Eq. 1); dense-clip: every "

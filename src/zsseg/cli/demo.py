@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from .models import check_prompt
 
     check_prompt(args)
-    clip = load_clip(args.clip or DEFAULT_CLIP, device=args.device, dtype=args.dtype)
+    clip = load_clip(args.clip or DEFAULT_CLIP, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
     page = Demo(_demo_segmenters(args, clip), list(METHODS), DEMO_PROPOSALS, method=args.method,
                 proposal=None if args.method in PER_PIXEL_METHODS else args.proposals or args.default_proposals,
                 max_proposals=args.max_proposals or DEFAULT_MAX_PROPOSALS, max_size=args.max_size or DEFAULT_MAX_SIZE,

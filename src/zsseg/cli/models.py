@@ -26,8 +26,7 @@ def proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerat
             raise ZssegError("--proposals maskformer needs --proposal-weights (the --output-dir of `zsseg train proposals`)")
         options.update(weights=args.proposal_weights, device=device, clip=args.clip, tokenizer=args.tokenizer, dtype=args.dtype)
     else:
-        for flag, value in (("--proposal-weights", args.proposal_weights), ("--ensemble-weight", args.ensemble_weight),
-                            ("--tokenizer", args.tokenizer)):
+        for flag, value in (("--proposal-weights", args.proposal_weights), ("--ensemble-weight", args.ensemble_weight)):
             if value is not None and not (method == "fcn" and flag == "--ensemble-weight"):
                 raise ZssegError(f"{flag} is for --proposals maskformer, not {name}")
     if GENERATORS[name].needs_ground_truth:
@@ -40,6 +39,7 @@ def proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerat
 def build_segmenter(args: argparse.Namespace, device: str, proposals: ProposalGenerator) -> Segmenter:
     return Segmenter(
         clip=args.clip,
+        tokenizer=args.tokenizer,
         proposals=proposals,
         prompt=args.prompt,
         network_prompt=args.network_prompt,

@@ -6,11 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..catalogue import DEFAULT_CLIP
 from ..datasets import load_dataset, unseen_classes
 from ..templates import TEMPLATE_SETS
 from ..writers import check_target
-from .arguments import at_least, training_data_options
+from .arguments import at_least, clip_option, training_data_options
 from .outputs import check_json_output, input_files, output
 
 
@@ -26,7 +25,7 @@ def add_parser(commands) -> None:
     )
     training_data_options(select, "zero-shot: seen classes only (default); cross-dataset: all", split=False)
     select.add_argument("--templates", default="imagenet", choices=list(TEMPLATE_SETS), help="the set to choose from (default imagenet, CLIP's 80)")
-    select.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
+    clip_option(select)
     select.add_argument("--limit", type=at_least(1), default=None, help="use the first N training images only")
     select.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     select.add_argument("--batch-size", type=at_least(1), default=32, help="crops per CLIP forward pass (default 32)")
@@ -44,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     unseen_classes(dataset, args.protocol)
     inputs = input_files(args)
     check_json_output(args.output, "--output", dataset, inputs)
-    clip = load_clip(args.clip, device=args.device)
+    clip = load_clip(args.clip, device=args.device, tokenizer=args.tokenizer)
     selection = select_template(dataset, clip, args.protocol, args.templates, args.limit, args.batch_size,
                                 text_cache=not args.no_text_cache)
     output(selection.table().splitlines())

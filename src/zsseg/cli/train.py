@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..catalogue import DEFAULT_CLIP
 from ..datasets import SegmentationDataset, load_dataset, unseen_classes
 from ..errors import ZssegError, counted
 from ..fcn_config import FCN_CONFIGS
 from ..maskformer.config import CONFIGS
 from ..prompt_config import PROMPT_CONFIGS
 from .arguments import (
-    at_least, network_training_options, positive_number, training_data_options, training_loop_options, training_split, worker_count,
+    at_least, clip_option, network_training_options, positive_number, training_data_options, training_loop_options, training_split,
+    worker_count,
 )
 from .outputs import check_output_folder
 
@@ -56,7 +56,7 @@ def add_parser(commands) -> None:
     )
     training_data_options(prompts, "zero-shot: learn on the seen classes only (default); cross-dataset: all", paper_voc=True)
     prompts.add_argument("--config", default="paper", choices=list(PROMPT_CONFIGS), help="named settings (default paper; `zsseg configs` lists them)")
-    prompts.add_argument("--clip", default=DEFAULT_CLIP, help=f"the frozen CLIP (default {DEFAULT_CLIP})")
+    clip_option(prompts, "the frozen CLIP")
     prompts.add_argument("--context-length", type=at_least(1), default=None, help="learned vectors before the class name (default: the config's, 16)")
     prompts.add_argument("--samples-per-class", type=at_least(0), default=None, help="at most this many samples per class, 0 = all (default: the config's)")
     prompts.add_argument("--temperature", type=positive_number, default=None, help="logit scale of the loss (default: the config's, 100 as in Eq. 1)")
@@ -163,7 +163,7 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
     check(dataset)
     context = init_distributed(args.device)
     try:
-        result = train(dataset, load_clip(args.clip, device=context.device), context)
+        result = train(dataset, load_clip(args.clip, device=context.device, tokenizer=args.tokenizer), context)
     finally:
         shutdown_distributed()
     if context.is_main:
