@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from conftest import DATA, TOKENIZER, run
-from samples import openai_clip_state, save_tiny_open_clip, save_tiny_siglip
+from samples import save_tiny_open_clip, save_tiny_siglip
 from test_openai_clip import TEXTS, openai_ids, openai_image_features, openai_text_features
 from zsseg import PromptEncoder, RegionClassifier, Segmenter, Vocabulary, ZssegError, load_clip
 from zsseg.modified_resnet import modified_resnet_from_state
