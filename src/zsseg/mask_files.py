@@ -444,7 +444,22 @@ def _pickled(path: Path) -> ZssegError:
                       "0/1 integer array")
 
 
+def _check_magic(path: Path, magic: bytes, kind: str) -> None:
+    """A NumPy file starts with its magic bytes; numpy calls anything else pickled, which a
+    file of random bytes is not."""
+    try:
+        with path.open("rb") as f:
+            start = f.read(len(magic))
+    except OSError as error:
+        raise ZssegError(f"{path}: cannot read the file: {error.strerror or error}") from None
+    if start[:1] == b"\x80":  # a pickle's protocol opcode
+        raise _pickled(path)
+    if start != magic:
+        raise ZssegError(f"{path}: not a NumPy {kind} file")
+
+
 def _read_npy(path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
+    _check_magic(path, b"\x93NUMPY", ".npy")
     try:
         masks = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as error:
@@ -459,6 +474,7 @@ def _read_npy(path: Path, height: int, width: int, max_masks: int | None) -> Mas
 
 
 def _read_npz(path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
+    _check_magic(path, b"PK", ".npz (zip)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
