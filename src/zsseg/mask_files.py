@@ -371,7 +371,7 @@ def _read_coco(data: dict, path: Path, height: int, width: int, max_masks: int |
         found.discard(None)
         if len(found) > 1:
             raise ZssegError(f"{path}: holds annotations of {len(found)} images; choose one with --image-id "
-                             f"(ids: {_shown(sorted(found, key=str))})")
+                             f"(ids: {_shown(sorted(found, key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 0, str(v))))})")
         if not found:
             raise ZssegError(f"{path}: holds no annotations")
         image_id = found.pop()
