@@ -11,7 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from conftest import run
-from zsseg import RegionClassifier, classify_masks, read_masks
+from zsseg import MaskSet, RegionClassifier, classify_masks, read_masks
 from zsseg.assembly import binary_mask_labels
 from zsseg.cli import main
 from zsseg.writers import SOFTWARE, record
@@ -143,6 +143,15 @@ def test_npz_with_masks_and_ids_or_one_array(photo, tmp_path):
     assert named.format == "npz" and named.ids == ["sky", "road", "tree"] and np.array_equal(named.masks, truth)
     np.savez(tmp_path / "one.npz", whatever=truth[:2])
     assert read_masks(tmp_path / "one.npz", *truth.shape[1:]).ids == [0, 1]
+
+
+def test_more_than_255_masks_have_their_areas_and_boxes():
+    """pycocotools' `area` of a list of over 255 RLEs overflows; MaskSet asks one at a time."""
+    masks = np.zeros((300, 4, 5), dtype=bool)
+    masks[:, 1:3, 2:5] = True
+    masks[299, 0, 0] = True
+    stack = MaskSet.from_array(masks)
+    assert stack.areas() == [6] * 299 + [7] and stack.boxes()[0] == [2, 1, 3, 2] and stack.boxes()[299] == [0, 0, 5, 3]
 
 
 # --- Eq. 1 and Eq. 2 on given masks -------------------------------------------------------------

@@ -94,7 +94,8 @@ class MaskSet:
         return stack
 
     def areas(self) -> list[int]:
-        return [int(a) for a in mask_utils.area(self.rles)] if self.rles else []
+        # One RLE per call: pycocotools 2.0.11's `area` of a list of more than 255 fails (uint8 overflow).
+        return [int(mask_utils.area(rle)) for rle in self.rles]
 
     def boxes(self) -> list[list[int]]:
         """COCO boxes `[x, y, width, height]` in whole pixels, one per mask."""
