@@ -14,6 +14,7 @@ LIGHT_COMMANDS = [
     ["train", "fcn", "--help"], ["train", "prompts", "--help"], ["pseudo-label", "--help"], ["prompts", "select", "--help"],
     ["demo", "--help"], ["vocabularies"], ["datasets"], ["configs"], ["segment"], ["eval", "--dataset", "nope"],
     ["segment", "photo.jpg", "--classes", "cat", "--out", "out", "--proposals", "nope"],
+    ["classify", "--help"], ["classify", "photo.jpg", "--classes", "cat", "--out", "out"],
 ]
 
 

@@ -2,7 +2,8 @@
 
 The pipeline follows the data: image -> mask proposals (`zsseg.proposals`) -> CLIP region
 classification (`zsseg.region_classification`, Eq. 1) -> assembly (`zsseg.assembly`, Eq. 2)
--> label map -> writers (`zsseg.writers`).
+-> label map -> writers (`zsseg.writers`). Masks that already exist (`zsseg.mask_files`) skip
+the first stage (`zsseg.mask_labelling`).
 """
 
 import importlib
@@ -15,6 +16,7 @@ _EXPORTS = {
     "UNLABELED": "assembly", "assemble": "assembly", "assemble_labels": "assembly",
     "DEFAULT_CLIP": "clip", "ClipModel": "clip", "load_clip": "clip",
     "ZssegError": "errors",
+    "MaskSet": "mask_files", "read_masks": "mask_files", "MaskLabels": "mask_labelling", "classify_masks": "mask_labelling",
     "TEMPLATE_SETS": "prompts", "LearnedPrompt": "prompts", "Prompt": "prompts", "PromptEncoder": "prompts",
     "TemplatePrompt": "prompts", "load_prompt": "prompts",
     "GENERATORS": "proposals", "ProposalGenerator": "proposals", "build_proposal_generator": "proposals",
@@ -44,6 +46,8 @@ __all__ = [
     "UNLABELED",
     "ClipModel",
     "LearnedPrompt",
+    "MaskLabels",
+    "MaskSet",
     "Prompt",
     "PromptEncoder",
     "ProposalGenerator",
@@ -58,7 +62,9 @@ __all__ = [
     "assemble",
     "assemble_labels",
     "build_proposal_generator",
+    "classify_masks",
     "crop_regions",
     "load_clip",
     "load_prompt",
+    "read_masks",
 ]

@@ -4,11 +4,19 @@
 
 and each pixel takes the arg-max class. Pixels that no proposal covers (sum_k M_k(q) = 0) have
 score 0 for every class and get the label `UNLABELED` (-1).
+
+`binary_mask_labels` is the same at full size for binary masks given one at a time (the masks
+`zsseg classify` reads), in memory that does not grow with K or C.
 """
 
 from __future__ import annotations
 
+from typing import Iterable
+
+import numpy as np
 import torch
+
+from .errors import ZssegError
 
 UNLABELED = -1
 _CHUNK_ELEMENTS = 1 << 24  # bounds the [C, rows, W] block held at once when upsampling
@@ -61,6 +69,52 @@ def assemble_top(masks: torch.Tensor, probs: torch.Tensor, size: tuple[int, int]
         return torch.where(covered, labels, torch.full_like(labels, UNLABELED)), torch.where(covered, best, 0.0)
     masks, probs = masks.cpu(), probs.cpu()
     return _upsampled_top(_MaskNumerators(masks, probs), masks.sum(dim=0), size)
+
+
+def binary_mask_labels(masks: Iterable[np.ndarray], probs: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Eq. 2's arg-max labels `[H, W]` int32 of binary masks `[H, W]` at full size, given one at
+    a time: at each pixel the class whose mean probability over the masks covering it is highest
+    (the first on a tie), `UNLABELED` where no mask does.
+
+    Never holds more than one int32 per pixel and a tree of the sets of masks that occur,
+    whatever K and C (a float `[K, H, W]` or `[C, H, W]` of a 12-megapixel photo with 300 masks
+    or classes is 14 GB): pixels covered by the same set of masks have the same scores, so each
+    set is scored once. The masks refine the pixels' groups one at a time: the pixels of group g
+    that mask k covers move to a new group, whose parent is g and whose added mask is k. Each
+    group left at the end sums its masks' probabilities up its chain of parents, in float64;
+    the arg-max of the sum is that of the mean.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    height, width = size
+    group = np.zeros(height * width, dtype=np.int32)  # column-major pixel order, as RLE masks decode; 0: no mask
+    parents, added, count = [np.zeros(1, np.int64)], [np.full(1, -1, np.int64)], 1
+    for k, mask in enumerate(masks):
+        covered = np.ravel(np.asarray(mask, dtype=bool), order="F")
+        if covered.size != group.size:
+            raise ZssegError(f"mask {k} is {np.shape(mask)}, not the image's {(height, width)}")
+        old = group[covered]
+        touched = np.flatnonzero(np.bincount(old, minlength=count))
+        if count + len(touched) > np.iinfo(group.dtype).max:
+            group = group.astype(np.int64)
+        renumber = np.zeros(count, dtype=np.int64)
+        renumber[touched] = count + np.arange(len(touched))
+        group[covered] = renumber[old]
+        parents.append(touched)
+        added.append(np.full(len(touched), k, dtype=np.int64))
+        count += len(touched)
+    parent, mask_of = np.concatenate(parents), np.concatenate(added)
+    live = np.flatnonzero(np.bincount(group, minlength=count))
+    live = live[live > 0]
+    label_of = np.full(count, UNLABELED, dtype=np.int32)
+    step = max(1, _CHUNK_ELEMENTS // max(1, probs.shape[1]))
+    for start in range(0, len(live), step):
+        chunk = live[start:start + step]
+        sums, node = np.zeros((len(chunk), probs.shape[1])), chunk.copy()
+        while (on := node > 0).any():
+            sums[on] += probs[mask_of[node[on]]]
+            node[on] = parent[node[on]]
+        label_of[chunk] = sums.argmax(axis=1)
+    return np.ascontiguousarray(label_of[group].reshape(width, height).T)
 
 
 def dense_labels(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -176,10 +176,13 @@ def record(labels: np.ndarray, class_names: list[str], source: str) -> dict:
 
 
 def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarray, class_names: list[str], source: str,
-                  settings: dict | None = None) -> list[Path]:
+                  settings: dict | None = None, extra_json: dict[str, dict] | None = None) -> list[Path]:
     """Write STEM.png, STEM_overlay.png and STEM.json into `out_dir` (created if missing), all
-    or none. `settings` (what made the labels, `Segmenter.settings()`) goes into the JSON."""
-    targets = output_paths(out_dir, stem)
+    or none. `settings` (what made the labels, `Segmenter.settings()`) goes into the JSON.
+    `extra_json` adds JSON files to the same all-or-none set, by name suffix: {"_masks": data}
+    writes STEM_masks.json with zsseg's mark (`zsseg classify`)."""
+    extra = [(out_dir / f"{stem}{suffix}.json", data) for suffix, data in (extra_json or {}).items()]
+    targets = output_paths(out_dir, stem) + [path for path, _ in extra]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(
         targets,
@@ -187,6 +190,7 @@ def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarra
             lambda f: _save_png(label_image(labels, len(class_names)), f),
             lambda f: _save_png(overlay_image(image, labels, class_names), f),
             lambda f: f.write(_json_bytes({**record(labels, class_names, source), **({"settings": settings} if settings else {})})),
+            *[lambda f, data=data: f.write(_json_bytes({"software": SOFTWARE, **data})) for _, data in extra],
         ],
     )
     return targets

@@ -1,11 +1,11 @@
-"""Command line: `zsseg segment`, `zsseg eval`, `zsseg train proposals|prompts`, `zsseg pseudo-label`, `zsseg prompts select`, ...
+"""Command line: `zsseg segment`, `zsseg classify`, `zsseg eval`, `zsseg train proposals|prompts`, `zsseg pseudo-label`, `zsseg prompts select`, ...
 
 Exit status: 0 on success, 1 when some images failed (the others are written), 2 when nothing
 could run or an evaluation stopped (bad arguments, vocabulary, model, dataset or output
 path). Errors are one line each. `zsseg eval`, `zsseg train ...` and `zsseg pseudo-label` also run under
 `torchrun --no-python zsseg ...`.
 
-One module per command (`segment`, `evaluate`, `train`, `pseudo_label`, `prompts`, `demo`,
+One module per command (`segment`, `classify`, `evaluate`, `train`, `pseudo_label`, `prompts`, `demo`,
 `listings`), each with `add_parser(commands)` and the function it runs; the shared argument
 groups are in `arguments`, the models a command builds in `models`, and output checks in
 `outputs`.
@@ -21,7 +21,7 @@ import threading
 
 from ..errors import StoppedElsewhere, ZssegError
 from ..version import __version__
-from . import demo, evaluate, listings, prompts, pseudo_label, segment, train
+from . import classify, demo, evaluate, listings, prompts, pseudo_label, segment, train
 from .outputs import Terminated, interrupted_status, output, terminate
 
 
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="zsseg", description="Open-vocabulary semantic segmentation with CLIP.")
     parser.add_argument("--version", action=_Version, help="print zsseg's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (segment, evaluate, train, pseudo_label, prompts, demo, listings):
+    for command in (segment, classify, evaluate, train, pseudo_label, prompts, demo, listings):
         command.add_parser(commands)
     return parser
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)  # inside: `--version | head -0` is a closed pipe too
         if args.command is None:
-            print("zsseg: error: give a command: segment, demo, eval, train, pseudo-label, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
+            print("zsseg: error: give a command: segment, classify, demo, eval, train, pseudo-label, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
             return 2
         if args.command == "train" and args.what is None:
             print("zsseg train: error: say what to train: `zsseg train proposals ...`, `zsseg train fcn ...` or `zsseg train prompts ...` (see their --help)", file=sys.stderr)

@@ -14,6 +14,7 @@ from ..catalogue import (
 )
 from ..datasets import DATASETS
 from ..errors import ZssegError
+from ..vocabulary import PRESETS, Vocabulary
 
 DEFAULT_MAX_PROPOSALS = 100
 
@@ -92,6 +93,23 @@ unit_interval = fraction(include_one=True)
 
 
 overlap_fraction = fraction(include_one=False)
+
+
+def vocabulary_options(parser: argparse.ArgumentParser) -> None:
+    """The vocabulary, given one of three ways (`segment`, `classify`)."""
+    vocab = parser.add_mutually_exclusive_group(required=True)
+    vocab.add_argument("--classes", help='class names: "cat; sofa, couch; wall" (";" between classes, "," between synonyms)')
+    vocab.add_argument("--vocabulary", choices=list(PRESETS), help="a built-in benchmark vocabulary")
+    vocab.add_argument("--vocabulary-file", type=Path, help="text file, one class per line, synonyms separated by commas")
+
+
+def chosen_vocabulary(args: argparse.Namespace) -> Vocabulary:
+    """The vocabulary `vocabulary_options` gave, read and checked."""
+    if args.classes is not None:
+        return Vocabulary.parse(args.classes)
+    if args.vocabulary is not None:
+        return Vocabulary.preset(args.vocabulary)
+    return Vocabulary.from_file(args.vocabulary_file)
 
 
 def training_data_options(parser: argparse.ArgumentParser, protocol_help: str, split: bool = True,

@@ -45,6 +45,12 @@ def check_outputs(images: list[Path], out: Path, overwrite: bool, inputs: frozen
             check_target(target, inputs, overwrite)
 
 
+def remove_if_empty(out: Path, created: bool) -> None:
+    """A folder made for an output that then failed: leave nothing behind."""
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
 def check_output_folder(folder: Path, flag: str) -> None:
     """`folder` is a folder, or can be made as one, and is writable. Creates nothing: outputs
     make their folder when they are written."""

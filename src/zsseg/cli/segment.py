@@ -12,19 +12,16 @@ from pathlib import Path
 from ..errors import ZssegError, counted
 from ..images import IMAGE_EXTENSIONS, read_image
 from ..progress import Progress
-from ..vocabulary import PRESETS, Vocabulary
+from ..vocabulary import Vocabulary
 from ..writers import check_target, output_paths, remove_stale_temporaries, write_outputs, written_by_zsseg
-from .arguments import USABLE_PROPOSALS, check_method_flags, model_options
-from .outputs import check_outputs, input_files, interrupted_status, report
+from .arguments import USABLE_PROPOSALS, check_method_flags, chosen_vocabulary, model_options, vocabulary_options
+from .outputs import check_outputs, input_files, interrupted_status, remove_if_empty, report
 
 
 def add_parser(commands) -> None:
     segment = commands.add_parser("segment", help="label every pixel of images with your class names")
     segment.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    vocab = segment.add_mutually_exclusive_group(required=True)
-    vocab.add_argument("--classes", help='class names: "cat; sofa, couch; wall" (";" between classes, "," between synonyms)')
-    vocab.add_argument("--vocabulary", choices=list(PRESETS), help="a built-in benchmark vocabulary")
-    vocab.add_argument("--vocabulary-file", type=Path, help="text file, one class per line, synonyms separated by commas")
+    vocabulary_options(segment)
     model_options(segment, USABLE_PROPOSALS)
     segment.add_argument("--out", required=True, type=Path,
                          help="output folder (created when the first output is written); never one of the inputs' own files")
@@ -111,14 +108,6 @@ def already_segmented(out: Path, stem: str, vocabulary: Vocabulary, settings: di
     return record.get("vocabulary") == vocabulary.names and record.get("settings") == json.loads(json.dumps(settings))
 
 
-def _vocabulary(args: argparse.Namespace) -> Vocabulary:
-    if args.classes is not None:
-        return Vocabulary.parse(args.classes)
-    if args.vocabulary is not None:
-        return Vocabulary.preset(args.vocabulary)
-    return Vocabulary.from_file(args.vocabulary_file)
-
-
 @dataclass
 class _Plan:
     vocabulary: Vocabulary
@@ -132,7 +121,7 @@ def _plan(args: argparse.Namespace, main: bool) -> _Plan:
     over an input, a file zsseg did not write, or another image's outputs) run on one process
     only, before any process writes; so does the removal of temporaries that a killed run left."""
     from .models import check_prompt
-    vocabulary = _vocabulary(args)
+    vocabulary = chosen_vocabulary(args)
     check_prompt(args)
     check_method_flags(args)
     found = _collect_images(args.inputs)
@@ -167,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"zsseg: interrupted{process}: {share.done} of {counted(len(share.indices), 'image')} segmented"
                   f"{_skipped(share.skipped)}, {len(share.failures)} failed{where}", file=sys.stderr)
             if not context.enabled:
-                _remove_if_empty(args.out, plan.created)
+                remove_if_empty(args.out, plan.created)
             return interrupted_status(error)
         try:
             shares = context.gather((share.done, share.skipped, share.failures))
@@ -179,18 +168,12 @@ def run(args: argparse.Namespace) -> int:
     done, skipped = sum(s[0] for s in shares), sum(s[1] for s in shares)
     failures = plan.found.failures + [failure for _, failure in sorted(f for s in shares for f in s[2])]
     if context.is_main:
-        _remove_if_empty(args.out, plan.created)
+        remove_if_empty(args.out, plan.created)
         report(failures)
         where = f"; outputs in {args.out}" if done or skipped else ""
         print(f"zsseg: {counted(done, 'image')} segmented{_skipped(skipped)}, {len(failures)} failed{where}{plan.found.summary()}",
               file=sys.stderr)
     return 1 if failures else 0
-
-
-def _remove_if_empty(out: Path, created: bool) -> None:
-    """A folder made for an output that then failed: leave nothing behind."""
-    if created and out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
 
 
 def _segmenter(args: argparse.Namespace, device: str, vocabulary: Vocabulary):

@@ -1,0 +1,527 @@
+"""Reading masks that already exist (SAM's output, an annotation tool's export, zsseg's own
+JSON) for `zsseg classify`: one function, `read_masks(path, height, width)`, for every format,
+told from the path (and, for JSON, from its layout).
+
+| format | path | one mask is | its id |
+|---|---|---|---|
+| `png-folder` | a folder | one binary PNG: two levels, 0 and 1 or 0 and 255 (or 0 and 65535 in 16 bits); greyscale, palette (its indices) or RGB with equal channels | the file's stem; files sorted by name |
+| `instance-png` | one `.png` | each non-zero value of an 8- or 16-bit single-channel or palette PNG (0 is background) | the value |
+| `coco` | `.json` with `annotations` | one annotation: compressed RLE, uncompressed RLE or polygons | the annotation's `id` |
+| `sam` | `.json` holding a list | one record of `SamAutomaticMaskGenerator` (`coco_rle` mode, or `binary_mask` rows of 0/1) | its index in the list |
+| `zsseg` | `.json` that `zsseg segment` wrote | one class region | the class's name |
+| `zsseg-masks` | `STEM_masks.json` that `zsseg classify` wrote | one mask | its id there |
+| `npy`, `npz` | `[K, H, W]` bool, or integers / floats holding only 0 and 1 | one slice | 0..K-1, or an `.npz`'s `ids` |
+
+A single PNG is always an instance-id map: a binary {0, 1} PNG is one mask with id 1, a
+{0, 255} one a mask with id 255. In a folder, files that are not PNGs, hidden files and
+subfolders are passed over (`MaskSet.passed_over` counts them for the command's summary).
+
+Every mask must match the image's size, be binary and have at least one pixel; masks may
+overlap and need not cover the image. A COCO file holding several images needs `image_id`;
+the `images` entry of that id, where it gives a size, must match the image. At most
+`max_masks` masks are read (default 1000): each one is a CLIP crop to encode, and the bound
+turns a wrong file (a greyscale photo taken for an instance map) into one line instead of an
+hour's work. Memory is not what bounds it: masks are kept as COCO run-length encodings (a few
+kilobytes each, where 300 masks of a 12-megapixel photo take 3.6 GB as a bool stack) and
+decoded one at a time. Arrays are loaded with `allow_pickle=False`. Every problem is one
+`ZssegError` line naming the file (and the mask). Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from .errors import ZssegError, counted
+
+DEFAULT_MAX_MASKS = 1000
+FORMATS = ("png-folder", "instance-png", "coco", "sam", "zsseg", "zsseg-masks", "npy", "npz")
+MaskId = Union[int, str]
+
+_GREY_MODES = ("1", "L", "P", "I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+@dataclass
+class MaskSet:
+    """Binary masks of one image, each with its id, kept as COCO compressed RLE.
+
+    Attributes:
+        source: the file or folder they were read from.
+        format: one of `FORMATS` ("array" for `from_array`).
+        height, width: the image's size, which every mask has.
+        ids: one per mask (int or str: JSON values).
+        rles: one COCO compressed RLE per mask (`{"size": [H, W], "counts": bytes}`): the
+            file's own where it gave one, else `pycocotools.mask.encode` of the mask.
+        image_id: the COCO image the annotations belong to (`coco` only).
+        passed_over: entries of a `png-folder` that are not PNG masks (other files, hidden
+            files, subfolders).
+    """
+
+    source: Path | str
+    format: str
+    height: int
+    width: int
+    ids: list[MaskId]
+    rles: list[dict]
+    image_id: int | str | None = None
+    passed_over: int = 0
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def mask(self, k: int) -> np.ndarray:
+        """Mask `k`, `[H, W]` bool (column-major, as pycocotools decodes it)."""
+        return mask_utils.decode(self.rles[k]).astype(bool)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """The masks one at a time, each decoded when reached."""
+        return (self.mask(k) for k in range(len(self)))
+
+    @property
+    def masks(self) -> np.ndarray:
+        """All masks as one `[K, H, W]` bool array: K x H x W bytes, so iterate for large images."""
+        stack = np.zeros((len(self), self.height, self.width), dtype=bool)
+        for k, mask in enumerate(self):
+            stack[k] = mask
+        return stack
+
+    def areas(self) -> list[int]:
+        # One RLE per call: pycocotools 2.0.11's `area` of a list of more than 255 fails (uint8 overflow).
+        return [int(mask_utils.area(rle)) for rle in self.rles]
+
+    def boxes(self) -> list[list[int]]:
+        """COCO boxes `[x, y, width, height]` in whole pixels, one per mask."""
+        return [[int(v) for v in box] for box in mask_utils.toBbox(self.rles)] if self.rles else []
+
+    def rle_json(self, k: int) -> dict:
+        """Mask `k`'s RLE as JSON: `{"size": [H, W], "counts": str}`."""
+        return {"size": [self.height, self.width], "counts": self.rles[k]["counts"].decode("ascii")}
+
+    def describe(self) -> str:
+        """"12 masks (coco, image 397133) from ann.json", for messages and summaries."""
+        image = f", image {self.image_id}" if self.image_id is not None else ""
+        return f"{counted(len(self), 'mask')} ({self.format}{image}) from {self.source}"
+
+    @classmethod
+    def from_array(cls, masks: np.ndarray, ids: list[MaskId] | None = None, source: str = "(array)",
+                   max_masks: int | None = None) -> "MaskSet":
+        """Masks given as an array `[K, H, W]` (bool, or numbers holding only 0 and 1), checked as
+        a `.npy` file is."""
+        masks = np.asarray(masks)
+        if masks.ndim != 3:
+            raise ZssegError(f"{source}: masks must be one array [K, H, W], got shape {masks.shape}")
+        return _from_stack(masks, source, "array", ids, masks.shape[1], masks.shape[2], max_masks)
+
+
+def read_masks(path: str | Path, height: int, width: int, image_id: int | str | None = None,
+               max_masks: int | None = DEFAULT_MAX_MASKS) -> MaskSet:
+    """The masks in `path` (a file or folder in one of `FORMATS`) of an image of `height` x
+    `width`, checked (see the module docstring). `image_id` chooses the image of a COCO
+    annotation file that holds several; `max_masks` (None: no limit) bounds how many are read."""
+    path = Path(path)
+    if not path.exists():
+        raise ZssegError(f"{path}: no such file or folder")
+    suffix = "" if path.is_dir() else path.suffix.lower()
+    readers = {"": _read_png_folder, ".png": _read_instance_png, ".npy": _read_npy, ".npz": _read_npz}
+    if suffix == ".json":
+        return _read_json(path, height, width, max_masks, image_id)
+    if suffix not in readers:
+        raise ZssegError(f"{path}: unknown mask format '{suffix or path.name}': give a folder of PNG masks, an instance-id "
+                         "PNG, a COCO or SAM JSON, a JSON that zsseg wrote, or a .npy / .npz array")
+    if image_id is not None:
+        _not_coco(path, "a folder of PNG masks" if not suffix else f"a {suffix} file")
+    return readers[suffix](path, height, width, max_masks)
+
+
+def _not_coco(path: Path, what: str) -> None:
+    raise ZssegError(f"{path}: an image id (--image-id) chooses the annotations of a COCO file; this is {what}")
+
+
+# --- helpers shared by the formats ---------------------------------------------------------------
+
+
+def _size_error(where: str, mask_width: int, mask_height: int, width: int, height: int) -> ZssegError:
+    return ZssegError(f"{where}: the masks are {mask_width}x{mask_height} but the image is {width}x{height} (width x height)")
+
+
+def _check_count(count: int, where: Path | str, max_masks: int | None) -> None:
+    if count == 0:
+        raise ZssegError(f"{where}: holds no masks")
+    if max_masks is not None and count > max_masks:
+        raise ZssegError(f"{where}: holds {count} masks, more than the limit of {max_masks} (each is one CLIP crop to "
+                         "encode); pass --max-masks to raise it if this is the right file")
+
+
+def _encoded(mask: np.ndarray, where: str) -> dict:
+    """The COCO RLE of a binary mask `[H, W]`; an empty mask is an error naming it."""
+    if not mask.any():
+        raise _empty(where)
+    return mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+
+
+def _empty(where: str) -> ZssegError:
+    return ZssegError(f"{where} is empty (no pixel set): remove it, zsseg cannot classify an empty mask")
+
+
+def _levels(values: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer or bool array, fast for 8- and 16-bit images."""
+    if values.dtype == bool:
+        values = values.view(np.uint8)
+    if values.dtype in (np.uint8, np.uint16):
+        return np.flatnonzero(np.bincount(values.ravel(), minlength=1))
+    return np.unique(values)
+
+
+def _shown(values, limit: int = 6) -> str:
+    values = [v.item() if hasattr(v, "item") else v for v in values]
+    return ", ".join(map(str, values[:limit])) + (", ..." if len(values) > limit else "")
+
+
+def _open_png(path: Path, height: int, width: int) -> np.ndarray:
+    """A PNG's pixels, after checking (from its header) that it is the image's size."""
+    try:
+        with Image.open(path) as image:
+            if image.format != "PNG":
+                raise ZssegError(f"{path}: not a PNG file (Pillow reads it as {image.format})")
+            if image.size != (width, height):
+                raise _size_error(str(path), image.width, image.height, width, height)
+            if image.mode not in (*_GREY_MODES, "RGB"):
+                raise ZssegError(f"{path}: a mask PNG must be greyscale, palette or single-channel 16-bit (RGB with equal "
+                                 f"channels in a folder of masks); this one is {image.mode}")
+            image.load()
+            return np.asarray(image.convert("L") if image.mode == "1" else image)
+    except ZssegError:
+        raise
+    except Image.DecompressionBombError:
+        raise ZssegError(f"{path}: refused by Pillow's decompression-bomb guard") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ZssegError(f"{path}: not a PNG Pillow can read ({error})") from None
+
+
+# --- PNG files ----------------------------------------------------------------------------------
+
+
+def _read_png_folder(folder: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        raise ZssegError(f"{folder}: cannot read the folder: {error.strerror or error}") from None
+    pngs = [e for e in entries if e.suffix.lower() == ".png" and not e.name.startswith(".") and e.is_file()]
+    if not pngs:
+        raise ZssegError(f"{folder}: the folder holds no PNG masks")
+    _check_count(len(pngs), folder, max_masks)
+    rles = [_encoded(_binary_png(p, height, width), f"{p}: the mask") for p in pngs]
+    return MaskSet(folder, "png-folder", height, width, [p.stem for p in pngs], rles, passed_over=len(entries) - len(pngs))
+
+
+def _binary_png(path: Path, height: int, width: int) -> np.ndarray:
+    """One mask PNG of a folder as `[H, W]` bool: exactly two levels, 0 and 1 or 0 and 255 (0
+    and 65535 in 16 bits); a palette PNG's levels are its indices."""
+    values = _open_png(path, height, width)
+    if values.ndim == 3:
+        if not (np.array_equal(values[..., 0], values[..., 1]) and np.array_equal(values[..., 0], values[..., 2])):
+            raise ZssegError(f"{path}: not a binary mask: an RGB mask PNG needs equal channels (black and white)")
+        values = values[..., 0]
+    levels = set(_levels(values).tolist())
+    if not (levels <= {0, 1} or levels <= {0, 255} or (values.dtype != np.uint8 and levels <= {0, 65535})):
+        raise ZssegError(f"{path}: not a binary mask: it holds the values {_shown(sorted(levels))}; a mask PNG holds two "
+                         "levels, 0 and 1 or 0 and 255")
+    return values != 0
+
+
+def _read_instance_png(path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
+    """One PNG whose each non-zero value is one mask (id = the value)."""
+    values = _open_png(path, height, width)
+    if values.ndim == 3:
+        raise ZssegError(f"{path}: an instance-id PNG must be single channel (8- or 16-bit) or palette; this one is RGB "
+                         "(a folder of PNGs is read as one mask per file)")
+    ids = [v for v in _levels(values).tolist() if v != 0]
+    if not ids:
+        raise ZssegError(f"{path}: every pixel is 0 (background): the instance-id PNG holds no masks")
+    _check_count(len(ids), path, max_masks)
+    rles = [mask_utils.encode(np.asfortranarray(values == v, dtype=np.uint8)) for v in ids]
+    return MaskSet(path, "instance-png", height, width, [int(v) for v in ids], rles)
+
+
+# --- JSON files ---------------------------------------------------------------------------------
+
+
+def _read_json(path: Path, height: int, width: int, max_masks: int | None, image_id: int | str | None) -> MaskSet:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ZssegError(f"{path}: invalid JSON (not UTF-8 text)") from None
+    except json.JSONDecodeError as error:
+        raise ZssegError(f"{path}: invalid JSON ({error.msg} at line {error.lineno} column {error.colno})") from None
+    except RecursionError:
+        raise ZssegError(f"{path}: invalid JSON (nested too deeply)") from None
+    except OSError as error:
+        raise ZssegError(f"{path}: cannot read the file: {error.strerror or error}") from None
+    if image_id is not None and not (isinstance(data, dict) and "annotations" in data):
+        _not_coco(path, "a JSON file of another kind")
+    if isinstance(data, list):
+        return _read_sam(data, path, height, width, max_masks)
+    if isinstance(data, dict) and "annotations" in data:
+        return _read_coco(data, path, height, width, max_masks, image_id)
+    if isinstance(data, dict) and str(data.get("software", "")).startswith("zsseg"):
+        if isinstance(data.get("classes"), list):
+            return _read_zsseg(data, path, height, width, max_masks)
+        if isinstance(data.get("masks"), list):
+            return _read_zsseg_masks(data, path, height, width, max_masks)
+    raise ZssegError(f"{path}: not a mask file zsseg knows: expected a COCO annotation file (\"images\", \"annotations\"), "
+                     "SAM's list of masks, or a JSON that `zsseg segment` or `zsseg classify` wrote")
+
+
+def _rle(segmentation: dict, where: str, height: int, width: int) -> dict:
+    """A COCO RLE given as JSON (compressed: counts a string; uncompressed: counts a list) as
+    pycocotools' compressed RLE, checked by decoding it once; an empty mask is an error."""
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v >= 0 for v in size)):
+        raise ZssegError(f"{where}: an RLE needs \"size\": [height, width], got {size!r:.40}")
+    if size != [height, width]:
+        raise _size_error(where, size[1], size[0], width, height)
+    if isinstance(counts, str):
+        if not counts.isascii():
+            raise ZssegError(f"{where}: invalid RLE (its counts string is not ASCII)")
+        rle = {"size": size, "counts": counts.encode("ascii")}
+    elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        if sum(counts) != height * width:
+            raise ZssegError(f"{where}: invalid RLE (its runs cover {sum(counts)} pixels, not {height}x{width})")
+        rle = mask_utils.frPyObjects({"size": size, "counts": counts}, height, width)
+    else:
+        raise ZssegError(f"{where}: invalid RLE (\"counts\" must be a string, or a list of run lengths)")
+    try:
+        empty = not mask_utils.decode(rle).any()
+    except ValueError:
+        raise ZssegError(f"{where}: invalid RLE (its runs do not make a {width}x{height} mask)") from None
+    if empty:
+        raise _empty(where)
+    return rle
+
+
+def _polygon_rle(polygons: list, where: str, height: int, width: int) -> dict:
+    """COCO polygons (lists of x, y coordinates) filled and merged, as a compressed RLE."""
+    bound = 10 * max(height, width)
+    for polygon in polygons:
+        if not (isinstance(polygon, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon)):
+            raise ZssegError(f"{where}: a polygon must be a list of numbers x1, y1, x2, y2, ...")
+        if len(polygon) < 6 or len(polygon) % 2:
+            raise ZssegError(f"{where}: a polygon needs at least 3 points as x, y pairs, got {len(polygon)} numbers")
+        if not all(math.isfinite(v) and -bound <= v <= bound for v in polygon):
+            raise ZssegError(f"{where}: a polygon's coordinates must be finite and near the {width}x{height} image")
+    if not polygons:
+        raise _empty(where)
+    rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    if not mask_utils.area(rle):
+        raise _empty(where)
+    return rle
+
+
+def _rows_mask(rows: list, where: str, height: int, width: int) -> np.ndarray:
+    """A mask as a list of rows of 0/1 (SAM's `binary_mask` mode written as JSON)."""
+    try:
+        values = np.array(rows)
+    except ValueError:
+        raise ZssegError(f"{where}: a mask given as rows needs {height} rows of {width} values 0 or 1") from None
+    if values.ndim != 2 or values.dtype.kind not in "bi":
+        raise ZssegError(f"{where}: a mask given as rows needs {height} rows of {width} values 0 or 1")
+    if values.shape != (height, width):
+        raise _size_error(where, values.shape[1], values.shape[0], width, height)
+    if not set(_levels(values.astype(np.int64)).tolist()) <= {0, 1}:
+        raise ZssegError(f"{where}: not a binary mask: its rows hold values other than 0 and 1")
+    return values.astype(np.uint8)
+
+
+def _records(items, path: Path, what: str) -> list[dict]:
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ZssegError(f"{path}: {what} must be a list of JSON objects")
+    return items
+
+
+def _read_sam(items: list, path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
+    """`SamAutomaticMaskGenerator`'s records: "segmentation" is an RLE or rows of 0/1; id = index."""
+    _check_count(len(items), path, max_masks)
+    rles = []
+    for index, item in enumerate(items):
+        where = f"{path}: mask {index}"
+        segmentation = item.get("segmentation") if isinstance(item, dict) else None
+        if isinstance(segmentation, dict):
+            rles.append(_rle(segmentation, where, height, width))
+        elif isinstance(segmentation, list):
+            rles.append(_encoded(_rows_mask(segmentation, where, height, width), where))
+        else:
+            raise ZssegError(f"{where} is not a SAM mask record (an object with \"segmentation\": an RLE or rows of 0/1)")
+    return MaskSet(path, "sam", height, width, list(range(len(items))), rles)
+
+
+def _read_coco(data: dict, path: Path, height: int, width: int, max_masks: int | None, image_id) -> MaskSet:
+    """A COCO annotation file: the annotations of one image; id = the annotation's id."""
+    annotations = _records(data["annotations"], path, "\"annotations\"")
+    images = _records(data.get("images", []), path, "\"images\"")
+    if image_id is None:
+        found = {a.get("image_id") for a in annotations if _hashable(a.get("image_id"))}
+        found |= {i.get("id") for i in images if _hashable(i.get("id"))}
+        found.discard(None)
+        if len(found) > 1:
+            raise ZssegError(f"{path}: holds annotations of {len(found)} images; choose one with --image-id "
+                             f"(ids: {_shown(sorted(found, key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 0, str(v))))})")
+        if not found:
+            raise ZssegError(f"{path}: holds no annotations")
+        image_id = found.pop()
+    entry = next((i for i in images if i.get("id") == image_id), None)
+    if entry is not None and isinstance(entry.get("height"), int) and isinstance(entry.get("width"), int) \
+            and (entry["height"], entry["width"]) != (height, width):
+        raise ZssegError(f"{path}: image {image_id} is {entry['width']}x{entry['height']} in the file but the image is "
+                         f"{width}x{height} (width x height)")
+    mine = [a for a in annotations if a.get("image_id") == image_id]
+    if not mine:
+        known = "" if entry is not None else " (no image of the file has that id)"
+        raise ZssegError(f"{path}: no annotations for image id {image_id}{known}")
+    _check_count(len(mine), path, max_masks)
+    ids, rles = [], []
+    for position, annotation in enumerate(mine):
+        mask_id = annotation.get("id", position)
+        where = f"{path}: annotation {mask_id}"
+        segmentation = annotation.get("segmentation")
+        if isinstance(segmentation, dict):
+            rles.append(_rle(segmentation, where, height, width))
+        elif isinstance(segmentation, list):
+            rles.append(_polygon_rle(segmentation, where, height, width))
+        else:
+            raise ZssegError(f"{where}: \"segmentation\" must be an RLE object or a list of polygons")
+        ids.append(mask_id if isinstance(mask_id, (int, str)) else str(mask_id))
+    return MaskSet(path, "coco", height, width, ids, rles, image_id=image_id)
+
+
+def _hashable(value) -> bool:
+    return isinstance(value, (int, str))
+
+
+def _read_zsseg(data: dict, path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
+    """The JSON `zsseg segment` wrote: each class region is one mask; id = the class's name."""
+    if (data.get("height"), data.get("width")) not in ((height, width), (None, None)):
+        raise _size_error(str(path), data.get("width"), data.get("height"), width, height)
+    regions = _records(data["classes"], path, "\"classes\"")
+    _check_count(len(regions), path, max_masks)
+    ids, rles = [], []
+    for position, region in enumerate(regions):
+        mask_id = region.get("name", region.get("index", position))
+        where = f"{path}: class region '{mask_id}'"
+        if not isinstance(region.get("rle"), dict):
+            raise ZssegError(f"{where} has no \"rle\" object")
+        ids.append(mask_id if isinstance(mask_id, (int, str)) else str(mask_id))
+        rles.append(_rle(region["rle"], where, height, width))
+    return MaskSet(path, "zsseg", height, width, ids, rles)
+
+
+def _read_zsseg_masks(data: dict, path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
+    """The STEM_masks.json `zsseg classify` wrote: its masks again, with their ids."""
+    records = _records(data["masks"], path, "\"masks\"")
+    _check_count(len(records), path, max_masks)
+    ids, rles = [], []
+    for position, record in enumerate(records):
+        mask_id = record.get("id", position)
+        where = f"{path}: mask {mask_id}"
+        if not isinstance(record.get("rle"), dict):
+            raise ZssegError(f"{where} has no \"rle\" object")
+        ids.append(mask_id if isinstance(mask_id, (int, str)) else str(mask_id))
+        rles.append(_rle(record["rle"], where, height, width))
+    return MaskSet(path, "zsseg-masks", height, width, ids, rles)
+
+
+# --- NumPy arrays -------------------------------------------------------------------------------
+
+
+def _pickled(path: Path) -> ZssegError:
+    return ZssegError(f"{path}: holds Python objects (pickled), which zsseg does not load; save the masks as a bool or "
+                      "0/1 integer array")
+
+
+def _check_magic(path: Path, magic: bytes, kind: str) -> None:
+    """A NumPy file starts with its magic bytes; numpy calls anything else pickled, which a
+    file of random bytes is not."""
+    try:
+        with path.open("rb") as f:
+            start = f.read(len(magic))
+    except OSError as error:
+        raise ZssegError(f"{path}: cannot read the file: {error.strerror or error}") from None
+    if start[:1] == b"\x80":  # a pickle's protocol opcode
+        raise _pickled(path)
+    if start != magic:
+        raise ZssegError(f"{path}: not a NumPy {kind} file")
+
+
+def _read_npy(path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
+    _check_magic(path, b"\x93NUMPY", ".npy")
+    try:
+        masks = np.load(path, allow_pickle=False, mmap_mode="r")
+    except ValueError as error:
+        if "pickle" in str(error) or "object" in str(error).lower():
+            raise _pickled(path) from None
+        raise ZssegError(f"{path}: not a NumPy .npy file ({error})") from None
+    except OSError as error:
+        raise ZssegError(f"{path}: cannot read it as a NumPy .npy file: {error.strerror or error}") from None
+    if not isinstance(masks, np.ndarray):
+        raise ZssegError(f"{path}: not a NumPy .npy file")
+    return _from_stack(masks, path, "npy", None, height, width, max_masks)
+
+
+def _read_npz(path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
+    _check_magic(path, b"PK", ".npz (zip)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if "masks" in names:
+                masks, ids = archive["masks"], archive["ids"] if "ids" in names else None
+            elif len(names) == 1:
+                masks, ids = archive[names[0]], None
+            else:
+                raise ZssegError(f"{path}: holds {len(names)} arrays ({_shown(names)}); name the masks array 'masks' "
+                                 "(and their ids 'ids')")
+    except ZssegError:
+        raise
+    except ValueError as error:
+        if "pickle" in str(error) or "object" in str(error).lower():
+            raise _pickled(path) from None
+        raise ZssegError(f"{path}: not a NumPy .npz file ({error})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise ZssegError(f"{path}: cannot read it as a NumPy .npz file ({error})") from None
+    if ids is not None:
+        if ids.ndim != 1 or ids.dtype.kind not in "iuU":
+            raise ZssegError(f"{path}: 'ids' must be a 1-D array of whole numbers or strings, got {ids.dtype} {ids.shape}")
+        ids = ids.tolist()
+    return _from_stack(masks, path, "npz", ids, height, width, max_masks)
+
+
+def _from_stack(masks: np.ndarray, source: Path | str, format: str, ids: list | None, height: int, width: int,
+                max_masks: int | None) -> MaskSet:
+    """Masks `[K, H, W]` (bool, or integers / floats holding only 0 and 1), checked and encoded."""
+    if masks.ndim != 3:
+        hint = " (one mask: give it a first axis of length 1)" if masks.ndim == 2 else ""
+        raise ZssegError(f"{source}: masks must be one array [K, H, W], got shape {masks.shape}{hint}")
+    if masks.dtype.kind not in "biuf":
+        raise ZssegError(f"{source}: masks must be bool, or integers or floats holding only 0 and 1, got {masks.dtype}")
+    if masks.shape[1:] != (height, width):
+        raise _size_error(str(source), masks.shape[2], masks.shape[1], width, height)
+    _check_count(masks.shape[0], source, max_masks)
+    ids = list(range(masks.shape[0])) if ids is None else ids
+    if len(ids) != masks.shape[0]:
+        raise ZssegError(f"{source}: {len(ids)} ids for {masks.shape[0]} masks")
+    rles = []
+    for mask_id, mask in zip(ids, masks):
+        mask = np.asarray(mask)
+        if mask.dtype != bool:
+            if not ((mask == 0) | (mask == 1)).all():
+                odd = mask[(mask != 0) & (mask != 1)].ravel()[:3]
+                raise ZssegError(f"{source}: mask {mask_id} is not binary: it holds values other than 0 and 1 ({_shown(odd)})")
+            mask = mask != 0
+        rles.append(_encoded(mask, f"{source}: mask {mask_id}"))
+    return MaskSet(source, format, height, width, ids, rles)
