@@ -403,7 +403,8 @@ def test_offline_hub_is_not_retried(tmp_path, monkeypatch):
         raise OSError("not found")
 
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
-    monkeypatch.setattr(transformers.CLIPModel, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake_from_pretrained)  # the first read of a checkpoint
+    monkeypatch.setattr("zsseg.openai_clip.open_clip_hub_folder", lambda name: None)  # not an open_clip repo
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(ZssegError, match="--local-dir"):
         clip_module.load_clip("openai/clip-vit-base-patch16")

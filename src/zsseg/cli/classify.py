@@ -15,12 +15,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..catalogue import DEFAULT_CLIP, DTYPE_NAMES
+from ..catalogue import DTYPE_NAMES
 from ..errors import ZssegError, counted
 from ..mask_files import DEFAULT_MAX_MASKS, MaskSet, read_masks
 from ..vocabulary import Vocabulary
 from ..writers import SOFTWARE, check_target, output_paths, remove_stale_temporaries, write_outputs
-from .arguments import at_least, chosen_vocabulary, vocabulary_options
+from .arguments import at_least, chosen_vocabulary, clip_option, vocabulary_options
 from .outputs import check_output_folder, input_files, interrupted_status, remove_if_empty
 
 MASKS_SUFFIX = "_masks"  # STEM_masks.json
@@ -41,7 +41,7 @@ def add_parser(commands) -> None:
     classify.add_argument("--max-masks", type=at_least(1), default=DEFAULT_MAX_MASKS,
                           help=f"refuse more masks than this (default {DEFAULT_MAX_MASKS}): each one is a CLIP crop, and a "
                           "wrong file (a photo read as an instance map) should stop at once")
-    classify.add_argument("--clip", default=DEFAULT_CLIP, help=f"CLIP hub id or local folder (default {DEFAULT_CLIP})")
+    clip_option(classify, "the vision-language model")
     classify.add_argument("--prompt", default=None, metavar="PROMPT",
                           help="how class names are prompted: imagenet (default), vild, single, photo, one template such as "
                           "'a sculpture of a {}.', or a prompt file or folder")
@@ -130,7 +130,7 @@ def _classifier(args: argparse.Namespace):
     from ..region_classification import RegionClassifier
     from ..segmenter import DEFAULT_PROMPT
 
-    clip = load_clip(args.clip, device=args.device, dtype=args.dtype)
+    clip = load_clip(args.clip, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
     return RegionClassifier(clip, prompt=args.prompt or DEFAULT_PROMPT, batch_size=args.batch_size, text_cache=not args.no_text_cache)
 
 
