@@ -67,6 +67,40 @@ def test_open_clip_config_gives_activation_and_preprocessing(folders, tmp_path):
     assert (gelu.encode_text(TEXTS[:2]) - quick.encode_text(TEXTS[:2])).abs().max() > 1e-3  # same weights, other activation
 
 
+def test_open_clip_config_gives_attention_heads_and_the_folder_gives_the_tokenizer(tmp_path, monkeypatch):
+    """ViT-H/14-style configs give 80-channel heads (head_width) and the text tower's heads; timm's
+    open_clip repos carry CLIP's BPE files, used before CLIP's hub tokenizer (here: offline)."""
+    import shutil
+
+    folder = save_tiny_open_clip(tmp_path / "heads", "vit")
+    config = json.loads((folder / "open_clip_config.json").read_text())
+    config["model_cfg"]["vision_cfg"]["head_width"] = 16
+    config["model_cfg"]["text_cfg"]["heads"] = 2
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(TOKENIZER / name, folder / name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    clip = load_clip(str(folder))  # no --tokenizer, no hub: the folder's own files
+    assert clip.model.config.vision_config.num_attention_heads == 4 and clip.model.config.text_config.num_attention_heads == 2
+    assert clip.tokenizer("a photo of a cat.")["input_ids"] == [49406, 320, 1125, 539, 320, 2368, 269, 49407]
+    default = load_clip(str(folders_vit_copy(tmp_path, folder)), tokenizer=str(TOKENIZER))  # same weights, 64-channel heads
+    assert (clip.encode_text(TEXTS[:2]) - default.encode_text(TEXTS[:2])).abs().max() > 1e-4
+
+
+def folders_vit_copy(tmp_path, folder):
+    """`folder` with its config's head settings removed."""
+    import shutil
+
+    copy = tmp_path / "default-heads"
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / "open_clip_config.json").read_text())
+    config["model_cfg"]["vision_cfg"].pop("head_width")
+    config["model_cfg"]["text_cfg"]["heads"] = 1
+    (copy / "open_clip_config.json").write_text(json.dumps(config))
+    return copy
+
+
 def test_resnet_clip_equals_its_parts(folders):
     """The ResNet CLIP's text features are OpenAI's text transformer (plain torch, as above), and its
     image features zsseg's ModifiedResNet (proven equal to OpenAI's in tests/test_modified_resnet.py)."""
@@ -194,6 +228,19 @@ def test_siglip_text_and_scores(folders):
     assert RegionClassifier(clip, text_cache=False).temperature == clip.temperature
     with pytest.raises(ZssegError, match=r"^this siglip model .* has no dense features \(SigLIP pools with an attention head"):
         Segmenter(clip=clip, method="dense-clip")
+
+
+def test_siglip_sentencepiece_tokenizer_without_the_package_is_one_line(folders, monkeypatch):
+    """SigLIP (v1) ships a SentencePiece tokenizer; without the package transformers raises
+    ImportError, which becomes the install hint."""
+    import transformers
+
+    def missing(*args, **kwargs):
+        raise ImportError("\nSiglipTokenizer requires the SentencePiece library but it was not found in your environment.")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", missing)
+    with pytest.raises(ZssegError, match=r'^the tokenizer of .* needs sentencepiece, which is not installed: pip install "zsseg\[siglip\]"$'):
+        load_clip(str(folders["siglip"]))
 
 
 @pytest.mark.parametrize("family, extra", [

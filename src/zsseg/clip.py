@@ -415,7 +415,12 @@ def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: s
         model, info = cls.from_pretrained(source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True,
                                           output_loading_info=True)
         if tokenizer is None:
-            loaded = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            try:
+                loaded = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            except ImportError as error:  # SigLIP's SentencePiece tokenizer without the package
+                package = "sentencepiece" if "sentencepiece" in str(error).lower() else "a package"
+                raise ZssegError(f"the tokenizer of '{name}' needs {package}, which is not installed: "
+                                 'pip install "zsseg[siglip]"' + ("" if package == "sentencepiece" else f" ({str(error).strip()[:120]})")) from None
         else:
             from .openai_clip import _load_tokenizer
 

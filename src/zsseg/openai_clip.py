@@ -105,20 +105,20 @@ def _layers(clip: dict, tower: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def _heads(width: int, what: str) -> int:
-    if width % HEAD_WIDTH:
-        raise ZssegError(f"the OpenAI CLIP {what} width {width} is not a multiple of its {HEAD_WIDTH}-channel attention heads")
-    return width // HEAD_WIDTH
+def _heads(width: int, what: str, head_width: int = HEAD_WIDTH) -> int:
+    if head_width < 1 or width % head_width:
+        raise ZssegError(f"the OpenAI CLIP {what} width {width} is not a multiple of its {head_width}-channel attention heads")
+    return width // head_width
 
 
-def _text_config(clip: dict, prefix: str, embed_dim: int, act: str) -> dict:
+def _text_config(clip: dict, prefix: str, embed_dim: int, act: str, heads: int | None = None) -> dict:
     """transformers' `CLIPTextConfig` values of the OpenAI-layout text tower in `clip`."""
     width = int(_tensor(clip, prefix, "ln_final.weight").shape[0])
     return dict(
         hidden_size=width,
         intermediate_size=int(_tensor(clip, prefix, "transformer.resblocks.0.mlp.c_fc.weight").shape[0]),
         num_hidden_layers=_layers(clip, "transformer.resblocks."),
-        num_attention_heads=_heads(width, "text"),
+        num_attention_heads=heads or _heads(width, "text"),
         vocab_size=int(_tensor(clip, prefix, "token_embedding.weight").shape[0]),
         max_position_embeddings=int(_tensor(clip, prefix, "positional_embedding").shape[0]),
         # transformers pools the first EOS position: OpenAI's argmax of the ids, as EOS is the highest id.
@@ -136,11 +136,13 @@ def is_resnet_state(state: dict, prefix: str = "") -> bool:
     return any(k.startswith(prefix + marker) for k in state for marker in RESNET_MARKERS)
 
 
-def openai_vit_config(state: dict, prefix: str = "", act: str = "quick_gelu"):
+def openai_vit_config(state: dict, prefix: str = "", act: str = "quick_gelu", heads: tuple[int | None, int | None] = (None, None)):
     """The transformers `CLIPConfig` of an OpenAI-layout ViT CLIP, read from tensor shapes as
     OpenAI's `build_model` does (ViT-B/16: width 768, patch 16, 224 pixels, 12 layers; text width
     512, 12 layers, context 77, vocabulary 49408; 512-d embeddings). `act` is the MLPs'
     activation: OpenAI's "quick_gelu", or "gelu" for open_clip models trained without it.
+    `heads` (image, text): attention heads where they are not OpenAI's 64 channels each (open_clip's
+    config gives them: ViT-H/14's 80-channel heads, say); None: width / 64.
 
     Raises:
         ZssegError: a ResNet visual tower, a missing tensor, or shapes no ViT CLIP has.
@@ -166,7 +168,7 @@ def openai_vit_config(state: dict, prefix: str = "", act: str = "quick_gelu"):
         hidden_size=width,
         intermediate_size=int(_tensor(clip, prefix, "visual.transformer.resblocks.0.mlp.c_fc.weight").shape[0]),
         num_hidden_layers=_layers(clip, "visual.transformer.resblocks."),
-        num_attention_heads=_heads(width, "vision"),
+        num_attention_heads=heads[0] or _heads(width, "vision"),
         num_channels=int(conv.shape[1]),
         image_size=patch * grid,
         patch_size=patch,
@@ -174,17 +176,17 @@ def openai_vit_config(state: dict, prefix: str = "", act: str = "quick_gelu"):
         layer_norm_eps=1e-5,
         projection_dim=embed_dim,
     )
-    text = _text_config(clip, prefix, embed_dim, act)
+    text = _text_config(clip, prefix, embed_dim, act, heads[1])
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=embed_dim)
 
 
-def openai_text_config(state: dict, prefix: str = "", act: str = "quick_gelu"):
+def openai_text_config(state: dict, prefix: str = "", act: str = "quick_gelu", heads: int | None = None):
     """The transformers `CLIPTextConfig` of the text tower of an OpenAI-layout CLIP (any image tower)."""
     from transformers import CLIPTextConfig
 
     clip = _strip(state, prefix)
     embed_dim = int(_tensor(clip, prefix, "text_projection").shape[1])
-    return CLIPTextConfig(**_text_config(clip, prefix, embed_dim, act))
+    return CLIPTextConfig(**_text_config(clip, prefix, embed_dim, act, heads))
 
 
 def _renamed(key: str) -> str | tuple[str, ...] | None:
@@ -293,12 +295,12 @@ def _check_tokenizer(tokenizer, text) -> None:
         raise ZssegError(f"the tokenizer has {len(tokenizer)} tokens but this CLIP's vocabulary {text.vocab_size}")
 
 
-def openai_text_tower(state: dict, prefix: str = "", dtype: str = "fp32", act: str = "quick_gelu"):
+def openai_text_tower(state: dict, prefix: str = "", dtype: str = "fp32", act: str = "quick_gelu", heads: int | None = None):
     """transformers' `CLIPTextModelWithProjection` holding the text tower of the OpenAI-layout
     CLIP under `prefix` (whatever its image tower), built without random initialisation."""
     from transformers import CLIPTextModelWithProjection
 
-    config = openai_text_config(state, prefix, act)
+    config = openai_text_config(state, prefix, act, heads)
     tensors, sources = _convert(state, prefix, config)
     tensors.pop("logit_scale", None)
     return _from_tensors(CLIPTextModelWithProjection, config, tensors, sources, state, dtype)
@@ -327,7 +329,8 @@ def _from_tensors(cls, config, tensors: dict, sources: dict, state: dict, dtype:
 
 def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = "",
                            device: str | torch.device = "cpu", dtype: str = "fp32", act: str = "quick_gelu",
-                           image_mean: tuple = CLIP_MEAN, image_std: tuple = CLIP_STD, interpolation: str = "bicubic") -> ClipModel:
+                           image_mean: tuple = CLIP_MEAN, image_std: tuple = CLIP_STD, interpolation: str = "bicubic",
+                           heads: tuple[int | None, int | None] = (None, None)) -> ClipModel:
     """A `ClipModel` from an OpenAI-layout CLIP state dict: a ViT image tower becomes transformers'
     `CLIPModel` (`TransformersClip`), a ResNet one zsseg's `ModifiedResNet` beside transformers'
     text tower (`zsseg.resnet_clip.ResNetClip`). A fraction of a second for ViT-B/16: the model is
@@ -345,6 +348,8 @@ def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = ""
         act: the transformer MLPs' activation: "quick_gelu" (OpenAI's) or "gelu" (open_clip
             models trained without QuickGELU; their open_clip_config.json says which).
         image_mean, image_std, interpolation: the model's preprocessing (OpenAI's by default).
+        heads: (image, text) attention heads where a config gives them (open_clip's); None:
+            OpenAI's 64 channels per head (a ResNet's attention pool always has them).
 
     Raises:
         ZssegError: one line: an unsupported or incomplete state, a tensor of the wrong shape
@@ -356,10 +361,11 @@ def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = ""
     if is_resnet_state(state, prefix):
         from .resnet_clip import resnet_clip_from_state
 
-        return resnet_clip_from_state(state, tokenizer, source, prefix, device, dtype, act, image_mean, image_std, interpolation)
+        return resnet_clip_from_state(state, tokenizer, source, prefix, device, dtype, act, image_mean, image_std, interpolation,
+                                      text_heads=heads[1])
     from transformers import CLIPModel
 
-    config = openai_vit_config(state, prefix, act)
+    config = openai_vit_config(state, prefix, act, heads)
     tensors, sources = _convert(state, prefix, config)
     tokenizer = _load_tokenizer(tokenizer)
     _check_tokenizer(tokenizer, config.text_config)
@@ -372,6 +378,7 @@ def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = ""
 # Checkpoint files and folders in OpenAI's and open_clip's formats.
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json")  # with tokenizer_config.json or merges.txt: see _load_tokenizer
 STATE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 INTERPOLATIONS = {"bicubic": "bicubic", "bilinear": "bilinear"}
 
@@ -484,9 +491,14 @@ def load_open_clip_folder(folder: str | Path, tokenizer=None, device: str | torc
         raise ZssegError(f"{weights} does not hold a CLIP in OpenAI's layout (open_clip's CustomTextCLIP and timm towers "
                          "are not supported)")
     act = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
+    width, head_width = vision_cfg.get("width"), vision_cfg.get("head_width", HEAD_WIDTH)
+    vision_heads = width // head_width if isinstance(width, int) and isinstance(head_width, int) and head_width > 0 else None
+    text_heads = text_cfg.get("heads") if isinstance(text_cfg.get("heads"), int) else None
+    if tokenizer is None and any((folder / f).is_file() for f in TOKENIZER_FILES):
+        tokenizer = folder  # timm's open_clip repos carry CLIP's BPE files beside the weights
     return clip_from_openai_state(state, tokenizer or DEFAULT_TOKENIZER, source or str(folder), device=device, dtype=dtype,
                                   act=act, image_mean=tuple(map(float, mean)), image_std=tuple(map(float, std)),
-                                  interpolation=INTERPOLATIONS[interpolation])
+                                  interpolation=INTERPOLATIONS[interpolation], heads=(vision_heads, text_heads))
 
 
 def open_clip_hub_folder(name: str) -> Path | None:
@@ -508,9 +520,16 @@ def open_clip_hub_folder(name: str) -> Path | None:
         for weights in OPEN_CLIP_WEIGHTS:
             try:
                 hf_hub_download(name, weights, local_files_only=local_only)
-                return config.parent
             except Exception:  # the other weight file, or the hub
                 continue
+            for extra in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"):
+                try:  # the repo's own tokenizer, where it has one (timm's do): else CLIP's from the hub
+                    hf_hub_download(name, extra, local_files_only=local_only)
+                except Exception:
+                    pass
+            return config.parent
+        if local_only:  # the config is cached but not the weights: the hub may have them
+            continue
         raise ZssegError(f"'{name}' has {OPEN_CLIP_CONFIG} but its weights ({' or '.join(OPEN_CLIP_WEIGHTS)}) could not be "
                          "had; " + CLIP_KIND.offline_help(name))
     return None

@@ -65,7 +65,7 @@ class ResNetClip(ClipTextTower, ClipModel):
 
 def resnet_clip_from_state(state: dict, tokenizer, source: str, prefix: str = "", device: str | torch.device = "cpu",
                            dtype: str = "fp32", act: str = "quick_gelu", image_mean: tuple = CLIP_MEAN,
-                           image_std: tuple = CLIP_STD, interpolation: str = "bicubic") -> ResNetClip:
+                           image_std: tuple = CLIP_STD, interpolation: str = "bicubic", text_heads: int | None = None) -> ResNetClip:
     """A `ResNetClip` from an OpenAI-layout ResNet CLIP state dict under `prefix` (see
     `zsseg.openai_clip.clip_from_openai_state`, which calls this for ResNet image towers). The
     input size is the one the attention pool was trained at (288 for RN50x4, 384 for RN50x16).
@@ -78,7 +78,7 @@ def resnet_clip_from_state(state: dict, tokenizer, source: str, prefix: str = ""
     from .errors import ZssegError
     from .openai_clip import _check_tokenizer, _load_tokenizer, openai_text_tower
 
-    text = openai_text_tower(state, prefix, dtype, act)
+    text = openai_text_tower(state, prefix, dtype, act, text_heads)
     visual = modified_resnet_from_state(state, prefix + "visual.", DTYPES[dtype])
     if visual.config.output_dim != text.config.projection_dim:
         raise ZssegError(f"the ResNet CLIP's image embeddings are {visual.config.output_dim}-d but its text embeddings "
