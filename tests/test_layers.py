@@ -17,6 +17,10 @@ FORBIDDEN = {
     "zsseg.prompt_learning": ("zsseg.evaluation", "zsseg.self_training", "zsseg.segmenter", "zsseg.methods"),
     "zsseg.segmenter": ("zsseg.evaluation", "zsseg.self_training", "zsseg.cli", "zsseg.demo"),
     "zsseg.datasets": ("zsseg.evaluation", "zsseg.segmenter", "zsseg.maskformer", "zsseg.proposals"),
+    # The model interface knows no family's loader; the families know no loader but their own.
+    "zsseg.clip_model": ("zsseg.clip", "zsseg.openai_clip", "zsseg.resnet_clip", "zsseg.siglip"),
+    "zsseg.resnet_clip": ("zsseg.clip", "zsseg.openai_clip", "zsseg.siglip"),
+    "zsseg.siglip": ("zsseg.clip", "zsseg.openai_clip", "zsseg.resnet_clip"),
 }
 
 

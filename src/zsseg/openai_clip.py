@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .clip import CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, usable_device, wrap_clip
+from .clip_model import CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, usable_device, wrap_clip
 from .errors import ZssegError
 from .hub import LOAD_ERRORS, ModelKind, load_pretrained, quiet_transformers
 
@@ -359,10 +359,12 @@ def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = ""
         raise ZssegError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
     device = usable_device(device)
     if is_resnet_state(state, prefix):
-        from .resnet_clip import resnet_clip_from_state
+        from .resnet_clip import resnet_clip_from_parts
 
-        return resnet_clip_from_state(state, tokenizer, source, prefix, device, dtype, act, image_mean, image_std, interpolation,
-                                      text_heads=heads[1])
+        text = openai_text_tower(state, prefix, dtype, act, heads[1])
+        tokenizer = _load_tokenizer(tokenizer)
+        _check_tokenizer(tokenizer, text.config)
+        return resnet_clip_from_parts(state, prefix, text, tokenizer, source, device, dtype, image_mean, image_std, interpolation)
     from transformers import CLIPModel
 
     config = openai_vit_config(state, prefix, act, heads)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .clip import CLIP_MEAN, CLIP_STD, ClipModel, ClipTextTower
+from .clip_model import CLIP_MEAN, CLIP_STD, ClipModel, ClipTextTower
 from .modified_resnet import STRIDE, ModifiedResNet, modified_resnet_from_state
 
 
@@ -63,28 +63,24 @@ class ResNetClip(ClipTextTower, ClipModel):
         return self.model.visual.dense(pixels.to(device=self.device, dtype=self.dtype)).float()
 
 
-def resnet_clip_from_state(state: dict, tokenizer, source: str, prefix: str = "", device: str | torch.device = "cpu",
-                           dtype: str = "fp32", act: str = "quick_gelu", image_mean: tuple = CLIP_MEAN,
-                           image_std: tuple = CLIP_STD, interpolation: str = "bicubic", text_heads: int | None = None) -> ResNetClip:
-    """A `ResNetClip` from an OpenAI-layout ResNet CLIP state dict under `prefix` (see
-    `zsseg.openai_clip.clip_from_openai_state`, which calls this for ResNet image towers). The
-    input size is the one the attention pool was trained at (288 for RN50x4, 384 for RN50x16).
+def resnet_clip_from_parts(state: dict, prefix: str, text: nn.Module, tokenizer, source: str,
+                           device: str | torch.device = "cpu", dtype: str = "fp32", image_mean: tuple = CLIP_MEAN,
+                           image_std: tuple = CLIP_STD, interpolation: str = "bicubic") -> ResNetClip:
+    """A `ResNetClip` from the image tower of an OpenAI-layout ResNet CLIP state dict under `prefix`
+    and its text tower already converted (`zsseg.openai_clip.clip_from_openai_state` does both, and
+    is the entry point). The input size is the one the attention pool was trained at (288 for
+    RN50x4, 384 for RN50x16).
 
     Raises:
-        ZssegError: one line naming a missing, unexpected or misshaped tensor, embeddings of two
-            sizes, or a tokenizer that is not CLIP's.
+        ZssegError: one line naming a missing, unexpected or misshaped tensor, or embeddings of two sizes.
     """
-    from .clip import DTYPES
+    from .clip_model import DTYPES
     from .errors import ZssegError
-    from .openai_clip import _check_tokenizer, _load_tokenizer, openai_text_tower
 
-    text = openai_text_tower(state, prefix, dtype, act, text_heads)
     visual = modified_resnet_from_state(state, prefix + "visual.", DTYPES[dtype])
     if visual.config.output_dim != text.config.projection_dim:
         raise ZssegError(f"the ResNet CLIP's image embeddings are {visual.config.output_dim}-d but its text embeddings "
                          f"{text.config.projection_dim}-d")
-    tokenizer = _load_tokenizer(tokenizer)
-    _check_tokenizer(tokenizer, text.config)
     logit_scale = state.get(prefix + "logit_scale", torch.tensor(100.0).log())
     model = OpenAIResNetClip(visual, text.text_model, text.text_projection, logit_scale).to(device).eval()
     return ResNetClip(model=model, tokenizer=tokenizer, source=source, image_size=visual.config.image_size,
@@ -92,4 +88,4 @@ def resnet_clip_from_state(state: dict, tokenizer, source: str, prefix: str = ""
                       context_length=int(text.config.max_position_embeddings), interpolation=interpolation)
 
 
-__all__ = ["OpenAIResNetClip", "ResNetClip", "resnet_clip_from_state"]
+__all__ = ["OpenAIResNetClip", "ResNetClip", "resnet_clip_from_parts"]

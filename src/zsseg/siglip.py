@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
-from .clip import ClipModel
+from .clip_model import ClipModel
 from .errors import ZssegError
 
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)  # transformers' SiglipImageProcessor defaults
