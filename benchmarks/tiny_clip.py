@@ -1,9 +1,14 @@
-"""Save a small random CLIP with CLIP's real tokenizer, as a checkpoint folder (no hub needed).
+"""Save a small random vision-language model with real tokenizer conventions, in the format a
+user's download has (no hub needed).
 
-    python benchmarks/tiny_clip.py /tmp/tclip
+    python benchmarks/tiny_clip.py /tmp/tclip                        # transformers CLIP ViT
+    python benchmarks/tiny_clip.py /tmp/trn --family open-clip-resnet  # open_clip folder, ResNet tower
+    python benchmarks/tiny_clip.py /tmp/tsig --family siglip          # transformers SigLIP
 
-Its text embeddings differ per class name but carry no meaning: enough to train and time the
-proposal network (whose oracle score never reads the class head), not to measure accuracy.
+The CLIP families use CLIP's real BPE tokenizer (open_clip folders carry none: pass
+`--tokenizer ../shared/clip-tokenizer`). Their text embeddings differ per class name but carry
+no meaning: enough to train and time the proposal network (whose oracle score never reads the
+class head) and to run every command, not to measure accuracy.
 """
 
 import argparse
@@ -12,9 +17,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from samples import save_tiny_clip  # noqa: E402
+from samples import save_tiny_clip, save_tiny_open_clip, save_tiny_siglip  # noqa: E402
+
+FAMILIES = {
+    "clip": save_tiny_clip,
+    "open-clip-vit": lambda folder: save_tiny_open_clip(folder, "vit"),
+    "open-clip-resnet": lambda folder: save_tiny_open_clip(folder, "resnet"),
+    "siglip": save_tiny_siglip,
+}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="where to save it (a new or empty folder)")
-    print(save_tiny_clip(parser.parse_args().folder))
+    parser.add_argument("--family", choices=list(FAMILIES), default="clip", help="the model family and format (default clip)")
+    args = parser.parse_args()
+    print(FAMILIES[args.family](args.folder))
