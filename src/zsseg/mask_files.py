@@ -405,36 +405,34 @@ def _hashable(value) -> bool:
     return isinstance(value, (int, str))
 
 
+def _zsseg_records(records: list, path: Path, height: int, width: int, fmt: str, mask_id, what: str) -> MaskSet:
+    """Masks from zsseg's own records, each with an "rle" object; `mask_id(record, position)` is its id."""
+    ids, rles = [], []
+    for position, record in enumerate(records):
+        identifier = mask_id(record, position)
+        where = f"{path}: {what} {identifier!r}"
+        if not isinstance(record.get("rle"), dict):
+            raise ZssegError(f"{where} has no \"rle\" object")
+        ids.append(identifier if isinstance(identifier, (int, str)) else str(identifier))
+        rles.append(_rle(record["rle"], where, height, width))
+    return MaskSet(path, fmt, height, width, ids, rles)
+
+
 def _read_zsseg(data: dict, path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
     """The JSON `zsseg segment` wrote: each class region is one mask; id = the class's name."""
     if (data.get("height"), data.get("width")) not in ((height, width), (None, None)):
         raise _size_error(str(path), data.get("width"), data.get("height"), width, height)
     regions = _records(data["classes"], path, "\"classes\"")
     _check_count(len(regions), path, max_masks)
-    ids, rles = [], []
-    for position, region in enumerate(regions):
-        mask_id = region.get("name", region.get("index", position))
-        where = f"{path}: class region '{mask_id}'"
-        if not isinstance(region.get("rle"), dict):
-            raise ZssegError(f"{where} has no \"rle\" object")
-        ids.append(mask_id if isinstance(mask_id, (int, str)) else str(mask_id))
-        rles.append(_rle(region["rle"], where, height, width))
-    return MaskSet(path, "zsseg", height, width, ids, rles)
+    return _zsseg_records(regions, path, height, width, "zsseg",
+                          lambda region, position: region.get("name", region.get("index", position)), "class region")
 
 
 def _read_zsseg_masks(data: dict, path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
     """The STEM_masks.json `zsseg classify` wrote: its masks again, with their ids."""
     records = _records(data["masks"], path, "\"masks\"")
     _check_count(len(records), path, max_masks)
-    ids, rles = [], []
-    for position, record in enumerate(records):
-        mask_id = record.get("id", position)
-        where = f"{path}: mask {mask_id}"
-        if not isinstance(record.get("rle"), dict):
-            raise ZssegError(f"{where} has no \"rle\" object")
-        ids.append(mask_id if isinstance(mask_id, (int, str)) else str(mask_id))
-        rles.append(_rle(record["rle"], where, height, width))
-    return MaskSet(path, "zsseg-masks", height, width, ids, rles)
+    return _zsseg_records(records, path, height, width, "zsseg-masks", lambda record, position: record.get("id", position), "mask")
 
 
 # --- NumPy arrays -------------------------------------------------------------------------------
