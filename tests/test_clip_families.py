@@ -259,3 +259,27 @@ def test_zsseg_eval_runs_with_every_family(folders, tmp_path, family, extra):
     report = json.loads(out.read_text())
     assert report["num_images"] == 2 and 0 <= report["mIoU"] <= 100 and report["clip"] == str(folders[family])
     assert report["method"] == ("dense-clip" if "dense-clip" in extra else "two-stage")
+
+
+def test_int8_quantises_the_image_tower_and_auto_follows_the_hardware(folders, monkeypatch):
+    """--dtype int8: the image tower's linear layers become dynamically quantised int8 (text stays
+    float32, so the text cache and fingerprint are fp32's); auto is bf16 only where the CPU has it."""
+    from zsseg import clip as clip_module
+
+    fp32 = load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER))
+    int8 = load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER), dtype="int8")
+    assert fp32.precision == "fp32" and int8.precision == "int8" and int8.text_fingerprint() == fp32.text_fingerprint()
+    quantised = [m for m in int8.model.vision_model.modules() if "quantized" in type(m).__module__]
+    assert quantised and all("quantized" not in type(m).__module__ for m in int8.model.text_model.modules())
+    pixels = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    a, b = fp32.encode_images(pixels), int8.encode_images(pixels)
+    assert not torch.equal(a, b) and (a * b).sum(dim=-1).min() > 0.99  # close, and really another computation
+    assert int8.dense_features(pixels[:1]).shape == fp32.dense_features(pixels[:1]).shape
+    assert Segmenter(clip=int8).settings()["dtype"] == "int8"
+    monkeypatch.setattr(clip_module, "native_bf16", lambda: True)
+    assert clip_module.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(clip_module, "native_bf16", lambda: False)
+    assert clip_module.resolve_precision("auto", "cpu") == clip_module.AUTO_FALLBACK
+    assert load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER), dtype="auto").precision == clip_module.AUTO_FALLBACK
+    with pytest.raises(ZssegError, match="unknown dtype 'int4'"):
+        load_clip(str(folders["vit"]), dtype="int4")

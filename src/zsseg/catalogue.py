@@ -14,7 +14,10 @@ from .errors import ZssegError
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"  # the paper's ViT-B/16
 TEMPERATURE = 100.0  # Eq. 1; CLIP's own learned logit scale also converges to 100.
-DTYPE_NAMES = ("fp32", "bf16", "fp16")  # CLIP's precision (`zsseg.clip.DTYPES`)
+DTYPE_NAMES = ("fp32", "bf16", "fp16")  # CLIP's floating-point precisions (`zsseg.clip.DTYPES`)
+# What --dtype takes for CLIP: those, int8 (dynamic quantisation of the image tower's linear
+# layers, CPU) and auto (`zsseg.clip.resolve_precision`: bf16 where the hardware has it natively).
+PRECISIONS = ("auto", *DTYPE_NAMES, "int8")
 DEFAULT_SAM = "facebook/sam-vit-base"
 
 DENSE_MODES = ("plain", "sclip")

@@ -51,6 +51,9 @@ class ResNetClip(ClipTextTower, ClipModel):
         pixels = pixels.to(device=self.device, dtype=self.dtype)
         return F.normalize(self.model.visual(pixels).float(), dim=-1)
 
+    def image_tower(self) -> nn.Module:
+        return self.model.visual
+
     @property
     def dense_stride(self) -> int:
         return STRIDE

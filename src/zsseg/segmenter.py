@@ -95,7 +95,8 @@ class Segmenter:
         network_prompt: the prompt of a trained network's own text classifier (default: the one
             it was trained with). The reference code tests its cross-dataset rows with ViLD's
             templates on both sides (`zsseg.benchmarks`).
-        device, dtype: where and how CLIP runs ("cpu"/"cuda", "fp32"/"bf16").
+        device, dtype: where and how CLIP runs ("cpu"/"cuda"; "fp32", "bf16", "fp16", "int8", or
+            "auto": see `zsseg.clip.resolve_precision`).
         max_size: images are processed with their longer side at most this many pixels; the
             label map is returned at full size.
         test_size: the shorter side images are processed at (detectron2's test-time resize,
@@ -209,7 +210,7 @@ class Segmenter:
             "method": self.method,
             "clip": self.clip.source,
             "clip_text": self.clip.text_fingerprint()[:16],
-            "dtype": str(self.clip.dtype).removeprefix("torch."),
+            "dtype": self.clip.precision,
             "prompt": self.classifier.prompts.prompt.describe(),
             "network_prompt": network.prompt.describe() if network is not None else None,
             "proposals": None if self.implementation.per_pixel else proposals.name,

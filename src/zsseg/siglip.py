@@ -82,6 +82,9 @@ class SiglipClip(ClipModel):
                for i in range(0, len(texts), batch_size)]
         return torch.cat(out) if out else torch.empty(0, self.embed_dim)
 
+    def image_tower(self) -> torch.nn.Module:
+        return self.model.vision_model
+
     def text_state(self) -> dict[str, torch.Tensor]:
         return {f"text_model.{k}": v for k, v in self.model.text_model.state_dict().items()}
 

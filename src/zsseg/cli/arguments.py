@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..catalogue import (
-    CLASSIFIERS, DEFAULT_CLIP, DEFAULT_MAX_SIZE, DEFAULT_OVERLAP, DEFAULT_PROPOSALS, DEFAULT_SAM, DENSE_MODES, DTYPE_NAMES,
+    CLASSIFIERS, DEFAULT_CLIP, DEFAULT_MAX_SIZE, DEFAULT_OVERLAP, DEFAULT_PROPOSALS, DEFAULT_SAM, DENSE_MODES, PRECISIONS,
     ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, GENERATORS, METHODS, PROTOCOLS, check_options, parse_generator,
 )
 from ..datasets import DATASETS
@@ -183,6 +183,13 @@ CLIP_FORMS = ("a hub id or folder (transformers' CLIP or SigLIP, or open_clip's 
               "or an OpenAI-layout state-dict file (.safetensors/.pt)")
 
 
+def dtype_option(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """--dtype: CLIP's precision."""
+    parser.add_argument("--dtype", default=default, choices=list(PRECISIONS),
+                        help="CLIP precision: auto (bf16 on a GPU and on CPUs with native bf16, else fp32), fp32, bf16, fp16, or "
+                        f"int8 (the image tower's linear layers quantised; CPU); bf16 also autocasts a maskformer's network (default {default})")
+
+
 def tokenizer_option(parser: argparse.ArgumentParser) -> None:
     """--tokenizer: CLIP's BPE tokenizer for checkpoints that carry none."""
     parser.add_argument("--tokenizer", default=None, metavar="DIR",
@@ -196,7 +203,10 @@ def clip_option(parser: argparse.ArgumentParser, what: str = "the CLIP") -> None
     tokenizer_option(parser)
 
 
-def model_options(parser: argparse.ArgumentParser, proposals: list[str], default_proposals: str = DEFAULT_PROPOSALS) -> None:
+def model_options(parser: argparse.ArgumentParser, proposals: list[str], default_proposals: str = DEFAULT_PROPOSALS,
+                  dtype: str = "auto") -> None:
+    """The flags that choose and run the models. `dtype`: CLIP's default precision ("auto" for
+    labelling your images; "fp32" where the paper's numbers are at stake: eval, pseudo-labels)."""
     parser.add_argument("--clip", default=None,
                         help=f"the vision-language model: {CLIP_FORMS} (default: the CLIP inside an authors' checkpoint given "
                         f"as --proposal-weights, else {DEFAULT_CLIP})")
@@ -233,7 +243,7 @@ def model_options(parser: argparse.ArgumentParser, proposals: list[str], default
                         "else the image's own; eval: the benchmark's)")
     parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=list(DTYPE_NAMES), help="CLIP precision, and bf16 autocast of a maskformer's network (default fp32)")
+    dtype_option(parser, dtype)
     parser.add_argument("--max-size", type=at_least(32), default=None,
                         help=f"longer side images are processed at, at most (default {DEFAULT_MAX_SIZE}; eval: the benchmark's); "
                         "outputs are full size")

@@ -15,12 +15,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..catalogue import DTYPE_NAMES
 from ..errors import ZssegError, counted
 from ..mask_files import DEFAULT_MAX_MASKS, MaskSet, read_masks
 from ..vocabulary import Vocabulary
 from ..writers import SOFTWARE, check_target, output_paths, remove_stale_temporaries, write_outputs
-from .arguments import at_least, chosen_vocabulary, clip_option, vocabulary_options
+from .arguments import at_least, chosen_vocabulary, clip_option, dtype_option, vocabulary_options
 from .outputs import check_output_folder, input_files, interrupted_status, remove_if_empty
 
 MASKS_SUFFIX = "_masks"  # STEM_masks.json
@@ -47,7 +46,7 @@ def add_parser(commands) -> None:
                           "'a sculpture of a {}.', or a prompt file or folder")
     classify.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
     classify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    classify.add_argument("--dtype", default="fp32", choices=list(DTYPE_NAMES), help="CLIP precision (default fp32)")
+    dtype_option(classify)
     classify.add_argument("--batch-size", type=at_least(1), default=32, help="crops per CLIP forward pass (default 32)")
     classify.add_argument("--overwrite", action="store_true",
                           help="replace existing files in --out that zsseg did not write (files zsseg wrote are always replaced)")

@@ -32,7 +32,7 @@ def add_parser(commands) -> None:
                           help="cross-dataset, or zero-shot: also mIoU over seen and unseen classes and hIoU (coco-stuff, voc-20, voc-21)")
     evaluate.add_argument("--oracle", action="store_true",
                           help="each proposal takes the ground-truth class it overlaps most: scores the proposals alone, no CLIP")
-    model_options(evaluate, list(GENERATORS))
+    model_options(evaluate, list(GENERATORS), dtype="fp32")
     workers_option(evaluate, "processes that read the images and label maps ahead")
     evaluate.add_argument("--class-names", default="reference", choices=["reference", "zsseg"],
                           help="reference: the class strings of the reference code, each put whole into the prompt (default); "
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             **{k: v for k, v in recorded.items() if k != "seen_flags"},
             "seen_classes": recorded["seen_classes"] if network is not None else None,
             "mask_threshold": recorded["mask_threshold"] if not args.oracle else None,
-            "dtype": None if args.oracle else args.dtype,
+            "dtype": None if args.oracle else segmenter.clip.precision,
             "max_size": args.max_size,
             "data_root": str(dataset.root),
             "zsseg_version": __version__,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..clip import resolve_precision
 from ..datasets import IGNORE
 from ..errors import ZssegError
 from ..prompts import load_prompt
@@ -24,7 +25,8 @@ def proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerat
     if name == MaskFormerProposals.name:
         if args.proposal_weights is None:
             raise ZssegError("--proposals maskformer needs --proposal-weights (the --output-dir of `zsseg train proposals`)")
-        options.update(weights=args.proposal_weights, device=device, clip=args.clip, tokenizer=args.tokenizer, dtype=args.dtype)
+        options.update(weights=args.proposal_weights, device=device, clip=args.clip, tokenizer=args.tokenizer,
+                       dtype="bf16" if resolve_precision(args.dtype, device) == "bf16" else "fp32")  # the network: bf16 autocast or fp32
     else:
         for flag, value in (("--proposal-weights", args.proposal_weights), ("--ensemble-weight", args.ensemble_weight)):
             if value is not None and not (method == "fcn" and flag == "--ensemble-weight"):

@@ -24,7 +24,7 @@ def add_parser(commands) -> None:
         "images are sharded. Then: zsseg train proposals ... --pseudo-labels DIR.",
     )
     training_data_options(pseudo, "zero-shot (the only protocol with unseen classes)", protocols=["zero-shot"])
-    model_options(pseudo, USABLE_PROPOSALS, default_proposals=MASKFORMER)
+    model_options(pseudo, USABLE_PROPOSALS, default_proposals=MASKFORMER, dtype="fp32")
     pseudo.add_argument("--reject-threshold", type=unit_interval, default=DEFAULT_REJECT_THRESHOLD,
                         help="ignore pixels whose unseen-class score (its share of the covering proposals' probability, 0..1) "
                         f"is below this (default {DEFAULT_REJECT_THRESHOLD}, the reference's: label every non-seen pixel)")
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
             "clip": segmenter.clip.source,
             "prompt": segmenter.classifier.prompts.prompt.describe(),
-            "dtype": args.dtype,
+            "dtype": segmenter.clip.precision,
             "data_root": str(dataset.root),
             "zsseg_version": __version__,
         }
