@@ -46,7 +46,7 @@ def tower_speed(precisions: list[str], crops: int = 32, repeats: int = 2) -> Non
         CLIPModel(CLIPConfig(vision_config=dict(patch_size=16, image_size=224))).save_pretrained(folder)
         CLIPTokenizerFast(str(TOKENIZER / "vocab.json"), str(TOKENIZER / "merges.txt")).save_pretrained(folder)
         pixels = torch.randn(crops, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-        reference = None
+        reference = baseline = None
         print(f"ViT-B/16 image tower, batches of {crops} crops, {torch.get_num_threads()} torch threads")
         for precision in ["fp32", *precisions]:
             clip = load_clip(folder, dtype=precision)
@@ -56,7 +56,7 @@ def tower_speed(precisions: list[str], crops: int = 32, repeats: int = 2) -> Non
                 features = clip.encode_images(pixels)
             per_crop = 1000 * (time.process_time() - start) / repeats / crops
             reference = features if reference is None else reference
-            baseline = per_crop if precision == "fp32" else baseline
+            baseline = baseline or per_crop  # fp32 comes first
             cosine = float((features * reference).sum(dim=-1).min())
             print(f"  {precision:5s} {per_crop:7.0f} CPU-ms/crop  {baseline / per_crop:5.2f}x  min cosine to fp32 {cosine:.5f}", flush=True)
 
