@@ -6,11 +6,13 @@ import argparse
 import json
 import sys
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ZssegError, counted
 from ..images import IMAGE_EXTENSIONS, read_image
+from ..pipeline import ahead, pipeline_enabled
 from ..progress import Progress
 from ..vocabulary import Vocabulary
 from ..writers import check_target, output_paths, remove_stale_temporaries, write_outputs, written_by_zsseg
@@ -30,6 +32,9 @@ def add_parser(commands) -> None:
     segment.add_argument("--skip-existing", action="store_true",
                          help="skip an image whose outputs zsseg already wrote in --out with the same vocabulary and settings "
                          "(resumes an interrupted run)")
+    segment.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                         help="segment one image at a time (by default the next image is read and its proposals made "
+                         "while CLIP works on this one: the same outputs, sooner; also $ZSSEG_PIPELINE=0)")
     segment.set_defaults(run=run)
 
 
@@ -195,18 +200,31 @@ class _Share:
 
 def _segment_share(args: argparse.Namespace, plan: _Plan, segmenter, share: _Share, show_progress: bool) -> None:
     """Segment and write the share's images, counting into `share` as it goes (so an interrupt
-    leaves true counts). A failed image is counted and the next one taken."""
+    leaves true counts). A failed image is counted and the next one taken. Each image is read
+    and prepared (`Segmenter.prepare_image`: proposals, crops) on a worker thread while CLIP
+    works on the one before (`zsseg.pipeline`); outputs are written here, in order, and are
+    those of the sequential run (`--no-pipeline`)."""
     images = plan.found.images
     settings = segmenter.settings() if share.indices else None
-    with Progress(len(share.indices), "segmenting", "image", enabled=show_progress) as progress:
-        for index in share.indices:
+
+    def load(index: int):
+        """The image and its prepared half, or None when --skip-existing passes it over."""
+        path = images[index]
+        if args.skip_existing and already_segmented(args.out, path.stem, plan.vocabulary, settings):
+            return None
+        image = read_image(path)
+        return image, segmenter.prepare_image(image)
+
+    loaded = ahead(share.indices, load, enabled=args.pipeline and pipeline_enabled())
+    with Progress(len(share.indices), "segmenting", "image", enabled=show_progress) as progress, closing(loaded):
+        for index, outcome in loaded:
             path = images[index]
             try:
-                if args.skip_existing and already_segmented(args.out, path.stem, plan.vocabulary, settings):
+                if (ready := outcome.result()) is None:
                     share.skipped += 1
                     continue
-                image = read_image(path)
-                result = segmenter.segment(image, plan.vocabulary)
+                image, prepared = ready
+                result = segmenter.finish(prepared, plan.vocabulary)
                 for target in output_paths(args.out, path.stem):  # again: a file may have appeared since
                     check_target(target, plan.inputs, args.overwrite)
                 write_outputs(args.out, path.stem, image, result.label_map, result.class_names, str(path), settings)
