@@ -12,7 +12,7 @@ import torch
 
 from zsseg import Segmenter
 from zsseg.cli import main
-from zsseg.pipeline import ahead, pipeline_enabled
+from zsseg.pipeline import ahead, pipeline_enabled, settle
 
 
 def _digests(folder):
@@ -86,18 +86,24 @@ def test_sequential_ahead_loads_each_item_when_its_turn_comes():
         assert loaded == list(range(1, item + 1))
 
 
-def test_the_worker_stops_when_the_loop_ends():
-    """Ctrl-C or an error in the caller's loop: the worker loads no further item and ends (it is
-    a daemon thread besides, so it can never keep the process alive)."""
+def test_the_worker_stops_when_the_loop_ends_and_settle_waits_for_it():
+    """Ctrl-C or an error in the caller's loop: the worker loads no further item, and `settle`
+    (which a command calls before it exits: a process that exits under a worker busy in torch
+    aborts) returns once it has ended."""
     loaded = []
-    items = ahead(list(range(100)), lambda n: loaded.append(n) or n)
+
+    def load(n):
+        time.sleep(0.05)
+        loaded.append(n)
+        return n
+
+    items = ahead(list(range(100)), load)
     next(items)
     workers = [t for t in threading.enumerate() if t.name == "zsseg-prepare"]
     assert workers and all(t.daemon for t in workers)
     items.close()
-    for worker in workers:
-        worker.join(timeout=5)
-        assert not worker.is_alive()
+    settle()
+    assert not any(worker.is_alive() for worker in workers)
     assert len(loaded) <= 4  # the one taken, at most two held, and the one in hand when told to stop
 
 

@@ -11,8 +11,11 @@ i+1 on one worker thread while the caller does the second for item i:
 Items come back in their order, each with what `load` made of it, so the caller's loop is the
 sequential one (the same failures, counts and outputs); `enabled=False` is that loop (each item
 loaded when its turn comes). The worker holds at most two loaded items that the caller has not
-taken. It is a daemon thread and stops at the next item once the caller's loop ends (Ctrl-C,
-an error), so it never keeps the process alive; it writes nothing.
+taken. Once the caller's loop ends (Ctrl-C, an error) it stops after the item in hand; it
+writes nothing. A process must not exit while a worker is inside that item: a thread still in
+torch's native code when the interpreter shuts down aborts the process ("terminate called
+without an active exception", status -6, seen with daemon threads). So a command calls `settle`
+before it exits (after its summary): it waits for that item, at most one image's preparation.
 
 `$ZSSEG_PIPELINE=0` (or `zsseg segment --no-pipeline`) runs sequentially.
 """
@@ -29,6 +32,7 @@ T = TypeVar("T")
 V = TypeVar("V")
 
 _POLL_SECONDS = 0.1  # how often a worker waiting to hand over an item checks whether to stop
+_workers: set[threading.Thread] = set()  # the workers still running, for `settle`
 
 
 @dataclass
@@ -72,13 +76,27 @@ def ahead(items: Sequence[T], load: Callable[[T], V], enabled: bool = True) -> I
             if stop.is_set():
                 return
 
-    worker = threading.Thread(target=work, name="zsseg-prepare", daemon=True)
+    def run() -> None:
+        try:
+            work()
+        finally:
+            _workers.discard(threading.current_thread())
+
+    worker = threading.Thread(target=run, name="zsseg-prepare", daemon=True)
+    _workers.add(worker)
     worker.start()
     try:
         for _ in range(len(items)):
             yield handed.get()
     finally:
         stop.set()
+
+
+def settle() -> None:
+    """Wait until every worker of `ahead` has stopped (each ends after the item in hand once its
+    loop is over): what a process must do before it exits (see the module docstring)."""
+    for worker in list(_workers):
+        worker.join()
 
 
 def _load(load: Callable[[T], V], item: T, catch: type[BaseException]) -> Outcome[V]:
@@ -88,4 +106,4 @@ def _load(load: Callable[[T], V], item: T, catch: type[BaseException]) -> Outcom
         return Outcome(error=error)
 
 
-__all__ = ["Outcome", "ahead", "pipeline_enabled"]
+__all__ = ["Outcome", "ahead", "pipeline_enabled", "settle"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from contextlib import closing
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from ..errors import ZssegError, counted
 from ..images import IMAGE_EXTENSIONS, read_image
-from ..pipeline import ahead, pipeline_enabled
+from ..pipeline import ahead, pipeline_enabled, settle
 from ..progress import Progress
 from ..vocabulary import Vocabulary
 from ..writers import check_target, output_paths, remove_stale_temporaries, write_outputs, written_by_zsseg
@@ -169,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
             raise ZssegError(f"another process of the run stopped before the end; the {counted(share.done, 'image')} this one "
                              "segmented are written: run the same command with --skip-existing to finish") from None
     finally:
+        _settle()
         shutdown_distributed()
     done, skipped = sum(s[0] for s in shares), sum(s[1] for s in shares)
     failures = plan.found.failures + [failure for _, failure in sorted(f for s in shares for f in s[2])]
@@ -179,6 +181,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"zsseg: {counted(done, 'image')} segmented{_skipped(skipped)}, {len(failures)} failed{where}{plan.found.summary()}",
               file=sys.stderr)
     return 1 if failures else 0
+
+
+def _settle() -> None:
+    """Wait for the worker that prepares images ahead to finish the one in hand (a process that
+    exits under it aborts: `zsseg.pipeline`), after the summary of an interrupt; a second Ctrl-C
+    meanwhile ends the process at once, with the interrupt's status."""
+    try:
+        settle()
+    except KeyboardInterrupt as error:
+        sys.stderr.flush()
+        os._exit(interrupted_status(error))
 
 
 def _segmenter(args: argparse.Namespace, device: str, vocabulary: Vocabulary):
