@@ -280,15 +280,15 @@ def test_the_same_image_twice_is_segmented_once(clip_dir, tmp_path, capsys):
 def test_ctrl_c_reports_what_was_finished(clip_dir, tmp_path, capsys, monkeypatch):
     images = [_image(tmp_path / f"{name}.png", seed=i) for i, name in enumerate("abc")]
     calls = []
-    real = Segmenter.segment
+    real = Segmenter.finish  # CLIP's half of each image, on the main thread (the next is prepared ahead)
 
-    def segment_then_interrupt(self, *args, **kwargs):
+    def finish_then_interrupt(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "segment", segment_then_interrupt)
+    monkeypatch.setattr(Segmenter, "finish", finish_then_interrupt)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     assert _segment(clip_dir, tmp_path / "out", broken, *images) == 130

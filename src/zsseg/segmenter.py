@@ -8,6 +8,10 @@
 processing size, asks the method (`zsseg.methods`: two-stage, fast, dense-clip, fcn, and the
 ensemble with a trained proposal network) for proposals and their class probabilities, or for
 per-pixel probabilities, and assembles them into the label map at full size (Eq. 2).
+
+`segment` is two halves, `finish(prepare_image(image))`: the first runs no model where the
+method allows (resizing, Selective Search, the crops for CLIP), so a folder run prepares the
+next image on a worker thread while CLIP works on this one (`zsseg.pipeline`).
 """
 
 from __future__ import annotations
@@ -256,7 +260,7 @@ class Segmenter:
         ground_truth: np.ndarray | None = None,
         seen: list[bool] | np.ndarray | torch.Tensor | None = None,
     ) -> SegmentationResult:
-        """Label every pixel of `image` with a class of `vocabulary`.
+        """Label every pixel of `image` with a class of `vocabulary`: `finish(prepare_image(...))`.
 
         Args:
             image: a path, PIL image, or HWC uint8 array.
@@ -269,36 +273,77 @@ class Segmenter:
                 swapped). Default: the classes whose names it was trained on. A benchmark's
                 evaluation passes the benchmark's own split (`zsseg.benchmarks`).
         """
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
+        return self.finish(self.prepare_image(image, ground_truth), vocabulary, seen)
 
-        def lap(stage: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[stage] = timings.get(stage, 0.0) + now - clock
-            clock = now
-
-        vocabulary = as_vocabulary(vocabulary)
-        text = self.classifier.embed_vocabulary(vocabulary)
-        lap("text_encoding")
+    def prepare_image(self, image: ImageInput, ground_truth: np.ndarray | None = None) -> PreparedImage:
+        """The first half of `segment`, which runs no model where the method allows (the
+        two-stage and fast methods with Selective Search, contour or ground-truth proposals):
+        the image at its processing size, its proposals and their crops for CLIP. Safe to call
+        on another thread while `finish` runs on an earlier image (`zsseg.pipeline`)."""
+        clock = _Clock()
         full = as_rgb_array(image)
         method = self.implementation
         small = resize_image(full, method.processing_size(full.shape[0], full.shape[1], self.max_size, self.test_size))
-        lap("image_loading")
-        output = method.scores(small, vocabulary, text, seen=seen, ground_truth=ground_truth, lap=lap)
+        clock.lap("image_loading")
+        work = method.prepare_image(small, ground_truth=ground_truth, lap=clock.lap)
+        return PreparedImage(small, full.shape[:2], work, clock.timings)
+
+    def finish(
+        self,
+        prepared: PreparedImage,
+        vocabulary: Vocabulary | str | list[str],
+        seen: list[bool] | np.ndarray | torch.Tensor | None = None,
+    ) -> SegmentationResult:
+        """The second half of `segment`: the models (CLIP, a network) on what `prepare_image`
+        made, then Eq. 2 at full size. The result's timings hold both halves' stages."""
+        clock = _Clock(dict(prepared.timings))
+        vocabulary = as_vocabulary(vocabulary)
+        text = self.classifier.embed_vocabulary(vocabulary)
+        clock.lap("text_encoding")
+        method = self.implementation
+        output = method.scores(prepared.image, prepared.work, vocabulary, text, seen=seen, lap=clock.lap)
         if method.per_pixel:
-            labels = dense_labels(output.probs, full.shape[:2])
+            labels = dense_labels(output.probs, prepared.full_size)
         else:
-            labels = assemble_labels(output.masks, output.probs, size=full.shape[:2])
-        lap("assembly")
+            labels = assemble_labels(output.masks, output.probs, size=prepared.full_size)
+        clock.lap("assembly")
         return SegmentationResult(
             label_map=labels.numpy().astype(np.int32),
             class_names=vocabulary.names,
             masks=output.masks,
             region_probs=output.probs if not method.per_pixel else torch.empty(0, len(vocabulary)),
-            timings=timings,
+            timings=clock.timings,
             pixel_probs=output.probs if method.per_pixel else None,
         )
 
 
-__all__ = ["Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "CLASSIFIERS", "METHODS", "PER_PIXEL_METHODS"]
+@dataclass
+class PreparedImage:
+    """An image after `Segmenter.prepare_image`, ready for `Segmenter.finish`.
+
+    Attributes:
+        image: HWC uint8 at the method's processing size.
+        full_size: (H, W) of the input image, the label map's size.
+        work: what the method prepared (`Method.prepare_image`: proposals and crops), or None.
+        timings: seconds spent so far in each stage.
+    """
+
+    image: np.ndarray
+    full_size: tuple[int, int]
+    work: object
+    timings: dict[str, float]
+
+
+class _Clock:
+    """Seconds spent in each stage: `lap(stage)` adds the time since the previous lap."""
+
+    def __init__(self, timings: dict[str, float] | None = None):
+        self.timings = {} if timings is None else timings
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
+
+__all__ = ["PreparedImage", "Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "CLASSIFIERS", "METHODS", "PER_PIXEL_METHODS"]

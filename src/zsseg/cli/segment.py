@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ZssegError, counted
 from ..images import IMAGE_EXTENSIONS, read_image
+from ..pipeline import ahead, pipeline_enabled, settle
 from ..progress import Progress
 from ..vocabulary import Vocabulary
 from ..writers import check_target, output_paths, remove_stale_temporaries, write_outputs, written_by_zsseg
@@ -30,6 +33,9 @@ def add_parser(commands) -> None:
     segment.add_argument("--skip-existing", action="store_true",
                          help="skip an image whose outputs zsseg already wrote in --out with the same vocabulary and settings "
                          "(resumes an interrupted run)")
+    segment.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                         help="segment one image at a time (by default the next image is read and its proposals made "
+                         "while CLIP works on this one: the same outputs, sooner; also $ZSSEG_PIPELINE=0)")
     segment.set_defaults(run=run)
 
 
@@ -164,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
             raise ZssegError(f"another process of the run stopped before the end; the {counted(share.done, 'image')} this one "
                              "segmented are written: run the same command with --skip-existing to finish") from None
     finally:
+        _settle()
         shutdown_distributed()
     done, skipped = sum(s[0] for s in shares), sum(s[1] for s in shares)
     failures = plan.found.failures + [failure for _, failure in sorted(f for s in shares for f in s[2])]
@@ -174,6 +181,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"zsseg: {counted(done, 'image')} segmented{_skipped(skipped)}, {len(failures)} failed{where}{plan.found.summary()}",
               file=sys.stderr)
     return 1 if failures else 0
+
+
+def _settle() -> None:
+    """Wait for the worker that prepares images ahead to finish the one in hand (a process that
+    exits under it aborts: `zsseg.pipeline`), after the summary of an interrupt; a second Ctrl-C
+    meanwhile ends the process at once, with the interrupt's status."""
+    try:
+        settle()
+    except KeyboardInterrupt as error:
+        sys.stderr.flush()
+        os._exit(interrupted_status(error))
 
 
 def _segmenter(args: argparse.Namespace, device: str, vocabulary: Vocabulary):
@@ -195,18 +213,31 @@ class _Share:
 
 def _segment_share(args: argparse.Namespace, plan: _Plan, segmenter, share: _Share, show_progress: bool) -> None:
     """Segment and write the share's images, counting into `share` as it goes (so an interrupt
-    leaves true counts). A failed image is counted and the next one taken."""
+    leaves true counts). A failed image is counted and the next one taken. Each image is read
+    and prepared (`Segmenter.prepare_image`: proposals, crops) on a worker thread while CLIP
+    works on the one before (`zsseg.pipeline`); outputs are written here, in order, and are
+    those of the sequential run (`--no-pipeline`)."""
     images = plan.found.images
     settings = segmenter.settings() if share.indices else None
-    with Progress(len(share.indices), "segmenting", "image", enabled=show_progress) as progress:
-        for index in share.indices:
+
+    def load(index: int):
+        """The image and its prepared half, or None when --skip-existing passes it over."""
+        path = images[index]
+        if args.skip_existing and already_segmented(args.out, path.stem, plan.vocabulary, settings):
+            return None
+        image = read_image(path)
+        return image, segmenter.prepare_image(image)
+
+    loaded = ahead(share.indices, load, enabled=args.pipeline and pipeline_enabled())
+    with Progress(len(share.indices), "segmenting", "image", enabled=show_progress) as progress, closing(loaded):
+        for index, outcome in loaded:
             path = images[index]
             try:
-                if args.skip_existing and already_segmented(args.out, path.stem, plan.vocabulary, settings):
+                if (ready := outcome.result()) is None:
                     share.skipped += 1
                     continue
-                image = read_image(path)
-                result = segmenter.segment(image, plan.vocabulary)
+                image, prepared = ready
+                result = segmenter.finish(prepared, plan.vocabulary)
                 for target in output_paths(args.out, path.stem):  # again: a file may have appeared since
                     check_target(target, plan.inputs, args.overwrite)
                 write_outputs(args.out, path.stem, image, result.label_map, result.class_names, str(path), settings)

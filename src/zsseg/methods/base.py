@@ -1,10 +1,16 @@
 """What every method shares: the interface, the parts it is built from, the flags it takes.
 
-A method labels the pixels of one image (already at its processing size) with a vocabulary:
+A method labels the pixels of one image (already at its processing size) with a vocabulary,
+in two steps:
 
-    output = method.scores(image, vocabulary, text, seen=..., ground_truth=..., lap=...)
+    prepared = method.prepare_image(image, ground_truth=..., lap=...)  # no CLIP: proposals, crops
+    output = method.scores(image, prepared, vocabulary, text, seen=..., lap=...)
     output.masks, output.probs   # [K, h, w] proposals and their [K, C] probabilities (Eq. 2 follows)
     output.probs                 # or, for a per-pixel method, [C, h', w'] class probabilities
+
+The first step needs neither CLIP nor the vocabulary, so a folder run does it for the next image
+on a worker thread while CLIP works on this one (`zsseg.pipeline`). A method whose every step
+needs a model (a proposal network, dense CLIP) keeps the default: nothing prepared ahead.
 
 `Segmenter` builds one from `Parts` (what it loaded: CLIP, Eq. 1's classifier, the proposals,
 a trained network) and assembles its output into the label map. Each method declares the
@@ -98,12 +104,20 @@ class Method(ABC):
     def processing_size(self, height: int, width: int, max_size: int | None, test_size: int | None) -> tuple[int, int]:
         """The size an image of `height` x `width` is processed at."""
 
+    def prepare_image(self, image: np.ndarray, *, ground_truth: np.ndarray | None = None, lap: Lap) -> object:
+        """The work on `image` (HWC uint8 at `processing_size`) that needs no model on the
+        accelerator and no vocabulary: it may run on another thread, concurrently with `scores`
+        of another image, so it must not touch CLIP. What it returns is `scores`' `prepared`.
+        `ground_truth`: the label map, for proposals that need one. Default: nothing ahead."""
+        return None
+
     @abstractmethod
-    def scores(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
-               ground_truth: np.ndarray | None = None, lap: Lap) -> MethodOutput:
+    def scores(self, image: np.ndarray, prepared: object, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
+               lap: Lap) -> MethodOutput:
         """Proposals and their class probabilities, or per-pixel probabilities, for `image`
-        (HWC uint8 at `processing_size`). `text` is Eq. 1's embedding of `vocabulary`; `seen`
-        the classes a trained network takes as seen (None: by its training names)."""
+        (HWC uint8 at `processing_size`), given what `prepare_image` made of it. `text` is
+        Eq. 1's embedding of `vocabulary`; `seen` the classes a trained network takes as seen
+        (None: by its training names)."""
 
     def prepare(self, vocabulary: Vocabulary) -> None:
         """Encode what the method's own text classifier needs (errors before any image)."""

@@ -20,8 +20,8 @@ class DenseClipMethod(Method):
     def processing_size(self, height: int, width: int, max_size: int | None, test_size: int | None) -> tuple[int, int]:
         return self.dense.processing_size(height, width, max_size)
 
-    def scores(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
-               ground_truth: np.ndarray | None = None, lap: Lap) -> MethodOutput:
+    def scores(self, image: np.ndarray, prepared: None, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
+               lap: Lap) -> MethodOutput:
         probs = dense_logits(self.dense.features(image), text, self.dense.clip.temperature).softmax(dim=0).cpu()
         lap("image_encoding")
         return MethodOutput(probs.new_zeros(0, *probs.shape[1:]), probs)

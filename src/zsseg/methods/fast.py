@@ -12,7 +12,7 @@ from ..dense_clip import DenseClip, pool_masks
 from ..images import resize_image
 from ..prompts import VocabularyEmbedding
 from .base import Lap, Parts
-from .two_stage import TwoStage
+from .two_stage import Regions, TwoStage
 
 
 class Fast(TwoStage):
@@ -22,13 +22,18 @@ class Fast(TwoStage):
         super().__init__(parts)
         self.dense = DenseClip(parts.clip, parts.dense_mode, overlap=0.0)
 
-    def region_probs(self, image: np.ndarray, masks: torch.Tensor, text: VocabularyEmbedding, lap: Lap) -> tuple[torch.Tensor, torch.Tensor]:
+    def crop(self, image: np.ndarray, masks: torch.Tensor, lap: Lap) -> Regions:
+        """No crops: the masks are pooled over CLIP's features in `classify`."""
+        return Regions(masks)
+
+    def classify(self, image: np.ndarray, regions: Regions, text: VocabularyEmbedding, lap: Lap) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense CLIP features of the image at `DenseClip.fast_size`, each mask binarised (at
         the mask threshold) after resizing to that size and its cells' features averaged;
         softmax(100 x cos) as Eq. 1. A mask too small to cover any cell there is dropped, as an
         empty one is by Eq. 1."""
         size = self.dense.fast_size(image.shape[0], image.shape[1])
         dense = self.dense.features(resize_image(image, size))
+        masks = regions.masks
         small = F.interpolate(masks.float()[None], size=size, mode="bilinear", align_corners=False)[0] if len(masks) else masks.new_zeros(0, *size)
         pooled, keep = pool_masks(dense, small, self.classifier.mask_threshold)
         lap("image_encoding")

@@ -27,8 +27,8 @@ class FcnMethod(Method):
     def processing_size(self, height: int, width: int, max_size: int | None, test_size: int | None) -> tuple[int, int]:
         return self.fcn.processing_size(height, width, max_size)
 
-    def scores(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
-               ground_truth: np.ndarray | None = None, lap: Lap) -> MethodOutput:
+    def scores(self, image: np.ndarray, prepared: None, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
+               lap: Lap) -> MethodOutput:
         network = clip = None
         if self.mode != "clip":
             network = self.fcn.class_probs(self.fcn.predict(image), self.network_prompts.encode_vocabulary(vocabulary))

@@ -32,8 +32,8 @@ class NetworkEnsemble(Method):
     def processing_size(self, height: int, width: int, max_size: int | None, test_size: int | None) -> tuple[int, int]:
         return self.region.processing_size(height, width, max_size, test_size)
 
-    def scores(self, image: np.ndarray, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
-               ground_truth: np.ndarray | None = None, lap: Lap) -> MethodOutput:
+    def scores(self, image: np.ndarray, prepared: None, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
+               lap: Lap) -> MethodOutput:
         masks, embeddings = self.network.predict(image)
         network = self.network.class_probs(embeddings, self.network_prompts.encode_vocabulary(vocabulary))
         lap("proposals")

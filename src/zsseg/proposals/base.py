@@ -29,6 +29,10 @@ class ProposalGenerator(ABC):
     needs_ground_truth: bool = False
     #: and whether it loads a pretrained hub model, named as "NAME:MODEL" (`parse_generator`).
     pretrained: bool = False
+    #: Whether `generate` runs no model (plain CPU code such as Selective Search): then a folder
+    #: run may call it on a worker thread while CLIP works on the previous image. False for
+    #: the networks, and for any generator that does not say so.
+    needs_no_model: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

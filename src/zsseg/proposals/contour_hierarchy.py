@@ -203,6 +203,7 @@ class ContourHierarchy(ProposalGenerator):
     """
 
     name = "contour-hierarchy"
+    needs_no_model = True
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ class GroundTruthProposals(ProposalGenerator):
     """
 
     name = "ground-truth"
+    needs_no_model = True
 
     def __init__(self, ignore_index: int = 255, connected: bool = False, max_proposals: int = 1000):
         super().__init__(max_proposals, duplicate_iou=1.0)

@@ -186,6 +186,7 @@ class SelectiveSearch(ProposalGenerator):
     """
 
     name = "selective-search"
+    needs_no_model = True
 
     def __init__(
         self,
