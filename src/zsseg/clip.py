@@ -14,8 +14,10 @@ import torch
 
 from .catalogue import DEFAULT_CLIP, PRECISIONS
 
-# What "auto" means on a CPU without native bf16 (`resolve_precision`).
-AUTO_FALLBACK = "fp32"
+# What "auto" means on a CPU without native bf16 (`resolve_precision`): int8, measured faster than
+# fp32 there with labels that agree on 99.6% of pixels under a trained (proxy) CLIP
+# (benchmarks/precision_agreement.py, docs/benchmarks.md).
+AUTO_FALLBACK = "int8"
 from .clip_model import (  # re-exported (__all__): the names every other module takes from here
     CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, ClipTextTower, TransformersClip, fingerprint, usable_device, wrap_clip,
 )
@@ -78,14 +80,16 @@ def native_bf16() -> bool:
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
     """The precision "auto" stands for on `device`: bf16 on a GPU that has it and on a CPU with
-    native bf16 (`native_bf16`), else fp32 (see docs/benchmarks.md for int8, the faster choice on
-    other CPUs, and its agreement with fp32). Any other value is returned as is."""
+    native bf16 (`native_bf16`), int8 on other CPUs (`AUTO_FALLBACK`), fp32 on a GPU without
+    bf16. Any other value is returned as is."""
     if precision != "auto":
         return precision
     device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and native_bf16() else AUTO_FALLBACK
+    if device.type == "cpu":
+        return "bf16" if native_bf16() else AUTO_FALLBACK
+    return "fp32"
 
 
 def _load(name: str, device: torch.device, dtype: str, tokenizer: str | None) -> ClipModel:

@@ -186,7 +186,7 @@ CLIP_FORMS = ("a hub id or folder (transformers' CLIP or SigLIP, or open_clip's 
 def dtype_option(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     """--dtype: CLIP's precision."""
     parser.add_argument("--dtype", default=default, choices=list(PRECISIONS),
-                        help="CLIP precision: auto (bf16 on a GPU and on CPUs with native bf16, else fp32), fp32, bf16, fp16, or "
+                        help="CLIP precision: auto (bf16 on a GPU and on CPUs with native bf16, int8 on other CPUs), fp32, bf16, fp16, or "
                         f"int8 (the image tower's linear layers quantised; CPU); bf16 also autocasts a maskformer's network (default {default})")
 
 
