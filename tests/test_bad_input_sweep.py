@@ -172,7 +172,7 @@ def _bad_json(folder):
         (_not_clip, "holds a 'vit' model, not CLIP"),
         (_no_weights, "has a CLIP config.json but no weights"),
         (_bad_json, "cannot read"),
-        (lambda p: p.write_text("x"), "is a file; give the folder"),
+        (lambda p: p.write_text("x"), "is a file of another kind; give a folder"),
     ],
 )
 def test_bad_model_folders(tmp_path, capsys, photo, make, message):

@@ -204,8 +204,15 @@ def check_inference(case: dict, network, monkeypatch) -> None:
     padded = tuple(4 * side_ for side_ in gold["pred_masks"].shape[-2:])
     theirs = F.interpolate(gold["pred_masks"][None], size=padded, mode="bilinear", align_corners=False)[0, :, :height, :width].sigmoid()
     threshold = options["mask_threshold"]
-    same = ((theirs > threshold) == (result.masks > threshold)).flatten(1).all(dim=1)[keep]
-    assert float((~same).float().mean()) <= 0.02, f"{int((~same).sum())} masks binarise differently from the reference's"
+    flipped = (theirs > threshold) != (result.masks > threshold)
+    same = (~flipped).flatten(1).all(dim=1)[keep]
+    # A pixel may binarise the other way only where the reference's probability is within float
+    # noise of the threshold: the mask logits agree to 1e-3 (above), so probabilities to 2.5e-4
+    # (sigmoid's slope is at most 1/4). How many masks have such a pixel depends on the CPU's
+    # kernels (2 of 100 on one machine, 6 on another); a real error flips pixels far from it.
+    margin = (theirs - threshold).abs()[flipped]
+    assert margin.numel() == 0 or float(margin.max()) < 1e-3, \
+        f"{int((~same).sum())} masks binarise differently from the reference's, a pixel {float(margin.max()):.2g} from the threshold"
     first = min(len(crops), gold["clip_region_crops_first4"].shape[0])
     close("region crops", crops[:first][same[:first]], gold["clip_region_crops_first4"][:first][same[:first]], atol=1e-5)
     logits = scores_spy.calls[0][1]
