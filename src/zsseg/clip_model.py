@@ -77,8 +77,6 @@ class ClipModel:
     dense_modes: ClassVar[tuple[str, ...]] = ()
     #: Why dense features are unavailable, where they are (one line, for the refusal).
     no_dense_reason: ClassVar[str] = ""
-    #: Whether learned prompts (CoOp context vectors) work with its text tower.
-    learned_prompts: ClassVar[bool] = False
 
     @property
     def device(self) -> torch.device:
@@ -111,7 +109,7 @@ class ClipModel:
 
     def quantize_image_tower(self) -> None:
         """Dynamic int8 quantisation of the image tower's linear layers (weights int8, activations
-        quantised per batch; CPU only): about 1.7x less CPU time per ViT-B/16 crop on a CPU without
+        quantised per batch; CPU only): 1.36x less CPU time per ViT-B/16 crop on a CPU without
         native bf16 (docs/benchmarks.md). Text features stay float32, so the text cache is shared
         with fp32. Convolutions (a ResNet's stages) stay float32."""
         import warnings
@@ -206,8 +204,6 @@ class ClipTextTower:
     """The methods of CLIP's own text tower (transformers' `CLIPTextTransformer` under
     `model.text_model`, with `model.text_projection`), shared by every CLIP family whose text
     side is CLIP's: BPE tokens, EOS pooling, learned prompts."""
-
-    learned_prompts: ClassVar[bool] = True
 
     @property
     def _anchor(self) -> torch.Tensor:
@@ -371,6 +367,15 @@ class TransformersClip(ClipTextTower, ClipModel):
         patches = self.model.visual_projection(vision.post_layernorm(hidden[:, 1:])).float()
         side = size // self.dense_stride
         return patches.view(len(pixels), side, side, -1).permute(0, 3, 1, 2)
+
+
+def normalisation(preprocessor: dict, mean: tuple, std: tuple) -> tuple[tuple, tuple]:
+    """image_mean and image_std from a checkpoint's preprocessor_config.json (as a dict; {} if it
+    has none), else the model family's `mean` and `std`."""
+    found, spread = preprocessor.get("image_mean"), preprocessor.get("image_std")
+    if isinstance(found, list) and isinstance(spread, list) and len(found) == 3 and len(spread) == 3:
+        return tuple(float(x) for x in found), tuple(float(x) for x in spread)
+    return tuple(mean), tuple(std)
 
 
 def usable_device(device: str | torch.device) -> torch.device:

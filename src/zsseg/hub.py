@@ -88,6 +88,11 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE asks not to contact the hub at all."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
 def looks_like_path(name: str) -> bool:
     """A hub id is "owner/name"; anything else with a separator is meant as a folder."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
@@ -168,8 +173,7 @@ def load_pretrained(name_or_path: str | Path, kind: ModelKind, load: Callable[[s
         raise ZssegError(f"{kind.label} folder not found: {folder}")
     else:
         # The local cache first (fast, and the only option offline), then the hub.
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-        sources = [(name, True)] + ([] if offline or not hub_reachable() else [(name, False)])
+        sources = [(name, True)] + ([] if hub_offline() or not hub_reachable() else [(name, False)])
 
     with quiet_transformers():
         last_error: Exception | None = None

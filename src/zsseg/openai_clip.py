@@ -509,11 +509,10 @@ def open_clip_hub_folder(name: str) -> Path | None:
     open_clip_config.json (it is then a transformers checkpoint, or not on the hub at all)."""
     from huggingface_hub import hf_hub_download
 
-    from .hub import hub_reachable
+    from .hub import hub_offline, hub_reachable
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    for local_only in (True, False):
-        if not local_only and (offline or not hub_reachable()):
+    for local_only in (True, False):  # the cache first; the hub is probed only if the cache lacks the repo
+        if not local_only and (hub_offline() or not hub_reachable()):
             return None
         try:
             config = Path(hf_hub_download(name, OPEN_CLIP_CONFIG, local_files_only=local_only))

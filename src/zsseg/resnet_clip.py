@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .clip_model import CLIP_MEAN, CLIP_STD, ClipModel, ClipTextTower
+from .clip_model import CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, ClipTextTower
+from .errors import ZssegError
 from .modified_resnet import STRIDE, ModifiedResNet, modified_resnet_from_state
 
 
@@ -77,9 +78,6 @@ def resnet_clip_from_parts(state: dict, prefix: str, text: nn.Module, tokenizer,
     Raises:
         ZssegError: one line naming a missing, unexpected or misshaped tensor, or embeddings of two sizes.
     """
-    from .clip_model import DTYPES
-    from .errors import ZssegError
-
     visual = modified_resnet_from_state(state, prefix + "visual.", DTYPES[dtype])
     if visual.config.output_dim != text.config.projection_dim:
         raise ZssegError(f"the ResNet CLIP's image embeddings are {visual.config.output_dim}-d but its text embeddings "

@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
-from .clip_model import ClipModel
+from .clip_model import ClipModel, normalisation
 from .errors import ZssegError
 
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)  # transformers' SiglipImageProcessor defaults
@@ -100,17 +100,15 @@ class SiglipClip(ClipModel):
 
 def wrap_siglip(model: torch.nn.Module, tokenizer, source: str, preprocessor: dict) -> SiglipClip:
     """A `SiglipClip` around a loaded `SiglipModel`, its tokenizer and its preprocessor_config.json."""
-    mean, std = preprocessor.get("image_mean", SIGLIP_MEAN), preprocessor.get("image_std", SIGLIP_STD)
-    if not (isinstance(mean, list | tuple) and isinstance(std, list | tuple) and len(mean) == len(std) == 3):
-        mean, std = SIGLIP_MEAN, SIGLIP_STD
+    mean, std = normalisation(preprocessor, SIGLIP_MEAN, SIGLIP_STD)
     resample = preprocessor.get("resample", 3)
     return SiglipClip(
         model=model.eval(),
         tokenizer=tokenizer,
         source=source,
         image_size=int(model.config.vision_config.image_size),
-        image_mean=tuple(float(x) for x in mean),
-        image_std=tuple(float(x) for x in std),
+        image_mean=mean,
+        image_std=std,
         context_length=int(model.config.text_config.max_position_embeddings),
         interpolation="bilinear" if resample == 2 else "bicubic",  # PIL's codes: 2 bilinear, 3 bicubic
     )
