@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# Under pytest-xdist (the README's test command runs one worker per core), each worker and the
+# commands it launches get an equal share of the cores: torch's default of one thread per core in
+# every worker would oversubscribe them, and OpenMP threads that spin-wait for a busy core are
+# slower than fewer threads. Set before torch is imported, so the launched commands inherit it.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+import torch  # noqa: E402
 
 # Where the real samples and CLIP's tokenizer are, and the tiny random CLIP: shared with the
 # benchmarks, which run without pytest.
