@@ -2,6 +2,7 @@
 while CLIP works on this one, with the sequential run's outputs, failures and interrupts."""
 
 import hashlib
+import json
 import shutil
 import threading
 import time
@@ -10,9 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from zsseg import Segmenter
-from zsseg.cli import main
+from conftest import subset
+from zsseg import Segmenter, ZssegError
+from zsseg.cli import _parser, main
+from zsseg.evaluation import ClipPredictor, evaluate
 from zsseg.pipeline import ahead, pipeline_enabled, settle
+from zsseg.self_training import pseudo_label
 
 
 def _digests(folder):
@@ -114,3 +118,66 @@ def test_pipeline_environment_variable(monkeypatch):
     assert pipeline_enabled(default=False)
     monkeypatch.delenv("ZSSEG_PIPELINE")
     assert pipeline_enabled()
+
+
+# --- eval and pseudo-label: the same pipeline through `for_each_shard` ----------------------
+
+
+class _Recording(ClipPredictor):
+    """A `ClipPredictor` that notes which thread prepared each image, and can fail on one."""
+
+    def __init__(self, *args, fail_on: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.threads, self.fail_on, self.finished = [], fail_on, 0
+
+    def prepare(self, image, label):
+        self.threads.append(threading.current_thread().name)
+        if len(self.threads) == self.fail_on:
+            raise ZssegError("this image cannot be prepared")
+        return super().prepare(image, label)
+
+    def finish(self, prepared):
+        self.finished += 1
+        return super().finish(prepared)
+
+
+def test_evaluate_pipelined_scores_and_predictions_equal_the_sequential_run(clip, tmp_path):
+    dataset = subset("camvid", "val", 3)
+    segmenter = Segmenter(clip=clip, proposals="selective-search", max_size=96, max_proposals=20)
+    reports, threads = {}, {}
+    for mode in ("pipelined", "sequential"):
+        predictor = _Recording(segmenter, dataset.vocabulary)
+        report = evaluate(dataset, predictor, save_predictions=tmp_path / mode, pipeline=mode == "pipelined", progress=False)
+        reports[mode], threads[mode] = json.dumps(report.metrics.as_dict(report.class_names)), predictor.threads
+    assert reports["pipelined"] == reports["sequential"]
+    assert _digests(tmp_path / "pipelined") == _digests(tmp_path / "sequential") and len(_digests(tmp_path / "sequential")) == 3
+    assert threads == {"pipelined": ["zsseg-prepare"] * 3, "sequential": ["MainThread"] * 3}
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_evaluate_stops_at_an_image_that_fails_to_prepare_and_leaves_no_worker(clip, pipeline):
+    dataset = subset("camvid", "val", 3)
+    predictor = _Recording(Segmenter(clip=clip, proposals="selective-search", max_size=96, max_proposals=20),
+                           dataset.vocabulary, fail_on=2)
+    with pytest.raises(ZssegError, match="this image cannot be prepared"):
+        evaluate(dataset, predictor, pipeline=pipeline, progress=False)
+    assert predictor.finished == 1  # the first image, and nothing after the failing one
+    assert len(predictor.threads) in ((2, 3) if pipeline else (2,))  # the worker may have prepared the third already
+    assert not any(thread.name == "zsseg-prepare" for thread in threading.enumerate())
+
+
+def test_pseudo_labels_pipelined_equal_the_sequential_run(clip, tmp_path):
+    dataset = subset("coco-stuff", "train", 3)
+    segmenter = Segmenter(clip=clip, proposals="selective-search", max_size=96, max_proposals=20)
+    for mode in ("pipelined", "sequential"):
+        report = pseudo_label(dataset, segmenter, tmp_path / mode, limit=3, pipeline=mode == "pipelined", progress=False)
+        assert report.labelled == 3
+    labels = {mode: {name: digest for name, digest in _digests(tmp_path / mode).items() if name.endswith(".png")}
+              for mode in ("pipelined", "sequential")}
+    assert len(labels["pipelined"]) == 3 and labels["pipelined"] == labels["sequential"]
+
+
+def test_eval_and_pseudo_label_take_no_pipeline():
+    for command in (["eval", "--dataset", "camvid"], ["pseudo-label", "--dataset", "coco-stuff", "--output-dir", "x"]):
+        assert _parser().parse_args([*command, "--no-pipeline"]).pipeline is False
+        assert _parser().parse_args(command).pipeline is True

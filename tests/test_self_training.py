@@ -141,23 +141,22 @@ def test_a_killed_run_resumes_without_redoing_finished_images(network, clip, lab
     train = load_dataset("coco-stuff", DATA, "train")
     segmenter = Segmenter(clip=clip, proposals=MaskFormerProposals(network), max_size=256)
     calls = []
-    segment = Segmenter.segment
+    finish = Segmenter.finish  # CLIP's half of an image (the next image is prepared ahead)
 
-    def killed_on_the_third(self, image, vocabulary, ground_truth=None):
-        calls.append(image.shape)
+    def killed_on_the_third(self, prepared, vocabulary, seen=None):
+        calls.append(prepared)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return segment(self, image, vocabulary, ground_truth)
+        return finish(self, prepared, vocabulary, seen)
 
-    monkeypatch.setattr(Segmenter, "segment", killed_on_the_third)
+    monkeypatch.setattr(Segmenter, "finish", killed_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         pseudo_label(train, segmenter, out, limit=3, progress=False)
     assert len(list(out.glob("*.png"))) == 2 and not json.loads((out / MANIFEST_NAME).read_text())["complete"]
     with pytest.raises(ZssegError, match="unfinished"):
         load_pseudo_labels(out, train)
-    monkeypatch.setattr(Segmenter, "segment", segment)
     spied = []
-    monkeypatch.setattr(Segmenter, "segment", lambda self, *a, **k: spied.append(1) or segment(self, *a, **k))
+    monkeypatch.setattr(Segmenter, "finish", lambda self, *a, **k: spied.append(1) or finish(self, *a, **k))
     report = pseudo_label(train, segmenter, out, limit=3, progress=False)
     assert len(spied) == 1 and (report.labelled, report.reused) == (1, 2)
     reference = labelled[0]

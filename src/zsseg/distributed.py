@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import StoppedElsewhere, ZssegError
+from .pipeline import ahead, settle
 
 T = TypeVar("T")
 
@@ -105,37 +106,54 @@ def prefetched(indices: list[int], load: Callable[[int], object], workers: int =
 
 
 def for_each_shard(count: int, context: Distributed, work: Callable[..., None], load: Callable[[int], object] | None = None,
-                   workers: int = 0) -> None:
+                   workers: int = 0, prepare: Callable[[int, object], object] | None = None, pipeline: bool = False) -> None:
     """Call `work(index)` for this process's share of 0..count-1 (`Distributed.shard`); with
-    `load`, `work(index, load(index))`, the loads made ahead by `workers` DataLoader processes.
+    `load`, `work(index, load(index))`, the loads made ahead by `workers` DataLoader processes;
+    with `prepare` too, `work(index, prepare(index, load(index)))`, and with `pipeline` the
+    preparation runs on a worker thread one item ahead of `work` (`zsseg.pipeline.ahead`: the
+    proposals and crops of the next image while CLIP works on this one). `work` always runs
+    here, in order, so the results are those of the sequential loop.
 
     Every process takes the same number of steps and, after each, learns whether any process's
-    `work` (or `load`) raised a `ZssegError`: then all stop together (the failing one re-raises
-    its error, the others say which process failed), so no process waits forever in a later
-    collective.
+    `work` (or `load`, or `prepare`) raised a `ZssegError`: then all stop together (the failing
+    one re-raises its error, the others say which process failed), so no process waits forever
+    in a later collective. On the way out the preparing thread is waited for (it ends after the
+    item in hand: a process must not exit under it).
     """
     steps = math.ceil(count / context.world_size)
     mine = [i for i in (s * context.world_size + context.rank for s in range(steps)) if i < count]
     loads = prefetched(mine, load, workers) if load is not None and mine else None
-    for step in range(steps):
-        index = step * context.world_size + context.rank
-        failure = None
-        if index < count:
-            try:
-                if loads is None:
-                    work(index)
-                else:
-                    _, item, error = next(loads)
-                    if error is not None:
-                        raise error
-                    work(index, item)
-            except ZssegError as error:
-                failure = error
-        failed_rank = int(context.max(torch.tensor([context.rank + 1 if failure else 0]))[0]) - 1
-        if failure is not None:
-            raise failure
-        if failed_rank >= 0:
-            raise ZssegError(f"stopped: process {failed_rank} failed (see its error)")
+
+    def ready(index: int) -> object:
+        if loads is None:
+            return None
+        _, item, error = next(loads)
+        if error is not None:
+            raise error
+        return item if prepare is None else prepare(index, item)
+
+    staged = ahead(mine, ready, enabled=pipeline and loads is not None)
+    try:
+        for step in range(steps):
+            index = step * context.world_size + context.rank
+            failure = None
+            if index < count:
+                try:
+                    _, outcome = next(staged)
+                    if loads is None:
+                        work(index)
+                    else:
+                        work(index, outcome.result())
+                except ZssegError as error:
+                    failure = error
+            failed_rank = int(context.max(torch.tensor([context.rank + 1 if failure else 0]))[0]) - 1
+            if failure is not None:
+                raise failure
+            if failed_rank >= 0:
+                raise ZssegError(f"stopped: process {failed_rank} failed (see its error)")
+    finally:
+        staged.close()
+        settle()
 
 
 def together(context: Distributed, work: Callable[[], T]) -> T:

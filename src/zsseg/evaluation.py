@@ -28,10 +28,11 @@ from .datasets import SegmentationDataset, unseen_classes
 from .distributed import Distributed, for_each_shard
 from .errors import ZssegError, counted
 from .images import resize_image, resize_labels
+from .pipeline import pipeline_enabled
 from .progress import Progress
 from .metrics import MIOU_RULES, ConfusionMatrix, SegmentationMetrics, compute_metrics
 from .proposals import ProposalGenerator
-from .segmenter import DEFAULT_MAX_SIZE, Segmenter
+from .segmenter import DEFAULT_MAX_SIZE, PreparedImage, Segmenter
 from .vocabulary import Vocabulary
 from .writers import check_target, write_label_png
 
@@ -52,7 +53,15 @@ class ClipPredictor:
         self.seen = seen
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> np.ndarray:
-        return self.segmenter.segment(image, self.vocabulary, ground_truth=label, seen=self.seen).label_map
+        return self.finish(self.prepare(image, label))
+
+    def prepare(self, image: np.ndarray, label: np.ndarray) -> PreparedImage:
+        """The half that runs no model (proposals, crops: `Segmenter.prepare_image`), which
+        `evaluate` runs on a worker thread for the next image while `finish` runs on this one."""
+        return self.segmenter.prepare_image(image, ground_truth=label)
+
+    def finish(self, prepared: PreparedImage) -> np.ndarray:
+        return self.segmenter.finish(prepared, self.vocabulary, seen=self.seen).label_map
 
 
 class OraclePredictor:
@@ -222,6 +231,7 @@ def evaluate(
     miou_rule: str = MIOU_RULES[0],
     class_names: list[str] | None = None,
     workers: int = 0,
+    pipeline: bool = True,
 ) -> EvaluationReport:
     """Predict and score the first `limit` images (all if None) of `dataset`.
 
@@ -239,6 +249,9 @@ def evaluate(
         miou_rule: what mIoU divides by (`zsseg.metrics.MIOU_RULES`; the reference's first).
         class_names: the names the report gives the classes (default the dataset's).
         workers: DataLoader processes that read the images and label maps ahead (0: here).
+        pipeline: a predictor with `prepare` and `finish` (`ClipPredictor`) prepares the next
+            image on a worker thread while it finishes this one (`zsseg.pipeline`; the same
+            scores; also off with $ZSSEG_PIPELINE=0).
     """
     unseen = unseen_classes(dataset, protocol)
     check_not_pseudo_labelled(dataset, getattr(getattr(predictor, "segmenter", predictor), "proposals", None))
@@ -248,28 +261,43 @@ def evaluate(
         check_prediction_folder(dataset, save_predictions, limit)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     matrix = ConfusionMatrix(dataset.num_classes)
-    busy = 0.0
+    busy = 0.0  # this process's wall time per step, waiting for the step's image included
     unreadable = 0
     started = time.perf_counter()
     mine = context.shard(count)
     description = f"{dataset.name} {dataset.split}" + (f" (process 0 of {context.world_size})" if context.enabled else "")
     bar = Progress(len(mine), description, "image", enabled=progress and context.is_main)
+    staged = hasattr(predictor, "prepare") and hasattr(predictor, "finish")
+    last = time.perf_counter()
 
-    def work(index: int, sample: tuple) -> None:
-        nonlocal busy, unreadable
-        clock = time.perf_counter()
+    def ready(index: int, loaded: tuple) -> tuple | ZssegError:
+        """The checked image and label, and the predictor's prepared half; or the error met."""
         try:
-            _evaluate_one(dataset, index, sample, predictor, matrix, save_predictions)
+            image, label = _checked(dataset, index, loaded)
+            return image, label, predictor.prepare(image, label) if staged else None
+        except ZssegError as error:
+            return error
+
+    def work(index: int, item: tuple | ZssegError) -> None:
+        nonlocal busy, unreadable, last
+        try:
+            if isinstance(item, ZssegError):
+                raise item
+            image, label, prepared = item
+            prediction = predictor.finish(prepared) if staged else predictor(image, label)
+            _score(dataset, index, label, prediction, matrix, save_predictions)
         except UnreadableLabel as error:
             if not skip_unreadable_labels:
                 raise ZssegError(f"{error}; pass --skip-missing-labels to leave such images out") from None
             unreadable += 1
         finally:
-            busy += time.perf_counter() - clock
+            busy += time.perf_counter() - last
+            last = time.perf_counter()
             bar.update(1)
 
     try:
-        for_each_shard(count, context, work, load=SampleReader(dataset), workers=workers)
+        for_each_shard(count, context, work, load=SampleReader(dataset), workers=workers, prepare=ready,
+                       pipeline=pipeline and staged and pipeline_enabled())
     finally:
         bar.close()
     counts = context.sum(matrix.as_tensor())
@@ -306,15 +334,21 @@ class SampleReader:
         return image, label
 
 
-def _evaluate_one(dataset: SegmentationDataset, index: int, loaded: tuple, predictor: Predictor, matrix: ConfusionMatrix,
-                  save: Path | None) -> None:
+def _checked(dataset: SegmentationDataset, index: int, loaded: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The image and label map read for sample `index`, refused if the map is unreadable or of
+    another size."""
     sample = dataset.samples[index]
     image, label = loaded
     if isinstance(label, UnreadableLabel):
         raise label
     if image.shape[:2] != label.shape:
         raise ZssegError(f"{sample.image} is {image.shape[1]}x{image.shape[0]} but its label map {sample.label} is {label.shape[1]}x{label.shape[0]}")
-    prediction = predictor(image, label)
+    return image, label
+
+
+def _score(dataset: SegmentationDataset, index: int, label: np.ndarray, prediction: np.ndarray, matrix: ConfusionMatrix,
+           save: Path | None) -> None:
+    sample = dataset.samples[index]
     if prediction.shape != label.shape:
         raise ZssegError(f"{sample.name}: prediction is {prediction.shape}, label map is {label.shape}")
     matrix.update(label, prediction)

@@ -53,6 +53,7 @@ from .errors import ZssegError, counted
 from .metrics import ConfusionMatrix, compute_metrics
 from .proposals import MaskFormerProposals
 from .segmenter import PER_PIXEL_METHODS, Segmenter
+from .pipeline import pipeline_enabled
 from .progress import Progress
 from .pseudo_labels import FORMAT, MANIFEST_NAME, read_manifest
 from .writers import SOFTWARE, check_target, write_json, write_png, written_by_zsseg
@@ -194,6 +195,7 @@ def pseudo_label(
     progress: bool = True,
     settings: dict | None = None,
     workers: int = 0,
+    pipeline: bool = True,
 ) -> PseudoLabelReport:
     """Pseudo-label the first `limit` images (all if None) of `dataset` into `output_dir`.
 
@@ -204,6 +206,8 @@ def pseudo_label(
         segmenter: the zero-shot model (see the module docstring).
         settings: extra entries for the manifest (such as the command's flags).
         workers: DataLoader processes that read the images and label maps ahead (0: here).
+        pipeline: prepare the next image (proposals, crops) on a worker thread while CLIP
+            works on this one (`zsseg.pipeline`; the same labels; also off with $ZSSEG_PIPELINE=0).
     """
 
     unseen = unseen_classes(dataset, protocol)
@@ -254,10 +258,25 @@ def pseudo_label(
                    enabled=progress and context.is_main)
     started = time.perf_counter()
 
-    def work(index: int, loaded: tuple) -> None:
+    def ready(index: int, loaded: tuple) -> tuple | ZssegError:
+        """The image, its label map and its prepared half (None when its labels are already
+        written); or the error met."""
+        sample = dataset.samples[index]
+        image, label = loaded
+        try:
+            if image.shape[:2] != label.shape:
+                raise ZssegError(f"{sample.image} is {image.shape[1]}x{image.shape[0]} but its label map {sample.label} is {label.shape[1]}x{label.shape[0]}")
+            target = output_dir / f"{sample.name}.png"
+            return image, label, None if target.exists() and written_by_zsseg(target) else segmenter.prepare_image(image)
+        except ZssegError as error:
+            return error
+
+    def work(index: int, item: tuple | ZssegError) -> None:
+        if isinstance(item, ZssegError):
+            raise item
         sample = dataset.samples[index]
         target = output_dir / f"{sample.name}.png"
-        image, label = loaded
+        image, label, prepared = item
         if target.exists() and written_by_zsseg(target):
             pseudo = dataset.spec.lookup(sample)[read_label_file(target)]
             if pseudo.shape != label.shape or (pseudo < IGNORE).any():
@@ -265,9 +284,7 @@ def pseudo_label(
             done["reused"] += 1
         else:
             check_target(target, advice="choose another --output-dir")
-            if image.shape[:2] != label.shape:
-                raise ZssegError(f"{sample.image} is {image.shape[1]}x{image.shape[0]} but its label map {sample.label} is {label.shape[1]}x{label.shape[0]}")
-            result = segmenter.segment(image, vocabulary)
+            result = segmenter.finish(segmenter.prepare_image(image) if prepared is None else prepared, vocabulary)
             pseudo = pseudo_label_map(result.masks, result.region_probs, label, seen, reject_threshold)
             try:
                 encoding.write(target, pseudo)
@@ -279,7 +296,8 @@ def pseudo_label(
         bar.update(1)
 
     try:
-        for_each_shard(count, context, work, load=ImageAndLabel(dataset), workers=workers)
+        for_each_shard(count, context, work, load=ImageAndLabel(dataset), workers=workers, prepare=ready,
+                       pipeline=pipeline and pipeline_enabled())
     finally:
         bar.close()
     pixels = context.sum(torch.from_numpy(pixels)).numpy()

@@ -172,6 +172,12 @@ def workers_option(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"DataLoader {what} (default 4 on cuda, else 0: the main process)")
 
 
+def pipeline_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                        help=f"{what} one image at a time (by default the next image is read and its proposals and crops "
+                        "made while CLIP works on this one: the same outputs, sooner; also $ZSSEG_PIPELINE=0)")
+
+
 def worker_count(args: argparse.Namespace) -> int:
     """--workers, else the reference's 4 on a GPU and none on the CPU (where the cores compute)."""
     if args.workers is not None:

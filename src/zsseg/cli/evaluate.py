@@ -11,7 +11,7 @@ from ..datasets import DATASETS, SegmentationDataset, load_dataset, unseen_class
 from ..errors import ZssegError
 from ..version import __version__
 from ..writers import check_target, write_json
-from .arguments import at_least, check_method_flags, model_options, worker_count, workers_option
+from .arguments import at_least, check_method_flags, model_options, pipeline_option, worker_count, workers_option
 from .outputs import check_json_output, check_output_folder, input_files, output
 
 
@@ -34,6 +34,7 @@ def add_parser(commands) -> None:
                           help="each proposal takes the ground-truth class it overlaps most: scores the proposals alone, no CLIP")
     model_options(evaluate, list(GENERATORS), dtype="fp32")
     workers_option(evaluate, "processes that read the images and label maps ahead")
+    pipeline_option(evaluate, "evaluate")
     evaluate.add_argument("--class-names", default="reference", choices=["reference", "zsseg"],
                           help="reference: the class strings of the reference code, each put whole into the prompt (default); "
                           "zsseg: the built-in vocabulary of the same name, split into synonyms")
@@ -148,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             miou_rule=args.miou_rule,
             class_names=vocabulary.names,
             workers=worker_count(args),
+            pipeline=args.pipeline,
         )
     finally:
         shutdown_distributed()

@@ -10,7 +10,7 @@ from ..catalogue import DEFAULT_REJECT_THRESHOLD, MASKFORMER, PER_PIXEL_METHODS
 from ..datasets import load_dataset
 from ..errors import ZssegError
 from ..version import __version__
-from .arguments import USABLE_PROPOSALS, at_least, check_method_flags, model_options, training_data_options, unit_interval, worker_count, workers_option
+from .arguments import USABLE_PROPOSALS, at_least, check_method_flags, model_options, pipeline_option, training_data_options, unit_interval, worker_count, workers_option
 from .outputs import check_output_folder, output
 
 
@@ -31,6 +31,7 @@ def add_parser(commands) -> None:
     pseudo.add_argument("--limit", type=at_least(1), default=None, help="label the first N images only (a retrain then uses those)")
     pseudo.add_argument("--output-dir", required=True, type=Path, help="where the label files and pseudo-labels.json go")
     workers_option(pseudo, "processes that read the images and label maps ahead")
+    pipeline_option(pseudo, "pseudo-label")
     pseudo.set_defaults(run=run)
 
 
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
             "zsseg_version": __version__,
         }
         report = pseudo_label(dataset, segmenter, args.output_dir, protocol=args.protocol, reject_threshold=args.reject_threshold,
-                              limit=args.limit, context=context, settings=settings, workers=worker_count(args))
+                              limit=args.limit, context=context, settings=settings, workers=worker_count(args),
+                              pipeline=args.pipeline)
     finally:
         shutdown_distributed()
     if context.is_main:

@@ -17,7 +17,7 @@ from ..pipeline import ahead, pipeline_enabled, settle
 from ..progress import Progress
 from ..vocabulary import Vocabulary
 from ..writers import check_target, output_paths, remove_stale_temporaries, write_outputs, written_by_zsseg
-from .arguments import USABLE_PROPOSALS, check_method_flags, chosen_vocabulary, model_options, vocabulary_options
+from .arguments import USABLE_PROPOSALS, check_method_flags, chosen_vocabulary, model_options, pipeline_option, vocabulary_options
 from .outputs import check_outputs, input_files, interrupted_status, remove_if_empty, report
 
 
@@ -33,9 +33,7 @@ def add_parser(commands) -> None:
     segment.add_argument("--skip-existing", action="store_true",
                          help="skip an image whose outputs zsseg already wrote in --out with the same vocabulary and settings "
                          "(resumes an interrupted run)")
-    segment.add_argument("--no-pipeline", dest="pipeline", action="store_false",
-                         help="segment one image at a time (by default the next image is read and its proposals made "
-                         "while CLIP works on this one: the same outputs, sooner; also $ZSSEG_PIPELINE=0)")
+    pipeline_option(segment, "segment")
     segment.set_defaults(run=run)
 
 
