@@ -109,15 +109,17 @@ class ClipModel:
 
     def quantize_image_tower(self) -> None:
         """Dynamic int8 quantisation of the image tower's linear layers (weights int8, activations
-        quantised per batch; CPU only): 1.36x less CPU time per ViT-B/16 crop on a CPU without
-        native bf16 (docs/benchmarks.md). Text features stay float32, so the text cache is shared
-        with fp32. Convolutions (a ResNet's stages) stay float32."""
+        quantised per batch; CPU only), after `fold_quick_gelu`: about 1.7x less CPU time per
+        ViT-B/16 crop than fp32 on a CPU without native bf16 (docs/benchmarks.md). Text features
+        stay float32, so the text cache is shared with fp32. Convolutions (a ResNet's stages) stay
+        float32."""
         import warnings
 
         if self.device.type != "cpu":
             raise ZssegError(f"int8 runs on the CPU only (dynamic quantisation); on {self.device} use --dtype bf16 or auto")
         if self.dtype != torch.float32:
             raise ZssegError("int8 quantises a float32 model")
+        fold_quick_gelu(self.image_tower())
         with warnings.catch_warnings():  # torch.ao's notice that the API moves to torchao
             warnings.simplefilter("ignore")
             torch.ao.quantization.quantize_dynamic(self.image_tower(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
@@ -367,6 +369,32 @@ class TransformersClip(ClipTextTower, ClipModel):
         patches = self.model.visual_projection(vision.post_layernorm(hidden[:, 1:])).float()
         side = size // self.dense_stride
         return patches.view(len(pixels), side, side, -1).permute(0, 3, 1, 2)
+
+
+QUICK_GELU = 1.702  # CLIP's quick GELU: x * sigmoid(1.702 x)
+
+
+@torch.no_grad()
+def fold_quick_gelu(tower: torch.nn.Module) -> int:
+    """Rewrite each MLP `fc2(quick_gelu(fc1(x)))` of `tower` (transformers' CLIP layers) as
+    `(fc2 / 1.702)(silu((1.702 fc1)(x)))`: the same function (silu(y) = y sigmoid(y)), one
+    pass over the hidden activations instead of three (a scaling, a sigmoid, a product), which
+    were 10-15% of an int8 ViT-B/16's time. Floating-point rounding differs from the original's,
+    so only the int8 tower, already an approximation, uses it. Returns the MLPs rewritten."""
+    from transformers.activations import QuickGELUActivation
+
+    folded = 0
+    for module in tower.modules():
+        fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
+        if isinstance(getattr(module, "activation_fn", None), QuickGELUActivation) and \
+                isinstance(fc1, torch.nn.Linear) and isinstance(fc2, torch.nn.Linear):
+            fc1.weight.mul_(QUICK_GELU)
+            if fc1.bias is not None:
+                fc1.bias.mul_(QUICK_GELU)
+            fc2.weight.div_(QUICK_GELU)
+            module.activation_fn = torch.nn.SiLU(inplace=True)
+            folded += 1
+    return folded
 
 
 def normalisation(preprocessor: dict, mean: tuple, std: tuple) -> tuple[tuple, tuple]:
