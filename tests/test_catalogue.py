@@ -39,6 +39,29 @@ def test_help_listings_and_usage_errors_import_no_torch():
         assert status in ("0", "2", "None") and torch_loaded == "False", (argv, status, torch_loaded)
 
 
+def test_version_and_help_import_no_array_or_image_library():
+    """`zsseg --version` and the help pages build the whole parser, and nothing more: not numpy,
+    PIL or pycocotools (a quarter of a second each here), let alone torch."""
+    code = (
+        "import sys\n"
+        "from zsseg.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('numpy', 'PIL', 'pycocotools', 'torch') if m in sys.modules), file=sys.stderr)\n"
+    )
+    for argv in (["--version"], ["--help"], ["segment", "--help"], ["classify", "--help"], ["eval", "--help"]):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+        assert done.stderr.strip().splitlines()[-1] == "[]", (argv, done.stderr[-2000:])
+
+
+def test_dataset_names_are_the_datasets():
+    from zsseg.datasets import DATASETS
+
+    assert catalogue.DATASET_NAMES == tuple(DATASETS)
+
+
 def test_every_method_and_generator_is_declared_once():
     """The implementations take their traits from the catalogue's declarations, and nothing is
     declared that is not implemented (or the other way round)."""

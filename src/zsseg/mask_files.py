@@ -40,9 +40,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from .catalogue import DEFAULT_MAX_MASKS
 from .errors import ZssegError, counted
-
-DEFAULT_MAX_MASKS = 1000
 FORMATS = ("png-folder", "instance-png", "coco", "sam", "zsseg", "zsseg-masks", "npy", "npz")
 MaskId = Union[int, str]
 

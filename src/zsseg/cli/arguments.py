@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..catalogue import (
+    DATASET_NAMES,
     CLASSIFIERS, DEFAULT_CLIP, DEFAULT_MAX_SIZE, DEFAULT_OVERLAP, DEFAULT_PROPOSALS, DEFAULT_SAM, DENSE_MODES, PRECISIONS,
     ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, GENERATORS, METHODS, PROTOCOLS, check_options, parse_generator,
 )
-from ..datasets import DATASETS
 from ..errors import ZssegError
 from ..vocabulary import PRESETS, Vocabulary
 
@@ -117,7 +117,7 @@ def training_data_options(parser: argparse.ArgumentParser, protocol_help: str, s
     """The training data: a benchmark, where it is, its split (unless fixed), and the protocol.
     With `paper_voc` (the commands with a `paper-voc` config) the split's default is left to
     `training_split`."""
-    parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="training benchmark (coco-stuff, voc-20, ...)")
+    parser.add_argument("--dataset", required=True, choices=list(DATASET_NAMES), help="training benchmark (coco-stuff, voc-20, ...)")
     parser.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
     if split and paper_voc:
         parser.add_argument("--split", default=None, help="dataset split (default train; for voc-20/voc-21 under --config paper-voc, "

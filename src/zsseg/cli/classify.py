@@ -14,13 +14,16 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..catalogue import DEFAULT_MAX_MASKS
 from ..errors import ZssegError, counted
-from ..mask_files import DEFAULT_MAX_MASKS, MaskSet, read_masks
-from ..vocabulary import Vocabulary
-from ..writers import SOFTWARE, check_target, output_paths, remove_stale_temporaries, write_outputs
 from .arguments import at_least, chosen_vocabulary, clip_option, dtype_option, vocabulary_options
 from .outputs import check_output_folder, input_files, interrupted_status, remove_if_empty
+
+if TYPE_CHECKING:  # the mask readers and writers import numpy, PIL and pycocotools: not for `zsseg --help`
+    from ..mask_files import MaskSet
+    from ..vocabulary import Vocabulary
 
 MASKS_SUFFIX = "_masks"  # STEM_masks.json
 
@@ -67,6 +70,8 @@ class _Plan:
 
 def output_targets(out: Path, stem: str) -> list[Path]:
     """The four files `zsseg classify` writes for an image STEM."""
+    from ..writers import output_paths
+
     return [*output_paths(out, stem), out / f"{stem}{MASKS_SUFFIX}.json"]
 
 
@@ -79,6 +84,8 @@ def _mask_files(path: Path) -> list[Path]:
 
 def _plan(args: argparse.Namespace) -> _Plan:
     from ..images import read_image
+    from ..mask_files import read_masks
+    from ..writers import check_target, remove_stale_temporaries
     from .models import check_prompt
 
     vocabulary = chosen_vocabulary(args)
@@ -97,6 +104,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
 
 def run(args: argparse.Namespace) -> int:
     """Classify the masks and write the four outputs; Ctrl-C leaves nothing behind."""
+    from ..writers import check_target, write_outputs
+
     plan = _plan(args)
     created = not args.out.exists()
     try:
@@ -135,6 +144,8 @@ def _classifier(args: argparse.Namespace):
 
 def _settings(classifier, args: argparse.Namespace, masks: MaskSet) -> dict:
     """What made the labels, as JSON values (recorded in STEM.json and STEM_masks.json)."""
+    from ..writers import SOFTWARE
+
     clip = classifier.clip
     return {
         "zsseg": SOFTWARE,

@@ -7,12 +7,16 @@ import sys
 from pathlib import Path
 
 from ..catalogue import GENERATORS, MASKFORMER, METHODS, MIOU_RULES, PER_PIXEL_METHODS, PROTOCOLS, parse_generator
-from ..datasets import DATASETS, SegmentationDataset, load_dataset, unseen_classes
+from typing import TYPE_CHECKING
+
+from ..catalogue import DATASET_NAMES
 from ..errors import ZssegError
 from ..version import __version__
-from ..writers import check_target, write_json
 from .arguments import at_least, check_method_flags, model_options, pipeline_option, worker_count, workers_option
 from .outputs import check_json_output, check_output_folder, input_files, output
+
+if TYPE_CHECKING:  # the dataset readers and writers import numpy and PIL: not for `zsseg --help`
+    from ..datasets import SegmentationDataset
 
 
 def add_parser(commands) -> None:
@@ -22,7 +26,7 @@ def add_parser(commands) -> None:
         description="Evaluate on a benchmark split. Under torchrun (torchrun --nproc_per_node N --no-python zsseg eval ...) "
         "the images are sharded across the processes and the scores equal a single process's.",
     )
-    evaluate.add_argument("--dataset", required=True, choices=list(DATASETS), help="benchmark (layouts: docs/datasets.md)")
+    evaluate.add_argument("--dataset", required=True, choices=list(DATASET_NAMES), help="benchmark (layouts: docs/datasets.md)")
     evaluate.add_argument("--data-root", type=Path, default=None, help="folder holding the datasets (default $DETECTRON2_DATASETS, else ./datasets)")
     evaluate.add_argument("--split", default="val", help="dataset split (default val)")
     evaluate.add_argument("--limit", type=at_least(1), default=None, help="evaluate the first N images only")
@@ -82,9 +86,11 @@ def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> t
 
 def run(args: argparse.Namespace) -> int:
     from ..benchmarks import benchmark_settings
+    from ..datasets import load_dataset, unseen_classes
     from ..distributed import init_distributed, shutdown_distributed
     from ..evaluation import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate
     from ..proposals import MaskFormerProposals
+    from ..writers import check_target, write_json
     from .models import build_segmenter, check_prompt, proposal_generator
 
     if args.oracle and args.method != "two-stage":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..datasets import DATASETS
 from ..fcn_config import FCN_CONFIGS
 from ..maskformer.config import CONFIGS
 from ..prompt_config import PROMPT_CONFIGS
@@ -24,6 +23,8 @@ def vocabularies(args: argparse.Namespace) -> int:
 
 
 def datasets(args: argparse.Namespace) -> int:
+    from ..datasets import DATASETS
+
     output(
         f"{name:20s} splits {'/'.join(spec.splits):18s} {spec.description}"
         + (f", zero-shot {len(spec.unseen)} unseen" if spec.unseen else "")

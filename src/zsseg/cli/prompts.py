@@ -6,9 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..datasets import load_dataset, unseen_classes
 from ..templates import TEMPLATE_SETS
-from ..writers import check_target
 from .arguments import at_least, clip_option, training_data_options
 from .outputs import check_json_output, input_files, output
 
@@ -36,6 +34,8 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..clip import load_clip
+    from ..datasets import load_dataset, unseen_classes
+    from ..writers import check_target
     from ..prompt_selection import TRAINING_SPLIT, select_template
     from ..prompts import save_template_prompt
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from ..catalogue import DEFAULT_REJECT_THRESHOLD, MASKFORMER, PER_PIXEL_METHODS
-from ..datasets import load_dataset
 from ..errors import ZssegError
 from ..version import __version__
 from .arguments import USABLE_PROPOSALS, at_least, check_method_flags, model_options, pipeline_option, training_data_options, unit_interval, worker_count, workers_option
@@ -36,9 +35,10 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .models import build_segmenter, check_prompt, proposal_generator
+    from ..datasets import load_dataset
     from ..distributed import init_distributed, shutdown_distributed
     from ..self_training import pseudo_label
+    from .models import build_segmenter, check_prompt, proposal_generator
 
     if args.method in PER_PIXEL_METHODS:
         raise ZssegError(f"pseudo-labels are made from proposals (--method two-stage or fast), not --method {args.method}")

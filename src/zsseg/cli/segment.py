@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ZssegError, counted
-from ..images import IMAGE_EXTENSIONS, read_image
 from ..pipeline import ahead, pipeline_enabled, settle
 from ..progress import Progress
 from ..vocabulary import Vocabulary
-from ..writers import check_target, output_paths, remove_stale_temporaries, write_outputs, written_by_zsseg
 from .arguments import USABLE_PROPOSALS, check_method_flags, chosen_vocabulary, model_options, pipeline_option, vocabulary_options
 from .outputs import check_outputs, input_files, interrupted_status, remove_if_empty, report
 
@@ -66,6 +64,9 @@ def _collect_images(inputs: list[str]) -> Inputs:
     """Image files named directly or found (non-recursively) in folders, each once (by resolved
     path, in the order given); plus per-input errors. In a folder, label maps and overlays that
     zsseg wrote are not inputs, so segmenting a folder into itself twice works."""
+    from ..images import IMAGE_EXTENSIONS  # here, as the writers: numpy and PIL are not for `zsseg --help`
+    from ..writers import written_by_zsseg
+
     images: dict[Path, Path] = {}
     failures = []
     passed_over: Counter = Counter()
@@ -102,6 +103,8 @@ def _collect_images(inputs: list[str]) -> Inputs:
 def already_segmented(out: Path, stem: str, vocabulary: Vocabulary, settings: dict) -> bool:
     """Whether `out` holds the outputs of `stem` that zsseg wrote with this vocabulary and these
     settings (as its JSON records them)."""
+    from ..writers import output_paths, written_by_zsseg
+
     targets = output_paths(out, stem)
     if not all(target.is_file() and written_by_zsseg(target) for target in targets):
         return False
@@ -124,6 +127,7 @@ def _plan(args: argparse.Namespace, main: bool) -> _Plan:
     """What to segment, after every check that needs no model. The output checks (no image writes
     over an input, a file zsseg did not write, or another image's outputs) run on one process
     only, before any process writes; so does the removal of temporaries that a killed run left."""
+    from ..writers import output_paths, remove_stale_temporaries
     from .models import check_prompt
     vocabulary = chosen_vocabulary(args)
     check_prompt(args)
@@ -215,6 +219,9 @@ def _segment_share(args: argparse.Namespace, plan: _Plan, segmenter, share: _Sha
     and prepared (`Segmenter.prepare_image`: proposals, crops) on a worker thread while CLIP
     works on the one before (`zsseg.pipeline`); outputs are written here, in order, and are
     those of the sequential run (`--no-pipeline`)."""
+    from ..images import read_image
+    from ..writers import check_target, output_paths, write_outputs
+
     images = plan.found.images
     settings = segmenter.settings() if share.indices else None
 

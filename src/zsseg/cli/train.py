@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..datasets import SegmentationDataset, load_dataset, unseen_classes
 from ..errors import ZssegError, counted
 from ..fcn_config import FCN_CONFIGS
 from ..maskformer.config import CONFIGS
@@ -17,6 +16,9 @@ from .arguments import (
     worker_count,
 )
 from .outputs import check_output_folder
+
+if TYPE_CHECKING:  # the dataset readers import numpy and PIL: not for `zsseg --help`
+    from ..datasets import SegmentationDataset
 
 
 def add_parser(commands) -> None:
@@ -153,6 +155,7 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
     --output-dir (and `check` of the dataset) before any model loads, torchrun, and the
     closing line."""
     from ..clip import load_clip
+    from ..datasets import load_dataset, unseen_classes
     from ..distributed import init_distributed, shutdown_distributed
 
     dataset = load_dataset(args.dataset, args.data_root, training_split(args))
