@@ -25,11 +25,11 @@ DEFAULT_OVERLAP = 2 / 3  # the paper's code: TEST.SLIDING_WINDOW, 224 tiles, ove
 
 DEFAULT_PROPOSALS = "selective-search"
 DEFAULT_MAX_SIZE = 1024
-DEFAULT_MAX_MASKS = 1000
+DEFAULT_MAX_MASKS = 1000  # `zsseg classify`: masks refused above this (each one is a CLIP crop)
 # The benchmarks `zsseg eval` reads (`zsseg.datasets.DATASETS` describes each): named here so that
 # the command line's parser imports no dataset code (numpy, PIL) for `zsseg --help`.
 DATASET_NAMES = ("coco-stuff", "ade20k-150", "ade20k-847", "pascal-context-59", "pascal-context-459", "voc-20", "voc-21",
-                 "cityscapes", "camvid")  # `zsseg classify`: masks refused above this (each one is a CLIP crop)
+                 "cityscapes", "camvid")
 # Who labels: the ensemble, CLIP alone (Eq. 1 / dense CLIP), or the trained network alone.
 CLASSIFIERS = ("ensemble", "clip", "network")
 ENSEMBLE_WEIGHT = 0.8  # lambda of the ensemble with a proposal network's classifier (the paper's)

@@ -109,8 +109,8 @@ class ClipModel:
 
     def quantize_image_tower(self) -> None:
         """Dynamic int8 quantisation of the image tower's linear layers (weights int8, activations
-        quantised per batch; CPU only), after `fold_quick_gelu`: about 1.7x less CPU time per
-        ViT-B/16 crop than fp32 on a CPU without native bf16 (docs/benchmarks.md). Text features
+        quantised per batch; CPU only), after `fold_quick_gelu`: 1.95x less CPU time per ViT-B/16
+        crop than fp32 on a 2-core AVX2 CPU without native bf16 (docs/benchmarks.md). Text features
         stay float32, so the text cache is shared with fp32. Convolutions (a ResNet's stages) stay
         float32."""
         import warnings

@@ -327,6 +327,13 @@ class SegmentationDataset:
     def load_image(self, index: int) -> np.ndarray:
         return read_image(self.samples[index].image)
 
+    def check_sizes(self, index: int, image: np.ndarray, label: np.ndarray) -> None:
+        """Refuse sample `index` when its image and label map (as read) differ in size."""
+        if image.shape[:2] != label.shape:
+            sample = self.samples[index]
+            raise ZssegError(f"{sample.image} is {image.shape[1]}x{image.shape[0]} but its label map {sample.label} is "
+                             f"{label.shape[1]}x{label.shape[0]}")
+
     def load_label(self, index: int) -> np.ndarray:
         """`[H, W]` int32 labels 0..C-1, `IGNORE` (-1) where not scored."""
         sample = self.samples[index]

@@ -337,12 +337,10 @@ class SampleReader:
 def _checked(dataset: SegmentationDataset, index: int, loaded: tuple) -> tuple[np.ndarray, np.ndarray]:
     """The image and label map read for sample `index`, refused if the map is unreadable or of
     another size."""
-    sample = dataset.samples[index]
     image, label = loaded
     if isinstance(label, UnreadableLabel):
         raise label
-    if image.shape[:2] != label.shape:
-        raise ZssegError(f"{sample.image} is {image.shape[1]}x{image.shape[0]} but its label map {sample.label} is {label.shape[1]}x{label.shape[0]}")
+    dataset.check_sizes(index, image, label)
     return image, label
 
 

@@ -259,15 +259,13 @@ def pseudo_label(
     started = time.perf_counter()
 
     def ready(index: int, loaded: tuple) -> tuple | ZssegError:
-        """The image, its label map and its prepared half (None when its labels are already
-        written); or the error met."""
-        sample = dataset.samples[index]
+        """The image's label map and its prepared half, or None for it when zsseg has already
+        written its labels (a resumed run); or the error met."""
         image, label = loaded
         try:
-            if image.shape[:2] != label.shape:
-                raise ZssegError(f"{sample.image} is {image.shape[1]}x{image.shape[0]} but its label map {sample.label} is {label.shape[1]}x{label.shape[0]}")
-            target = output_dir / f"{sample.name}.png"
-            return image, label, None if target.exists() and written_by_zsseg(target) else segmenter.prepare_image(image)
+            dataset.check_sizes(index, image, label)
+            target = output_dir / f"{dataset.samples[index].name}.png"
+            return label, None if target.exists() and written_by_zsseg(target) else segmenter.prepare_image(image)
         except ZssegError as error:
             return error
 
@@ -276,15 +274,15 @@ def pseudo_label(
             raise item
         sample = dataset.samples[index]
         target = output_dir / f"{sample.name}.png"
-        image, label, prepared = item
-        if target.exists() and written_by_zsseg(target):
+        label, prepared = item
+        if prepared is None:
             pseudo = dataset.spec.lookup(sample)[read_label_file(target)]
             if pseudo.shape != label.shape or (pseudo < IGNORE).any():
                 raise ZssegError(f"{target} does not hold labels of {sample.name}; remove it and rerun to label that image again")
             done["reused"] += 1
         else:
             check_target(target, advice="choose another --output-dir")
-            result = segmenter.finish(segmenter.prepare_image(image) if prepared is None else prepared, vocabulary)
+            result = segmenter.finish(prepared, vocabulary)
             pseudo = pseudo_label_map(result.masks, result.region_probs, label, seen, reject_threshold)
             try:
                 encoding.write(target, pseudo)

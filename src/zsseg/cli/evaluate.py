@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-from ..catalogue import GENERATORS, MASKFORMER, METHODS, MIOU_RULES, PER_PIXEL_METHODS, PROTOCOLS, parse_generator
 from typing import TYPE_CHECKING
 
-from ..catalogue import DATASET_NAMES
+from ..catalogue import DATASET_NAMES, GENERATORS, MASKFORMER, METHODS, MIOU_RULES, PER_PIXEL_METHODS, PROTOCOLS, parse_generator
 from ..errors import ZssegError
 from ..version import __version__
 from .arguments import at_least, check_method_flags, model_options, pipeline_option, worker_count, workers_option
