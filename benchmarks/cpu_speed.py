@@ -40,17 +40,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from samples import DATA  # noqa: E402
 
 
-def _cpu_flags() -> tuple[str, set[str]]:
-    model, flags = "unknown CPU", set()
+def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
     except OSError:
-        pass
-    return model, flags
+        return "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
 
 
 def _rate(function, flops: float, repeats: int = 10) -> tuple[float, float]:
@@ -68,9 +63,9 @@ def capability() -> None:
     fp32, bf16 and int8 (dynamic quantisation, as `--dtype int8` does), and what auto picks."""
     import torch
 
-    from zsseg.clip import native_bf16, resolve_precision
+    from zsseg.clip import cpu_flags, native_bf16, resolve_precision
 
-    model, flags = _cpu_flags()
+    model, flags = _cpu_model(), cpu_flags()
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
     print(f"CPU: {model}, {os.cpu_count()} logical cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
           f"kernels for {torch.backends.cpu.get_cpu_capability()}")

@@ -59,16 +59,21 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
     return clip
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AMX or AVX512_BF16, from /proc/cpuinfo's flags;
-    False where that file is missing): there bf16 runs CLIP's matmuls several times faster than fp32
-    (issue 23 reports 72-80 against 292 CPU-ms per ViT-B/16 crop on such a CPU; not measured here)."""
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags ("avx2", "amx_bf16", ...) from /proc/cpuinfo; empty where that
+    file is missing."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+            return next((set(line.split(":", 1)[1].split()) for line in info if line.startswith("flags")), set())
     except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+        return set()
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AMX or AVX512_BF16, `cpu_flags`): there bf16
+    runs CLIP's matmuls several times faster than fp32 (issue 23 reports 72-80 against 292 CPU-ms
+    per ViT-B/16 crop on such a CPU; not measured here)."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
@@ -138,4 +143,4 @@ def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: s
 
 
 __all__ = ["CLIP_KIND", "CLIP_MEAN", "CLIP_STD", "DEFAULT_CLIP", "DTYPES", "ClipModel", "ClipTextTower", "TransformersClip",
-           "fingerprint", "normalisation", "load_clip", "native_bf16", "resolve_precision", "usable_device", "wrap_clip"]
+           "cpu_flags", "fingerprint", "normalisation", "load_clip", "native_bf16", "resolve_precision", "usable_device", "wrap_clip"]
