@@ -4,6 +4,7 @@ label, and the mIoU of each, on CamVid val (the shared samples), with ground-tru
 
     python benchmarks/proxy_clip.py --output benchmarks/out/proxy-clip    # a trained CLIP (about 11 min)
     python benchmarks/precision_agreement.py --clip benchmarks/out/proxy-clip --tower
+    python benchmarks/precision_agreement.py --tower-only --precisions int8   # the tower alone, int8 with and without its fold
 
 A random CLIP's labels carry no signal, so agreement needs a trained model: the proxy CLIP
 (benchmarks/proxy_clip.py). Its figures are proxy-CLIP figures, never comparable with the
@@ -31,10 +32,12 @@ from zsseg.datasets import load_dataset  # noqa: E402
 from zsseg.metrics import ConfusionMatrix  # noqa: E402
 
 
-def tower_speed(precisions: list[str], crops: int = 32, repeats: int = 2) -> None:
+def tower_speed(precisions: list[str], crops: int = 32, repeats: int = 2, unfolded: bool = False) -> None:
     """CPU-ms per crop of a full-size CLIP ViT-B/16 image tower (random weights: time does not
-    depend on them) in fp32 and each precision, with the cosine of its embeddings to fp32's."""
+    depend on them) in fp32 and each precision, with the cosine of its embeddings to fp32's.
+    `unfolded`: also int8 without `fold_quick_gelu` (what `--dtype int8` did before it)."""
     import tempfile
+    import warnings
 
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
@@ -48,8 +51,14 @@ def tower_speed(precisions: list[str], crops: int = 32, repeats: int = 2) -> Non
         pixels = torch.randn(crops, 3, 224, 224, generator=torch.Generator().manual_seed(0))
         reference = baseline = None
         print(f"ViT-B/16 image tower, batches of {crops} crops, {torch.get_num_threads()} torch threads")
-        for precision in ["fp32", *precisions]:
-            clip = load_clip(folder, dtype=precision)
+        for precision in ["fp32", *precisions, *(["int8-unfolded"] if unfolded else [])]:
+            if precision == "int8-unfolded":
+                clip = load_clip(folder)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.ao.quantization.quantize_dynamic(clip.image_tower(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            else:
+                clip = load_clip(folder, dtype=precision)
             clip.encode_images(pixels[:4])  # warm-up
             start = time.process_time()
             for _ in range(repeats):
@@ -58,7 +67,7 @@ def tower_speed(precisions: list[str], crops: int = 32, repeats: int = 2) -> Non
             reference = features if reference is None else reference
             baseline = baseline or per_crop  # fp32 comes first
             cosine = float((features * reference).sum(dim=-1).min())
-            print(f"  {precision:5s} {per_crop:7.0f} CPU-ms/crop  {baseline / per_crop:5.2f}x  min cosine to fp32 {cosine:.5f}", flush=True)
+            print(f"  {precision:13s} {per_crop:7.0f} CPU-ms/crop  {baseline / per_crop:5.2f}x  min cosine to fp32 {cosine:.5f}", flush=True)
 
 
 def run(clip_folder: Path, precision: str, proposals: str, dataset, count: int) -> tuple[list[np.ndarray], float, float]:
@@ -86,14 +95,20 @@ def run(clip_folder: Path, precision: str, proposals: str, dataset, count: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clip", type=Path, required=True, help="a trained CLIP folder (the proxy CLIP)")
+    parser.add_argument("--clip", type=Path, default=None, help="a trained CLIP folder (the proxy CLIP; needed unless --tower-only)")
     parser.add_argument("--images", type=int, default=20, help="the first N CamVid val images (default 20)")
     parser.add_argument("--precisions", nargs="+", default=["int8", "bf16"])
     parser.add_argument("--proposals", nargs="+", default=["ground-truth", "selective-search"])
     parser.add_argument("--tower", action="store_true", help="also time a full-size ViT-B/16 image tower in each precision")
+    parser.add_argument("--tower-only", action="store_true",
+                        help="time the tower (with int8 also without its quick-GELU fold) and stop: no CamVid, no --clip needed")
     args = parser.parse_args()
-    if args.tower:
-        tower_speed([p for p in args.precisions if p != "bf16" or native_bf16()])
+    if args.tower or args.tower_only:
+        tower_speed([p for p in args.precisions if p != "bf16" or native_bf16()], unfolded=args.tower_only)
+    if args.tower_only:
+        return
+    if args.clip is None:
+        parser.error("--clip is needed (a trained CLIP folder such as the proxy CLIP), unless --tower-only")
     dataset = load_dataset("camvid", DATA, "val")
     count = min(args.images, len(dataset))
     print(f"CamVid val, first {count} images; proxy CLIP {args.clip}; this CPU has native bf16: {native_bf16()}")
