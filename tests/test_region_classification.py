@@ -127,3 +127,91 @@ def test_classify_masks_from_any_source(clip, coco_val):
     assert scores.probs.shape == (2, 20) and torch.allclose(scores.probs.sum(1), torch.ones(2))
     with pytest.raises(ZssegError, match="masks must be"):
         RegionClassifier(clip).classify(image, masks[:, :10], "voc-20")
+
+
+def _reference_crop(image, mask, box, fill, ratio, mean, std):
+    """The reference's `crop_with_mask` (fill blended before normalising) after its
+    `expand_box` (float32 box arithmetic, `int()`), restated independently for these tests."""
+    x1, y1, x2, y2 = (torch.tensor(float(v)) for v in box)
+    cx, cy, w, h = 0.5 * (x1 + x2), 0.5 * (y1 + y2), (x2 - x1) * ratio, (y2 - y1) * ratio
+    left, top, right, bottom = (int(v) for v in (cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h))
+    left, top, right, bottom = max(left, 0), max(top, 0), min(right, image.shape[2]), min(bottom, image.shape[1])
+    fills = torch.tensor(fill, dtype=torch.float32).view(3, 1, 1).expand(3, bottom - top, right - left)
+    m = mask[None, top:bottom, left:right]
+    region = image[:, top:bottom, left:right] * m + (1 - m) * fills
+    return (region - torch.tensor(mean).view(3, 1, 1) * 255) / (torch.tensor(std).view(3, 1, 1) * 255)
+
+
+@pytest.mark.parametrize("fill", ["mean", "zero"])
+@pytest.mark.parametrize("ratio", [1.0, 1.3, 0.8])
+@pytest.mark.parametrize("matting", [False, True])
+def test_crop_settings_are_the_references(fill, ratio, matting):
+    """MASK_FILL, MASK_EXPAND_RATIO and MASK_MATTING crop as the reference's adapter does,
+    including a box that the expansion pushes past the image's border."""
+    from zsseg.region_classification import CropConfig, mask_boxes
+
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 40, 50), generator=generator).float()
+    masks = torch.zeros(3, 40, 50)
+    masks[0, 5:17, 7:30] = torch.rand(12, 23, generator=generator) * 0.6 + 0.4  # soft, partly below the threshold
+    masks[1, 30:40, 41:50] = 0.9  # touches the bottom-right border
+    masks[2, 0:3, 0:3] = 1.0
+    config = CropConfig(fill=fill, expand_ratio=ratio, matting=matting, resize=False)
+    crops, keep = crop_regions(image, masks, 224, mean, std, config=config)
+    assert keep.tolist() == [True, True, True]
+    fills = [255 * c for c in mean] if fill == "mean" else [0.0, 0.0, 0.0]
+    for crop, mask, box in zip(crops, masks, mask_boxes(masks > 0.5).tolist()):
+        weight = mask if matting else (mask > 0.5).float()
+        expected = _reference_crop(image, weight, box, fills, ratio, mean, std)
+        assert crop.shape[1:] == expected.shape
+        assert torch.allclose(crop[0], expected, atol=1e-5)
+    resized, _ = crop_regions(image, masks, 16, mean, std, config=CropConfig(fill=fill, expand_ratio=ratio, matting=matting))
+    assert torch.allclose(resized, torch.cat([F.interpolate(c, size=(16, 16), mode="bicubic") for c in crops]), atol=1e-6)
+
+
+def test_unresized_crops_are_encoded_one_at_a_time(clip):
+    """REGION_RESIZED False: each crop at its own size through the image tower alone (position
+    embeddings resized to its grid); one smaller than a patch is one line, as it fails the
+    reference's CLIP too."""
+    from zsseg.images import read_image
+    from zsseg.region_classification import CropConfig
+
+    image = np.zeros((96, 128, 3), np.uint8)
+    image[:, :, 0] = np.arange(128, dtype=np.uint8)[None] * 2
+    masks = np.zeros((2, 96, 128), bool)
+    masks[0, 10:80, 5:70] = True
+    masks[1, 40:90, 60:128] = True
+    classifier = RegionClassifier(clip, prompt="single", crop=CropConfig(resize=False))
+    scores = classifier.classify(image, masks, ["cat", "dog"])
+    crops, _ = classifier.crops(torch.from_numpy(image).permute(2, 0, 1).float(), torch.from_numpy(masks).float())
+    assert [tuple(c.shape[2:]) for c in crops] == [(70, 65), (50, 68)]
+    alone = torch.cat([clip.encode_images(c) for c in crops])
+    _, logits = classifier.scores(alone, classifier.embed_vocabulary(["cat", "dog"]))
+    assert torch.allclose(scores.logits, logits, atol=1e-5)
+    each = classifier.classify_each(image, list(masks), ["cat", "dog"])
+    assert torch.allclose(each.logits, scores.logits, atol=1e-5)
+    tiny = np.zeros((1, 96, 128), bool)
+    tiny[0, 3:5, 3:9] = True
+    with pytest.raises(ZssegError, match="6x2 crop is too small"):
+        classifier.classify(image, tiny, ["cat"])
+
+
+def test_classify_each_follows_the_crop_settings(clip, coco_val):
+    from zsseg.images import read_image
+    from zsseg.region_classification import CropConfig
+
+    image = read_image(coco_val[0][0])
+    masks = np.zeros((3,) + image.shape[:2], np.float32)
+    masks[0, :60, :80] = 0.7
+    masks[1, 100:, 100:] = 0.95
+    masks[2, 20:40, -30:] = np.linspace(0.2, 1.0, 30, dtype=np.float32)
+    classifier = RegionClassifier(clip, prompt="single", batch_size=2, crop=CropConfig(fill="zero", expand_ratio=1.4, matting=True))
+    whole = classifier.classify(image, masks, "voc-20")
+    each = classifier.classify_each(image, list(masks), "voc-20")
+    assert torch.equal(whole.keep, each.keep)
+    assert torch.allclose(whole.probs, each.probs, atol=1e-6)
+    with pytest.raises(ZssegError, match="unknown mask fill"):
+        CropConfig(fill="gray")
+    with pytest.raises(ZssegError, match="two mask thresholds"):
+        RegionClassifier(clip, mask_threshold=0.3, crop=CropConfig(threshold=0.5))
