@@ -420,14 +420,19 @@ def test_segmenter_labels_the_network_masks_with_one_part_alone(trained, clip):
     # Network alone: its probabilities for every class, seen or not, on all its masks.
     assert torch.allclose(network.region_probs, generator.class_probs(embeddings, encoder.encode_vocabulary(vocabulary)), atol=1e-6)
     assert network.masks.shape[0] == TINY.model.num_queries
-    # CLIP alone: Eq. 1 for every class on each mask non-empty at 0.5 (the reference code's lambda <= 0).
+    # CLIP alone: Eq. 1 for every class on each query's mask non-empty at 0.5, in the network's
+    # order (the reference code's lambda <= 0); lambda 0 is the same branch.
     alone = Segmenter(clip=clip, proposals=generator, prompt="single", classifier="clip")
     assert alone.network_prompts is None
     result = alone.segment(image, vocabulary)
-    ordered = generator.generate(working)
-    scores = alone.classifier.classify(working, ordered, vocabulary)
+    queries, _ = generator.predict(working)
+    scores = alone.classifier.classify(working, queries, vocabulary)
     assert torch.allclose(result.region_probs, scores.probs, atol=1e-6)
-    assert torch.equal(result.masks, ordered[scores.keep])
+    assert torch.equal(result.masks, queries[scores.keep])
+    zero = Segmenter(clip=clip, proposals=generator, prompt="single", ensemble_weight=0.0)
+    assert zero.classifier_mode == "clip" and zero.settings() == alone.settings()
+    again = zero.segment(image, vocabulary)
+    assert torch.equal(again.region_probs, result.region_probs) and np.array_equal(again.label_map, result.label_map)
     with pytest.raises(ZssegError, match="unknown classifier"):
         Segmenter(clip=clip, proposals=generator, classifier="both")
     with pytest.raises(ZssegError, match="no classifier of their own"):

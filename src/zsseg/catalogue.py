@@ -47,6 +47,7 @@ OPTIONS = {
     "proposal_weights": ("--proposal-weights", "the proposal methods (two-stage, fast)"),
     "mask_threshold": ("--mask-threshold", "the proposal methods (two-stage, fast)"),
     "test_size": ("--test-size", "the proposal methods (two-stage, fast)"),
+    "crop": ("--mask-fill, --mask-expand-ratio, --mask-matting and --no-crop-resize", "Eq. 1's crops (--method two-stage)"),
     "fcn": ("--fcn-weights", "--method fcn"),
     "dense_mode": ("--dense-mode", "the methods with dense CLIP features (fast, dense-clip, fcn)"),
     "overlap": ("--overlap", "the methods with sliding windows (dense-clip, fcn)"),
@@ -70,7 +71,7 @@ class MethodDeclaration:
 METHODS = {
     method.name: method
     for method in (
-        MethodDeclaration("two-stage", PROPOSAL_OPTIONS),
+        MethodDeclaration("two-stage", PROPOSAL_OPTIONS | {"crop"}),
         MethodDeclaration("fast", PROPOSAL_OPTIONS | {"dense_mode"}),
         MethodDeclaration("dense-clip", frozenset({"dense_mode", "overlap"}), per_pixel=True),
         MethodDeclaration("fcn", frozenset({"fcn", "dense_mode", "overlap", "ensemble_weight", "classifier"}), per_pixel=True),
@@ -87,7 +88,7 @@ def check_options(method, given: dict[str, object], context: str = "") -> None:
         if value and option not in method.options:
             flag, use = OPTIONS[option]
             what = f"--method {method.name}" + (f" {context}" if context else "")
-            raise ZssegError(f"{flag} is for {use}, not {what}")
+            raise ZssegError(f"{flag} {'are' if ' and ' in flag else 'is'} for {use}, not {what}")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ next image on a worker thread while CLIP works on this one (`zsseg.pipeline`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from .images import ImageInput, as_rgb_array, resize_image
 from .methods import ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS as _METHODS, Method, Parts, build_method, check_options
 from .prompts import PromptEncoder, PromptLike
 from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator, parse_generator
-from .region_classification import RegionClassifier
+from .region_classification import CropConfig, RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
 from .writers import SOFTWARE
 
@@ -88,14 +88,17 @@ class Segmenter:
 
     Args:
         clip: anything `load_clip` takes (hub id, folder, OpenAI-layout file: CLIP ViTs and
-            ResNets, SigLIP), or an already loaded `ClipModel`. Default: the CLIP that came with
-            the proposal network (an authors' checkpoint holds one), else ViT-B/16.
+            ResNets, SigLIP), or an already loaded `ClipModel`: Eq. 1's CLIP. Default: the CLIP
+            that came with the proposal network (an authors' checkpoint holds one; Eq. 1 takes
+            its separate region adapter's where it has one), else ViT-B/16. A network that came
+            with a CLIP keeps it for its own classifier, as the reference does.
         proposals: a generator name ("selective-search", "contour-hierarchy", "sam",
             "sam:MODEL", "mask2former:MODEL") or instance (such as `MaskFormerProposals(weights)`).
         prompt: how class names are put to CLIP's text tower: a template set ("imagenet",
             "vild", "single"), one template ("a sculpture of a {}."), a list of templates, or a
             prompt file (`zsseg prompts select`, `zsseg train prompts`); see `zsseg.prompts`.
-            Default: the prompt a proposal network was trained with, else "imagenet".
+            Default: the prompt a proposal network was trained with (an authors' checkpoint with
+            a separate region adapter: that adapter's), else "imagenet".
         network_prompt: the prompt of a trained network's own text classifier (default: the one
             it was trained with). The reference code tests its cross-dataset rows with ViLD's
             templates on both sides (`zsseg.benchmarks`).
@@ -108,12 +111,15 @@ class Segmenter:
             the image's size bounded by `max_size`.
         mask_threshold: Eq. 1 binarises each mask at this value before cropping (0.5, the
             paper's; the reference uses lower ones on some benchmarks).
+        crop: the rest of how Eq. 1 crops a mask (`CropConfig`: fill, box expansion, matting,
+            resizing), for the reference's ablations; two-stage only.
         max_proposals: K, when `proposals` is a name.
         batch_size: crops per CLIP forward pass.
         ensemble_weight: lambda of the ensemble with a proposal network's own classifier
             ("maskformer" proposals, loaded with `MaskFormerProposals(weights)`): for classes it
             was trained on, p = p_net^lambda * p_clip^(1 - lambda); for the others the exponents
-            are swapped, so CLIP decides unseen classes. Unused with training-free proposals.
+            are swapped, so CLIP decides unseen classes. 0 is CLIP alone (`classifier="clip"`),
+            as the reference's weight at or below 0. Unused with training-free proposals.
         classifier: with a proposal network or an FCN, "ensemble" (default), or one part
             alone for ablations (the paper's Table 7): "clip" labels every non-empty mask by Eq. 1
             (or every pixel by dense CLIP) for every class, "network" uses the network's
@@ -146,17 +152,19 @@ class Segmenter:
         dense_mode: str = "plain",
         overlap: float = DEFAULT_OVERLAP,
         fcn=None,
-        mask_threshold: float = 0.5,
+        mask_threshold: float | None = None,
         test_size: int | None = None,
         network_prompt: PromptLike | None = None,
         tokenizer: str | None = None,
+        crop: CropConfig | None = None,
     ):
         if max_size is not None and max_size < 32:
             raise ZssegError(f"max_size must be at least 32 pixels, got {max_size}")
         if test_size is not None and test_size < 32:
             raise ZssegError(f"test_size must be at least 32 pixels, got {test_size}")
-        if not 0.0 <= mask_threshold < 1.0:
-            raise ZssegError(f"the mask threshold must be in [0, 1), got {mask_threshold}")
+        if crop is not None and mask_threshold is not None and crop.threshold != mask_threshold:
+            raise ZssegError(f"two mask thresholds: mask_threshold={mask_threshold} and crop.threshold={crop.threshold}")
+        crop = CropConfig(**({} if mask_threshold is None else {"threshold": mask_threshold})) if crop is None else crop
         if method not in METHODS:
             raise ZssegError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
         kind = _METHODS[method]
@@ -169,17 +177,20 @@ class Segmenter:
         if method == "fcn" and fcn is None:
             raise ZssegError("the 'fcn' method needs trained FCN weights (fcn=, --fcn-weights)")
         check_options(kind, {"fcn": fcn is not None, "dense_mode": dense_mode != "plain", "overlap": overlap != DEFAULT_OVERLAP,
-                             "mask_threshold": mask_threshold != 0.5, "test_size": test_size is not None,
+                             "mask_threshold": crop.threshold != CropConfig.threshold, "test_size": test_size is not None,
+                             "crop": crop != CropConfig(threshold=crop.threshold),
                              "classifier": classifier != "ensemble", "ensemble_weight": ensemble_weight is not None})
         if isinstance(proposals, str):
             options = {"device": device} if GENERATORS[parse_generator(proposals)[0]].pretrained else {}
             proposals = build_proposal_generator(proposals, max_proposals=max_proposals, **options)
         trained = isinstance(proposals, MaskFormerProposals) and not kind.per_pixel
+        if trained and ensemble_weight == 0 and classifier == "ensemble":
+            classifier = "clip"  # the reference's CLIP_ENSEMBLE_WEIGHT <= 0 is its CLIP-only branch, not the formula at 0
         if classifier == "network" and not (trained or method == "fcn"):
             raise ZssegError(f"the '{proposals.name}' proposals have no classifier of their own; 'network' needs maskformer "
                              "proposals or the fcn method")
         if clip is None:
-            clip = getattr(proposals, "clip", None) or DEFAULT_CLIP
+            clip = getattr(proposals, "region_clip", None) or DEFAULT_CLIP
         self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype, tokenizer=tokenizer)
         self.method = method
         self.proposals = proposals
@@ -189,11 +200,11 @@ class Segmenter:
 
             fcn_network = fcn if isinstance(fcn, TrainedFcn) else load_fcn(Path(fcn), device=self.clip.device)
             self.fcn_source = "(in memory)" if isinstance(fcn, TrainedFcn) else str(fcn)
-        if prompt is None:
+        if prompt is None:  # Eq. 1's: a separate region adapter's, else the network's own, else zsseg's
             network = fcn_network if fcn_network is not None else proposals.trained if trained else None
-            prompt = network.training_prompt if network is not None else DEFAULT_PROMPT
-        self.classifier = RegionClassifier(self.clip, prompt=prompt, batch_size=batch_size, text_cache=text_cache,
-                                           mask_threshold=mask_threshold)
+            region = getattr(network, "region_prompt", None)
+            prompt = region or (network.training_prompt if network is not None else DEFAULT_PROMPT)
+        self.classifier = RegionClassifier(self.clip, prompt=prompt, batch_size=batch_size, text_cache=text_cache, crop=crop)
         self.max_size = max_size
         self.test_size = test_size
         self.ensemble_weight = kind.default_ensemble_weight if ensemble_weight is None else ensemble_weight
@@ -224,6 +235,8 @@ class Segmenter:
             "max_size": self.max_size,
             "test_size": self.test_size,
             "mask_threshold": self.classifier.mask_threshold,
+            **({} if self.classifier.crop == CropConfig(threshold=self.classifier.mask_threshold) else
+               {"crop": {k: v for k, v in asdict(self.classifier.crop).items() if k != "threshold"}}),
             "ensemble_weight": self.ensemble_weight if network is not None else None,
             "classifier": self.classifier_mode,
             "dense_mode": self.dense_mode if self.dense is not None else None,

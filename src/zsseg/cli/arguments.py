@@ -243,6 +243,7 @@ def model_options(parser: argparse.ArgumentParser, proposals: list[str], default
                         "(default: the one it was trained with; eval: the benchmark's)")
     parser.add_argument("--mask-threshold", type=fraction(include_one=False), default=None,
                         help="Eq. 1 binarises each mask at this value before cropping (default 0.5; eval: the benchmark's)")
+    crop_options(parser)
     parser.add_argument("--test-size", type=at_least(32), default=None, metavar="PIXELS",
                         help="shorter side images are processed at, longer side at most --max-size (default: a maskformer's test size, "
                         "else the image's own; eval: the benchmark's)")
@@ -258,10 +259,34 @@ def model_options(parser: argparse.ArgumentParser, proposals: list[str], default
                         "proposals.safetensors, or an authors' checkpoint (model_final.pth)")
     parser.add_argument("--ensemble-weight", type=unit_interval, default=None,
                         help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}, eval: the benchmark's; "
-                        f"{FCN_ENSEMBLE_WEIGHT} for the fcn + dense CLIP one): seen classes p_net^l * p_clip^(1-l), unseen the reverse")
+                        f"{FCN_ENSEMBLE_WEIGHT} for the fcn + dense CLIP one): seen classes p_net^l * p_clip^(1-l), unseen the reverse; "
+                        "with maskformer, 0 is CLIP alone (--classifier clip), as the reference's weight at or below 0")
     parser.add_argument("--classifier", default="ensemble", choices=list(CLASSIFIERS),
                         help="who labels the maskformer's masks or the fcn's pixels: the ensemble (default), clip alone or the network "
                         "alone (ablations)")
+
+
+def crop_options(parser: argparse.ArgumentParser) -> None:
+    """How Eq. 1 crops a mask beyond its threshold: the reference's other crop settings, for its
+    ablations (`zsseg.region_classification.CropConfig`)."""
+    parser.add_argument("--mask-fill", default=None, choices=["mean", "zero"],
+                        help="what Eq. 1 puts behind a mask: mean, CLIP's pixel mean (the paper's; default), or zero (black)")
+    parser.add_argument("--mask-expand-ratio", type=positive_number, default=None, metavar="R",
+                        help="scale each mask's box by R about its centre before cropping (default 1)")
+    parser.add_argument("--mask-matting", action="store_true",
+                        help="blend each pixel with the fill by the mask's own value, not its binarised one")
+    parser.add_argument("--no-crop-resize", dest="crop_resize", action="store_false",
+                        help="encode each crop at its own size, one at a time, instead of resized to CLIP's input")
+
+
+def crop_config(args: argparse.Namespace):
+    """The `CropConfig` of the crop flags and --mask-threshold (None: the defaults)."""
+    from ..region_classification import CropConfig
+
+    given = {"threshold": getattr(args, "mask_threshold", None), "fill": args.mask_fill, "expand_ratio": args.mask_expand_ratio,
+             "matting": args.mask_matting or None, "resize": None if args.crop_resize else False}
+    given = {key: value for key, value in given.items() if value is not None}
+    return CropConfig(**given) if given else None
 
 
 # The argument and its value when not given, of each option a method may or may not take
@@ -280,15 +305,20 @@ METHOD_FLAGS = {
 }
 
 
+CROP_FLAGS = {"mask_fill": None, "mask_expand_ratio": None, "mask_matting": False, "crop_resize": True}
+
+
 def method_flags(args: argparse.Namespace) -> dict[str, bool]:
     """Which of the options a method may or may not take the command line gives."""
-    return {option: getattr(args, dest) != unset for option, (dest, unset) in METHOD_FLAGS.items()}
+    given = {option: getattr(args, dest) != unset for option, (dest, unset) in METHOD_FLAGS.items()}
+    return {**given, "crop": any(getattr(args, dest) != unset for dest, unset in CROP_FLAGS.items())}
 
 
 def for_method(args: argparse.Namespace, method: str) -> argparse.Namespace:
     """`args` without the options `method` does not take (the demo offers several methods)."""
     takes = METHODS[method].options
-    return argparse.Namespace(**{**vars(args), "method": method,
+    crop = {} if "crop" in takes else CROP_FLAGS
+    return argparse.Namespace(**{**vars(args), "method": method, **crop,
                                  **{dest: unset for option, (dest, unset) in METHOD_FLAGS.items() if option not in takes}})
 
 

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             "dense_mode": args.dense_mode if args.method != "two-stage" and not args.oracle else None,
             "overlap": args.overlap if per_pixel else None,
             "ensemble_weight": segmenter.ensemble_weight if network is not None else None,
-            "classifier": args.classifier if (proposals == MASKFORMER or args.method == "fcn") and not args.oracle else None,
+            "classifier": segmenter.classifier_mode if (proposals == MASKFORMER or args.method == "fcn") and not args.oracle else None,
             "max_proposals": None if per_pixel else generator.max_proposals,
             "self_training": generator.trained.self_training if isinstance(generator, MaskFormerProposals) else None,
             "clip": None if args.oracle else segmenter.clip.source,

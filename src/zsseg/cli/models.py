@@ -10,7 +10,7 @@ from ..errors import ZssegError
 from ..prompts import load_prompt
 from ..proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator, parse_generator
 from ..segmenter import DEFAULT_MAX_SIZE, Segmenter
-from .arguments import DEFAULT_MAX_PROPOSALS
+from .arguments import DEFAULT_MAX_PROPOSALS, crop_config
 
 
 def proposal_generator(args: argparse.Namespace, device: str) -> ProposalGenerator:
@@ -49,7 +49,7 @@ def build_segmenter(args: argparse.Namespace, device: str, proposals: ProposalGe
         dtype=args.dtype,
         max_size=DEFAULT_MAX_SIZE if args.max_size is None else args.max_size,
         test_size=args.test_size,
-        mask_threshold=0.5 if args.mask_threshold is None else args.mask_threshold,
+        crop=crop_config(args),
         batch_size=args.batch_size,
         ensemble_weight=args.ensemble_weight,
         classifier=args.classifier,

@@ -26,10 +26,10 @@ METHODS: dict[str, type[Method]] = {method.name: method for method in (TwoStage,
 
 
 def build_method(name: str, parts: Parts) -> Method:
-    """The method `name` on `parts`; two-stage and fast inside the ensemble with a trained
-    proposal network unless CLIP alone is asked for."""
+    """The method `name` on `parts`; two-stage and fast with a trained proposal network inside
+    `NetworkEnsemble`, which also runs its classifier ablations."""
     method = METHODS[name](parts)
-    if isinstance(method, TwoStage) and isinstance(parts.proposals, MaskFormerProposals) and parts.classifier_mode != "clip":
+    if isinstance(method, TwoStage) and isinstance(parts.proposals, MaskFormerProposals):
         return NetworkEnsemble(method)
     return method
 

@@ -16,8 +16,10 @@ from .two_stage import TwoStage
 
 class NetworkEnsemble(Method):
     """Masks `[Q, h, w]` of a proposal network, with its class probabilities ensembled with
-    CLIP's: a query whose binarised mask is empty keeps the network's (CLIP counts as 1). With
-    the classifier ablation "network", the network's alone."""
+    CLIP's: a query whose binarised mask is empty keeps the network's (CLIP counts as 1). The
+    classifier ablations follow the reference's own branches: "network" (its CLIP_ENSEMBLE off)
+    takes the network's probabilities alone, for every query; "clip" (its CLIP_ENSEMBLE_WEIGHT
+    at or below 0) takes Eq. 1's alone, for the queries whose binarised mask is not empty."""
 
     def __init__(self, region: TwoStage):
         parts = region.parts
@@ -26,8 +28,9 @@ class NetworkEnsemble(Method):
         self.network: MaskFormerProposals = parts.proposals  # type: ignore[assignment]
         self.weight = parts.ensemble_weight
         self.mode = parts.classifier_mode
-        self.network_prompts = network_text_encoder(self.network.trained, self.network.embed_dim, parts.clip,
-                                                    parts.classifier.prompts, parts.network_prompt)
+        if self.mode != "clip":
+            self.network_prompts = network_text_encoder(self.network.trained, self.network.embed_dim, parts.clip,
+                                                        parts.classifier.prompts, parts.network_prompt)
 
     def processing_size(self, height: int, width: int, max_size: int | None, test_size: int | None) -> tuple[int, int]:
         return self.region.processing_size(height, width, max_size, test_size)
@@ -35,6 +38,10 @@ class NetworkEnsemble(Method):
     def scores(self, image: np.ndarray, prepared: None, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
                lap: Lap) -> MethodOutput:
         masks, embeddings = self.network.predict(image)
+        if self.mode == "clip":  # every query, in the network's order, not its `generate` ranking
+            lap("proposals")
+            probs, keep = self.region.region_probs(image, masks, text, lap)
+            return MethodOutput(masks[keep], probs)
         network = self.network.class_probs(embeddings, self.network_prompts.encode_vocabulary(vocabulary))
         lap("proposals")
         if self.mode == "network":
