@@ -95,6 +95,72 @@ def openai_clip_state(width=128, layers=2, patch=32, image=64, text_width=128, t
     return state if visual else {k: v for k, v in state.items() if not k.startswith("visual.")}
 
 
+def save_tiny_reference_checkpoint(path: Path, keys_file: Path, seed: int = 0, region_adapter: bool = False,
+                                   region_clip_seed: int | None = None, learned_prompt: tuple[int, int] | None = None) -> Path:
+    """A small random checkpoint in the authors' format (detectron2's `{"model": state}`,
+    `model_final.pth`): the reference's key names, read from a key list of
+    ../shared/reference-parity, for a network with the paper's R101c backbone and a small head
+    (32-wide, 2 decoder layers, 10 queries), and a tiny OpenAI-layout CLIP (32-d embeddings) under
+    `clip_adapter.clip_model`. Load it with CLIP's tokenizer (`--tokenizer TOKENIZER`).
+
+    Args:
+        region_adapter: add the separate region adapter of the reference's SEPERATE_ADAPTER
+            configs (`_region_clip_adapter.*`), with a learned prompt (8 vectors before the name,
+            2 after) and a CLIP of its own when `region_clip_seed` is given (else a copy of the first).
+        learned_prompt: (n, m) learned vectors before and after the name for the first adapter
+            (`clip_adapter.prompt_learner.*`); None: no learned prompt (a cross-dataset model).
+    """
+    import re
+
+    import torch
+
+    from zsseg.maskformer.config import ModelConfig
+    from zsseg.maskformer.model import MaskFormer
+    from zsseg.maskformer.reference import NETWORK_KEYS
+
+    torch.manual_seed(seed)
+    config = ModelConfig(hidden_dim=32, num_queries=10, decoder_layers=2, feedforward_dim=64, conv_dim=32, mask_dim=32, embed_dim=32,
+                         class_head_hidden=64)
+    ours = MaskFormer(config).state_dict()
+    state = {}
+    for line in Path(keys_file).read_text().splitlines():
+        name = line.split("\t")[0]
+        for pattern, replacement in NETWORK_KEYS:
+            match = re.fullmatch(pattern, name)
+            if match:
+                mine = re.sub(pattern, replacement, name) if isinstance(replacement, str) else replacement(match)
+                if mine in ours:
+                    state[name] = ours[mine].clone()
+                break
+    generator = torch.Generator().manual_seed(seed)
+    clip = openai_clip_state(width=64, layers=2, patch=32, image=224, text_width=64, embed=32, seed=seed)
+    mean = 255 * torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = 255 * torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+
+    def adapter(prefix: str, clip_state: dict, prompt: tuple[int, int] | None) -> None:
+        state.update({f"{prefix}clip_model.{k}": v for k, v in clip_state.items()})
+        state[f"{prefix}non_object_embedding"] = torch.randn(1, 32, generator=generator) * 0.2
+        state[f"{prefix}pixel_mean"], state[f"{prefix}pixel_std"] = mean.clone(), std.clone()
+        if prompt is not None:
+            before, after = prompt
+            learned = {"prefix_prompt": torch.randn(before, 64, generator=generator) * 0.02}
+            if after:
+                learned["suffix_prompt"] = torch.randn(after, 64, generator=generator) * 0.02
+            for signal in ("start_signal", "dot_signal", "end_signal", "pad_signal"):
+                learned[signal] = torch.randn(1, 64, generator=generator) * 0.5
+            state.update({f"{prefix}prompt_learner.{k}": v for k, v in learned.items()})
+
+    adapter("clip_adapter.", clip, learned_prompt)
+    if region_adapter:
+        other = clip if region_clip_seed is None else openai_clip_state(width=64, layers=2, patch=32, image=224, text_width=64,
+                                                                         embed=32, seed=region_clip_seed)
+        adapter("_region_clip_adapter.", {k: v.clone() for k, v in other.items()}, (8, 2))
+    state["criterion.empty_weight"] = torch.cat([torch.ones(156), torch.tensor([0.1])])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state}, path)
+    return path
+
+
 def save_tiny_open_clip(folder: Path, tower: str = "vit", seed: int = 0, image_size: int = 224, quick_gelu: bool = True) -> Path:
     """A random CLIP in open_clip's hub layout (what `hf download timm/resnet50_clip.openai
     --local-dir DIR` gives: open_clip_config.json and open_clip_model.safetensors, no tokenizer),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -300,3 +301,97 @@ def test_every_benchmark_script_answers_help_without_pytest():
                           cwd=folder.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("ok ") == len(scripts) >= 10
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(keys_file, tmp_path_factory):
+    """A small random checkpoint in the authors' format, with a learned prompt."""
+    from samples import save_tiny_reference_checkpoint
+
+    return save_tiny_reference_checkpoint(tmp_path_factory.mktemp("tiny-reference") / "model_final.pth", keys_file, learned_prompt=(4, 0))
+
+
+def test_ensemble_weight_zero_is_the_clip_only_branch_in_eval(tiny_reference, tmp_path, capsys):
+    """The reference's CLIP_ENSEMBLE_WEIGHT at or below 0 is its CLIP-only branch (Eq. 1 alone on
+    the queries whose mask is not empty), not the ensemble's formula at 0: `--ensemble-weight 0`
+    and `--classifier clip` give the same scores, predictions and settings, and each kept mask's
+    class probabilities are Eq. 1's alone (the formula at 0 would give the unseen classes the
+    network's)."""
+    from conftest import DATA, TOKENIZER
+    from zsseg.cli import main
+
+    common = ["eval", "--dataset", "coco-stuff", "--protocol", "zero-shot", "--data-root", str(DATA), "--limit", "2",
+              "--proposals", "maskformer", "--proposal-weights", str(tiny_reference), "--tokenizer", str(TOKENIZER),
+              "--test-size", "160", "--no-text-cache", "--quiet"]
+    reports, predictions = {}, {}
+    for name, extra in (("zero", ["--ensemble-weight", "0"]), ("clip", ["--classifier", "clip"])):
+        assert main([*common, *extra, "--output", str(tmp_path / f"{name}.json"), "--save-predictions", str(tmp_path / name)]) == 0, \
+            capsys.readouterr().err
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        predictions[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).glob("*.png"))}
+    timing = {"seconds_per_image", "wall_seconds"}
+    zero, clip = ({k: v for k, v in reports[n].items() if k not in timing} for n in ("zero", "clip"))
+    assert zero == clip and zero["classifier"] == "clip" and zero["ensemble_weight"] is None
+    assert predictions["zero"] == predictions["clip"] and len(predictions["zero"]) == 2
+    from zsseg import Segmenter
+    from zsseg.benchmarks import benchmark_settings
+    from zsseg.proposals import MaskFormerProposals
+
+    generator = MaskFormerProposals(tiny_reference, tokenizer=str(TOKENIZER))
+    vocabulary = benchmark_settings("coco-stuff", "zero-shot").vocabulary()
+    result = Segmenter(proposals=generator, ensemble_weight=0.0, test_size=160, text_cache=False).segment(
+        DATA / "coco/val2017/000000010092.jpg", vocabulary)
+    keep = result.masks.shape[0]
+    assert 0 < keep <= generator.model.config.num_queries
+    assert torch.allclose(result.region_probs.sum(dim=1), torch.ones(keep), atol=1e-5), "Eq. 1's softmax over the classes alone"
+
+
+def test_a_separate_region_adapter_is_eq1s_clip_and_prompt(keys_file, tmp_path):
+    """A checkpoint of the reference's SEPERATE_ADAPTER configs carries a second adapter for
+    Eq. 1: its CLIP and its learned prompt (here with vectors after the name too) label the
+    crops, while the network's classifier keeps the first adapter's. A second copy of the same
+    CLIP is not loaded twice."""
+    from conftest import TOKENIZER
+    from samples import save_tiny_reference_checkpoint
+    from zsseg import Segmenter
+    from zsseg.proposals import MaskFormerProposals
+
+    path = save_tiny_reference_checkpoint(tmp_path / "separate.pth", keys_file, region_adapter=True, region_clip_seed=7,
+                                          learned_prompt=(4, 0))
+    generator = MaskFormerProposals(path, tokenizer=str(TOKENIZER))
+    assert generator.region_clip is not generator.clip
+    segmenter = Segmenter(proposals=generator, test_size=96, text_cache=False)
+    assert segmenter.clip is generator.region_clip and segmenter.network_prompts.clip is generator.clip
+    region, network = segmenter.classifier.prompts.prompt, segmenter.network_prompts.prompt
+    assert (region.context.shape[0], region.suffix_length) == (8, 2) and (network.context.shape[0], network.suffix_length) == (4, 0)
+    assert "_region_clip_adapter" in region.source and "_region_clip_adapter" not in network.source
+    shared = MaskFormerProposals(save_tiny_reference_checkpoint(tmp_path / "copy.pth", keys_file, region_adapter=True),
+                                 tokenizer=str(TOKENIZER))
+    assert shared.region_clip is shared.clip
+    path.unlink()
+
+
+def test_the_documented_ablation_commands_run_on_the_samples(tiny_reference, clip_dir, tmp_path, capsys):
+    """Each command of docs/evaluation.md's "The paper's ablations" runs on the real COCO-Stuff
+    samples (one image, small sizes), the authors' checkpoint replaced by a small random one in
+    its format; each records the classifier its row names."""
+    import shlex
+
+    from conftest import DATA, TOKENIZER
+    from zsseg.cli import main
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    block = re.search(r"### The paper's ablations.*?```bash\n(.*?)```", text, re.S).group(1)
+    commands = [shlex.split(line) for line in block.splitlines() if line.startswith("zsseg ")]
+    assert len(commands) == 6
+    expected = {"t7-network.json": "network", "t7-clip.json": "clip", "t7-ensemble.json": "ensemble", "t5-maskformer.json": "clip",
+                "t5-selective-search.json": None, "t5-contour-hierarchy.json": None}
+    for words in commands:
+        args = [str(tiny_reference) if w == "zero_shot.pth" else w for w in words[1:]]
+        name = args[args.index("--output") + 1]
+        args[args.index("--output") + 1] = str(tmp_path / name)
+        small = ["--data-root", str(DATA), "--limit", "1", "--test-size", "96", "--no-text-cache", "--quiet"]
+        small += ["--tokenizer", str(TOKENIZER)] if "maskformer" in args else ["--clip", str(clip_dir), "--max-proposals", "8"]
+        assert main([*args, *small]) == 0, capsys.readouterr().err
+        report = json.loads((tmp_path / name).read_text())
+        assert report["classifier"] == expected[name] and report["num_images"] == 1, name

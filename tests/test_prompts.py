@@ -96,6 +96,27 @@ def test_zero_length_learned_prompt_is_the_plain_class_name(clip):
     assert torch.allclose(PromptEncoder(clip, empty, cache=False).encode_names(names), plain, atol=1e-6)
 
 
+def test_learned_vectors_before_and_after_the_name_stand_in_for_tokens(clip):
+    """A learned prompt puts its vectors where tokens would be: "[SOS] c_1..c_n NAME s_1..s_m .
+    [EOS]" (the reference's PROMPT_SHAPE (n, m)). With each vector a real token's embedding and
+    the stored start, dot, end and padding vectors CLIP's own, it is that sentence's embedding."""
+    table = clip.model.text_model.embeddings.token_embedding.weight.detach()
+    tokenizer = clip.tokenizer
+
+    def rows(text: str) -> torch.Tensor:
+        return table[tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    signals = torch.cat([table[[tokenizer.bos_token_id]], rows("."), table[[tokenizer.eos_token_id]], table[[tokenizer.pad_token_id]]])
+    prompt = LearnedPrompt(rows("a photo of"), clip.token_probe(), signals=signals, suffix=rows("in the snow"))
+    names = ["cat", "potted plant"]
+    expected = clip.encode_text([f"a photo of {name} in the snow." for name in names])
+    assert torch.allclose(prompt.encode(clip, names), expected, atol=1e-5)
+    assert prompt.describe()["suffix_length"] == 3 and prompt.identity != LearnedPrompt(rows("a photo of"), clip.token_probe(),
+                                                                                        signals=signals).identity
+    with pytest.raises(ZssegError, match="with 6 learned prompt vectors it is 79 tokens"):
+        prompt.encode(clip, ["word " * 70])
+
+
 def test_learned_context_changes_the_embedding_and_carries_gradients(clip):
     context = torch.nn.Parameter(torch.randn(4, 64) * 0.02)
     features = clip.encode_with_context(context, ["cat", "dog"])

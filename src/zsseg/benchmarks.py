@@ -118,8 +118,8 @@ SETTINGS: dict[tuple[str, str], BenchmarkSettings] = {
         source="no reference config (the reference registers no Pascal Context-459): Pascal Context-59's settings"),
     ("voc-20", "zero-shot"): BenchmarkSettings(
         (512, 2048), 0.5, 0.7, "split", "reference/voc-20.txt", NETWORK_PROMPT,
-        _REF + "voc-11k-15/zero_shot_maskformer_R101c_bs16_20k.yaml (its Eq. 1 prompt is a separately learned one: "
-        "pass it with --prompt)"),
+        _REF + "voc-11k-15/zero_shot_maskformer_R101c_bs16_20k.yaml (Eq. 1 takes its separate region adapter's learned "
+        "prompt, which its checkpoint carries)"),
     ("voc-20", "cross-dataset"): BenchmarkSettings(
         (512, 2048), 0.5, 0.4, "split", "reference/voc-20.txt", NETWORK_PROMPT,
         _REF + "voc-11k-20/zero_shot_maskformer_R101c_bs16_test_only.yaml (VOC's registration always carries "

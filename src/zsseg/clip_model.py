@@ -195,10 +195,11 @@ class ClipModel:
     def token_probe(self) -> torch.Tensor:
         raise self._no_learned_prompts()
 
-    def context_rows(self, names: list[str], n: int) -> list[list[int]]:
+    def context_rows(self, names: list[str], n: int, m: int = 0) -> list[list[int]]:
         raise self._no_learned_prompts()
 
-    def encode_with_context(self, context: torch.Tensor, names: list[str], signals: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_with_context(self, context: torch.Tensor, names: list[str], signals: torch.Tensor | None = None,
+                            suffix: torch.Tensor | None = None) -> torch.Tensor:
         raise self._no_learned_prompts()
 
 
@@ -249,33 +250,37 @@ class ClipTextTower:
         ids = torch.linspace(0, table.shape[0] - 1, 64).round().long()
         return table.detach()[ids.to(table.device)].float().cpu()
 
-    def context_rows(self, names: list[str], n: int) -> list[list[int]]:
-        """Token ids of "[SOS] X*n NAME . [EOS]" for each name (X marks the n places a learned
-        context takes); a name too long for CLIP's context is an error naming it."""
+    def context_rows(self, names: list[str], n: int, m: int = 0) -> list[list[int]]:
+        """Token ids of "[SOS] X*n NAME X*m . [EOS]" for each name (X marks the places learned
+        vectors take, n before the name and m after it); a name too long for CLIP's context is an
+        error naming it."""
         tokenizer = self.tokenizer
         filler = tokenizer("X", add_special_tokens=False)["input_ids"]
         dot = tokenizer(".", add_special_tokens=False)["input_ids"]
-        rows = [[tokenizer.bos_token_id, *filler * n, *ids, *dot, tokenizer.eos_token_id]
+        rows = [[tokenizer.bos_token_id, *filler * n, *ids, *filler * m, *dot, tokenizer.eos_token_id]
                 for ids in tokenizer(names, add_special_tokens=False)["input_ids"]]
         for name, row in zip(names, rows):
             if len(row) > self.context_length:
                 raise ZssegError(
-                    f"class name '{name[:60]}' is too long: with a {n}-token learned context it is {len(row)} tokens, "
+                    f"class name '{name[:60]}' is too long: with {n + m} learned prompt vectors it is {len(row)} tokens, "
                     f"CLIP's context is {self.context_length}"
                 )
         return rows
 
-    def encode_with_context(self, context: torch.Tensor, names: list[str], signals: torch.Tensor | None = None) -> torch.Tensor:
-        """L2-normalised text embeddings `[N, D]` float32 of "[SOS] c_1 .. c_n NAME . [EOS]", where
-        c_i are the rows of `context` `[n, W]` put in place of token embeddings (CoOp's learned
-        prompt, as the paper's code builds it). `signals` `[4, W]`, where given, replace the
-        embeddings of the start token, the ".", the end token and the padding (the copies the
-        reference stores with its prompt). Differentiable with respect to `context`; with n = 0
-        it equals `encode_text([f"{name}." ...])`."""
+    def encode_with_context(self, context: torch.Tensor, names: list[str], signals: torch.Tensor | None = None,
+                            suffix: torch.Tensor | None = None) -> torch.Tensor:
+        """L2-normalised text embeddings `[N, D]` float32 of "[SOS] c_1 .. c_n NAME s_1 .. s_m .
+        [EOS]", where c_i are the rows of `context` `[n, W]` and s_j those of `suffix` `[m, W]`
+        (none by default) put in place of token embeddings (CoOp's learned prompt, as the paper's
+        code builds it). `signals` `[4, W]`, where given, replace the embeddings of the start
+        token, the ".", the end token and the padding (the copies the reference stores with its
+        prompt). Differentiable with respect to `context`; with n = 0 it equals
+        `encode_text([f"{name}." ...])`."""
         tokenizer = self.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         n = int(context.shape[0])
-        rows = self.context_rows(names, n)
+        m = 0 if suffix is None else int(suffix.shape[0])
+        rows = self.context_rows(names, n, m)
         if not rows:
             return torch.empty(0, self.embed_dim)
         length = max(len(r) for r in rows)
@@ -290,10 +295,12 @@ class ClipTextTower:
         if n:
             context = context.to(device=embeds.device, dtype=embeds.dtype)
             embeds = torch.cat([embeds[:, :1], context.expand(len(rows), -1, -1), embeds[:, 1 + n :]], dim=1)
+        ends = torch.tensor([len(r) for r in rows], device=embeds.device)[:, None]
+        place = torch.arange(length, device=embeds.device)[None, :, None]
+        for j in range(m):  # after the name, before the "."
+            embeds = torch.where(place == ends[..., None] - 2 - m + j, suffix[j].to(device=embeds.device, dtype=embeds.dtype), embeds)
         if signals is not None:
             start, dot, end, pad = signals.to(device=embeds.device, dtype=embeds.dtype)
-            ends = torch.tensor([len(r) for r in rows], device=embeds.device)[:, None]
-            place = torch.arange(length, device=embeds.device)[None, :, None]
             embeds = torch.where(place == 0, start, embeds)
             embeds = torch.where(place == ends[..., None] - 2, dot, embeds)
             embeds = torch.where(place == ends[..., None] - 1, end, embeds)

@@ -142,6 +142,8 @@ class LearnedPrompt(Prompt):
         signals: `[4, W]` float32 or None: the vectors for the start token, the ".", the end
             token and the padding, where they are stored with the prompt (the reference code
             keeps copies made at build time); None: CLIP's own token embeddings.
+        suffix: `[m, W]` float32 or None: vectors after the class name's tokens, before the
+            "." (the reference's `PROMPT_SHAPE` (n, m) with m > 0; zsseg learns none).
     """
 
     context: torch.Tensor
@@ -149,17 +151,26 @@ class LearnedPrompt(Prompt):
     info: dict = field(default_factory=dict)
     source: str = "(in memory)"
     signals: torch.Tensor | None = None
+    suffix: torch.Tensor | None = None
     kind = "learned"
 
     @property
     def identity(self) -> str:
         parts = [self.context] if self.signals is None else [self.context, self.signals]
+        if self.suffix is not None:
+            parts.append(self.suffix)
         data = [p.detach().float().cpu().contiguous() for p in parts]
         return _sha256(b"learned\n", *(str(tuple(d.shape)).encode() + d.numpy().tobytes() for d in data))
 
+    @property
+    def suffix_length(self) -> int:
+        return 0 if self.suffix is None else int(self.suffix.shape[0])
+
     def describe(self) -> dict:
-        return {"kind": self.kind, "source": self.source, "context_length": int(self.context.shape[0]),
-                "identity": self.identity[:16], **{k: self.info[k] for k in ("clip", "dataset", "protocol") if k in self.info}}
+        record = {"kind": self.kind, "source": self.source, "context_length": int(self.context.shape[0])}
+        if self.suffix_length:
+            record["suffix_length"] = self.suffix_length
+        return {**record, "identity": self.identity[:16], **{k: self.info[k] for k in ("clip", "dataset", "protocol") if k in self.info}}
 
     def check_clip(self, clip: ClipModel) -> None:
         mine = clip.token_probe()
@@ -172,13 +183,13 @@ class LearnedPrompt(Prompt):
             )
 
     def check_lengths(self, clip: ClipModel, names: list[str]) -> None:
-        clip.context_rows(names, int(self.context.shape[0]))
+        clip.context_rows(names, int(self.context.shape[0]), self.suffix_length)
 
     @torch.no_grad()
     def encode(self, clip: ClipModel, names: list[str], batch_size: int = 256) -> torch.Tensor:
         if not names:
             return torch.empty(0, clip.embed_dim)
-        return torch.cat([clip.encode_with_context(self.context, names[i : i + batch_size], self.signals).cpu()
+        return torch.cat([clip.encode_with_context(self.context, names[i : i + batch_size], self.signals, self.suffix).cpu()
                           for i in range(0, len(names), batch_size)])
 
 
@@ -253,8 +264,9 @@ def prompt_record(prompt: Prompt) -> tuple[dict, dict[str, torch.Tensor]]:
     if isinstance(prompt, LearnedPrompt):
         record = {"kind": prompt.kind, "context_length": int(prompt.context.shape[0]), "info": prompt.info, "source": prompt.source}
         tensors = {"context": prompt.context.detach().float().cpu().contiguous(), "probe": prompt.probe.contiguous()}
-        if prompt.signals is not None:
-            tensors["signals"] = prompt.signals.detach().float().cpu().contiguous()
+        for name in ("signals", "suffix"):
+            if getattr(prompt, name) is not None:
+                tensors[name] = getattr(prompt, name).detach().float().cpu().contiguous()
         return record, tensors
     assert isinstance(prompt, TemplatePrompt)
     return {"kind": prompt.kind, "name": prompt.name, "templates": list(prompt.templates)}, {}
@@ -265,8 +277,9 @@ def prompt_from_record(record: dict | str, tensors: dict[str, torch.Tensor]) -> 
     if isinstance(record, str):
         return load_prompt(record)
     if record.get("kind") == LearnedPrompt.kind:
-        signals = tensors["signals"].float() if "signals" in tensors else None
-        return LearnedPrompt(tensors["context"].float(), tensors["probe"].float(), record.get("info", {}), record.get("source", "?"), signals)
+        signals, suffix = (tensors[name].float() if name in tensors else None for name in ("signals", "suffix"))
+        return LearnedPrompt(tensors["context"].float(), tensors["probe"].float(), record.get("info", {}), record.get("source", "?"),
+                             signals, suffix)
     return TemplatePrompt(resolve_templates(record["templates"]), name=record.get("name", "custom"))
 
 

@@ -14,7 +14,11 @@ Such a file holds, under its `model` entry, the reference model's state dict:
 - `clip_adapter.prompt_learner.*` where the prompt was learned: 16 context vectors and the
   start / dot / end / pad token vectors the reference stored at build time;
 - `clip_adapter.pixel_mean/std` and `criterion.empty_weight`: constants, checked;
-  `empty_weight`'s length gives the training classes (156: COCO-Stuff's seen classes).
+  `empty_weight`'s length gives the training classes (156: COCO-Stuff's seen classes);
+- `_region_clip_adapter.*`, where the model was built with `SEPERATE_ADAPTER` (its VOC
+  zero-shot configs): a second adapter for Eq. 1 alone, with its own CLIP and, where learned,
+  its own prompt. Its no-object embedding and constants are unused by the reference's inference
+  (Eq. 1 drops the no-object column) and checked like the first adapter's.
 
 The architecture is read from the tensors' shapes; the attention heads (8) and the res5
 multi-grid dilations (1, 2, 4 with the DeepLab stem) are the reference configs' values, which
@@ -38,8 +42,10 @@ from .model import MaskFormer
 from .resnet import DEPTHS, RESNETS, read_detectron2_pickle
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pkl")
-CLIP_PREFIX = "clip_adapter.clip_model."
-PROMPT_PREFIX = "clip_adapter.prompt_learner."
+ADAPTER = "clip_adapter."
+REGION_ADAPTER = "_region_clip_adapter."  # `ZeroShotMaskFormer._region_clip_adapter`, with SEPERATE_ADAPTER
+CLIP_PREFIX = ADAPTER + "clip_model."
+PROMPT_PREFIX = ADAPTER + "prompt_learner."
 # The reference's test configs for its COCO-trained networks (Base-COCOStuff164K-171.yaml).
 TEST_SIZE = 640
 
@@ -67,6 +73,8 @@ NETWORK_KEYS: tuple[Rule, ...] = (
 #: Keys that are not weights of the network: checked constants, the CLIP, the prompt.
 CONSTANT_KEYS = ("criterion.empty_weight", "clip_adapter.pixel_mean", "clip_adapter.pixel_std")
 PROMPT_KEYS = ("prefix_prompt", "start_signal", "dot_signal", "end_signal", "pad_signal")
+#: Vectors after the class name, where the prompt's shape has a suffix (`PROMPT_SHAPE` (n, m), m > 0).
+SUFFIX_KEY = "suffix_prompt"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -140,7 +148,7 @@ def network_state(state: dict[str, torch.Tensor], source: str) -> dict[str, torc
     """zsseg's names for the network's tensors (everything but the CLIP, prompt and constants)."""
     out: dict[str, torch.Tensor] = {}
     for name, value in state.items():
-        if name.startswith((CLIP_PREFIX, PROMPT_PREFIX)) or name in CONSTANT_KEYS:
+        if name.startswith((CLIP_PREFIX, PROMPT_PREFIX, REGION_ADAPTER)) or name in CONSTANT_KEYS:
             continue
         if name == "clip_adapter.non_object_embedding":
             out["void_embedding"] = value.reshape(-1)
@@ -159,9 +167,13 @@ def _check_constants(state: dict[str, torch.Tensor], source: str) -> int:
     for name in CONSTANT_KEYS:
         if name not in state:
             raise ZssegError(f"{source}: no {name} (a reference checkpoint holds every buffer; nothing was loaded)")
-    for name, wanted in (("clip_adapter.pixel_mean", CLIP_MEAN), ("clip_adapter.pixel_std", CLIP_STD)):
-        if not torch.allclose(state[name].reshape(-1).double(), 255 * torch.tensor(wanted, dtype=torch.float64), atol=1e-3):
-            raise ZssegError(f"{source}: {name} is {state[name].reshape(-1).tolist()}, not 255 x CLIP's normalisation")
+    adapters = (ADAPTER, REGION_ADAPTER) if any(k.startswith(REGION_ADAPTER) for k in state) else (ADAPTER,)
+    for adapter in adapters:
+        for name, wanted in ((adapter + "pixel_mean", CLIP_MEAN), (adapter + "pixel_std", CLIP_STD)):
+            if name not in state:
+                raise ZssegError(f"{source}: no {name} (a reference checkpoint holds every buffer; nothing was loaded)")
+            if not torch.allclose(state[name].reshape(-1).double(), 255 * torch.tensor(wanted, dtype=torch.float64), atol=1e-3):
+                raise ZssegError(f"{source}: {name} is {state[name].reshape(-1).tolist()}, not 255 x CLIP's normalisation")
     weight = state["criterion.empty_weight"].reshape(-1)
     if weight.numel() < 2 or not torch.all(weight[:-1] == 1):
         raise ZssegError(f"{source}: criterion.empty_weight is not [1, ..., 1, no-object weight]")
@@ -184,30 +196,44 @@ def training_vocabulary(num_classes: int, source: str) -> tuple[str, str, Vocabu
     raise ZssegError(f"{source}: trained on {num_classes} classes, which is neither COCO-Stuff's (171, 156 seen) nor VOC's (20, 15 seen)")
 
 
-def learned_prompt(state: dict[str, torch.Tensor], clip: ClipModel, source: str):
-    """The checkpoint's learned prompt (CoOp vectors and the stored token vectors), or None."""
+def learned_prompt(state: dict[str, torch.Tensor], clip: ClipModel, source: str, prefix: str = PROMPT_PREFIX):
+    """The learned prompt under `prefix` (CoOp vectors before, and after, the class name, and the
+    stored token vectors), or None."""
     from ..prompts import LearnedPrompt
 
-    parts = {k[len(PROMPT_PREFIX):]: v for k, v in state.items() if k.startswith(PROMPT_PREFIX)}
+    parts = _under(state, prefix)
     if not parts:
         return None
-    unknown = sorted(set(parts) - set(PROMPT_KEYS))
+    unknown = sorted(set(parts) - set(PROMPT_KEYS) - {SUFFIX_KEY})
     if unknown:
-        raise ZssegError(f"{source}: {PROMPT_PREFIX}{unknown[0]} is not supported (zsseg's learned prompts put vectors before the name only)")
-    missing = [k for k in PROMPT_KEYS if k not in parts]
+        raise ZssegError(f"{source}: {prefix}{unknown[0]} is not a part of the reference's learned prompt")
+    missing = [k for k in PROMPT_KEYS[1:] if k not in parts]
     if missing:
-        raise ZssegError(f"{source}: no {PROMPT_PREFIX}{missing[0]} (a learned prompt needs all of {', '.join(PROMPT_KEYS)})")
+        raise ZssegError(f"{source}: no {prefix}{missing[0]} (a learned prompt needs all of {', '.join(PROMPT_KEYS[1:])})")
     signals = torch.cat([parts[k].reshape(1, -1) for k in PROMPT_KEYS[1:]]).float()
-    return LearnedPrompt(parts["prefix_prompt"].float(), clip.token_probe(), {"clip": clip.source, "checkpoint": source},
-                         source=f"{source} (learned prompt)", signals=signals)
+    width = signals.shape[1]
+    context, suffix = (parts[k].float() if k in parts else torch.empty(0, width) for k in ("prefix_prompt", SUFFIX_KEY))
+    return LearnedPrompt(context, clip.token_probe(), {"clip": clip.source, "checkpoint": source},
+                         source=f"{source} ({prefix.rstrip('.')})", signals=signals, suffix=suffix if len(suffix) else None)
+
+
+def _under(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _adapter_clip(tensors: dict[str, torch.Tensor], tokenizer, source: str, device) -> ClipModel:
+    """An adapter's CLIP (OpenAI's layout) converted to transformers'."""
+    from ..openai_clip import DEFAULT_TOKENIZER, clip_from_openai_state
+
+    return clip_from_openai_state(tensors, tokenizer or DEFAULT_TOKENIZER, source=source, device=device)
 
 
 def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cpu", clip=None, tokenizer=None):
     """An authors' checkpoint as a `TrainedProposals`, with the CLIP it holds (else `clip`: a
-    `ClipModel`, hub id or folder, default ViT-B/16) and its learned prompt (else ViLD's
-    templates, the released cross-dataset model's)."""
+    `ClipModel`, hub id or folder, default ViT-B/16), its learned prompt (else its configs'
+    templates: ViLD's for COCO-Stuff, the released cross-dataset model's; "a sculpture of a {}."
+    for VOC), and a separate region adapter's CLIP and prompt for Eq. 1 where it has one."""
     from ..clip import DEFAULT_CLIP, load_clip
-    from ..openai_clip import DEFAULT_TOKENIZER, clip_from_openai_state
     from ..prompts import PromptEncoder, load_prompt
     from .weights import TrainedProposals
 
@@ -230,21 +256,33 @@ def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cp
     model.load_state_dict({k: v.float() for k, v in weights.items()})
     dataset, protocol, classes = training_vocabulary(num_classes, source)
 
-    clip_state = {k[len(CLIP_PREFIX):]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)}
-    if clip_state:
-        clip_model = clip_from_openai_state(clip_state, tokenizer or DEFAULT_TOKENIZER, source=f"{source}#clip", device=device)
-    elif isinstance(clip, ClipModel):
-        clip_model = clip
+    own = _under(state, CLIP_PREFIX)
+    if own:
+        clip_model = _adapter_clip(own, tokenizer, f"{source}#clip", device)
     else:
-        clip_model = load_clip(clip or DEFAULT_CLIP, device=device)
+        clip_model = clip if isinstance(clip, ClipModel) else load_clip(clip or DEFAULT_CLIP, device=device)
     if clip_model.embed_dim != config.embed_dim:
         raise ZssegError(f"{source}: the network's classifier is {config.embed_dim}-d, the CLIP's text embeddings "
                          f"{clip_model.embed_dim}-d ('{clip_model.source}')")
-    prompt = learned_prompt(state, clip_model, source) or load_prompt("vild")
+    # Without learned vectors the prompt is in the config, not the state: its VOC configs' predefined
+    # "a sculpture of a {}.", or ViLD's templates, the released cross-dataset COCO-Stuff model's.
+    prompt = learned_prompt(state, clip_model, source) or load_prompt("single" if dataset == "voc-20" else "vild")
+    region_clip = region_prompt = None
+    if any(k.startswith(REGION_ADAPTER) for k in state):  # SEPERATE_ADAPTER: Eq. 1 has its own CLIP and prompt
+        tensors = _under(state, REGION_ADAPTER + "clip_model.")
+        same = tensors.keys() == own.keys() and all(torch.equal(tensors[k], own[k]) for k in tensors)
+        region_clip = clip_model if not tensors or same else _adapter_clip(tensors, tokenizer, f"{source}#region_clip", device)
+        # A predefined region prompt is in the config, not the state: the config's default, which --prompt overrides.
+        region_prompt = learned_prompt(state, region_clip, source, REGION_ADAPTER + "prompt_learner.") or load_prompt("single")
+        known = ("clip_model.", "prompt_learner.", "non_object_embedding", "pixel_mean", "pixel_std")
+        for name in state:
+            if name.startswith(REGION_ADAPTER) and not name[len(REGION_ADAPTER):].startswith(known):
+                raise ZssegError(f"{source}: key {name} is not one of the reference model's (zsseg maps each key; nothing was loaded)")
     info = {"format": "reference checkpoint", "source": source, "clip": clip_model.source, "dataset": dataset,
             "protocol": protocol, "train": {"test_size": TEST_SIZE}}
     return TrainedProposals(model=model.to(device).eval(), text=None, class_names=classes.names, info=info, prompt=prompt,
-                            clip=clip_model, text_factory=lambda: PromptEncoder(clip_model, prompt).encode_vocabulary(classes))
+                            clip=clip_model, text_factory=lambda: PromptEncoder(clip_model, prompt).encode_vocabulary(classes),
+                            region_clip=region_clip, region_prompt=region_prompt)
 
 
 def is_reference_checkpoint(path: str | Path) -> bool:

@@ -42,6 +42,8 @@ class TrainedProposals:
         prompt: the prompt the classifier was trained with.
         clip: the CLIP that came with the weights (an authors' checkpoint holds its own), or
             None (a zsseg network names its CLIP in `info["clip"]`).
+        region_clip, region_prompt: Eq. 1's own CLIP and learned prompt, where an authors'
+            checkpoint has a separate adapter for it (`SEPERATE_ADAPTER`); else None.
     """
 
     model: MaskFormer
@@ -51,6 +53,8 @@ class TrainedProposals:
     prompt: Prompt | None = None
     clip: object | None = None
     text_factory: Callable[[], VocabularyEmbedding] | None = None
+    region_clip: object | None = None
+    region_prompt: Prompt | None = None
 
     @property
     def train_text(self) -> VocabularyEmbedding:

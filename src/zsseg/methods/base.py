@@ -145,11 +145,14 @@ def seen_flags(seen, network, vocabulary: Vocabulary) -> torch.Tensor:
 def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: PromptEncoder, prompt: PromptLike | None = None) -> PromptEncoder:
     """The prompt encoder for a trained network's text classifier (a proposal network or an
     FCN): `prompt`, else the prompt it was trained with (a learned one is stored in its
-    weights), on a CLIP whose text embeddings match those it was trained against (checked with
-    the training prompt on a few of its training classes, so that a different CLIP is an error
-    rather than silent noise).
+    weights), on the CLIP that came with the network (an authors' checkpoint holds one, which
+    its classifier keeps whatever CLIP Eq. 1 uses, as the reference's), else on `clip`, whose
+    text embeddings must match those it was trained against (checked with the training prompt on
+    a few of its training classes, so that a different CLIP is an error rather than silent noise).
 
-    `trained` has `training_prompt`, `train_text`, `vocabulary` and `info` (its JSON)."""
+    `trained` has `training_prompt`, `train_text`, `vocabulary`, `info` (its JSON) and `clip`."""
+    own = getattr(trained, "clip", None)
+    clip = own if own is not None else clip
     if clip.embed_dim != embed_dim:
         raise ZssegError(
             f"the network was trained against {embed_dim}-d CLIP text embeddings "
@@ -157,7 +160,7 @@ def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: Prom
         )
     training = trained.training_prompt
     encoder = _encoder(training, clip, default)
-    if getattr(trained, "clip", None) is not clip:  # a network that came with this very CLIP needs no check
+    if own is None:  # a network that came with its CLIP needs no check
         stored = trained.train_text
         probe = min(4, stored.num_classes)
         rows = [int(i) for i in range(stored.features.shape[0]) if int(stored.synonym_class[0, i]) < probe]
@@ -174,8 +177,10 @@ def network_text_encoder(trained, embed_dim: int, clip: ClipModel, default: Prom
 
 
 def _encoder(prompt, clip: ClipModel, default: PromptEncoder) -> PromptEncoder:
-    """`default` where it encodes with `prompt`, else a new encoder sharing its disk cache."""
-    return default if prompt.identity == default.prompt.identity else PromptEncoder(clip, prompt, cache=default.disk or False)
+    """`default` where it encodes with `prompt` on `clip`, else a new encoder sharing its disk cache."""
+    if prompt.identity == default.prompt.identity and default.clip is clip:
+        return default
+    return PromptEncoder(clip, prompt, cache=default.disk or False)
 
 
 __all__ = ["ENSEMBLE_WEIGHT", "Lap", "Method", "MethodOutput", "OPTIONS", "Parts", "check_options", "ensemble", "network_text_encoder", "seen_flags"]

@@ -68,6 +68,12 @@ class MaskFormerProposals(ProposalGenerator):
         return self.trained.clip
 
     @property
+    def region_clip(self):
+        """The CLIP for Eq. 1 that came with the weights: an authors' checkpoint's separate
+        region adapter's where it has one, else its only CLIP; None for a zsseg network."""
+        return self.trained.region_clip or self.trained.clip
+
+    @property
     def embed_dim(self) -> int:
         return self.model.config.embed_dim
 
