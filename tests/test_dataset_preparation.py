@@ -280,6 +280,18 @@ def test_ade20k_full_large_images_are_resized_as_maskformer_resizes_them(folder,
     assert _mismatches(root, download.expected) == []
 
 
+def test_conversions_on_processes_give_the_same_files(folder, tmp_path, capsys, monkeypatch):
+    """A large preparation converts on --workers processes (Pillow encodes PNGs holding the
+    interpreter lock): the files are the same as one thread's."""
+    from zsseg.preparation import jobs
+
+    monkeypatch.setattr(jobs, "PROCESSES_FROM", 1)
+    download = downloads.pascal_context(folder, 3)
+    status, out, err = _prepare(capsys, "pascal-context-59", download.sources, tmp_path / "datasets", "--workers", "2")
+    assert status == 0 and "6 files written" in out, err
+    assert _mismatches(tmp_path / "datasets", download.expected) == []
+
+
 def test_check_lists_the_problems_and_says_the_tree_is_not_usable(folder, tmp_path, capsys):
     download = downloads.ade20k_150(folder)
     root = tmp_path / "datasets"

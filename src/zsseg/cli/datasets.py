@@ -33,7 +33,8 @@ def add_parser(commands) -> None:
     prepare.add_argument("--from", dest="sources", action="append", required=True, type=Path, metavar="PATH",
                          help="an official download (archive or extracted folder); repeat for each file the benchmark needs")
     _root_option(prepare)
-    prepare.add_argument("--workers", type=at_least(1), default=None, help="threads that convert files (default: one per CPU)")
+    prepare.add_argument("--workers", type=at_least(1), default=None,
+                         help="threads that read and write files, and processes that convert them (default: one per CPU)")
     prepare.add_argument("--quiet", action="store_true", help="print no progress")
     prepare.set_defaults(run=run_prepare)
 

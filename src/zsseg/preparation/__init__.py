@@ -60,9 +60,10 @@ def prepare_dataset(name: str, sources: Iterable[str | Path], data_root: str | P
                     progress: bool = True) -> PreparationReport:
     """Prepare benchmark `name` under `data_root` (default: `$DETECTRON2_DATASETS`, else `./datasets`)
     from `sources`: the official archives (zip, tar, tar.gz, tgz) or the folders they were
-    extracted to. `workers` threads convert (default: one per CPU). Raises `ZssegError`, in one
-    line, for a wrong, damaged or incomplete source or a file in the way; what was written
-    before stays, complete, and a second run goes on from there."""
+    extracted to. `workers` threads read and write, and as many processes convert (default: one
+    per CPU; processes may be spawned, so a script calls this under `if __name__ == "__main__":`).
+    Raises `ZssegError`, in one line, for a wrong, damaged or incomplete source or a file in the
+    way; what was written before stays, complete, and a second run goes on from there."""
     from ..datasets import default_data_root
     from ..writers import remove_stale_temporaries
     from .jobs import run_jobs

@@ -1,6 +1,8 @@
 """Running a preparation: each job reads one or more files of one source and makes one or more
-files of the prepared layout (a copy, or a conversion), on `workers` threads (Pillow, zlib,
-numpy and scipy's readers release the interpreter while they work).
+files of the prepared layout (a copy, or a conversion). `workers` threads read and write (file
+I/O releases the interpreter); the conversions of a large preparation run on as many processes,
+since Pillow holds the interpreter lock while it encodes a PNG into memory, so threads alone
+would convert one file at a time.
 
 Two passes, so that a file in the way is found before anything is written:
 1. the jobs some of whose targets exist but are not in the record: their bytes are made and
@@ -14,10 +16,13 @@ after an interruption, does only what is left.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import threading
 from collections import defaultdict
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,22 +33,58 @@ from .sources import Source
 from .targets import KEPT, OMITTED, WRITTEN, Conflict, Output, Record, compare, existing, place, sync_folders
 
 Convert = Callable[[Sequence[bytes]], Sequence["bytes | None"]]
+PROCESSES_FROM = 64  # conversions in a pass before a pool of processes repays its start (a second or so)
 
 
 @dataclass
 class Job:
-    """Files `members` of `source` -> files `outputs` (paths under the data root). `convert`
-    makes the outputs' bytes (None for an output the community script does not write); without
-    it, the one member is copied as it is."""
+    """Files `members` of `source` (none: made from what the plan read) -> files `outputs`
+    (paths under the data root). `convert` makes the outputs' bytes (None for an output the
+    community script does not write) and must pickle (a module-level function, or a partial of
+    one) to run on another process; without it, the one member is copied as it is."""
 
     source: Source
     members: tuple[str, ...]
     outputs: tuple[str, ...]
     convert: Convert | None = None
 
-    def make(self, data: Sequence[bytes]) -> list[Output]:
-        made = list(data) if self.convert is None else list(self.convert(data))
-        return [Output(path, value) for path, value in zip(self.outputs, made)]
+
+class _Converter:
+    """Runs the jobs' conversions: here, or on `workers` processes when there are enough of them.
+    The processes are forked when this process has no other thread (they start at once, and
+    forking is safe then), and spawned otherwise, before the run's own threads start."""
+
+    def __init__(self, workers: int, conversions: int):
+        self.pool = None
+        if workers > 1 and conversions >= PROCESSES_FROM:
+            single = threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if single else "spawn")
+            self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_leave_signals)
+            self.pool.submit(int).result()  # started now: a fork copies this thread alone, and no lock is held
+
+    def outputs(self, job: Job, data: Sequence[bytes]) -> list[Output]:
+        if job.convert is None:
+            made = list(data)
+        elif self.pool is None:
+            made = list(job.convert(data))
+        else:
+            try:
+                made = list(self.pool.submit(job.convert, data).result())
+            except BrokenProcessPool:
+                raise ZssegError("a conversion process stopped unexpectedly (out of memory? or, from Python, a script without "
+                                 "`if __name__ == '__main__':`); run it again with fewer workers") from None
+        return [Output(path, value) for path, value in zip(job.outputs, made)]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _leave_signals() -> None:
+    """In a conversion process: Ctrl-C is the main process's to handle (it stops the pool), and
+    SIGTERM ends it quietly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass
@@ -87,11 +128,12 @@ def run_jobs(jobs: list[Job], root: Path, record: Record, workers: int, progress
     try:
         to_verify = [job for job in pending if any(existing(root, path) and not record.done(path) for path in job.outputs)]
         if to_verify:
-            _execute(to_verify, lambda job, data: _verify(job, data, root, record), root, workers, progress,
+            _execute(to_verify, lambda job, data, convert: _verify(job, data, root, record, convert), root, workers, progress,
                      f"{description}: comparing with the files already there")
         to_write = [job for job in pending if not all(record.done(path) for path in job.outputs)]
         if to_write:
-            _execute(to_write, lambda job, data: _write(job, data, root, record, tally), root, workers, progress, description)
+            _execute(to_write, lambda job, data, convert: _write(job, data, root, record, tally, convert), root, workers, progress,
+                     description)
         for job in pending:
             if job not in to_write:
                 for path in job.outputs:
@@ -117,38 +159,39 @@ def _same_file(job: Job, root: Path) -> bool:
         return False
 
 
-def _verify(job: Job, data: Sequence[bytes] | None, root: Path, record: Record) -> None:
+def _verify(job: Job, data: Sequence[bytes] | None, root: Path, record: Record, converter: _Converter) -> None:
     if data is None:  # its own target
         record.note(job.outputs[0])
         return
-    for output in job.make(data):
+    for output in converter.outputs(job, data):
         if not record.done(output.path) and existing(root, output.path):
             compare(root, output, record)
 
 
-def _write(job: Job, data: Sequence[bytes] | None, root: Path, record: Record, tally: Tally) -> None:
+def _write(job: Job, data: Sequence[bytes] | None, root: Path, record: Record, tally: Tally, converter: _Converter) -> None:
     if data is None:
         record.note(job.outputs[0])
         tally.add(KEPT)
         return
-    for output in job.make(data):
+    for output in converter.outputs(job, data):
         tally.add(place(root, output, record), (root / output.path).parent)
 
 
-def _execute(jobs: list[Job], work: Callable[[Job, Sequence[bytes] | None], None], root: Path, workers: int, progress: bool,
-             description: str) -> None:
-    """`work(job, member bytes)` for every job (bytes None for a copy onto itself), on `workers`
-    threads; the first error stops the rest and is raised once the running jobs are done."""
+def _execute(jobs: list[Job], work: Callable[[Job, Sequence[bytes] | None, _Converter], None], root: Path, workers: int,
+             progress: bool, description: str) -> None:
+    """`work(job, member bytes, converter)` for every job (bytes None for a copy onto itself), on
+    `workers` threads; the first error stops the rest and is raised once the running jobs are done."""
     root_of = {}
     groups: dict[int, list[Job]] = defaultdict(list)
     for job in jobs:
         groups[id(job.source)].append(job)
         root_of[id(job.source)] = job.source
+    converter = _Converter(workers, sum(1 for job in jobs if job.convert is not None))
     bar = Progress(total=len(jobs), description=description, unit="file", enabled=progress)
     bar_lock = threading.Lock()
 
     def run(job: Job, data: Sequence[bytes] | None) -> None:
-        work(job, data)
+        work(job, data, converter)
         with bar_lock:
             bar.update()
 
@@ -200,4 +243,5 @@ def _execute(jobs: list[Job], work: Callable[[Job, Sequence[bytes] | None], None
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        converter.close()
         bar.close()

@@ -87,14 +87,27 @@ def _lines(data: bytes, name: str) -> list[str]:
         raise ZssegError(f"{name} is not a text list of image ids") from None
 
 
-def _convert(function, name: str) -> Callable:
+def _converted(data, function, name: str) -> list:
     """A job's conversion: `function(bytes, name)` of its one member."""
-    return lambda data: [function(data[0], name)]
+    return [function(data[0], name)]
+
+
+def _kept_and_converted(data, function, name: str) -> list:
+    """The member as it is, and converted (ADE20K's annotations, kept beside their detectron2 form)."""
+    return [data[0], function(data[0], name)]
+
+
+def _text(data, text: bytes) -> list:
+    """A file made from what the plan read (a split list)."""
+    return [text]
+
+
+def _convert(function, name: str) -> Callable:
+    return partial(_converted, function=function, name=name)
 
 
 def _copy_and_convert(function, name: str) -> Callable:
-    """The member as it is, and converted (ADE20K's annotations, kept beside their detectron2 form)."""
-    return lambda data: [data[0], function(data[0], name)]
+    return partial(_kept_and_converted, function=function, name=name)
 
 
 # --- COCO-Stuff ------------------------------------------------------------------------------------
@@ -320,7 +333,7 @@ def plan_voc(sources: Sources) -> Plan:
             plan.copy(found, f"{base}/JPEGImages/{found[1].rsplit('/', 1)[-1]}")
             copied.add(image_id)
     text = "".join(f"{image_id}\n" for image_id in train_aug).encode()
-    plan.add(Job(source, (), (f"{base}/ImageSets/Segmentation/train_aug.txt",), lambda data: [text]))
+    plan.add(Job(source, (), (f"{base}/ImageSets/Segmentation/train_aug.txt",), partial(_text, text=text)))
     plan.splits["train_aug"] = len(train_aug)
     return plan
 
