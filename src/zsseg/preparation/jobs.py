@@ -187,7 +187,7 @@ def _execute(jobs: list[Job], work: Callable[[Job, Sequence[bytes] | None, _Conv
         groups[id(job.source)].append(job)
         root_of[id(job.source)] = job.source
     converter = _Converter(workers, sum(1 for job in jobs if job.convert is not None))
-    bar = Progress(total=len(jobs), description=description, unit="file", enabled=progress)
+    bar = Progress(total=len(jobs), description=description, unit="file", enabled=progress, every=max(50, len(jobs) // 50))
     bar_lock = threading.Lock()
 
     def run(job: Job, data: Sequence[bytes] | None) -> None:

@@ -172,9 +172,13 @@ class Sources:
 
     def __init__(self, paths: Iterable[str | Path]):
         self.items: list[Source] = []
+        opened = set()
         try:
             for path in paths:
-                self.items.append(open_source(path))
+                key = Path(path).expanduser().resolve()
+                if key not in opened:  # the same download given twice
+                    opened.add(key)
+                    self.items.append(open_source(path))
         except BaseException:
             self.close()
             raise
