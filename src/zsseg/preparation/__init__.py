@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import ZssegError, counted
+from ..errors import ZssegError
 from .checking import OFFICIAL_SIZES, DatasetCheck, SplitCheck, check_dataset
 from .jobs import default_workers
 
@@ -48,7 +48,7 @@ class PreparationReport:
             if expected:
                 part += " (the official split)" if count == expected else f" of the official {expected:,}"
             parts.append(part)
-        files = f"{counted(self.written, 'file')} written, {self.kept:,} already in place"
+        files = f"{self.written:,} {'file' if self.written == 1 else 'files'} written, {self.kept:,} already in place"
         if self.omitted:
             files += f", {self.omitted:,} left out as the community script does"
         lines = [f"{self.name} prepared under {self.root}: {'; '.join(parts)}; {files}"]

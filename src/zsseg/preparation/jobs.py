@@ -134,8 +134,9 @@ def run_jobs(jobs: list[Job], root: Path, record: Record, workers: int, progress
         if to_write:
             _execute(to_write, lambda job, data, convert: _write(job, data, root, record, tally, convert), root, workers, progress,
                      description)
+        writing = {id(job) for job in to_write}
         for job in pending:
-            if job not in to_write:
+            if id(job) not in writing:  # all its files were already there, byte for byte
                 for path in job.outputs:
                     tally.add(KEPT)
     except Conflict as conflict:
