@@ -74,7 +74,7 @@ def test_official_downloads_come_back_as_the_prepared_samples(name, folder, tmp_
 
     split = EVAL_SPLIT.get(name, "val")
     status = main(["eval", "--dataset", name, "--data-root", str(root), "--split", split, "--clip", str(clip_dir), "--limit", "2",
-                   "--max-proposals", "5", "--max-size", "64", "--quiet"])
+                   "--max-proposals", "5", "--max-size", "64", "--prompt", "single", "--quiet"])
     assert status == 0, capsys.readouterr().err
 
 
