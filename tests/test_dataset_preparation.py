@@ -217,6 +217,27 @@ def test_partial_downloads_are_prepared_as_far_as_they_go_and_say_so(folder, tmp
     assert train_aug == ["sbd_000", "sbd_001", "vainf_val_000", "vainf_val_001"]
 
 
+def test_extracted_folders_work_at_any_level_and_in_place(folder, tmp_path, capsys):
+    """The folders the archives were extracted to, given at their own level or one above; and a
+    tree already extracted under the data root, whose files are kept where they are."""
+    download = downloads.coco_stuff(folder, 2)
+    for archive in download.sources:
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(folder / ("maps" if "stuffthing" in archive.name else "images"))
+    root = tmp_path / "datasets"
+    sources = [folder / "images" / "val2017", folder / "images" / "train2017", folder / "maps"]
+    status, out, err = _prepare(capsys, "coco-stuff", sources, root)
+    assert status == 0 and "8 files written" in out and _mismatches(root, download.expected) == [], err
+    download = downloads.ade20k_150(folder)
+    with zipfile.ZipFile(download.sources[0]) as z:
+        z.extractall(root)
+    image = root / "ADEChallengeData2016/images/validation/ADE_val_00000123.jpg"
+    inode = image.stat().st_ino
+    status, out, err = _prepare(capsys, "ade20k-150", [root / "ADEChallengeData2016"], root)
+    assert status == 0 and "3 files written, 7 already in place" in out, err  # annotations_detectron2 added
+    assert _mismatches(root, download.expected) == [] and image.stat().st_ino == inode
+
+
 def test_voc_without_sbd_prepares_voc_and_says_train_aug_needs_sbd(folder, tmp_path, capsys):
     download = downloads.voc(folder, with_sbd=False)
     root = tmp_path / "datasets"

@@ -57,25 +57,29 @@ class Source:
 
 
 class FolderSource(Source):
-    """A folder an archive was extracted to (or any folder holding the official files)."""
+    """A folder an archive was extracted to (or any folder holding the official files). Its
+    files are named with the folder's own name first ("val2017/ID.jpg" for the folder val2017),
+    so that the folder one level down works as well as the one above it."""
 
     def __init__(self, path: Path):
         self.path = path
+        self.prefix = f"{path.resolve().name}/" if path.resolve().name else ""
         self.names = []
         for folder, subfolders, files in os.walk(path):
             subfolders[:] = sorted(d for d in subfolders if not d.startswith(".zsseg"))
             relative = Path(folder).relative_to(path).as_posix()
-            prefix = "" if relative == "." else relative + "/"
+            prefix = self.prefix + ("" if relative == "." else relative + "/")
             self.names.extend(prefix + name for name in sorted(files) if not name.startswith("."))
 
     def read(self, name: str) -> bytes:
+        path = self.local_file(name)
         try:
-            return (self.path / name).read_bytes()
+            return path.read_bytes()
         except OSError as error:
-            raise ZssegError(f"cannot read {self.path / name}: {error.strerror or error}") from None
+            raise ZssegError(f"cannot read {path}: {error.strerror or error}") from None
 
-    def local_file(self, name: str) -> Path | None:
-        return self.path / name
+    def local_file(self, name: str) -> Path:
+        return self.path / name[len(self.prefix):]
 
 
 class ZipSource(Source):
