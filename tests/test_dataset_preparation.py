@@ -238,6 +238,28 @@ def test_extracted_folders_work_at_any_level_and_in_place(folder, tmp_path, caps
     assert _mismatches(root, download.expected) == [] and image.stat().st_ino == inode
 
 
+def test_a_label_map_saved_as_another_matlab_type_reads_the_same(tmp_path):
+    """PASCAL-Context's LabelMap is uint16; the same numbers saved as double or int32 give the
+    same files, and values that are not label numbers are one line."""
+    from scipy.io import savemat
+
+    from zsseg.errors import ZssegError
+    from zsseg.preparation.conversions import pascal_context_59, pascal_context_459
+
+    labels = np.array([[0, 2, 440], [1, 9, 458]])
+
+    def mat(array):
+        buffer = io.BytesIO()
+        savemat(buffer, {"LabelMap": array})
+        return buffer.getvalue()
+
+    for convert in (pascal_context_59, pascal_context_459):
+        reference = convert(mat(labels.astype(np.uint16)), "x.mat")
+        assert convert(mat(labels.astype(np.float64)), "x.mat") == convert(mat(labels.astype(np.int32)), "x.mat") == reference
+        with pytest.raises(ZssegError, match="not label numbers"):
+            convert(mat(labels - 1.5), "x.mat")
+
+
 def test_voc_without_sbd_prepares_voc_and_says_train_aug_needs_sbd(folder, tmp_path, capsys):
     download = downloads.voc(folder, with_sbd=False)
     root = tmp_path / "datasets"

@@ -139,8 +139,12 @@ def _label_map(data: bytes, name: str, defined: set[int] | None) -> np.ndarray:
     if "LabelMap" not in mat:
         raise ZssegError(f"{name} has no LabelMap; is it a PASCAL-Context annotation (trainval/*.mat)?")
     labels = mat["LabelMap"]
-    if labels.ndim != 2 or labels.dtype.kind != "u":
-        raise ZssegError(f"{name}: LabelMap is {labels.dtype} of shape {labels.shape}; PASCAL-Context's are 2-D unsigned integers")
+    if labels.ndim != 2 or labels.dtype.kind not in "uif":
+        raise ZssegError(f"{name}: LabelMap is {labels.dtype} of shape {labels.shape}; PASCAL-Context's are 2-D uint16 label maps")
+    if labels.dtype != np.uint16:  # PASCAL-Context's are uint16; another MATLAB type holding the same numbers reads the same
+        if labels.size and (labels.min() < 0 or labels.max() > 65535 or (labels.dtype.kind == "f" and (labels % 1).any())):
+            raise ZssegError(f"{name}: LabelMap holds values that are not label numbers (0..65535)")
+        labels = labels.astype(np.uint16)
     if defined is not None:
         unknown = sorted(set(np.unique(labels).tolist()) - defined - {0})
         if unknown:
@@ -158,9 +162,9 @@ def pascal_context_59(data: bytes, name: str, defined: set[int] | None = None) -
 
 
 def pascal_context_459(data: bytes, name: str, defined: set[int] | None = None) -> bytes:
-    """LabelMap -> pc459_val TIFF: label - 1 in the map's own unsigned type (0 -> 65535 in uint16)."""
+    """LabelMap -> pc459_val TIFF: label - 1 in uint16 (0 -> 65535)."""
     labels = _label_map(data, name, defined)
-    return encode(labels - labels.dtype.type(1), "TIFF")
+    return encode(labels - np.uint16(1), "TIFF")
 
 
 def sbd_mat(data: bytes, name: str) -> bytes:
