@@ -260,6 +260,17 @@ def test_a_label_map_saved_as_another_matlab_type_reads_the_same(tmp_path):
             convert(mat(labels - 1.5), "x.mat")
 
 
+def test_a_16_bit_raw_coco_map_gives_the_8_bit_one_s_file():
+    """The raw maps are 8-bit; one saved 16-bit (values above 255 have no class) gives the same file."""
+    from zsseg.preparation.conversions import coco_stuff_map
+
+    raw = np.array([[0, 11, 12, 181, 255, 300]])
+    expected = np.array([[0, 255, 11, 170, 255, 255]])  # id 12 is unused by COCO 2017, 182 is the last stuff class
+    converted = coco_stuff_map(downloads.png(raw.astype(np.uint16)), "x.png")
+    assert converted == coco_stuff_map(downloads.png(np.minimum(raw, 255).astype(np.uint8)), "x.png")
+    assert np.array_equal(np.array(Image.open(io.BytesIO(converted))), expected)
+
+
 def test_voc_without_sbd_prepares_voc_and_says_train_aug_needs_sbd(folder, tmp_path, capsys):
     download = downloads.voc(folder, with_sbd=False)
     root = tmp_path / "datasets"

@@ -82,7 +82,13 @@ def _single_channel(array: np.ndarray, name: str) -> np.ndarray:
 def coco_stuff_map(data: bytes, name: str) -> bytes | None:
     """A raw stuffthingmap (value = COCO id - 1, 255 unlabeled) -> the detectron2 map (0..170, 255);
     None, as the reference's script writes nothing, where no pixel is labelled."""
-    mapped = _COCO_LUT[_single_channel(decode(data, name), name)]
+    raw = decode(data, name)
+    if raw.ndim != 2 or raw.dtype.kind not in "ui":
+        raise ZssegError(f"{name} is not a single-channel label map (it has shape {raw.shape}, {raw.dtype})")
+    if raw.dtype == np.uint8:
+        mapped = _COCO_LUT[raw]
+    else:  # a 16-bit map: the script's table maps 0..181 and leaves every other value 255
+        mapped = np.where((raw >= 0) & (raw <= 255), _COCO_LUT[np.clip(raw, 0, 255)], np.uint8(255))
     if (mapped == 255).all():
         return None
     return encode(mapped, "PNG")
