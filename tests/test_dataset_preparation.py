@@ -114,6 +114,11 @@ def test_a_file_zsseg_did_not_write_stops_it_with_nothing_written(folder, tmp_pa
     inode = theirs.stat().st_ino
     status, out, err = _prepare(capsys, "ade20k-150", download.sources, root)
     assert status == 0 and "9 files written, 1 already in place" in out and theirs.stat().st_ino == inode, err
+    # zsseg's record is a file zsseg writes too: another one in its place is left alone.
+    record = root / ".zsseg-prepare" / "ade20k-150.jsonl"
+    record.write_text("someone's notes\n")
+    status, out, err = _prepare(capsys, "ade20k-150", download.sources, root)
+    assert status == 2 and f"{record} exists and was not written by zsseg" in err and record.read_text() == "someone's notes\n"
 
 
 def _flip_member(archive, member):

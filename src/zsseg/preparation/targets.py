@@ -61,7 +61,8 @@ class Record:
         except OSError as error:
             raise ZssegError(f"cannot read {self.path}: {error.strerror or error}") from None
         header = _json(lines[0]) if lines else None
-        if not (isinstance(header, dict) and str(header.get("software", "")).startswith("zsseg")):
+        ours = isinstance(header, dict) and str(header.get("software", "")).startswith("zsseg")
+        if not ours and not (lines and lines[0].startswith('{"software": "zsseg')):  # (a first line cut short by a crash)
             raise ZssegError(f"{self.path} exists and was not written by zsseg, so it is left untouched; "
                              "zsseg keeps its record of prepared files there: move it away")
         for line in lines[1:]:
