@@ -15,6 +15,7 @@ LIGHT_COMMANDS = [
     ["demo", "--help"], ["vocabularies"], ["datasets"], ["configs"], ["segment"], ["eval", "--dataset", "nope"],
     ["segment", "photo.jpg", "--classes", "cat", "--out", "out", "--proposals", "nope"],
     ["classify", "--help"], ["classify", "photo.jpg", "--classes", "cat", "--out", "out"],
+    ["datasets", "prepare", "--help"], ["datasets", "check", "--help"], ["datasets", "prepare", "camvid"],
 ]
 
 
@@ -51,7 +52,7 @@ def test_version_and_help_import_no_array_or_image_library():
         "    pass\n"
         "print(sorted(m for m in ('numpy', 'PIL', 'pycocotools', 'torch') if m in sys.modules), file=sys.stderr)\n"
     )
-    for argv in (["--version"], ["--help"], ["segment", "--help"], ["classify", "--help"], ["eval", "--help"]):
+    for argv in (["--version"], ["--help"], ["segment", "--help"], ["classify", "--help"], ["eval", "--help"], ["datasets", "prepare", "--help"]):
         done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
         assert done.stderr.strip().splitlines()[-1] == "[]", (argv, done.stderr[-2000:])
 

@@ -89,7 +89,7 @@ def _synopses(path: Path) -> dict[tuple[str, ...], set[str]]:
         for line in block.splitlines():
             if line.startswith("zsseg "):
                 words = tuple(w for w in line.split()[1:] if re.fullmatch(r"[a-z][a-z-]*", w))
-                current = entries.setdefault(words[:2] if words[:1] in (("train",), ("prompts",)) else words[:1], set())
+                current = entries.setdefault(words[:2] if words[:1] in (("train",), ("prompts",), ("datasets",)) else words[:1], set())
             if current is not None:
                 current |= set(re.findall(r"--[a-z][a-z0-9-]*", line))
                 if "the model flags of segment" in line:

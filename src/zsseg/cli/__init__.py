@@ -6,7 +6,7 @@ path). Errors are one line each. `zsseg eval`, `zsseg train ...` and `zsseg pseu
 `torchrun --no-python zsseg ...`.
 
 One module per command (`segment`, `classify`, `evaluate`, `train`, `pseudo_label`, `prompts`, `demo`,
-`listings`), each with `add_parser(commands)` and the function it runs; the shared argument
+`listings`, `datasets`), each with `add_parser(commands)` and the function it runs; the shared argument
 groups are in `arguments`, the models a command builds in `models`, and output checks in
 `outputs`.
 """
@@ -21,7 +21,7 @@ import threading
 
 from ..errors import StoppedElsewhere, ZssegError
 from ..version import __version__
-from . import classify, demo, evaluate, listings, prompts, pseudo_label, segment, train
+from . import classify, datasets, demo, evaluate, listings, prompts, pseudo_label, segment, train
 from .outputs import Terminated, interrupted_status, output, terminate
 
 
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="zsseg", description="Open-vocabulary semantic segmentation with CLIP.")
     parser.add_argument("--version", action=_Version, help="print zsseg's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (segment, classify, evaluate, train, pseudo_label, prompts, demo, listings):
+    for command in (segment, classify, evaluate, train, pseudo_label, prompts, demo, listings, datasets):
         command.add_parser(commands)
     return parser
 

@@ -1,4 +1,4 @@
-"""`zsseg configs`, `zsseg vocabularies`, `zsseg datasets`: what zsseg has built in."""
+"""`zsseg configs`, `zsseg vocabularies`, `zsseg datasets` (its parser is in `datasets`): what zsseg has built in."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from .outputs import output
 def add_parser(commands) -> None:
     commands.add_parser("configs", help="list the named configs of `zsseg train proposals`, `zsseg train fcn` and `zsseg train prompts`").set_defaults(run=configs)
     commands.add_parser("vocabularies", help="list the built-in vocabularies").set_defaults(run=vocabularies)
-    commands.add_parser("datasets", help="list the benchmarks `zsseg eval` reads").set_defaults(run=datasets)
 
 
 def vocabularies(args: argparse.Namespace) -> int:
