@@ -17,7 +17,8 @@ A single PNG is always an instance-id map: a binary {0, 1} PNG is one mask with 
 subfolders are passed over (`MaskSet.passed_over` counts them for the command's summary).
 
 Every mask must match the image's size, be binary and have at least one pixel; masks may
-overlap and need not cover the image. A COCO file holding several images needs `image_id`;
+overlap and need not cover the image. Every RLE is checked (`compressed_runs`, run total
+height x width) before pycocotools decodes it. A COCO file holding several images needs `image_id`;
 the `images` entry of that id, where it gives a size, must match the image. At most
 `max_masks` masks are read (default 1000): each one is a CLIP crop to encode, and the bound
 turns a wrong file (a greyscale photo taken for an instance map) into one line instead of an
@@ -281,9 +282,12 @@ def _read_json(path: Path, height: int, width: int, max_masks: int | None, image
 
 def _rle(segmentation: dict, where: str, height: int, width: int) -> dict:
     """A COCO RLE given as JSON (compressed: counts a string; uncompressed: counts a list) as
-    pycocotools' compressed RLE, checked by decoding it once; an empty mask is an error."""
+    pycocotools' compressed RLE. Its runs are checked before pycocotools sees them: they must be
+    well formed and cover exactly height x width pixels (pycocotools decodes runs that cover
+    fewer into uninitialised memory: random labels); an empty mask is an error."""
     size, counts = segmentation.get("size"), segmentation.get("counts")
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v >= 0 for v in size)):
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                               for v in size)):
         raise ZssegError(f"{where}: an RLE needs \"size\": [height, width], got {size!r:.40}")
     if size != [height, width]:
         raise _size_error(where, size[1], size[0], width, height)
@@ -291,19 +295,51 @@ def _rle(segmentation: dict, where: str, height: int, width: int) -> dict:
         if not counts.isascii():
             raise ZssegError(f"{where}: invalid RLE (its counts string is not ASCII)")
         rle = {"size": size, "counts": counts.encode("ascii")}
+        runs = compressed_runs(rle["counts"], where).tolist()
     elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
-        if sum(counts) != height * width:
-            raise ZssegError(f"{where}: invalid RLE (its runs cover {sum(counts)} pixels, not {height}x{width})")
-        rle = mask_utils.frPyObjects({"size": size, "counts": counts}, height, width)
+        rle, runs = None, counts
     else:
         raise ZssegError(f"{where}: invalid RLE (\"counts\" must be a string, or a list of run lengths)")
-    try:
-        empty = not mask_utils.decode(rle).any()
-    except ValueError:
-        raise ZssegError(f"{where}: invalid RLE (its runs do not make a {width}x{height} mask)") from None
-    if empty:
+    if sum(runs) != height * width:
+        raise ZssegError(f"{where}: invalid RLE (its runs cover {sum(runs)} pixels, not {height}x{width} = {height * width})")
+    if not sum(runs[1::2]):
         raise _empty(where)
-    return rle
+    return rle or mask_utils.frPyObjects({"size": size, "counts": runs}, height, width)
+
+
+def compressed_runs(counts: bytes, where: str) -> np.ndarray:
+    """The run lengths of COCO's compressed RLE string, decoded as pycocotools' `rleFrString`
+    does, after checking that it is well formed: characters '0'..'o' (48..111), no value cut
+    short at the end (pycocotools would read on past the string), at most 6 characters a value
+    (30 bits, as far as its int arithmetic holds; 150-megapixel images need 28), and no negative
+    run (pycocotools stores runs unsigned). Vectorised: microseconds for a 12-megapixel mask."""
+    codes = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if codes.size == 0:
+        return codes
+    outside = (codes < 0) | (codes > 63)
+    if outside.any():
+        bad = chr(counts[int(np.flatnonzero(outside)[0])])
+        raise ZssegError(f"{where}: invalid RLE (its counts string holds {bad!r}, outside COCO's characters '0' to 'o')")
+    more = (codes & 0x20) != 0
+    if more[-1]:
+        raise ZssegError(f"{where}: invalid RLE (its counts string ends in the middle of a run length)")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if lengths.max() > 6:
+        raise ZssegError(f"{where}: invalid RLE (a run length of more than 6 characters, too large for any image)")
+    value_of = np.repeat(np.arange(ends.size), lengths)  # the value each character is part of
+    shifts = 5 * (np.arange(codes.size) - starts[value_of])
+    values = np.zeros(ends.size, dtype=np.int64)
+    np.add.at(values, value_of, (codes & 0x1F) << shifts)
+    negative = (codes[ends] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * lengths[negative])
+    runs = values.copy()  # rleFrString: from the fourth value on, each adds the run two before
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    if (runs < 0).any():
+        raise ZssegError(f"{where}: invalid RLE (its counts string decodes to a negative run length)")
+    return runs
 
 
 def _polygon_rle(polygons: list, where: str, height: int, width: int) -> dict:
