@@ -93,3 +93,75 @@ def test_compressed_runs_match_pycocotools_on_random_masks():
         runs = compressed_runs(mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))["counts"], "m")
         flat = np.repeat(np.arange(len(runs)) % 2, runs).astype(bool)
         assert np.array_equal(flat, mask.ravel(order="F"))
+
+
+# --- .npz: members checked from their headers before their data is read --------------------------
+
+
+def _zip(path, members, method=None):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if method is None else method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def _npy_bytes(array):
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _one_mask():
+    return _square()[None]
+
+
+@pytest.mark.parametrize("members, message", [
+    ({"masks.npy": __import__("pickle").dumps([1, 2])}, "holds Python objects (pickled)"),
+    ({"masks": _npy_bytes(_square()[None])}, "its member 'masks' is not a NumPy array"),
+    ({"masks": b"\x93NUMPY" + b"x" * 50}, "its member 'masks' is not a NumPy array"),
+    ({"masks.npy": _npy_bytes(_square()[None])[:-7]}, "holds 1,193 bytes of data: the file is damaged"),
+    ({"masks.npy": _npy_bytes(np.array([[[{}]]], dtype=object))}, "pickled"),
+    ({"masks.npy": b"\x93NUMPY\x09\x00" + b"\x00" * 20}, "format version (9, 0)"),
+    ({"masks.npy": _npy_bytes(_square()[None]), "ids.npy": _npy_bytes(np.array([1, 2]))}, "2 ids for 1 masks"),
+    ({"masks.npy": _npy_bytes(_square()[None]), "ids.npy": _npy_bytes(np.array([[1]]))}, "'ids' must be a 1-D array"),
+    ({"masks.npy": _npy_bytes(_square()[None]), "ids": b"1"}, "its member 'ids' is not a NumPy array"),
+    ({}, "holds no arrays"),
+    ({"a.npy": _npy_bytes(_square()[None]), "b.npy": _npy_bytes(_square()[None])}, "holds 2 arrays (a, b)"),
+])
+def test_npz_members_that_are_not_arrays_are_one_line(tmp_path, members, message):
+    path = _zip(tmp_path / "m.npz", members)
+    with pytest.raises(ZssegError) as error:
+        read_masks(path, H, W)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_npz_bomb_is_refused_from_its_header(tmp_path):
+    import tracemalloc
+
+    np.savez_compressed(tmp_path / "bomb.npz", masks=np.zeros((200, 1000, 1000), dtype=bool))  # 200 MB in 200 KB
+    tracemalloc.start()
+    try:
+        with pytest.raises(ZssegError, match="the masks are 1000x1000 but the image is 40x30"):
+            read_masks(tmp_path / "bomb.npz", H, W)
+        with pytest.raises(ZssegError, match="holds 200 masks, more than the limit of 10"):
+            read_masks(tmp_path / "bomb.npz", 1000, 1000, max_masks=10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"{peak:,} bytes allocated to refuse it"
+
+
+def test_npz_masks_are_read_one_at_a_time_in_any_compression(tmp_path):
+    import zipfile
+
+    masks = np.stack([_square(), ~_square()])
+    for method in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+        path = _zip(tmp_path / f"m{method}.npz", {"masks.npy": _npy_bytes(masks), "ids.npy": _npy_bytes(np.array(["a", "b"]))}, method)
+        read = read_masks(path, H, W)
+        assert read.ids == ["a", "b"] and np.array_equal(read.masks, masks)
+    np.savez(tmp_path / "fortran.npz", masks=np.asfortranarray(masks.astype(np.uint8)))
+    assert np.array_equal(read_masks(tmp_path / "fortran.npz", H, W).masks, masks)

@@ -24,7 +24,9 @@ the `images` entry of that id, where it gives a size, must match the image. At m
 turns a wrong file (a greyscale photo taken for an instance map) into one line instead of an
 hour's work. Memory is not what bounds it: masks are kept as COCO run-length encodings (a few
 kilobytes each, where 300 masks of a 12-megapixel photo take 3.6 GB as a bool stack) and
-decoded one at a time. Arrays are loaded with `allow_pickle=False`. Every problem is one
+decoded one at a time. Arrays are loaded with `allow_pickle=False`; an `.npz` is read
+member by member, each array's header (dtype, shape, declared size) checked before any of its
+data is decompressed, and its masks one slice at a time. Every problem is one
 `ZssegError` line naming the file (and the mask). Torch-free.
 """
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Union
@@ -508,46 +511,113 @@ def _read_npy(path: Path, height: int, width: int, max_masks: int | None) -> Mas
 
 
 def _read_npz(path: Path, height: int, width: int, max_masks: int | None) -> MaskSet:
+    """An `.npz`, read member by member with zipfile: each array's header (dtype, shape) is
+    checked against the image, the limit and the member's declared size before any of its data
+    is decompressed, and the masks are then read one slice at a time."""
     _check_magic(path, b"PK", ".npz (zip)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
+        with zipfile.ZipFile(path) as archive:
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            names = [info.filename.removesuffix(".npy") for info in members]
             if "masks" in names:
-                masks, ids = archive["masks"], archive["ids"] if "ids" in names else None
-            elif len(names) == 1:
-                masks, ids = archive[names[0]], None
+                masks, ids = members[names.index("masks")], members[names.index("ids")] if "ids" in names else None
+            elif len(members) == 1:
+                masks, ids = members[0], None
+            elif not members:
+                raise ZssegError(f"{path}: holds no arrays")
             else:
                 raise ZssegError(f"{path}: holds {len(names)} arrays ({_shown(names)}); name the masks array 'masks' "
                                  "(and their ids 'ids')")
+            with archive.open(masks) as stream:
+                shape, fortran, dtype = _npz_header(stream, masks, path)
+                _check_stack(shape, dtype, path, height, width, max_masks)
+                id_list = _npz_ids(archive, ids, path, shape[0]) if ids is not None else None
+                if fortran:  # slices are not contiguous: the array whole (its size checked above)
+                    slices = iter(np.frombuffer(stream.read(math.prod(shape) * dtype.itemsize), dtype).reshape(shape, order="F"))
+                else:
+                    slices = (_npz_slice(stream, dtype, height, width, path, masks) for _ in range(shape[0]))
+                return _encode_stack(slices, path, "npz", id_list, height, width, shape[0])
     except ZssegError:
         raise
-    except ValueError as error:
-        if "pickle" in str(error) or "object" in str(error).lower():
-            raise _pickled(path) from None
-        raise ZssegError(f"{path}: not a NumPy .npz file ({error})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise ZssegError(f"{path}: cannot read it as a NumPy .npz file ({error})") from None
-    if ids is not None:
-        if ids.ndim != 1 or ids.dtype.kind not in "iuU":
-            raise ZssegError(f"{path}: 'ids' must be a 1-D array of whole numbers or strings, got {ids.dtype} {ids.shape}")
-        ids = ids.tolist()
-    return _from_stack(masks, path, "npz", ids, height, width, max_masks)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as error:
+        raise ZssegError(f"{path}: cannot read it as a NumPy .npz file ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _npz_header(stream, member: zipfile.ZipInfo, path: Path) -> tuple[tuple, bool, np.dtype]:
+    """A `.npz` member's array header (shape, Fortran order, dtype), checked against the size
+    the zip declares for the member, before its data is read."""
+    name = member.filename
+    start = stream.read(6)
+    if start[:1] == b"\x80":
+        raise _pickled(path)
+    if not name.endswith(".npy") or start != b"\x93NUMPY":
+        raise ZssegError(f"{path}: its member '{name}' is not a NumPy array (np.savez writes each array as NAME.npy)")
+    version = tuple(stream.read(2))
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ZssegError(f"{path}: its member '{name}' is a NumPy array of format version {version}, which zsseg does not know")
+    if dtype.hasobject:
+        raise _pickled(path)
+    data = math.prod(shape) * dtype.itemsize
+    if member.file_size != stream.tell() + data:
+        raise ZssegError(f"{path}: its member '{name}' declares a {dtype} array of shape {shape} ({data:,} bytes) but holds "
+                         f"{member.file_size - stream.tell():,} bytes of data: the file is damaged")
+    return shape, fortran, dtype
+
+
+def _npz_slice(stream, dtype: np.dtype, height: int, width: int, path: Path, member: zipfile.ZipInfo) -> np.ndarray:
+    """The next `[H, W]` mask of a C-order `.npz` member."""
+    size = height * width * dtype.itemsize
+    data = stream.read(size)
+    if len(data) != size:
+        raise ZssegError(f"{path}: its member '{member.filename}' ends before its last mask: the file is damaged")
+    return np.frombuffer(data, dtype=dtype).reshape(height, width)
+
+
+def _npz_ids(archive: zipfile.ZipFile, member: zipfile.ZipInfo, path: Path, count: int) -> list:
+    """The `ids` array of a `.npz`: 1-D, whole numbers or strings of at most 256 characters, one per mask."""
+    with archive.open(member) as stream:
+        shape, fortran, dtype = _npz_header(stream, member, path)
+        if len(shape) != 1 or dtype.kind not in "iuU" or (dtype.kind == "U" and dtype.itemsize > 4 * 256):
+            raise ZssegError(f"{path}: 'ids' must be a 1-D array of whole numbers or strings, got {dtype} {shape}")
+        if shape[0] != count:
+            raise ZssegError(f"{path}: {shape[0]} ids for {count} masks")
+        return np.frombuffer(stream.read(math.prod(shape) * dtype.itemsize), dtype=dtype).tolist()
 
 
 def _from_stack(masks: np.ndarray, source: Path | str, format: str, ids: list | None, height: int, width: int,
                 max_masks: int | None) -> MaskSet:
     """Masks `[K, H, W]` (bool, or integers / floats holding only 0 and 1), checked and encoded."""
-    if masks.ndim != 3:
-        hint = " (one mask: give it a first axis of length 1)" if masks.ndim == 2 else ""
-        raise ZssegError(f"{source}: masks must be one array [K, H, W], got shape {masks.shape}{hint}")
-    if masks.dtype.kind not in "biuf":
-        raise ZssegError(f"{source}: masks must be bool, or integers or floats holding only 0 and 1, got {masks.dtype}")
-    if masks.shape[1:] != (height, width):
-        raise _size_error(str(source), masks.shape[2], masks.shape[1], width, height)
-    _check_count(masks.shape[0], source, max_masks)
-    ids = list(range(masks.shape[0])) if ids is None else ids
-    if len(ids) != masks.shape[0]:
+    _check_stack(masks.shape, masks.dtype, source, height, width, max_masks)
+    if ids is not None and len(ids) != masks.shape[0]:
         raise ZssegError(f"{source}: {len(ids)} ids for {masks.shape[0]} masks")
+    return _encode_stack(iter(masks), source, format, ids, height, width, masks.shape[0])
+
+
+def _check_stack(shape: tuple, dtype: np.dtype, source: Path | str, height: int, width: int, max_masks: int | None) -> None:
+    """An array of masks' shape and dtype (from its header: before its data is read)."""
+    if len(shape) != 3:
+        hint = " (one mask: give it a first axis of length 1)" if len(shape) == 2 else ""
+        raise ZssegError(f"{source}: masks must be one array [K, H, W], got shape {tuple(shape)}{hint}")
+    if dtype.kind not in "biuf":
+        raise ZssegError(f"{source}: masks must be bool, or integers or floats holding only 0 and 1, got {dtype}")
+    if tuple(shape[1:]) != (height, width):
+        raise _size_error(str(source), shape[2], shape[1], width, height)
+    _check_count(shape[0], source, max_masks)
+
+
+def _encode_stack(masks: Iterator[np.ndarray], source: Path | str, format: str, ids: list | None, height: int, width: int,
+                  count: int) -> MaskSet:
+    """The masks (each `[H, W]`, one at a time) checked binary and non-empty, and encoded."""
+    ids = list(range(count)) if ids is None else ids
     rles = []
     for mask_id, mask in zip(ids, masks):
         mask = np.asarray(mask)
