@@ -165,3 +165,36 @@ def test_npz_masks_are_read_one_at_a_time_in_any_compression(tmp_path):
         assert read.ids == ["a", "b"] and np.array_equal(read.masks, masks)
     np.savez(tmp_path / "fortran.npz", masks=np.asfortranarray(masks.astype(np.uint8)))
     assert np.array_equal(read_masks(tmp_path / "fortran.npz", H, W).masks, masks)
+
+
+# --- a photo is not an instance-id map -------------------------------------------------------------
+
+
+def test_a_greyscale_photo_is_not_read_as_an_instance_id_map(coco_val, tmp_path):
+    from PIL import Image
+
+    image, label = coco_val[0]
+    grey = tmp_path / "grey.png"
+    Image.open(image).convert("L").save(grey)
+    width, height = Image.open(image).size
+    with pytest.raises(ZssegError, match="does not look like an instance-id map but like a photo"):
+        read_masks(grey, height, width)
+    # A real label map cut into quadrants (ids = class x 4 + quadrant): over 16 solid regions.
+    classes = np.asarray(Image.open(label)).astype(np.uint16)
+    rows, cols = np.indices(classes.shape)
+    values = np.where(classes == 255, 0, classes * 4 + 2 * (rows > height // 2) + (cols > width // 2) + 1).astype(np.uint16)
+    assert len(np.unique(values)) > 16
+    Image.fromarray(values).save(tmp_path / "ids.png")
+    assert len(read_masks(tmp_path / "ids.png", height, width)) == len(np.unique(values[values > 0]))
+
+
+def test_many_small_solid_instances_are_an_id_map(tmp_path):
+    from PIL import Image
+
+    ids = np.zeros((120, 160), dtype=np.uint16)
+    for k in range(300):  # 300 squares of 4x4 to 8x8 pixels on a grid
+        row, col = divmod(k, 20)
+        size = 4 + k % 5
+        ids[row * 8:row * 8 + size, col * 8:col * 8 + size] = k + 1
+    Image.fromarray(ids).save(tmp_path / "ids.png")
+    assert len(read_masks(tmp_path / "ids.png", 120, 160)) == 300
