@@ -198,3 +198,166 @@ def test_many_small_solid_instances_are_an_id_map(tmp_path):
         ids[row * 8:row * 8 + size, col * 8:col * 8 + size] = k + 1
     Image.fromarray(ids).save(tmp_path / "ids.png")
     assert len(read_masks(tmp_path / "ids.png", 120, 160)) == 300
+
+
+# --- model folders, tokenizers, devices, PyTorch files: whatever they hold, one line ---------------
+
+
+@pytest.fixture
+def photo(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _one_line_status_2(capsys, args, message):
+    from zsseg.cli import main
+
+    status = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and err.count("\n") == 1 and err.startswith("zsseg: error: "), err
+    return err
+
+
+def _segment_args(photo, clip, out, *extra):
+    return ["segment", photo, "--classes", "cat; dog", "--clip", clip, "--out", out, "--max-size", "64", *extra]
+
+
+def _copy_clip(clip_dir, tmp_path, name="clip"):
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(clip_dir, folder)
+    return folder
+
+
+def _edit_config(folder, tower, key, value):
+    config = json.loads((folder / "config.json").read_text())
+    (config[tower] if tower else config)[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("tower, key, value, message", [
+    ("text_config", "hidden_size", -5, "The hidden size (-5) is not a multiple"),
+    ("vision_config", "patch_size", 0, "cannot load CLIP from"),
+    ("text_config", "num_attention_heads", 0, "cannot load CLIP from"),
+    ("text_config", "hidden_act", "nope", "KeyError: 'nope'"),
+    ("vision_config", "num_channels", "x", "expected int, got str"),
+    ("text_config", "intermediate_size", 10**7, "its config.json does not describe its weights"),
+    ("vision_config", "image_size", 10**6, "position_embedding.weight is [50, 64] in the weights"),
+    ("text_config", "num_hidden_layers", 300, "are incomplete: 4768 tensor(s) missing"),
+    (None, "projection_dim", 10**6, "visual_projection.weight"),
+    ("text_config", "eos_token_id", 7, "end-of-text id is 49407, not CLIP's 7"),
+])
+def test_clip_folders_with_nonsense_config_values(clip_dir, tmp_path, capsys, photo, tower, key, value, message):
+    folder = _copy_clip(clip_dir, tmp_path)
+    _edit_config(folder, tower, key, value)
+    _one_line_status_2(capsys, _segment_args(photo, folder, tmp_path / "out"), message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"image_mean": [0.5, 0.5, 0.5], "image_std": [0, 0, 0]}, "every image_std above 0"),
+    ({"image_mean": ["a", "b", "c"], "image_std": [1, 1, 1]}, "must be 3 finite numbers each"),
+    ({"image_mean": [0.5, 0.5], "image_std": [1, 1]}, "must be 3 finite numbers each"),
+])
+def test_clip_folders_with_nonsense_preprocessing(clip_dir, tmp_path, capsys, photo, content, message):
+    folder = _copy_clip(clip_dir, tmp_path)
+    (folder / "preprocessor_config.json").write_text(json.dumps(content))
+    _one_line_status_2(capsys, _segment_args(photo, folder, tmp_path / "out"), message)
+
+
+def _tokenizer(tmp_path, **files):
+    from conftest import TOKENIZER
+
+    folder = tmp_path / "tokenizer"
+    folder.mkdir()
+    for name, content in files.items():
+        name = name.replace("_", ".")  # vocab_json: vocab.json
+        target = folder / name
+        if content is None:
+            target.write_bytes((TOKENIZER / name).read_bytes())
+        else:
+            target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return folder
+
+
+@pytest.mark.parametrize("files, message", [
+    (dict(vocab_json="{\"a\": 1}", merges_txt=None), "Error while initializing BPE: Token `i` out of vocabulary"),
+    (dict(vocab_json="{nope", merges_txt=None), "Error while initializing BPE"),
+    (dict(vocab_json="", merges_txt=None), "Error while initializing BPE"),
+    (dict(vocab_json=None, merges_txt=""), "splits 'photo' into 5 tokens"),
+    (dict(vocab_json=None, merges_txt="#version\nzz yy qq\n"), "Merges text file invalid"),
+    (dict(vocab_json="{\"a\": 0, \"b\": 1, \"ab\": 2}", merges_txt="#version: 0.2\na b\n"), "is not CLIP's BPE tokenizer"),
+    (dict(tokenizer_json="{}"), "KeyError: 'added_tokens'"),
+    (dict(tokenizer_json="{nope"), "cannot load the CLIP tokenizer"),
+])
+def test_broken_tokenizer_folders(clip_dir, tmp_path, capsys, photo, files, message):
+    folder = _tokenizer(tmp_path, **files)
+    _one_line_status_2(capsys, _segment_args(photo, clip_dir, tmp_path / "out", "--tokenizer", folder), message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("device, message", [
+    ("meta", "device 'meta' is not one zsseg runs on"),
+    ("mps", "device 'mps' is not one zsseg runs on"),
+    ("xla", "not one zsseg runs on"),
+    ("hpu", "not one zsseg runs on"),
+    ("privateuseone", "not one zsseg runs on"),
+    ("mkldnn", "not one zsseg runs on"),
+    ("CPU", "device 'CPU' is not a device"),
+    ("cuda:x", "is not a device"),
+    ("cpu:-1", "is not a device"),
+    ("", "Device string must not be empty"),
+    ("cuda:0:1", "is not a device"),
+])
+@pytest.mark.parametrize("command", ["segment", "classify"])
+def test_devices_zsseg_does_not_run_on(clip_dir, tmp_path, capsys, photo, command, device, message):
+    if command == "segment":
+        args = _segment_args(photo, clip_dir, tmp_path / "out", "--device", device)
+    else:
+        np.save(tmp_path / "m.npy", np.ones((1, 40, 48), dtype=bool))
+        args = ["classify", photo, "--masks", tmp_path / "m.npy", "--classes", "cat; dog", "--clip", clip_dir,
+                "--out", tmp_path / "out", "--device", device]
+    _one_line_status_2(capsys, args, message)
+    assert not (tmp_path / "out").exists()
+
+
+def _torch_file(kind):
+    import io
+    import pickle
+
+    import torch
+
+    buffer = io.BytesIO()
+    if kind == "random":
+        return np.random.default_rng(0).bytes(4000)
+    if kind == "empty":
+        return b""
+    if kind == "text":
+        return b"hello, not weights\n" * 10
+    if kind == "protocol 5":
+        return pickle.dumps({"a": [1, 2]}, protocol=5)
+    if kind == "objects":
+        torch.save({"w": torch.zeros(2), "f": print}, buffer)
+    elif kind == "half a zip":
+        torch.save({"w": torch.zeros(100)}, buffer)
+        return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("random", "is not a PyTorch file (neither the zip archive"),
+    ("empty", "is empty, not a PyTorch file"),
+    ("text", "is not a PyTorch file"),
+    ("protocol 5", "is damaged or not a PyTorch file: it cannot be read as tensors (Unsupported operand 149)"),
+    ("objects", "holds objects other than tensors (print), which zsseg does not unpickle"),
+    ("half a zip", "is damaged or not a PyTorch file"),
+])
+def test_pytorch_files_that_are_not_weights(tmp_path, capsys, photo, kind, message):
+    weights = tmp_path / "clip.pt"
+    weights.write_bytes(_torch_file(kind))
+    err = _one_line_status_2(capsys, _segment_args(photo, weights, tmp_path / "out"), message)
+    assert "Warning" not in err and "Re-running" not in err

@@ -46,7 +46,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from .catalogue import DEFAULT_MAX_MASKS
-from .errors import ZssegError, counted
+from .errors import ZssegError, counted, one_line
+
 FORMATS = ("png-folder", "instance-png", "coco", "sam", "zsseg", "zsseg-masks", "npy", "npz")
 MaskId = Union[int, str]
 
@@ -565,12 +566,7 @@ def _read_npz(path: Path, height: int, width: int, max_masks: int | None) -> Mas
     except ZssegError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as error:
-        raise ZssegError(f"{path}: cannot read it as a NumPy .npz file ({_first_line(error)})") from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+        raise ZssegError(f"{path}: cannot read it as a NumPy .npz file ({one_line(error)})") from None
 
 
 def _npz_header(stream, member: zipfile.ZipInfo, path: Path) -> tuple[tuple, bool, np.dtype]:
