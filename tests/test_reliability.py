@@ -4,6 +4,7 @@ decodes whole; damaged model folders, tokenizers and device strings are one line
 read from headers before anything is decompressed."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -361,3 +362,169 @@ def test_pytorch_files_that_are_not_weights(tmp_path, capsys, photo, kind, messa
     weights.write_bytes(_torch_file(kind))
     err = _one_line_status_2(capsys, _segment_args(photo, weights, tmp_path / "out"), message)
     assert "Warning" not in err and "Re-running" not in err
+
+
+# --- earlier outputs: counted as done only when whole; a torn one of zsseg's is written again -----
+
+
+@pytest.fixture
+def segmented(clip_dir, tmp_path, capsys, photo):
+    """An output folder that `zsseg segment` wrote, and its files' bytes."""
+    from zsseg.cli import main
+
+    out = tmp_path / "out"
+    assert main([str(a) for a in _segment_args(photo, clip_dir, out)]) == 0
+    capsys.readouterr()
+    return out, {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("name", ["photo.png", "photo_overlay.png", "photo.json"])
+@pytest.mark.parametrize("keep", [0, 10, 40, 70, "half", "all but 5"])
+def test_skip_existing_writes_a_torn_output_again(clip_dir, capsys, photo, segmented, name, keep):
+    from zsseg.cli import main
+
+    out, original = segmented
+    data = original[name]
+    keep = {"half": len(data) // 2, "all but 5": len(data) - 5}.get(keep, keep)
+    (out / name).write_bytes(data[:keep])
+    assert main([str(a) for a in _segment_args(photo, clip_dir, out, "--skip-existing")]) == 0
+    assert "1 image segmented, 0 failed" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == original  # the same bytes: same labels on every run
+
+
+def test_skip_existing_passes_over_whole_outputs(clip_dir, capsys, photo, segmented):
+    from zsseg.cli import main
+
+    out, original = segmented
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main([str(a) for a in _segment_args(photo, clip_dir, out, "--skip-existing")]) == 0
+    assert "0 images segmented, 1 already done" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+def _user_png(path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 48), np.uint8)).save(path, format="PNG")
+
+
+@pytest.mark.parametrize("name", ["photo.png", "photo_overlay.png", "photo.json"])
+@pytest.mark.parametrize("content", [b"", b"mine", b"\x89PNG\r\n\x1a\n", b'{"software": "mine"}', "png"])
+def test_a_user_file_named_like_an_output_is_never_replaced(clip_dir, tmp_path, capsys, photo, name, content):
+    out = tmp_path / "out"
+    out.mkdir()
+    if content == "png":
+        _user_png(out / name)
+    else:
+        (out / name).write_bytes(content)
+    before = (out / name).read_bytes()
+    for extra in ((), ("--skip-existing",)):
+        _one_line_status_2(capsys, _segment_args(photo, clip_dir, out, *extra), f"{name} exists and was not written by zsseg")
+    assert (out / name).read_bytes() == before and [p.name for p in out.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("name", ["photo.png", "photo_overlay.png", "photo.json"])
+def test_a_whole_user_file_put_in_place_of_an_output_is_never_replaced(clip_dir, capsys, photo, segmented, name):
+    out, _ = segmented
+    if name.endswith(".png"):
+        _user_png(out / name)
+    else:
+        (out / name).write_text('{"my": "notes"}')
+    before = (out / name).read_bytes()
+    _one_line_status_2(capsys, _segment_args(photo, clip_dir, out, "--skip-existing"), f"{name} exists and was not written by zsseg")
+    assert (out / name).read_bytes() == before
+
+
+def test_stale_temporaries_are_removed_only_when_zsseg_wrote_them(clip_dir, capsys, photo, segmented):
+    from zsseg.cli import main
+
+    out, original = segmented
+    theirs = {".photo.png.abcdefgh.tmp": b"a user's file", ".photo.json.12345678.tmp": b"", ".photo_overlay.png.zzzzzzzz.tmp": b"\x89PNG"}
+    for name, data in theirs.items():
+        (out / name).write_bytes(data)
+    ours = out / ".photo.png.k3j4h5g6.tmp"
+    ours.write_bytes(original["photo.png"][:100])  # a temporary cut short by a kill: zsseg's mark is in it
+    assert main([str(a) for a in _segment_args(photo, clip_dir, out)]) == 0
+    assert not ours.exists()
+    assert {name: (out / name).read_bytes() for name in theirs} == theirs
+
+
+def test_outputs_are_on_the_disk_before_they_are_renamed(tmp_path, monkeypatch):
+    import os
+
+    from zsseg import writers
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(writers.os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(writers.os, "replace", lambda a, b: events.append(f"replace {Path(b).name}") or real_replace(a, b))
+    writers.write_outputs(tmp_path, "x", np.zeros((8, 10, 3), np.uint8), np.zeros((8, 10), np.int64), ["cat"], "x.jpg")
+    renames = [i for i, e in enumerate(events) if e.startswith("replace")]
+    assert len(renames) == 3 and events[:3] == ["fsync"] * 3 and events[renames[-1] + 1:] == ["fsync"]  # the folder too
+
+
+# --- training: a file is removed only when zsseg can prove it wrote it ----------------------------
+
+
+def _train(clip_dir, out, *extra):
+    from conftest import DATA
+    from zsseg.cli import main
+
+    return main(["train", "proposals", "--dataset", "coco-stuff", "--data-root", str(DATA), "--config", "tiny", "--clip",
+                 str(clip_dir), "--batch-size", "2", "--crop-size", "128", "--log-every", "1", "--output-dir", str(out),
+                 "--max-iters", "3", "--checkpoint-every", "1", *map(str, extra)])
+
+
+def _user_checkpoint(kind):
+    import io
+
+    import torch
+
+    if kind == "bytes":
+        return b"my own notes, named like a checkpoint"
+    buffer = io.BytesIO()
+    torch.save({"step": 1, "model": {"w": torch.zeros(2)}} if kind == "torch" else {"w": torch.zeros(2)}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("bytes", "cannot read checkpoint: "),
+    ("torch", "is named like a checkpoint of zsseg but zsseg did not write it"),
+    ("state", "is named like a checkpoint of zsseg but zsseg did not write it"),
+])
+def test_a_users_file_named_like_a_checkpoint_is_never_removed(clip_dir, tmp_path, capsys, kind, message):
+    out = tmp_path / "run"
+    assert _train(clip_dir, out) == 0  # wrote checkpoints 1, 2, 3 and kept 2 and 3
+    capsys.readouterr()
+    mine = out / "checkpoint-0000001.pt"
+    mine.write_bytes(_user_checkpoint(kind))
+    before = mine.read_bytes()
+    status = _train(clip_dir, out)  # the issue's resume, which deleted the user's file
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and err.count("\n") == 1 and "left untouched" in err, err
+    assert mine.read_bytes() == before
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-000000{k}.pt" for k in (1, 2, 3)]
+
+
+def test_pruning_passes_over_files_it_cannot_prove_are_its_own(tmp_path):
+    import torch
+
+    from zsseg.training import _save_checkpoint
+
+    theirs = tmp_path / "checkpoint-0000000.pt"
+    theirs.write_bytes(b"not zsseg's")
+    for step in (1, 2, 3):
+        _save_checkpoint(tmp_path, {"step": step, "model": {"w": torch.full((2,), float(step))}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-0000000.pt", "checkpoint-0000002.pt", "checkpoint-0000003.pt"]
+    assert theirs.read_bytes() == b"not zsseg's"
+    assert torch.load(tmp_path / "checkpoint-0000003.pt", weights_only=True)["software"] == SOFTWARE
+
+
+def test_a_users_log_beside_zsseg_checkpoints_is_never_rewritten(clip_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(clip_dir, out, "--max-iters", "2") == 0
+    capsys.readouterr()
+    (out / "log.jsonl").write_text("my own log\n")
+    status = _train(clip_dir, out, "--max-iters", "2")
+    assert status == 2 and "log.jsonl exists and was not written by zsseg" in capsys.readouterr().err
+    assert (out / "log.jsonl").read_text() == "my own log\n"

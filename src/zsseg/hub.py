@@ -212,12 +212,14 @@ def optional_json(source: str, filename: str, local_only: bool) -> dict:
     return read_json(path) if path.is_file() else {}
 
 
-def load_torch_file(path: Path, objects_advice: str = "keep only the weights (a state dict of tensors, ideally as .safetensors)"):
+def load_torch_file(path: Path, objects_advice: str = "keep only the weights (a state dict of tensors, ideally as .safetensors)",
+                    mmap: bool = False):
     """`torch.load(path, weights_only=True)` on the CPU, with every failure one line that says
     what the file is: empty, not a PyTorch file at all (random bytes, text), a damaged archive,
     or a pickle of objects other than tensors (named; `objects_advice` says what to do). Nothing
     is unpickled but tensors, and torch's warnings about the file (its pickle protocol) are not
-    printed: the error says what matters."""
+    printed: the error says what matters. `mmap` maps the tensors instead of reading them (a
+    zip archive only): to look at a large file's other entries cheaply."""
     import warnings
 
     import torch
@@ -234,7 +236,7 @@ def load_torch_file(path: Path, objects_advice: str = "keep only the weights (a 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if found:

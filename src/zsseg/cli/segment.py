@@ -65,7 +65,10 @@ def _collect_images(inputs: list[str]) -> Inputs:
     path, in the order given); plus per-input errors. In a folder, label maps and overlays that
     zsseg wrote are not inputs, so segmenting a folder into itself twice works."""
     from ..images import IMAGE_EXTENSIONS  # here, as the writers: numpy and PIL are not for `zsseg --help`
-    from ..writers import written_by_zsseg
+    from ..writers import damaged_output_of_zsseg, written_by_zsseg
+
+    def zsseg_output(entry: Path) -> bool:
+        return entry.is_file() and (written_by_zsseg(entry) or damaged_output_of_zsseg(entry))
 
     images: dict[Path, Path] = {}
     failures = []
@@ -84,9 +87,9 @@ def _collect_images(inputs: list[str]) -> Inputs:
                     passed_over["link"] += 1
                 elif entry.is_dir():
                     passed_over["subfolder"] += 1
-                elif entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS and not written_by_zsseg(entry):
+                elif entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS and not zsseg_output(entry):
                     found.append(entry)
-                elif not (entry.is_file() and written_by_zsseg(entry)):
+                elif not zsseg_output(entry):
                     passed_over["other"] += 1
             if not found:
                 failures.append(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -102,15 +105,19 @@ def _collect_images(inputs: list[str]) -> Inputs:
 
 def already_segmented(out: Path, stem: str, vocabulary: Vocabulary, settings: dict) -> bool:
     """Whether `out` holds the outputs of `stem` that zsseg wrote with this vocabulary and these
-    settings (as its JSON records them)."""
-    from ..writers import output_paths, written_by_zsseg
+    settings (as its JSON records them), each whole: every PNG decodes to its last row, and is
+    the size the JSON records. An output cut short is not done: it is written again."""
+    from ..writers import output_paths, whole
 
     targets = output_paths(out, stem)
-    if not all(target.is_file() and written_by_zsseg(target) for target in targets):
+    if not all(whole(target) for target in targets):
         return False
     try:
         record = json.loads(targets[-1].read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return False
+    files = record.get("files") if isinstance(record, dict) else None
+    if isinstance(files, dict) and any(files.get(t.name) != t.stat().st_size for t in targets[:-1]):
         return False
     return record.get("vocabulary") == vocabulary.names and record.get("settings") == json.loads(json.dumps(settings))
 
