@@ -528,3 +528,128 @@ def test_a_users_log_beside_zsseg_checkpoints_is_never_rewritten(clip_dir, tmp_p
     status = _train(clip_dir, out, "--max-iters", "2")
     assert status == 2 and "log.jsonl exists and was not written by zsseg" in capsys.readouterr().err
     assert (out / "log.jsonl").read_text() == "my own log\n"
+
+
+# --- what was unclear ------------------------------------------------------------------------------
+
+
+def test_listings_line_up_their_columns(capsys):
+    from zsseg.cli import main
+    from zsseg.datasets import DATASETS
+    from zsseg.vocabulary import PRESETS
+
+    assert main(["datasets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len({line.index(spec.description) for line, spec in zip(lines, DATASETS.values())}) == 1, lines  # voc's long splits too
+    assert main(["vocabularies"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len({line.index(description) for line, description in zip(lines, PRESETS.values())}) == 1, lines
+
+
+def test_tiny_clip_script_prints_only_its_folder(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tiny_clip.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "tiny-clip")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout == f"{tmp_path / 'tiny-clip'}\n" and done.stderr == "", done.stderr
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().split()
+    assert "/tiny-clip/" in ignored  # where the README's first steps save it
+
+
+def _coco(tmp_path, image_ids):
+    annotations = [{"id": 10 + k, "image_id": image_id, "segmentation": _rle(_square() if k % 2 == 0 else ~_square())}
+                   for k, image_id in enumerate(image_ids)]
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps({"annotations": annotations}))
+    return path
+
+
+def test_coco_image_ids_of_both_types_are_told_apart(tmp_path):
+    from zsseg.cli.classify import image_id
+
+    path = _coco(tmp_path, ["1", 1])
+    with pytest.raises(ZssegError, match=r'holds annotations of 2 images; choose one with --image-id \(ids: 1, "1"\)'):
+        read_masks(path, H, W)
+    assert read_masks(path, H, W, image_id=1).ids == [11] and read_masks(path, H, W, image_id="1").ids == [10]
+    assert image_id("1") == 1 and image_id('"1"') == "1" and image_id("abc") == "abc"
+    only_strings = _coco(tmp_path, ["7", "7"])
+    masks = read_masks(only_strings, H, W, image_id=image_id("7"))  # typed as a number, the file's id is a string
+    assert masks.ids == [10, 11] and masks.image_id == "7" and 'image "7"' in masks.describe()
+    with pytest.raises(ZssegError, match='no annotations for image id "8"'):
+        read_masks(only_strings, H, W, image_id="8")
+
+
+def test_classify_shows_progress_over_many_masks(clip, monkeypatch, capsys):
+    from zsseg import MaskSet, RegionClassifier, classify_masks
+
+    monkeypatch.setenv("ZSSEG_PROGRESS_EVERY", "50")
+    masks = np.zeros((120, 32, 40), dtype=bool)
+    for k in range(120):
+        masks[k, (k % 8) * 4:(k % 8) * 4 + 4, (k // 8) % 10 * 4:(k // 8) % 10 * 4 + 4] = True
+    image = np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)
+    classify_masks(RegionClassifier(clip, prompt="single"), image, MaskSet.from_array(masks), "cat; dog", progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["zsseg: classifying: 50 of 120 masks", "zsseg: classifying: 100 of 120 masks"]
+
+
+def test_ctrl_c_does_not_wait_for_the_image_being_prepared(clip_dir, tmp_path, photo):
+    """After Ctrl-C the `zsseg` command ends at once, even while the next image is still being
+    prepared (here: forever); nothing of that image is written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys, time\n"
+        "from zsseg.segmenter import Segmenter\n"
+        "real = Segmenter.prepare_image\n"
+        "seen = []\n"
+        "def prepare(self, image):\n"
+        "    seen.append(1)\n"
+        "    if len(seen) == 2:\n"
+        "        print('preparing the second', file=sys.stderr, flush=True)\n"
+        "        time.sleep(3600)\n"
+        "    return real(self, image)\n"
+        "Segmenter.prepare_image = prepare\n"
+        "from zsseg.console import main\n"
+        "sys.argv = ['zsseg', *sys.argv[1:]]\n"
+        "sys.exit(main())\n"
+    )
+    second = tmp_path / "second.jpg"
+    second.write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    args = _segment_args(photo, clip_dir, out)
+    args.insert(2, second)
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)],
+                            stderr=subprocess.PIPE, text=True)
+    err = ""
+    while "preparing the second" not in err:
+        line = proc.stderr.readline()
+        assert line, f"the command ended before the second image was prepared: {err}"
+        err += line
+    deadline = time.monotonic() + 120
+    while not (out / "photo.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    try:
+        rest = proc.communicate(timeout=120)[1]  # the preparation sleeps for an hour
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, rest
+    assert rest.strip().splitlines()[-1].startswith("zsseg: interrupted: 1 of 2 images segmented"), rest
+    assert "Traceback" not in rest and sorted(p.name for p in out.iterdir()) == ["photo.json", "photo.png", "photo_overlay.png"]
+
+
+def test_the_demo_extras_pillow_bound_is_explained():
+    import importlib.metadata
+    import re
+
+    pins = [r for r in importlib.metadata.requires("gradio") or [] if re.match(r"pillow\b", r, re.I)]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for pin in pins:
+        bound = re.search(r"<\s*(\d+)", pin)
+        if bound:  # installing the demo downgrades a newer Pillow: the README says so, and why
+            assert f"pillow<{bound.group(1)}" in readme and f"Pillow {bound.group(1)}" in readme

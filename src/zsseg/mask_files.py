@@ -112,7 +112,7 @@ class MaskSet:
 
     def describe(self) -> str:
         """"12 masks (coco, image 397133) from ann.json", for messages and summaries."""
-        image = f", image {self.image_id}" if self.image_id is not None else ""
+        image = f", image {coco_id_text(self.image_id)}" if self.image_id is not None else ""
         return f"{counted(len(self), 'mask')} ({self.format}{image}) from {self.source}"
 
     @classmethod
@@ -427,28 +427,33 @@ def _read_sam(items: list, path: Path, height: int, width: int, max_masks: int |
 
 
 def _read_coco(data: dict, path: Path, height: int, width: int, max_masks: int | None, image_id) -> MaskSet:
-    """A COCO annotation file: the annotations of one image; id = the annotation's id."""
+    """A COCO annotation file: the annotations of one image; id = the annotation's id. Image
+    ids are whole numbers or strings, told apart (1 and "1" are two images); an integer
+    `image_id` also finds a string id of its digits where no image has the integer id."""
     annotations = _records(data["annotations"], path, "\"annotations\"")
     images = _records(data.get("images", []), path, "\"images\"")
+    found = {_key(a.get("image_id")) for a in annotations} | {_key(i.get("id")) for i in images}
+    found.discard(None)
     if image_id is None:
-        found = {a.get("image_id") for a in annotations if _hashable(a.get("image_id"))}
-        found |= {i.get("id") for i in images if _hashable(i.get("id"))}
-        found.discard(None)
         if len(found) > 1:
+            shown = sorted(found, key=lambda key: (key[0] is str, key[1] if key[0] is int else 0, str(key[1])))
             raise ZssegError(f"{path}: holds annotations of {len(found)} images; choose one with --image-id "
-                             f"(ids: {_shown(sorted(found, key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 0, str(v))))})")
+                             f"(ids: {_shown([coco_id_text(value) for _, value in shown])})")
         if not found:
             raise ZssegError(f"{path}: holds no annotations")
-        image_id = found.pop()
-    entry = next((i for i in images if i.get("id") == image_id), None)
+        image_id = found.pop()[1]
+    elif isinstance(image_id, int) and (int, image_id) not in found and (str, str(image_id)) in found:
+        image_id = str(image_id)
+    key = _key(image_id)
+    entry = next((i for i in images if _key(i.get("id")) == key), None)
     if entry is not None and isinstance(entry.get("height"), int) and isinstance(entry.get("width"), int) \
             and (entry["height"], entry["width"]) != (height, width):
-        raise ZssegError(f"{path}: image {image_id} is {entry['width']}x{entry['height']} in the file but the image is "
-                         f"{width}x{height} (width x height)")
-    mine = [a for a in annotations if a.get("image_id") == image_id]
+        raise ZssegError(f"{path}: image {coco_id_text(image_id)} is {entry['width']}x{entry['height']} in the file but the "
+                         f"image is {width}x{height} (width x height)")
+    mine = [a for a in annotations if _key(a.get("image_id")) == key]
     if not mine:
         known = "" if entry is not None else " (no image of the file has that id)"
-        raise ZssegError(f"{path}: no annotations for image id {image_id}{known}")
+        raise ZssegError(f"{path}: no annotations for image id {coco_id_text(image_id)}{known}")
     _check_count(len(mine), path, max_masks)
     ids, rles = [], []
     for position, annotation in enumerate(mine):
@@ -465,8 +470,16 @@ def _read_coco(data: dict, path: Path, height: int, width: int, max_masks: int |
     return MaskSet(path, "coco", height, width, ids, rles, image_id=image_id)
 
 
-def _hashable(value) -> bool:
-    return isinstance(value, (int, str))
+def _key(value) -> tuple | None:
+    """A COCO id as (type, value): 1 and "1" are different images (True is not 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    return (type(value), value)
+
+
+def coco_id_text(value) -> str:
+    """An image id as messages show it: 1, or "1" for a string (JSON's spelling)."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
 
 
 def _zsseg_records(records: list, path: Path, height: int, width: int, fmt: str, mask_id, what: str) -> MaskSet:

@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     from ..distributed import init_distributed, shutdown_distributed, together
 
     context = init_distributed(args.device)
+    interrupted = False
     try:
         plan = together(context, lambda: _plan(args, context.is_main))
         images = plan.found.images
@@ -165,11 +166,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             _segment_share(args, plan, segmenter, share, context.is_main)
         except KeyboardInterrupt as error:
+            interrupted = True
             report(failure for _, failure in share.failures)
             process = f" (process {context.rank} of {context.world_size})" if context.enabled else ""
             where = f"; their outputs are in {args.out}" if share.done or share.skipped else ""
+            after = " (torchrun reports the signal below, and exits 1)" if context.enabled else ""
             print(f"zsseg: interrupted{process}: {share.done} of {counted(len(share.indices), 'image')} segmented"
-                  f"{_skipped(share.skipped)}, {len(share.failures)} failed{where}", file=sys.stderr)
+                  f"{_skipped(share.skipped)}, {len(share.failures)} failed{where}{after}", file=sys.stderr)
             if not context.enabled:
                 remove_if_empty(args.out, plan.created)
             return interrupted_status(error)
@@ -179,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
             raise ZssegError(f"another process of the run stopped before the end; the {counted(share.done, 'image')} this one "
                              "segmented are written: run the same command with --skip-existing to finish") from None
     finally:
-        _settle()
+        if not interrupted:  # after an interrupt, the image in preparation is not waited for: `zsseg.console`
+            _settle()
         shutdown_distributed()
     done, skipped = sum(s[0] for s in shares), sum(s[1] for s in shares)
     failures = plan.found.failures + [failure for _, failure in sorted(f for s in shares for f in s[2])]
@@ -187,8 +191,9 @@ def run(args: argparse.Namespace) -> int:
         remove_if_empty(args.out, plan.created)
         report(failures)
         where = f"; outputs in {args.out}" if done or skipped else ""
-        print(f"zsseg: {counted(done, 'image')} segmented{_skipped(skipped)}, {len(failures)} failed{where}{plan.found.summary()}",
-              file=sys.stderr)
+        after = " (status 1, which torchrun reports below as a ChildFailedError)" if context.enabled and failures else ""
+        print(f"zsseg: {counted(done, 'image')} segmented{_skipped(skipped)}, {len(failures)} failed{where}{plan.found.summary()}"
+              f"{after}", file=sys.stderr)
     return 1 if failures else 0
 
 
