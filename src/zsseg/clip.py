@@ -125,7 +125,7 @@ def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: s
         check_model_type(config.model_type, name, CLIP_KIND)
         cls = SiglipModel if config.model_type == "siglip" else CLIPModel
         if Path(source).is_dir():
-            check_weights_fit(Path(source), lambda: cls(config), CLIP_KIND.label)
+            check_weights_fit(Path(source), lambda: cls(config), CLIP_KIND.label, strict=True)
         model, info = cls.from_pretrained(source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True,
                                           output_loading_info=True)
         if tokenizer is None:

@@ -263,11 +263,12 @@ def mean_std(config: dict, mean_key: str, std_key: str, default_mean, default_st
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def check_weights_fit(folder: Path, build_meta: Callable[[], Any], label: str) -> None:
+def check_weights_fit(folder: Path, build_meta: Callable[[], Any], label: str, strict: bool = False) -> None:
     """Before a folder's weights are loaded: the model its config.json describes, built on the
     meta device (no memory, no initialisation) by `build_meta`, must have the shape of every
-    tensor that its safetensors hold under the same name, and no more than twice their size in
-    all. A config that does not describe its weights (hidden_size 16384 beside 64-wide weights)
+    tensor that its safetensors hold under the same name, no more than twice their size in all,
+    and a place for every one of their tensors (`strict`) or for 90% of their values (a config
+    of fewer layers than its weights runs, meaninglessly); stray old buffers aside. A config that does not describe its weights (hidden_size 16384 beside 64-wide weights)
     otherwise allocates gigabytes before transformers refuses it. Folders with PyTorch .bin
     weights only are left to transformers."""
     files = _safetensors_files(folder)
@@ -303,6 +304,15 @@ def check_weights_fit(folder: Path, build_meta: Callable[[], Any], label: str) -
         raise ZssegError(f"the {label} weights in {folder} are incomplete: {len(missing)} tensor(s) missing, for example "
                          f"{missing[0] if missing else '?'}, and they hold {stored:,} of the {expected:,} values its config.json "
                          "describes; give a complete checkpoint, with its own config.json")
+    names = set(model.state_dict())
+    unused = [key for key in shapes if key not in names and not key.endswith(_STRAY_BUFFERS)]
+    if unused and (strict or sum(math.prod(shapes[key]) for key in unused) > 0.1 * stored):
+        raise ZssegError(f"cannot load {label} from {folder}: its config.json has no place for {len(unused)} of its weights' "
+                         f"tensors (for example {unused[0]}): the config is not theirs (a model with fewer layers would run, "
+                         "meaninglessly)")
+
+
+_STRAY_BUFFERS = ("position_ids", "num_batches_tracked")  # buffers older checkpoints saved, which models now rebuild
 
 
 def _safetensors_files(folder: Path) -> list[Path]:

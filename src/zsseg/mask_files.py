@@ -190,8 +190,25 @@ def _shown(values, limit: int = 6) -> str:
     return ", ".join(map(str, values[:limit])) + (", ..." if len(values) > limit else "")
 
 
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR, read before Pillow decodes anything (None if the file
+    does not start as a PNG): a mask of another size is refused from its 33 bytes, whatever its
+    pixels would decompress to."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
 def _open_png(path: Path, height: int, width: int) -> np.ndarray:
     """A PNG's pixels, after checking (from its header) that it is the image's size."""
+    declared = _png_size(path)
+    if declared is not None and declared != (width, height):
+        raise _size_error(str(path), declared[0], declared[1], width, height)
     try:
         with Image.open(path) as image:
             if image.format != "PNG":

@@ -244,6 +244,8 @@ _JSON_MARK = b'{\n "software": "zsseg'  # the first field of every JSON zsseg wr
 def carries_mark(path: Path) -> bool:
     """Whether a file's first bytes carry zsseg's mark, as every PNG and JSON that zsseg writes
     does within its first 100: a file cut short after them keeps it."""
+    if not path.is_file():
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(128)
@@ -257,6 +259,8 @@ def written_by_zsseg(path: Path) -> bool:
     JSON object with zsseg's "software" field (both read from the first bytes, so a file cut
     short is still known), a training log whose lines carry that field, or proposal weights in
     zsseg's safetensors format. Only a PNG's header is read, not its pixels."""
+    if not path.is_file():  # a folder, a FIFO, a device: nothing zsseg writes
+        return False
     if path.suffix.lower() in (".png", ".json") and carries_mark(path):
         return True
     try:
@@ -277,13 +281,15 @@ def written_by_zsseg(path: Path) -> bool:
 
             with safe_open(str(path), "pt") as f:
                 return str((f.metadata() or {}).get("format", "")).startswith("zsseg")
-    except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError):
+    except Exception:  # whatever reading it raises (safetensors' own error class too): not a file zsseg wrote
         return False
     return False
 
 
 def decodes_whole(path: Path) -> bool:
     """Whether a PNG's pixels decode to the last row, or a JSON parses to its end."""
+    if not path.is_file():
+        return False
     try:
         if path.suffix.lower() == ".png":
             with warnings.catch_warnings():
@@ -294,7 +300,7 @@ def decodes_whole(path: Path) -> bool:
         if path.suffix.lower() == ".json":
             json.loads(path.read_bytes())
             return True
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except Exception:  # a damaged file raises what its decoder raises (struct.error, zlib.error, ...)
         return False
     return path.is_file()
 
@@ -352,6 +358,10 @@ def check_target(path: Path, inputs: frozenset[Path] = frozenset(), overwrite: b
         raise ZssegError(f"{path} is one of the inputs and would be overwritten by an output; choose another output folder")
     if path.is_dir():
         raise ZssegError(f"{path} is a folder where zsseg would write a file; {advice}")
+    if path.exists() and not path.is_file():  # a FIFO (reading it to look for zsseg's mark would wait forever), a device
+        raise ZssegError(f"{path} exists and is not a regular file, so it is left untouched; {advice}")
+    if path.is_symlink() and not overwrite:  # the rename would replace the link itself, which zsseg did not make
+        raise ZssegError(f"{path} is a symbolic link, which zsseg did not make, so it is left untouched; {advice}")
     if path.exists() and not overwrite and not (written_by_zsseg(path) or damaged_output_of_zsseg(path)):
         raise ZssegError(f"{path} exists and was not written by zsseg, so it is left untouched; {advice}")
 
