@@ -598,3 +598,37 @@ def test_files_named_like_predictions(capsys, tmp_path, content):
         (out / "ADE_val_00000000.png").write_bytes(content)
     refused(capsys, tmp_path, ["eval", "--dataset", "ade20k-150", "--data-root", tmp_path / "data", "--oracle", "--proposals",
                                "ground-truth", "--quiet", "--save-predictions", out], "was not written by zsseg")
+
+
+# --- 9. damaged proposal-network folders (what `zsseg train proposals` wrote, then edited) ----------
+
+
+@pytest.fixture(scope="module")
+def network(clip_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("network") / "run"
+    assert main([str(a) for a in _train_args(clip_dir, out)]) == 0
+    return out
+
+
+def _edit_proposals(edit):
+    def make(folder):
+        info = json.loads((folder / "proposals.json").read_text())
+        edit(info)
+        (folder / "proposals.json").write_text(json.dumps(info))
+    return make
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_edit_proposals(lambda info: info.__setitem__("train", ["x"])), "does not match proposals.json"),
+    (_edit_proposals(lambda info: info.__setitem__("model", "big")), "does not match proposals.json"),
+    (_edit_proposals(lambda info: info.pop("class_names")), "does not match proposals.json"),
+    (_edit_proposals(lambda info: info.__setitem__("format", "zsseg-proposals/0")), "proposals.json"),
+    (lambda folder: (folder / "proposals.safetensors").write_bytes(b"\x00" * 16), "cannot read"),
+    (lambda folder: (folder / "proposals.json").write_text("[]"), "proposals.json"),
+])
+def test_damaged_proposal_networks(capsys, tmp_path, photo, clip_dir, network, damage, message):
+    folder = tmp_path / "network"
+    shutil.copytree(network, folder)
+    damage(folder)
+    refused(capsys, tmp_path, _segment(photo, clip_dir, tmp_path / "out", "--proposals", "maskformer", "--proposal-weights", folder),
+            message)
