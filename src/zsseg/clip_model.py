@@ -411,11 +411,11 @@ def normalisation(preprocessor: dict, mean: tuple, std: tuple, where: str = "pre
 DEVICE_TYPES = ("cpu", "cuda")  # what zsseg runs on
 
 
-def usable_device(device: str | torch.device) -> torch.device:
+def parse_device(device: str | torch.device) -> torch.device:
     """`device` as a torch.device, after checking that it is one zsseg runs on (cpu, cuda,
-    cuda:N) and that a tensor can be made there: one line for a misspelling, a device type torch
-    knows but zsseg does not run on ("meta", "mps", "xla"), "cuda" on a machine without one, or a
-    bad index."""
+    cuda:N): one line for a misspelling, or a device type torch knows but zsseg does not run on
+    ("meta", "mps", "xla"). Touches no device (under torchrun, every process would otherwise
+    open one on GPU 0)."""
     text = str(device)
     try:
         with warnings.catch_warnings():
@@ -425,10 +425,17 @@ def usable_device(device: str | torch.device) -> torch.device:
         raise ZssegError(f"device '{text}' is not a device ({one_line(error, 120)}); give cpu, cuda or cuda:N") from None
     if parsed.type not in DEVICE_TYPES:
         raise ZssegError(f"device '{text}' is not one zsseg runs on; give cpu, cuda or cuda:N (the GPU's index)")
+    return parsed
+
+
+def usable_device(device: str | torch.device) -> torch.device:
+    """`parse_device`, and a tensor can be made there: one line for "cuda" on a machine without
+    one, or a bad index."""
+    parsed = parse_device(device)
     try:
         torch.empty(0, device=parsed)
     except Exception as error:
-        raise ZssegError(f"device '{text}' is not usable here: {one_line(error, 160)}") from None
+        raise ZssegError(f"device '{device}' is not usable here: {one_line(error, 160)}") from None
     return parsed
 
 

@@ -17,7 +17,7 @@ from typing import Callable, TypeVar
 import torch
 import torch.distributed as dist
 
-from .clip_model import usable_device
+from .clip_model import parse_device
 from .errors import StoppedElsewhere, ZssegError
 from .pipeline import ahead, settle
 
@@ -190,7 +190,7 @@ def init_distributed(device: str = "cpu", timeout_minutes: float = 30.0) -> Dist
 
     On CUDA each process takes the GPU of its LOCAL_RANK ("cuda" becomes "cuda:LOCAL_RANK").
     """
-    usable_device(device)  # first: a bad --device is one line before anything else is done
+    parse_device(device)  # first: a bad --device is one line before anything else is done
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed(device=device)
