@@ -18,7 +18,7 @@ from .clip_model import (  # re-exported (__all__): the names every other module
     wrap_clip,
 )
 from .errors import ZssegError, one_line
-from .hub import check_model_type, check_weights_fit, load_pretrained, optional_json
+from .hub import check_model_type, check_unexpected, check_weights_fit, load_pretrained, optional_json
 
 # What "auto" means on a CPU without native bf16 (`resolve_precision`): int8, measured faster than
 # fp32 there with labels that agree on 99.6% of pixels under a trained (proxy) CLIP
@@ -125,9 +125,10 @@ def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: s
         check_model_type(config.model_type, name, CLIP_KIND)
         cls = SiglipModel if config.model_type == "siglip" else CLIPModel
         if Path(source).is_dir():
-            check_weights_fit(Path(source), lambda: cls(config), CLIP_KIND.label, strict=True)
+            check_weights_fit(Path(source), lambda: cls(config), CLIP_KIND.label)
         model, info = cls.from_pretrained(source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True,
                                           output_loading_info=True)
+        check_unexpected(source, info, CLIP_KIND)
         if tokenizer is None:
             try:
                 loaded = AutoTokenizer.from_pretrained(source, local_files_only=local_only)

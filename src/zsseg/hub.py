@@ -142,6 +142,16 @@ def check_model_type(model_type: str, name: str, kind: ModelKind) -> None:
         raise ZssegError(f"'{name}' is a '{model_type}' model, not {kind.label} (its model_type must be {kind.accepted})")
 
 
+def check_unexpected(source: str, info: dict, kind: ModelKind) -> None:
+    """Refuse weights that the config has no place for (transformers' unexpected keys, after its
+    own renames and the buffers it knows to ignore): a config of fewer layers than its weights
+    loads, and runs meaninglessly."""
+    unused = sorted(info.get("unexpected_keys") or [])
+    if unused:
+        raise ZssegError(f"cannot load {kind.label} from {source}: its config.json has no place for {len(unused)} of its weights' "
+                         f"tensors (for example {unused[0]}): the config is not theirs")
+
+
 def check_complete(source: str, info: dict, kind: ModelKind) -> None:
     """Refuse weights that leave part of the model at its random initialisation: it would run,
     and silently give meaningless results."""
@@ -263,12 +273,12 @@ def mean_std(config: dict, mean_key: str, std_key: str, default_mean, default_st
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
-def check_weights_fit(folder: Path, build_meta: Callable[[], Any], label: str, strict: bool = False) -> None:
+def check_weights_fit(folder: Path, build_meta: Callable[[], Any], label: str) -> None:
     """Before a folder's weights are loaded: the model its config.json describes, built on the
     meta device (no memory, no initialisation) by `build_meta`, must have the shape of every
-    tensor that its safetensors hold under the same name, no more than twice their size in all,
-    and a place for every one of their tensors (`strict`) or for 90% of their values (a config
-    of fewer layers than its weights runs, meaninglessly); stray old buffers aside. A config that does not describe its weights (hidden_size 16384 beside 64-wide weights)
+    tensor that its safetensors hold under the same name, and no more than twice their size in
+    all (weights the config has no place for are found after loading, where transformers has
+    applied its renames: `check_unexpected`). A config that does not describe its weights (hidden_size 16384 beside 64-wide weights)
     otherwise allocates gigabytes before transformers refuses it. Folders with PyTorch .bin
     weights only are left to transformers."""
     files = _safetensors_files(folder)
@@ -304,15 +314,6 @@ def check_weights_fit(folder: Path, build_meta: Callable[[], Any], label: str, s
         raise ZssegError(f"the {label} weights in {folder} are incomplete: {len(missing)} tensor(s) missing, for example "
                          f"{missing[0] if missing else '?'}, and they hold {stored:,} of the {expected:,} values its config.json "
                          "describes; give a complete checkpoint, with its own config.json")
-    names = set(model.state_dict())
-    unused = [key for key in shapes if key not in names and not key.endswith(_STRAY_BUFFERS)]
-    if unused and (strict or sum(math.prod(shapes[key]) for key in unused) > 0.1 * stored):
-        raise ZssegError(f"cannot load {label} from {folder}: its config.json has no place for {len(unused)} of its weights' "
-                         f"tensors (for example {unused[0]}): the config is not theirs (a model with fewer layers would run, "
-                         "meaninglessly)")
-
-
-_STRAY_BUFFERS = ("position_ids", "num_batches_tracked")  # buffers older checkpoints saved, which models now rebuild
 
 
 def _safetensors_files(folder: Path) -> list[Path]:

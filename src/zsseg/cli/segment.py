@@ -105,8 +105,8 @@ def _collect_images(inputs: list[str]) -> Inputs:
 
 def already_segmented(out: Path, stem: str, vocabulary: Vocabulary, settings: dict) -> bool:
     """Whether `out` holds the outputs of `stem` that zsseg wrote with this vocabulary and these
-    settings (as its JSON records them), each whole: every PNG decodes to its last row, and is
-    the size the JSON records. An output cut short is not done: it is written again."""
+    settings (as its JSON records them), each whole: every PNG complete to its last chunk (CRCs
+    right) and of the size the JSON records. An output cut short is not done: it is written again."""
     from ..writers import output_paths, whole
 
     targets = output_paths(out, stem)
