@@ -31,4 +31,8 @@ if __name__ == "__main__":
     parser.add_argument("folder", type=Path, help="where to save it (a new or empty folder)")
     parser.add_argument("--family", choices=list(FAMILIES), default="clip", help="the model family and format (default clip)")
     args = parser.parse_args()
-    print(FAMILIES[args.family](args.folder))
+    from zsseg.hub import quiet_transformers
+
+    with quiet_transformers():  # transformers' notes (torchvision missing) and its shard-writing bar
+        folder = FAMILIES[args.family](args.folder)
+    print(folder)

@@ -199,7 +199,7 @@ def test_tokenizer_sources(tiny_state, tiny_clip, tmp_path, monkeypatch):
 def test_bad_dtype_and_device(tiny_state):
     with pytest.raises(ZssegError, match="unknown dtype"):
         clip_from_openai_state(tiny_state, TOKENIZER, source="x", dtype="int8")
-    with pytest.raises(ZssegError, match="not usable"):
+    with pytest.raises(ZssegError, match="is not a device"):
         clip_from_openai_state(tiny_state, TOKENIZER, source="x", device="nonsense")
 
 

@@ -168,6 +168,23 @@ def test_a_killed_run_resumes_without_redoing_finished_images(network, clip, lab
         pseudo_label(train, segmenter, out, limit=3, reject_threshold=0.5, progress=False)
 
 
+def test_a_torn_label_of_the_run_is_labelled_again(network, clip, labelled, tmp_path):
+    """A label file of the run that something emptied or cut short is not reused (it does not
+    decode whole) and not refused as someone else's (the run's manifest vouches for it)."""
+    import shutil
+
+    out = tmp_path / "pl"
+    shutil.copytree(labelled[0], out)
+    train = load_dataset("coco-stuff", DATA, "train")
+    names = [f"{sample.name}.png" for sample in train.samples[:3]]
+    (out / names[0]).write_bytes(b"")
+    (out / names[1]).write_bytes((labelled[0] / names[1]).read_bytes()[:400])
+    segmenter = Segmenter(clip=clip, proposals=MaskFormerProposals(network), max_size=256)
+    report = pseudo_label(train, segmenter, out, limit=3, progress=False)
+    assert (report.labelled, report.reused) == (2, 1)
+    assert all((out / name).read_bytes() == (labelled[0] / name).read_bytes() for name in names)
+
+
 def test_a_folder_with_files_zsseg_did_not_write_is_refused(network, clip, tmp_path):
     train = load_dataset("coco-stuff", DATA, "train")
     segmenter = Segmenter(clip=clip, proposals=MaskFormerProposals(network), max_size=256)

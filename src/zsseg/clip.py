@@ -17,8 +17,8 @@ from .clip_model import (  # re-exported (__all__): the names every other module
     CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, ClipTextTower, TransformersClip, fingerprint, normalisation, usable_device,
     wrap_clip,
 )
-from .errors import ZssegError
-from .hub import check_model_type, load_pretrained, optional_json
+from .errors import ZssegError, one_line
+from .hub import check_model_type, check_unexpected, check_weights_fit, load_pretrained, optional_json
 
 # What "auto" means on a CPU without native bf16 (`resolve_precision`): int8, measured faster than
 # fp32 there with labels that agree on 99.6% of pixels under a trained (proxy) CLIP
@@ -53,7 +53,12 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
         raise ZssegError(f"unknown dtype '{dtype}'; choose one of {', '.join(PRECISIONS)}")
     device = usable_device(device)
     precision = resolve_precision(dtype, device)
-    clip = _load(str(name_or_path), device, "fp32" if precision == "int8" else precision, tokenizer)
+    try:
+        clip = _load(str(name_or_path), device, "fp32" if precision == "int8" else precision, tokenizer)
+    except ZssegError:
+        raise
+    except Exception as error:  # whatever a model folder or file holds, one line naming it
+        raise ZssegError(f"cannot load CLIP from {name_or_path}: {one_line(error)}") from None
     if precision == "int8":
         clip.quantize_image_tower()
     return clip
@@ -111,14 +116,19 @@ def _load(name: str, device: torch.device, dtype: str, tokenizer: str | None) ->
 
 def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: str | None) -> ClipModel:
     """A transformers CLIP or SigLIP checkpoint (hub id or folder), by its config's model_type."""
+    from pathlib import Path
+
     from transformers import AutoConfig, AutoTokenizer, CLIPModel, SiglipModel
 
     def load(source: str, local_only: bool):
         config = AutoConfig.from_pretrained(source, local_files_only=local_only)
         check_model_type(config.model_type, name, CLIP_KIND)
         cls = SiglipModel if config.model_type == "siglip" else CLIPModel
+        if Path(source).is_dir():
+            check_weights_fit(Path(source), lambda: cls(config), CLIP_KIND.label)
         model, info = cls.from_pretrained(source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True,
                                           output_loading_info=True)
+        check_unexpected(source, info, CLIP_KIND)
         if tokenizer is None:
             try:
                 loaded = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
@@ -133,6 +143,10 @@ def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: s
         return (model, loaded), info
 
     (model, loaded), source, local_only = load_pretrained(name, CLIP_KIND, load)
+    if model.config.model_type == "clip":
+        from .openai_clip import _check_tokenizer, _tokenizer_name
+
+        _check_tokenizer(loaded, model.config.text_config, _tokenizer_name(tokenizer) if tokenizer else f"the tokenizer of {name}")
     preprocessor = optional_json(source, "preprocessor_config.json", local_only)
     if model.config.model_type == "siglip":
         from .siglip import wrap_siglip

@@ -11,6 +11,7 @@ Implementations: `TransformersClip` (here), `zsseg.resnet_clip.ResNetClip` and
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -18,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from .catalogue import DENSE_MODES, DTYPE_NAMES, TEMPERATURE
-from .errors import ZssegError
+from .errors import ZssegError, one_line
 from .hub import ModelKind
 
 # OpenAI CLIP's normalisation, used when a checkpoint has no preprocessor_config.json.
@@ -405,24 +406,44 @@ def fold_quick_gelu(tower: torch.nn.Module) -> int:
     return folded
 
 
-def normalisation(preprocessor: dict, mean: tuple, std: tuple) -> tuple[tuple, tuple]:
+def normalisation(preprocessor: dict, mean: tuple, std: tuple, where: str = "preprocessor_config.json") -> tuple[tuple, tuple]:
     """image_mean and image_std from a checkpoint's preprocessor_config.json (as a dict; {} if it
-    has none), else the model family's `mean` and `std`."""
-    found, spread = preprocessor.get("image_mean"), preprocessor.get("image_std")
-    if isinstance(found, list) and isinstance(spread, list) and len(found) == 3 and len(spread) == 3:
-        return tuple(float(x) for x in found), tuple(float(x) for x in spread)
-    return tuple(mean), tuple(std)
+    has none), else the model family's `mean` and `std`; values that are not 3 numbers each (std
+    above 0) are an error naming `where`."""
+    from .hub import mean_std
+
+    return mean_std(preprocessor, "image_mean", "image_std", mean, std, where)
+
+
+DEVICE_TYPES = ("cpu", "cuda")  # what zsseg runs on
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device, after checking that it is one zsseg runs on (cpu, cuda,
+    cuda:N): one line for a misspelling, or a device type torch knows but zsseg does not run on
+    ("meta", "mps", "xla"). Touches no device (under torchrun, every process would otherwise
+    open one on GPU 0)."""
+    text = str(device)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's deprecation notes on old device types: refused below
+            parsed = torch.device(device)
+    except Exception as error:  # torch raises RuntimeError, ValueError or TypeError by the string
+        raise ZssegError(f"device '{text}' is not a device ({one_line(error, 120)}); give cpu, cuda or cuda:N") from None
+    if parsed.type not in DEVICE_TYPES:
+        raise ZssegError(f"device '{text}' is not one zsseg runs on; give cpu, cuda or cuda:N (the GPU's index)")
+    return parsed
 
 
 def usable_device(device: str | torch.device) -> torch.device:
-    """`device` as a torch.device, after checking a tensor can be made there (a clear error
-    for "cuda" on a machine without one, a bad index, a misspelling)."""
+    """`parse_device`, and a tensor can be made there: one line for "cuda" on a machine without
+    one, or a bad index."""
+    parsed = parse_device(device)
     try:
-        device = torch.device(device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as error:
-        raise ZssegError(f"device '{device}' is not usable here: {str(error).splitlines()[0]}") from None
-    return device
+        torch.empty(0, device=parsed)
+    except Exception as error:
+        raise ZssegError(f"device '{device}' is not usable here: {one_line(error, 160)}") from None
+    return parsed
 
 
 def wrap_clip(model: torch.nn.Module, tokenizer, source: str, image_mean: tuple = CLIP_MEAN, image_std: tuple = CLIP_STD) -> "TransformersClip":

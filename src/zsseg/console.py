@@ -20,7 +20,19 @@ def main() -> int:
         print("zsseg: interrupted", file=sys.stderr, flush=True)
         _exit_now(130)
         return 130
-    return run()
+    status = run()
+    pipeline = sys.modules.get("zsseg.pipeline")
+    if pipeline is not None and pipeline.busy():
+        # Interrupted while the next image was being prepared (`zsseg.pipeline`): its result would
+        # never be written, so the process ends now instead of after it, without the interpreter
+        # shutdown that a thread inside torch's native code would abort.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        _exit_now(status)
+    return status
 
 
 if __name__ == "__main__":

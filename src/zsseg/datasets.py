@@ -23,7 +23,7 @@ from PIL import Image
 
 from .catalogue import PROTOCOLS
 from .errors import ZssegError, counted
-from .images import IMAGE_EXTENSIONS, MAX_PIXELS, read_image
+from .images import IMAGE_EXTENSIONS, MAX_PIXELS, bomb_refusal, read_image
 from .vocabulary import Vocabulary
 
 IGNORE = -1
@@ -363,7 +363,9 @@ def read_label_file(path: Path) -> np.ndarray:
             raw = np.array(image)
     except FileNotFoundError:
         raise ZssegError(f"label map not found: {path}") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:
+        raise bomb_refusal(path, error, "label map") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise ZssegError(f"{path}: cannot read label map ({error})") from None
     if raw.ndim != 2:
         raise ZssegError(f"{path}: label map is not single-channel")

@@ -17,6 +17,7 @@ from typing import Callable, TypeVar
 import torch
 import torch.distributed as dist
 
+from .clip_model import parse_device
 from .errors import StoppedElsewhere, ZssegError
 from .pipeline import ahead, settle
 
@@ -118,7 +119,8 @@ def for_each_shard(count: int, context: Distributed, work: Callable[..., None], 
     `work` (or `load`, or `prepare`) raised a `ZssegError`: then all stop together (the failing
     one re-raises its error, the others say which process failed), so no process waits forever
     in a later collective. On the way out the preparing thread is waited for (it ends after the
-    item in hand: a process must not exit under it).
+    item in hand: a process must not exit under it), but after Ctrl-C or SIGTERM, where the
+    command ends the process at once (`zsseg.console`).
     """
     steps = math.ceil(count / context.world_size)
     mine = [i for i in (s * context.world_size + context.rank for s in range(steps)) if i < count]
@@ -133,6 +135,7 @@ def for_each_shard(count: int, context: Distributed, work: Callable[..., None], 
         return item if prepare is None else prepare(index, item)
 
     staged = ahead(mine, ready, enabled=pipeline and loads is not None)
+    interrupted = False
     try:
         for step in range(steps):
             index = step * context.world_size + context.rank
@@ -151,9 +154,13 @@ def for_each_shard(count: int, context: Distributed, work: Callable[..., None], 
                 raise failure
             if failed_rank >= 0:
                 raise ZssegError(f"stopped: process {failed_rank} failed (see its error)")
+    except KeyboardInterrupt:
+        interrupted = True  # the item in preparation is not waited for: `zsseg.console` ends the process at once
+        raise
     finally:
         staged.close()
-        settle()
+        if not interrupted:
+            settle()
 
 
 def together(context: Distributed, work: Callable[[], T]) -> T:
@@ -183,6 +190,7 @@ def init_distributed(device: str = "cpu", timeout_minutes: float = 30.0) -> Dist
 
     On CUDA each process takes the GPU of its LOCAL_RANK ("cuda" becomes "cuda:LOCAL_RANK").
     """
+    parse_device(device)  # first: a bad --device is one line before anything else is done
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed(device=device)

@@ -17,3 +17,23 @@ class StoppedElsewhere(ZssegError):
 def counted(count: int, noun: str, plural: str | None = None) -> str:
     """"1 image", "2 images": a count with its noun in the right number, for messages."""
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's message for a one-line error: its first non-empty line (and the next, where
+    the first ends in a colon), terminal colour codes removed, cut at a word (with "...") past
+    `limit` characters; its type's name where it has no message."""
+    import re
+
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    text = lines[0]
+    if isinstance(error, LookupError):  # KeyError('gelu_x') says only 'gelu_x'
+        text = f"{type(error).__name__}: {text}"
+    if text.endswith((":", ",")) and len(lines) > 1:  # "Class validation error for ...:" then what failed
+        text = f"{text} {lines[1]}"
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:(")
+    return f"{cut}..."

@@ -66,18 +66,23 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except ZssegError:
         raise
     except Image.DecompressionBombError as error:
-        # Pillow's own guard (about 179 million pixels, unless a program lowered it) fires
-        # while opening, before the size can be asked; its message gives the pixel count.
-        found = re.search(r"\((\d+) pixels\)", str(error))
-        if found and int(found.group(1)) > max_pixels:
-            raise ZssegError(f"{path}: image has {int(found.group(1)):,} pixels, above the limit of {max_pixels:,} pixels") from None
-        raise ZssegError(f"{path}: refused by Pillow's decompression-bomb guard: {error}") from None
+        raise bomb_refusal(path, error, "image", max_pixels) from None
     except Image.UnidentifiedImageError:
         raise ZssegError(f"{path}: not an image file, or a format Pillow cannot read") from None
     except PermissionError:
         raise ZssegError(f"{path}: permission denied") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ZssegError(f"{path}: corrupt or truncated image ({error})") from None
+
+
+def bomb_refusal(path: Path, error: Image.DecompressionBombError, what: str, max_pixels: int = MAX_PIXELS) -> ZssegError:
+    """The one-line error for a file that Pillow's own decompression-bomb guard (about 179
+    million pixels, unless a program lowered it) refused while opening it, before its size
+    could be asked: zsseg's limit, with the pixel count its message gives."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    if found and int(found.group(1)) > max_pixels:
+        return ZssegError(f"{path}: {what} has {int(found.group(1)):,} pixels, above the limit of {max_pixels:,} pixels")
+    return ZssegError(f"{path}: refused by Pillow's decompression-bomb guard: {error}")
 
 
 def as_rgb_array(image: ImageInput) -> np.ndarray:

@@ -18,6 +18,7 @@ Memory stays bounded for large photos with many masks: masks are decoded one at 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from .assembly import binary_mask_labels
 from .errors import ZssegError
 from .images import ImageInput, as_rgb_array
 from .mask_files import MaskId, MaskSet
+from .progress import Progress
 from .region_classification import RegionClassifier
 from .vocabulary import Vocabulary, as_vocabulary
 
@@ -53,7 +55,7 @@ class MaskLabels:
 
 
 def classify_masks(classifier: RegionClassifier, image: ImageInput, masks: MaskSet | np.ndarray,
-                   vocabulary: Vocabulary | str | list[str]) -> MaskLabels:
+                   vocabulary: Vocabulary | str | list[str], progress: bool = False) -> MaskLabels:
     """Label each of `masks` (a `MaskSet`, or `[K, H, W]` bool / 0-1 array at the image's size)
     with a class of `vocabulary` by Eq. 1, and every pixel by Eq. 2 over the masks covering it.
 
@@ -62,6 +64,8 @@ def classify_masks(classifier: RegionClassifier, image: ImageInput, masks: MaskS
         image: a path, PIL image, or HWC uint8 array.
         masks: binary, non-empty masks; they may overlap.
         vocabulary: a `Vocabulary`, a preset name, "a; b, c" text, or a list of names.
+        progress: show how many masks were cropped and encoded (`zsseg.progress.Progress`: a
+            bar on a terminal, a line every 50 masks or 60 s elsewhere).
     """
     vocabulary = as_vocabulary(vocabulary)
     pixels = as_rgb_array(image)
@@ -73,10 +77,18 @@ def classify_masks(classifier: RegionClassifier, image: ImageInput, masks: MaskS
                          "(width x height)")
     if len(masks) == 0:
         raise ZssegError(f"{masks.source}: holds no masks")
-    scores = classifier.classify_each(pixels, iter(masks), vocabulary)
+    with Progress(len(masks), "classifying", "mask", enabled=progress) as bar:
+        scores = classifier.classify_each(pixels, _counted(iter(masks), bar), vocabulary)
     if not bool(scores.keep.all()):  # a MaskSet holds no empty mask; a float mask may be empty once binarised
         empty = masks.ids[int((~scores.keep).nonzero()[0, 0])]
         raise ZssegError(f"{masks.source}: mask {empty} is empty at the classifier's threshold")
     probs = scores.probs.float().numpy()
     label_map = binary_mask_labels(iter(masks), probs, (height, width))
     return MaskLabels(label_map=label_map, class_names=vocabulary.names, probs=probs, ids=list(masks.ids))
+
+
+def _counted(masks: Iterator[np.ndarray], bar: Progress) -> Iterator[np.ndarray]:
+    """The masks, counting each on `bar` when the next is asked for (this one is then cropped)."""
+    for mask in masks:
+        yield mask
+        bar.update()

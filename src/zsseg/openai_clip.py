@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from .clip_model import CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, usable_device, wrap_clip
-from .errors import ZssegError
-from .hub import LOAD_ERRORS, ModelKind, load_pretrained, quiet_transformers
+from .errors import ZssegError, one_line
+from .hub import LOAD_ERRORS, ModelKind, load_pretrained, load_torch_file, mean_std, quiet_transformers
 
 HEAD_WIDTH = 64  # OpenAI's build_model gives every attention head 64 channels
 BOS_ID, EOS_ID = 49406, 49407  # CLIP's BPE start and end of text; EOS also pads (OpenAI pads with 0)
@@ -276,7 +276,7 @@ def _load_tokenizer(tokenizer):
                     # Positional: the keyword names changed between transformers releases.
                     return CLIPTokenizerFast(str(folder / "vocab.json"), str(folder / "merges.txt"))
             except LOAD_ERRORS as error:
-                raise ZssegError(f"cannot load the CLIP tokenizer from {folder}: {str(error).strip().splitlines()[0]}") from None
+                raise ZssegError(f"cannot load the CLIP tokenizer from {folder}: {one_line(error)}") from None
         raise ZssegError(f"{folder} holds no CLIP tokenizer (vocab.json and merges.txt, or tokenizer.json)")
 
     def load(source: str, local_only: bool):
@@ -285,14 +285,30 @@ def _load_tokenizer(tokenizer):
     return load_pretrained(str(tokenizer), TOKENIZER_KIND, load)[0]
 
 
-def _check_tokenizer(tokenizer, text) -> None:
-    """The tokenizer must give ids this CLIP's text tower (`CLIPTextConfig` `text`) knows, and
-    end texts with the token it pools."""
+def _tokenizer_name(tokenizer) -> str:
+    """A tokenizer as messages name it: "the CLIP tokenizer FOLDER", or "the tokenizer"."""
+    return f"the CLIP tokenizer {tokenizer}" if isinstance(tokenizer, (str, os.PathLike)) else "the tokenizer"
+
+
+def _check_tokenizer(tokenizer, text, where: str = "the tokenizer") -> None:
+    """The tokenizer must tokenize text (a broken one can load and fail only when used), give
+    ids this CLIP's text tower (`CLIPTextConfig` `text`) knows, end texts with the token it pools
+    (unless the config asks for the legacy pooling, eos_token_id 2), and merge words as CLIP's
+    BPE does ("photo" is one token: a merges.txt that is empty or wrong splits it)."""
     eos = getattr(tokenizer, "eos_token_id", None)
-    if eos != text.eos_token_id:
-        raise ZssegError(f"the tokenizer's end-of-text id is {eos}, not CLIP's {text.eos_token_id}: it is not CLIP's BPE tokenizer")
-    if len(tokenizer) > text.vocab_size:
-        raise ZssegError(f"the tokenizer has {len(tokenizer)} tokens but this CLIP's vocabulary {text.vocab_size}")
+    if text.eos_token_id != 2 and eos != text.eos_token_id:
+        raise ZssegError(f"{where}'s end-of-text id is {eos}, not CLIP's {text.eos_token_id}: it is not CLIP's BPE tokenizer")
+    try:
+        size = len(tokenizer)
+        ids = tokenizer(["a photo of a cat."], add_special_tokens=True)["input_ids"][0]
+        word = tokenizer(["photo"], add_special_tokens=False)["input_ids"][0]
+    except Exception as error:  # the Rust tokenizer raises a bare Exception
+        raise ZssegError(f"{where} cannot tokenize text: {one_line(error)}") from None
+    if size > text.vocab_size or max(ids, default=0) >= text.vocab_size:
+        raise ZssegError(f"{where} has {size} tokens but this CLIP's vocabulary {text.vocab_size}")
+    if len(word) != 1:
+        raise ZssegError(f"{where} splits 'photo' into {len(word)} tokens where CLIP's BPE has one: its merges (merges.txt) "
+                         "are missing or wrong")
 
 
 def openai_text_tower(state: dict, prefix: str = "", dtype: str = "fp32", act: str = "quick_gelu", heads: int | None = None):
@@ -362,15 +378,17 @@ def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = ""
         from .resnet_clip import resnet_clip_from_parts
 
         text = openai_text_tower(state, prefix, dtype, act, heads[1])
+        where = _tokenizer_name(tokenizer)
         tokenizer = _load_tokenizer(tokenizer)
-        _check_tokenizer(tokenizer, text.config)
+        _check_tokenizer(tokenizer, text.config, where)
         return resnet_clip_from_parts(state, prefix, text, tokenizer, source, device, dtype, image_mean, image_std, interpolation)
     from transformers import CLIPModel
 
     config = openai_vit_config(state, prefix, act, heads)
     tensors, sources = _convert(state, prefix, config)
+    where = _tokenizer_name(tokenizer)
     tokenizer = _load_tokenizer(tokenizer)
-    _check_tokenizer(tokenizer, config.text_config)
+    _check_tokenizer(tokenizer, config.text_config, where)
     model = _from_tensors(CLIPModel, config, tensors, sources, state, dtype)
     clip = wrap_clip(model.to(device), tokenizer, source, image_mean, image_std)
     clip.interpolation = interpolation
@@ -403,7 +421,6 @@ def read_tensor_file(path: str | Path) -> dict[str, torch.Tensor]:
         ZssegError: one line: not found, unreadable, a TorchScript archive (with how to convert
             it), or a file holding anything but tensors (named).
     """
-    import pickle
     import zipfile
 
     path = Path(path).expanduser()
@@ -416,19 +433,12 @@ def read_tensor_file(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            raise ZssegError(f"cannot read {path}: {str(error).strip().splitlines()[0][:200]}") from None
+            raise ZssegError(f"cannot read {path}: {one_line(error)}") from None
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             if any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist()):
                 raise _torchscript_refusal(path)
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        detail = str(error).strip().splitlines()[0][:160]
-        raise ZssegError(f"{path} holds objects other than tensors, which zsseg does not unpickle ({detail}); keep only the "
-                         "weights (a state dict of tensors, ideally as .safetensors)") from None
-    except (OSError, RuntimeError, EOFError, ValueError) as error:
-        raise ZssegError(f"cannot read {path}: {str(error).strip().splitlines()[0][:200]}") from None
+    content = load_torch_file(path)
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     if not isinstance(content, dict) or not content:
@@ -482,9 +492,9 @@ def load_open_clip_folder(folder: str | Path, tokenizer=None, device: str | torc
     if weights is None:
         raise ZssegError(f"{folder} has {OPEN_CLIP_CONFIG} but no weights ({' or '.join(OPEN_CLIP_WEIGHTS)})")
     preprocess = config.get("preprocess_cfg") or {}
-    mean, std = preprocess.get("mean", CLIP_MEAN), preprocess.get("std", CLIP_STD)
-    if not (isinstance(mean, list | tuple) and isinstance(std, list | tuple) and len(mean) == len(std) == 3):
-        raise ZssegError(f"{folder / OPEN_CLIP_CONFIG}: preprocess_cfg mean and std must be 3 numbers each")
+    if not isinstance(preprocess, dict):
+        raise ZssegError(f"{folder / OPEN_CLIP_CONFIG}: preprocess_cfg must be an object")
+    mean, std = mean_std(preprocess, "mean", "std", CLIP_MEAN, CLIP_STD, f"{folder / OPEN_CLIP_CONFIG}: preprocess_cfg")
     interpolation = str(preprocess.get("interpolation", "bicubic"))
     if interpolation not in INTERPOLATIONS:
         raise ZssegError(f"{folder / OPEN_CLIP_CONFIG}: unsupported interpolation '{interpolation}' (bicubic or bilinear)")
@@ -499,7 +509,7 @@ def load_open_clip_folder(folder: str | Path, tokenizer=None, device: str | torc
     if tokenizer is None and any((folder / f).is_file() for f in TOKENIZER_FILES):
         tokenizer = folder  # timm's open_clip repos carry CLIP's BPE files beside the weights
     return clip_from_openai_state(state, tokenizer or DEFAULT_TOKENIZER, source or str(folder), device=device, dtype=dtype,
-                                  act=act, image_mean=tuple(map(float, mean)), image_std=tuple(map(float, std)),
+                                  act=act, image_mean=mean, image_std=std,
                                   interpolation=INTERPOLATIONS[interpolation], heads=(vision_heads, text_heads))
 
 

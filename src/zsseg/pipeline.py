@@ -16,6 +16,9 @@ writes nothing. A process must not exit while a worker is inside that item: a th
 torch's native code when the interpreter shuts down aborts the process ("terminate called
 without an active exception", status -6, seen with daemon threads). So a command calls `settle`
 before it exits (after its summary): it waits for that item, at most one image's preparation.
+After Ctrl-C or SIGTERM it does not wait (an image's preparation took 11.5 s): the `zsseg`
+command (`zsseg.console`) then ends the process with `os._exit`, which runs no interpreter
+shutdown to abort, while a worker is `busy`. The worker writes nothing, so nothing is lost.
 
 `$ZSSEG_PIPELINE=0` (or `zsseg segment --no-pipeline`) runs sequentially.
 """
@@ -99,6 +102,11 @@ def settle() -> None:
         worker.join()
 
 
+def busy() -> bool:
+    """Whether a worker of `ahead` is still running (preparing an item no one will take)."""
+    return any(worker.is_alive() for worker in list(_workers))
+
+
 def _load(load: Callable[[T], V], item: T, catch: type[BaseException]) -> Outcome[V]:
     try:
         return Outcome(value=load(item))
@@ -106,4 +114,4 @@ def _load(load: Callable[[T], V], item: T, catch: type[BaseException]) -> Outcom
         return Outcome(error=error)
 
 
-__all__ = ["Outcome", "ahead", "pipeline_enabled", "settle"]
+__all__ = ["Outcome", "ahead", "busy", "pipeline_enabled", "settle"]

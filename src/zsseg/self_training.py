@@ -56,7 +56,7 @@ from .segmenter import PER_PIXEL_METHODS, Segmenter
 from .pipeline import pipeline_enabled
 from .progress import Progress
 from .pseudo_labels import FORMAT, MANIFEST_NAME, read_manifest
-from .writers import SOFTWARE, check_target, write_json, write_png, written_by_zsseg
+from .writers import SOFTWARE, check_target, decodes_whole, whole, write_json, write_png, written_by_zsseg
 
 
 
@@ -265,7 +265,7 @@ def pseudo_label(
         try:
             dataset.check_sizes(index, image, label)
             target = output_dir / f"{dataset.samples[index].name}.png"
-            return label, None if target.exists() and written_by_zsseg(target) else segmenter.prepare_image(image)
+            return label, None if whole(target) else segmenter.prepare_image(image)
         except ZssegError as error:
             return error
 
@@ -281,7 +281,8 @@ def pseudo_label(
                 raise ZssegError(f"{target} does not hold labels of {sample.name}; remove it and rerun to label that image again")
             done["reused"] += 1
         else:
-            check_target(target, advice="choose another --output-dir")
+            if not damaged_label(target):  # the run's manifest vouches for its own damaged labels
+                check_target(target, advice="choose another --output-dir")
             result = segmenter.finish(prepared, vocabulary)
             pseudo = pseudo_label_map(result.masks, result.region_probs, label, seen, reject_threshold)
             try:
@@ -337,7 +338,7 @@ def check_output_dir(folder: Path, dataset: SegmentationDataset, count: int, sig
     manifest = folder / MANIFEST_NAME
     if manifest.exists():
         record = read_manifest(folder)  # first: a manifest that is not zsseg's is the thing to name
-        check_only_ours(folder)
+        check_only_ours(folder, labels_vouched=True)
         if record.get("signature") != signature:
             old = record.get("signature") or {}
             changed = sorted(k for k in signature.keys() | old.keys() if signature.get(k) != old.get(k))
@@ -353,12 +354,20 @@ def check_output_dir(folder: Path, dataset: SegmentationDataset, count: int, sig
     check_only_ours(folder)
 
 
-def check_only_ours(folder: Path) -> None:
-    """Refuse a folder holding anything zsseg did not write (its own temporary files aside):
-    label files would be written among, and could be mistaken for, someone else's."""
+def damaged_label(path: Path) -> bool:
+    """A label file that something damaged before its mark (emptied, cut inside its header): in
+    a folder whose manifest is zsseg's, it is one of the run's labels, to be written again."""
+    return path.suffix == ".png" and path.is_file() and not written_by_zsseg(path) and not decodes_whole(path)
+
+
+def check_only_ours(folder: Path, labels_vouched: bool = False) -> None:
+    """Refuse a folder holding anything zsseg did not write (its own temporary files aside, and
+    with `labels_vouched`, for a folder with zsseg's manifest, its damaged labels): label files
+    would be written among, and could be mistaken for, someone else's."""
     if not folder.is_dir():
         return
     for entry in sorted(folder.iterdir()):
-        ours = entry.is_file() and (written_by_zsseg(entry) or (entry.name.startswith(".") and entry.name.endswith(".tmp")))
+        ours = entry.is_file() and (written_by_zsseg(entry) or (entry.name.startswith(".") and entry.name.endswith(".tmp"))
+                                    or (labels_vouched and damaged_label(entry)))
         if not ours:
             raise ZssegError(f"{folder} holds {entry.name}, which zsseg did not write; choose another --output-dir")

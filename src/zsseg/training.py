@@ -5,10 +5,13 @@ it leaves at the end. `run_training` does the rest, the same way for every task:
 
 - Under torchrun each process computes its share of every batch (`Distributed.shard`); DDP
   averages the gradients (gloo on CPU, NCCL on GPU).
-- Checkpoints (`OUT/checkpoint-STEP.pt`: module, optimiser, scheduler, step, every process's
-  RNG state, and the run's signature) are written atomically every `checkpoint_every` steps;
-  rerunning the same command resumes from the newest one and ends with the same weights as an
-  uninterrupted run. A checkpoint of a different run (another signature) is refused.
+- Checkpoints (`OUT/checkpoint-STEP.pt`: zsseg's mark, module, optimiser, scheduler, step,
+  every process's RNG state, and the run's signature) are written atomically every
+  `checkpoint_every` steps; rerunning the same command resumes from the newest one and ends
+  with the same weights as an uninterrupted run. A checkpoint of a different run (another
+  signature) is refused. Only the newest two are kept, and a checkpoint is removed only when
+  it carries zsseg's mark: a file that is only named like one (a user's, an unreadable one)
+  stops the run at its start, untouched.
 - `OUT/log.jsonl` has one line per `log_every` steps with the loss terms and learning rate;
   each line says `"software": "zsseg VERSION"`, so a user's log is never taken for zsseg's.
 - A new run (no checkpoint yet) never replaces a file of the same name that zsseg did not write.
@@ -35,6 +38,7 @@ from torch import nn
 
 from .distributed import Distributed
 from .errors import ZssegError, counted
+from .hub import load_torch_file
 from .progress import Progress
 from .writers import SOFTWARE, check_target, write_atomically
 
@@ -170,26 +174,50 @@ def checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def check_output_dir(output_dir: Path, output_names: tuple[str, ...]) -> None:
-    """A new run (no checkpoint in `output_dir`) may replace only the log and results that an
-    earlier zsseg run left there, never a user's file of the same name."""
-    if output_dir.is_dir() and not checkpoints(output_dir):
-        for name in (LOG_NAME, *output_names):
-            check_target(output_dir / name, advice="choose a new --output-dir")
+    """A run may replace only the log and results that an earlier zsseg run left in
+    `output_dir`, never a user's file of the same name; and every file named like a checkpoint
+    there must be one that zsseg wrote (`check_checkpoint`), since old ones are removed."""
+    if not output_dir.is_dir():
+        return
+    for name in (LOG_NAME, *output_names):
+        check_target(output_dir / name, advice="choose a new --output-dir")
+    for _, path in checkpoints(output_dir):
+        check_checkpoint(path)
+
+
+def not_zsseg_checkpoint(path: Path) -> str | None:
+    """None when `path` is a checkpoint that zsseg wrote (its mark, and the step of its name);
+    else why not. Read with its tensors mapped, not loaded."""
+    try:
+        state = load_torch_file(path, mmap=True)
+    except ZssegError as error:
+        return f"cannot read checkpoint: {error}"
+    if not (isinstance(state, dict) and str(state.get("software", "")).startswith("zsseg")):
+        return f"{path} is named like a checkpoint of zsseg but zsseg did not write it (it carries no zsseg mark)"
+    match = CHECKPOINT_PATTERN.match(path.name)
+    if not match or state.get("step") != int(match.group(1)):
+        return f"{path} holds the checkpoint of step {state.get('step')}, not of the step its name says"
+    return None
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse, before anything is trained or removed, a file named like a checkpoint that zsseg
+    cannot prove it wrote."""
+    why = not_zsseg_checkpoint(path)
+    if why is not None:
+        raise ZssegError(f"{why}; zsseg removes only checkpoints it wrote, so it is left untouched: move it away (or, if it "
+                         "is a damaged checkpoint of this run, delete it to resume from the one before)")
 
 
 def _save_checkpoint(folder: Path, state: dict) -> Path:
     path = folder / f"checkpoint-{state['step']:07d}.pt"
-    write_atomically([path], [lambda f: torch.save(state, f)])
-    for _, old in checkpoints(folder)[:-KEEP_CHECKPOINTS]:
+    if path.exists():
+        check_checkpoint(path)  # a file that appeared while training ran
+    write_atomically([path], [lambda f: torch.save({"software": SOFTWARE, **state}, f)])
+    ours = [old for _, old in checkpoints(folder) if not_zsseg_checkpoint(old) is None]
+    for old in ours[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
     return path
-
-
-def _load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a damaged file: say which, do not guess
-        raise ZssegError(f"cannot read checkpoint {path}: {str(error).strip().splitlines()[0]}; delete it to resume from the one before") from None
 
 
 def _gather(context: Distributed, state: torch.Tensor) -> list[torch.Tensor]:
@@ -254,7 +282,7 @@ def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context
     device = torch.device(context.device)
     check_output_dir(output_dir, task.output_names)
     found = checkpoints(output_dir)
-    resume = _load_checkpoint(found[-1][1]) if found else None
+    resume = load_torch_file(found[-1][1]) if found else None  # checked as zsseg's by check_output_dir
     start = 0
     module = task.module
     if resume is None:

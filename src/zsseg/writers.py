@@ -1,17 +1,23 @@
 """Writing results: a palette label PNG, a colour overlay with a legend, and a JSON record.
 
-Every file is written to a temporary name in the target folder and renamed into place, so an
-interrupted run never leaves a half-written output.
+Every file is written to a temporary name in the target folder, flushed to the disk (fsync)
+and renamed into place, so that an interrupted run or a power loss leaves the old file or the
+new one, never a half-written or empty output.
 
-Every file zsseg writes says so: PNGs carry a "Software: zsseg VERSION" text chunk and JSON
-files a top-level "software" field. `written_by_zsseg` reads that mark, and `check_target`
-uses it so that zsseg replaces only files it wrote itself (or any file, if told to overwrite),
-and never one of its own inputs.
+Every file zsseg writes says so, within its first 100 bytes: PNGs carry a "Software: zsseg
+VERSION" text chunk right after their header and JSON files begin with a "software" field.
+`written_by_zsseg` reads that mark (a file cut short keeps it), `whole` says whether such a file
+is also complete to its end, and `check_target` uses both so that zsseg replaces only files it
+wrote itself (or any file, if told to overwrite), and never one of its own inputs. An output
+damaged so early that its mark is gone (an empty file, a PNG cut inside its header) is zsseg's
+if the rest of its set vouches for it: STEM.json records the names and sizes of the image's
+other outputs (`damaged_output_of_zsseg`). zsseg removes only files that carry its mark.
 """
 
 from __future__ import annotations
 
 import colorsys
+import io
 import json
 import os
 import re
@@ -180,19 +186,18 @@ def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarra
     """Write STEM.png, STEM_overlay.png and STEM.json into `out_dir` (created if missing), all
     or none. `settings` (what made the labels, `Segmenter.settings()`) goes into the JSON.
     `extra_json` adds JSON files to the same all-or-none set, by name suffix: {"_masks": data}
-    writes STEM_masks.json with zsseg's mark (`zsseg classify`)."""
+    writes STEM_masks.json with zsseg's mark (`zsseg classify`). STEM.json records the name and
+    size of each other file of the set ("files"), which vouches for them if they are damaged."""
     extra = [(out_dir / f"{stem}{suffix}.json", data) for suffix, data in (extra_json or {}).items()]
     targets = output_paths(out_dir, stem) + [path for path, _ in extra]
+    contents = [_png_bytes(label_image(labels, len(class_names))), _png_bytes(overlay_image(image, labels, class_names))]
+    contents += [_json_bytes({"software": SOFTWARE, **data}) for _, data in extra]
+    others = [target for target in targets if target != targets[2]]
+    files = {target.name: len(content) for target, content in zip(others, contents)}
+    record_ = {**record(labels, class_names, source), **({"settings": settings} if settings else {}), "files": files}
+    contents.insert(2, _json_bytes(record_))
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(
-        targets,
-        [
-            lambda f: _save_png(label_image(labels, len(class_names)), f),
-            lambda f: _save_png(overlay_image(image, labels, class_names), f),
-            lambda f: f.write(_json_bytes({**record(labels, class_names, source), **({"settings": settings} if settings else {})})),
-            *[lambda f, data=data: f.write(_json_bytes({"software": SOFTWARE, **data})) for _, data in extra],
-        ],
-    )
+    write_atomically(targets, [lambda f, content=content: f.write(content) for content in contents])
     return targets
 
 
@@ -221,14 +226,43 @@ def _json_bytes(data: dict) -> bytes:
 
 def _save_png(image: Image.Image, f: BinaryIO) -> None:
     info = PngImagePlugin.PngInfo()
-    info.add_text("Software", SOFTWARE)
+    info.add_text("Software", SOFTWARE)  # Pillow writes it right after the header
     image.save(f, format="PNG", pnginfo=info)
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    _save_png(image, buffer)
+    return buffer.getvalue()
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_MARK = b"tEXtSoftware\x00zsseg"  # the text chunk, right after the 25-byte header
+_JSON_MARK = b'{\n "software": "zsseg'  # the first field of every JSON zsseg writes
+
+
+def carries_mark(path: Path) -> bool:
+    """Whether a file's first bytes carry zsseg's mark, as every PNG and JSON that zsseg writes
+    does within its first 100: a file cut short after them keeps it."""
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(128)
+    except OSError:
+        return False
+    return (head.startswith(_PNG_SIGNATURE) and _PNG_MARK in head) or head.startswith(_JSON_MARK)
 
 
 def written_by_zsseg(path: Path) -> bool:
     """Whether `path` is a file that zsseg wrote: a PNG with zsseg's Software text chunk, a
-    JSON object with zsseg's "software" field, a training log whose lines carry that field, or
-    proposal weights in zsseg's safetensors format. Only a PNG's header is read, not its pixels."""
+    JSON object with zsseg's "software" field (both read from the first bytes, so a file cut
+    short is still known), a training log whose lines carry that field, or proposal weights in
+    zsseg's safetensors format. Only a PNG's header is read, not its pixels."""
+    if not path.is_file():  # a folder, a FIFO, a device: nothing zsseg writes
+        return False
+    if path.suffix.lower() in (".png", ".json") and carries_mark(path):
+        return True
     try:
         if path.suffix.lower() == ".png":
             with warnings.catch_warnings():
@@ -247,8 +281,73 @@ def written_by_zsseg(path: Path) -> bool:
 
             with safe_open(str(path), "pt") as f:
                 return str((f.metadata() or {}).get("format", "")).startswith("zsseg")
-    except (OSError, ValueError, SyntaxError, RuntimeError, Image.DecompressionBombError):
+    except Exception:  # whatever reading it raises (safetensors' own error class too): not a file zsseg wrote
         return False
+    return False
+
+
+def decodes_whole(path: Path) -> bool:
+    """Whether a PNG is whole (every chunk to IEND, each with its CRC right: Pillow's `verify`,
+    which catches a file cut short or zeroed anywhere, 15 times faster than decoding it), or a
+    JSON parses to its end."""
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix.lower() == ".png":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    image.verify()
+            return True
+        if path.suffix.lower() == ".json":
+            json.loads(path.read_bytes())
+            return True
+    except Exception:  # a damaged file raises what its decoder raises (struct.error, zlib.error, ...)
+        return False
+    return path.is_file()
+
+
+def whole(path: Path) -> bool:
+    """Whether `path` is an output that zsseg wrote and that is complete: its mark, and every
+    byte of it decodes (an output cut short counts as not written)."""
+    return path.is_file() and written_by_zsseg(path) and decodes_whole(path)
+
+
+def _set_record(folder: Path, stem: str) -> dict | None:
+    """STEM.json of an output set when it is zsseg's, complete, and records its set ("files")."""
+    path = folder / f"{stem}.json"
+    if not path.is_file() or not whole(path):
+        return None
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
+
+
+def damaged_output_of_zsseg(path: Path) -> bool:
+    """Whether `path`, which carries no zsseg mark and does not decode, is an output of an image
+    that zsseg wrote and something damaged (emptied, cut inside its header): STEM.json, whole
+    and zsseg's, records a file of that name at least as large; or, for STEM.json itself, the
+    set's PNGs are whole and zsseg's. Such a file may be written again; a user's file never
+    passes (its name unrecorded, or it decodes)."""
+    if not path.is_file():
+        return False
+    return _vouched_for(path) and not written_by_zsseg(path) and not decodes_whole(path)
+
+
+def _vouched_for(path: Path) -> bool:
+    """Whether the rest of an output set zsseg wrote names `path` (see `damaged_output_of_zsseg`)."""
+    name, folder, size = path.name, path.parent, path.stat().st_size
+    for suffix in ("_overlay.png", ".png", "_masks.json"):
+        if name.endswith(suffix):
+            data = _set_record(folder, name[: -len(suffix)])
+            recorded = data["files"].get(name) if data else None
+            if isinstance(recorded, int) and size <= recorded:
+                return True
+    if name.endswith(".json"):
+        stem = name[: -len(".json")]
+        return all(whole(folder / f"{stem}{suffix}") for suffix in (".png", "_overlay.png"))
     return False
 
 
@@ -261,7 +360,11 @@ def check_target(path: Path, inputs: frozenset[Path] = frozenset(), overwrite: b
         raise ZssegError(f"{path} is one of the inputs and would be overwritten by an output; choose another output folder")
     if path.is_dir():
         raise ZssegError(f"{path} is a folder where zsseg would write a file; {advice}")
-    if path.exists() and not overwrite and not written_by_zsseg(path):
+    if path.exists() and not path.is_file():  # a FIFO (reading it to look for zsseg's mark would wait forever), a device
+        raise ZssegError(f"{path} exists and is not a regular file, so it is left untouched; {advice}")
+    if path.is_symlink() and not overwrite:  # the rename would replace the link itself, which zsseg did not make
+        raise ZssegError(f"{path} is a symbolic link, which zsseg did not make, so it is left untouched; {advice}")
+    if path.exists() and not overwrite and not (written_by_zsseg(path) or damaged_output_of_zsseg(path)):
         raise ZssegError(f"{path} exists and was not written by zsseg, so it is left untouched; {advice}")
 
 
@@ -280,18 +383,38 @@ def write_atomically(targets: list[Path], makers: list[Callable[[BinaryIO], obje
             temporaries.append(Path(name))
             with os.fdopen(handle, "wb") as f:
                 make(f)
+                f.flush()
+                os.fsync(f.fileno())  # on the disk before the rename: a power loss leaves the old file or the new
             os.chmod(name, 0o666 & ~umask)  # mkstemp creates 0600; outputs are ordinary files
         for temporary, target in zip(temporaries, targets):
             os.replace(temporary, target)
+        for folder in {target.parent for target in targets}:
+            _sync_folder(folder)
     finally:
-        for temporary in temporaries:
+        for temporary in temporaries:  # this call's own temporaries (mkstemp made each name new)
             temporary.unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a folder's renames durable; where a folder cannot be opened for it, the rename stands."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def remove_stale_temporaries(folder: Path, targets: list[Path]) -> int:
     """Remove the temporaries of `targets` (in `folder`) that a killed run (kill -9, a power loss)
-    left behind, before a run that will write those targets starts; returns how many. Only names
-    that `write_atomically` makes are touched: ".TARGET_NAME." + 8 characters + ".tmp"."""
+    left behind, before a run that will write those targets starts; returns how many. Only files
+    that zsseg can prove it wrote are touched: named as `write_atomically` names them (".TARGET_NAME."
+    + 8 characters + ".tmp") and carrying zsseg's mark in their first bytes. A temporary killed
+    before its first bytes were written proves nothing and is left (hidden, and empty)."""
     names = {target.name for target in targets}
     removed = 0
     try:
@@ -301,7 +424,7 @@ def remove_stale_temporaries(folder: Path, targets: list[Path]) -> int:
     for entry in entries:
         parts = entry.name[1:].rsplit(".", 2) if entry.name.startswith(".") else []
         if len(parts) == 3 and parts[0] in names and _TEMPORARY.fullmatch(f"{parts[1]}.{parts[2]}") \
-                and entry.is_file(follow_symlinks=False):
+                and entry.is_file(follow_symlinks=False) and carries_mark(Path(entry.path)):
             Path(entry.path).unlink(missing_ok=True)
             removed += 1
     return removed

@@ -1,7 +1,7 @@
-"""`python -m zsseg.cli`: the command line."""
+"""`python -m zsseg.cli`: the command line (the `zsseg` command's entry point, `zsseg.console`)."""
 
 import sys
 
-from . import main
+from ..console import main
 
 sys.exit(main())

@@ -38,8 +38,10 @@ def add_parser(commands) -> None:
     vocabulary_options(classify)
     classify.add_argument("--out", required=True, type=Path,
                           help="output folder (created when the outputs are written); never one of the inputs' own files")
-    classify.add_argument("--image-id", type=at_least(0), default=None, metavar="N",
-                          help="the image whose annotations a COCO file gives (needed when it holds several images)")
+    classify.add_argument("--image-id", type=image_id, default=None, metavar="ID",
+                          help="the image whose annotations a COCO file gives (needed when it holds several images): a "
+                          "whole number, or a string id; quote a string id of digits as JSON ('\"1\"') where the file also "
+                          "has the number")
     classify.add_argument("--max-masks", type=at_least(1), default=DEFAULT_MAX_MASKS,
                           help=f"refuse more masks than this (default {DEFAULT_MAX_MASKS}): each one is a CLIP crop, and a "
                           "wrong file (a photo read as an instance map) should stop at once")
@@ -54,6 +56,22 @@ def add_parser(commands) -> None:
     classify.add_argument("--overwrite", action="store_true",
                           help="replace existing files in --out that zsseg did not write (files zsseg wrote are always replaced)")
     classify.set_defaults(run=run)
+
+
+def image_id(text: str) -> int | str:
+    """--image-id: 397133 is a number; '"1"' (JSON's quotes) the string "1"; anything else a string."""
+    import json
+
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a quoted string id") from None
+        return value
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 @dataclass
@@ -112,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         classifier = _classifier(args)
         from ..mask_labelling import classify_masks
 
-        labels = classify_masks(classifier, plan.image, plan.masks, plan.vocabulary)
+        labels = classify_masks(classifier, plan.image, plan.masks, plan.vocabulary, progress=True)
         settings = _settings(classifier, args, plan.masks)
         for target in plan.targets:  # again: a file may have appeared while CLIP ran
             check_target(target, plan.inputs, args.overwrite)

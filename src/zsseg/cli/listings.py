@@ -16,26 +16,32 @@ def add_parser(commands) -> None:
     commands.add_parser("vocabularies", help="list the built-in vocabularies").set_defaults(run=vocabularies)
 
 
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as lines whose columns line up, each as wide as its widest cell (the last
+    column, free text, unpadded)."""
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]) - 1)] if rows else []
+    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[-1]]) for row in rows]
+
+
 def vocabularies(args: argparse.Namespace) -> int:
-    output(f"{name:20s} {len(Vocabulary.preset(name)):4d} classes  {description}" for name, description in PRESETS.items())
+    output(aligned([(name, f"{len(Vocabulary.preset(name))} classes", description) for name, description in PRESETS.items()]))
     return 0
 
 
 def datasets(args: argparse.Namespace) -> int:
     from ..datasets import DATASETS
 
-    output(
-        f"{name:20s} splits {'/'.join(spec.splits):18s} {spec.description}"
-        + (f", zero-shot {len(spec.unseen)} unseen" if spec.unseen else "")
+    output(aligned([
+        (name, f"splits {'/'.join(spec.splits)}", spec.description + (f", zero-shot {len(spec.unseen)} unseen" if spec.unseen else ""))
         for name, spec in DATASETS.items()
-    )
+    ]))
     return 0
 
 
 def configs(args: argparse.Namespace) -> int:
-    output(
-        [f"zsseg train proposals --config {name:14s} {config.description}" for name, config in CONFIGS.items()]
-        + [f"zsseg train fcn --config {name:20s} {config.description}" for name, config in FCN_CONFIGS.items()]
-        + [f"zsseg train prompts --config {name:16s} {config.description}" for name, config in PROMPT_CONFIGS.items()]
-    )
+    output(aligned(
+        [(f"zsseg train proposals --config {name}", config.description) for name, config in CONFIGS.items()]
+        + [(f"zsseg train fcn --config {name}", config.description) for name, config in FCN_CONFIGS.items()]
+        + [(f"zsseg train prompts --config {name}", config.description) for name, config in PROMPT_CONFIGS.items()]
+    ))
     return 0

@@ -65,7 +65,10 @@ def _collect_images(inputs: list[str]) -> Inputs:
     path, in the order given); plus per-input errors. In a folder, label maps and overlays that
     zsseg wrote are not inputs, so segmenting a folder into itself twice works."""
     from ..images import IMAGE_EXTENSIONS  # here, as the writers: numpy and PIL are not for `zsseg --help`
-    from ..writers import written_by_zsseg
+    from ..writers import damaged_output_of_zsseg, written_by_zsseg
+
+    def zsseg_output(entry: Path) -> bool:
+        return entry.is_file() and (written_by_zsseg(entry) or damaged_output_of_zsseg(entry))
 
     images: dict[Path, Path] = {}
     failures = []
@@ -84,9 +87,9 @@ def _collect_images(inputs: list[str]) -> Inputs:
                     passed_over["link"] += 1
                 elif entry.is_dir():
                     passed_over["subfolder"] += 1
-                elif entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS and not written_by_zsseg(entry):
+                elif entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS and not zsseg_output(entry):
                     found.append(entry)
-                elif not (entry.is_file() and written_by_zsseg(entry)):
+                elif not zsseg_output(entry):
                     passed_over["other"] += 1
             if not found:
                 failures.append(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -102,15 +105,19 @@ def _collect_images(inputs: list[str]) -> Inputs:
 
 def already_segmented(out: Path, stem: str, vocabulary: Vocabulary, settings: dict) -> bool:
     """Whether `out` holds the outputs of `stem` that zsseg wrote with this vocabulary and these
-    settings (as its JSON records them)."""
-    from ..writers import output_paths, written_by_zsseg
+    settings (as its JSON records them), each whole: every PNG complete to its last chunk (CRCs
+    right) and of the size the JSON records. An output cut short is not done: it is written again."""
+    from ..writers import output_paths, whole
 
     targets = output_paths(out, stem)
-    if not all(target.is_file() and written_by_zsseg(target) for target in targets):
+    if not all(whole(target) for target in targets):
         return False
     try:
         record = json.loads(targets[-1].read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return False
+    files = record.get("files") if isinstance(record, dict) else None
+    if isinstance(files, dict) and any(files.get(t.name) != t.stat().st_size for t in targets[:-1]):
         return False
     return record.get("vocabulary") == vocabulary.names and record.get("settings") == json.loads(json.dumps(settings))
 
@@ -148,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     from ..distributed import init_distributed, shutdown_distributed, together
 
     context = init_distributed(args.device)
+    interrupted = False
     try:
         plan = together(context, lambda: _plan(args, context.is_main))
         images = plan.found.images
@@ -158,11 +166,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             _segment_share(args, plan, segmenter, share, context.is_main)
         except KeyboardInterrupt as error:
+            interrupted = True
             report(failure for _, failure in share.failures)
             process = f" (process {context.rank} of {context.world_size})" if context.enabled else ""
             where = f"; their outputs are in {args.out}" if share.done or share.skipped else ""
+            after = " (torchrun reports the signal below, and exits 1)" if context.enabled else ""
             print(f"zsseg: interrupted{process}: {share.done} of {counted(len(share.indices), 'image')} segmented"
-                  f"{_skipped(share.skipped)}, {len(share.failures)} failed{where}", file=sys.stderr)
+                  f"{_skipped(share.skipped)}, {len(share.failures)} failed{where}{after}", file=sys.stderr)
             if not context.enabled:
                 remove_if_empty(args.out, plan.created)
             return interrupted_status(error)
@@ -172,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
             raise ZssegError(f"another process of the run stopped before the end; the {counted(share.done, 'image')} this one "
                              "segmented are written: run the same command with --skip-existing to finish") from None
     finally:
-        _settle()
+        if not interrupted:  # after an interrupt, the image in preparation is not waited for: `zsseg.console`
+            _settle()
         shutdown_distributed()
     done, skipped = sum(s[0] for s in shares), sum(s[1] for s in shares)
     failures = plan.found.failures + [failure for _, failure in sorted(f for s in shares for f in s[2])]
@@ -180,8 +191,9 @@ def run(args: argparse.Namespace) -> int:
         remove_if_empty(args.out, plan.created)
         report(failures)
         where = f"; outputs in {args.out}" if done or skipped else ""
-        print(f"zsseg: {counted(done, 'image')} segmented{_skipped(skipped)}, {len(failures)} failed{where}{plan.found.summary()}",
-              file=sys.stderr)
+        after = " (status 1, which torchrun reports below as a ChildFailedError)" if context.enabled and failures else ""
+        print(f"zsseg: {counted(done, 'image')} segmented{_skipped(skipped)}, {len(failures)} failed{where}{plan.found.summary()}"
+              f"{after}", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -85,18 +85,10 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise ZssegError(f"checkpoint not found: {path}")
     if path.suffix == ".pkl":
         return read_detectron2_pickle(path.read_bytes(), str(path), strip_prefix=None)
-    import pickle
+    from ..hub import load_torch_file
 
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        detail = str(error).strip().splitlines()[0][:200]
-        raise ZssegError(
-            f"{path} holds objects other than tensors, which zsseg does not unpickle ({detail}); keep only the weights: "
-            "torch.save({'model': torch.load(path, weights_only=False)['model']}, 'weights.pth') where you trust the file"
-        ) from None
-    except (OSError, RuntimeError, EOFError, ValueError) as error:
-        raise ZssegError(f"cannot read checkpoint {path}: {str(error).strip().splitlines()[0][:200]}") from None
+    content = load_torch_file(path, "keep only the weights: torch.save({'model': torch.load(path, weights_only=False)['model']}, "
+                                    "'weights.pth') where you trust the file")
     state = content.get("model", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or not state:
         raise ZssegError(f"{path} holds no state dict (a detectron2 checkpoint has a 'model' entry)")

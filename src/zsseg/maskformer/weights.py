@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from ..hub import read_json
-from ..errors import ZssegError
+from ..errors import ZssegError, one_line
 from ..prompts import Prompt, VocabularyEmbedding, prompt_from_record, prompt_record
 from ..vocabulary import Vocabulary
 from ..writers import SOFTWARE, write_atomically
@@ -199,10 +199,14 @@ def read_network(path: str | Path, files: NetworkFiles) -> StoredNetwork:
     try:
         tensors = load_file(str(weights))
     except (OSError, SafetensorError) as error:
-        raise ZssegError(f"cannot read {weights}: {error}") from None
+        raise ZssegError(f"cannot read {weights}: {one_line(error)}") from None
     try:
         model_config = dict(info.pop("model"))
         class_names = list(info.pop("class_names"))
+        if not isinstance(info["train"], dict) or int(info["train"]["test_size"]) < 1:  # read later, at inference
+            raise ValueError("\"train\" must record the training settings, with a test_size of at least 1")
+        if info.get("self_training") is not None:
+            list(info["self_training"]["seen_classes"])
         text = VocabularyEmbedding(
             features=tensors["text.features"].float(),
             synonym_class=tensors["text.synonym_class"].long().reshape(1, -1),
@@ -210,9 +214,8 @@ def read_network(path: str | Path, files: NetworkFiles) -> StoredNetwork:
         )
         prompt = prompt_from_record(info.get("prompt") or info["train"].get("prompt") or info["train"].get("templates", "imagenet"),
                                     {k[len("prompt.") :]: v for k, v in tensors.items() if k.startswith("prompt.")})
-    except (KeyError, TypeError, RuntimeError) as error:
-        detail = str(error).strip().splitlines()[0]
-        raise ZssegError(f"{weights} does not match {config_path.name}: {detail}") from None
+    except Exception as error:  # whatever a damaged or edited config raises (KeyError, AttributeError, ...)
+        raise ZssegError(f"{weights} does not match {config_path.name}: {one_line(error)}") from None
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     return StoredNetwork(info, model_config, state, class_names, text, prompt, weights, config_path)
 

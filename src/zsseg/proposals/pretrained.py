@@ -9,6 +9,7 @@ at an image's pixels.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,8 +17,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from ..clip import usable_device
-from ..errors import ZssegError
-from ..hub import ModelKind, check_model_type, load_pretrained, optional_json
+from ..hub import ModelKind, check_model_type, check_weights_fit, load_pretrained, mean_std, optional_json
 from .base import ProposalGenerator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,6 +42,8 @@ def load_model(name_or_path: str, kind: ModelKind, classes: dict[str, str], devi
         config = AutoConfig.from_pretrained(source, local_files_only=local_only)
         check_model_type(config.model_type, str(name_or_path), kind)
         model_class = getattr(transformers, classes[config.model_type])
+        if Path(source).is_dir():
+            check_weights_fit(Path(source), lambda: model_class(config), kind.label)
         return model_class.from_pretrained(
             source, config=config, local_files_only=local_only, weights_only=True, output_loading_info=True
         )
@@ -76,9 +78,7 @@ class PretrainedProposals(ProposalGenerator):
 def normalisation(preprocessing: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std `[3, 1, 1]` for pixels in [0, 255], from a preprocessor config (ImageNet's
     if it gives none)."""
-    mean, std = preprocessing.get("image_mean", IMAGENET_MEAN), preprocessing.get("image_std", IMAGENET_STD)
-    if not (isinstance(mean, list | tuple) and isinstance(std, list | tuple) and len(mean) == 3 and len(std) == 3):
-        raise ZssegError(f"preprocessor_config.json has an image_mean/image_std that is not 3 numbers: {mean!r}, {std!r}")
+    mean, std = mean_std(preprocessing, "image_mean", "image_std", IMAGENET_MEAN, IMAGENET_STD, "preprocessor_config.json")
     return torch.tensor(mean, dtype=torch.float32)[:, None, None] * 255, torch.tensor(std, dtype=torch.float32)[:, None, None] * 255
 
 
