@@ -91,11 +91,16 @@ def test_a_second_run_writes_nothing_and_an_interrupted_one_goes_on(folder, tmp_
     lines = record.read_text().splitlines()
     record.write_text("\n".join(lines[:-2]) + "\n" + lines[-2][:10])  # the last line cut short, the one before it lost
     removed = root / "ADEChallengeData2016" / "annotations_detectron2" / "validation" / "ADE_val_00000125.png"
+    whole = removed.read_bytes()
     removed.unlink()
-    (removed.parent / f".{removed.name}.abcd1234.tmp").write_bytes(b"half")  # its temporary, left by the kill
+    # Its temporary, left by the kill half written: its bytes, the start of the file's, prove it zsseg's.
+    (removed.parent / f".{removed.name}.abcd1234.tmp").write_bytes(whole[: len(whole) // 2])
+    stranger = removed.parent / f".{removed.name}.wxyz5678.tmp"  # named alike, other bytes: proves nothing
+    stranger.write_bytes(b"someone else's")
     status, out, _ = _prepare(capsys, "ade20k-150", download.sources, root)
     assert status == 0 and "1 file written, 9 already in place" in out, out
-    assert _mismatches(root, download.expected) == [] and not list(removed.parent.glob(".*.tmp"))
+    assert _mismatches(root, download.expected) == [] and list(removed.parent.glob(".*.tmp")) == [stranger]
+    assert stranger.read_bytes() == b"someone else's"
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.png") if p != removed} == {p: t for p, t in times.items() if p != removed}
 
 

@@ -430,5 +430,17 @@ def remove_stale_temporaries(folder: Path, targets: list[Path]) -> int:
     return removed
 
 
+def temporaries_of(target: Path) -> list[Path]:
+    """The files beside `target` named as `write_atomically` names its temporaries (".NAME." + 8
+    characters + ".tmp"): candidates only; a name proves nothing about who wrote the file."""
+    prefix = f".{target.name}."
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return []
+    return [Path(entry.path) for entry in entries if entry.name.startswith(prefix)
+            and _TEMPORARY.fullmatch(entry.name[len(prefix):]) and entry.is_file(follow_symlinks=False)]
+
+
 def output_paths(out_dir: Path, stem: str) -> list[Path]:
     return [out_dir / f"{stem}.png", out_dir / f"{stem}_overlay.png", out_dir / f"{stem}.json"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ZssegError
-from ..writers import SOFTWARE, write_atomically
+from ..writers import SOFTWARE, temporaries_of, write_atomically
 
 RECORD_FOLDER = ".zsseg-prepare"
 
@@ -160,12 +160,30 @@ def place(root: Path, output: Output, record: Record) -> str:
         return OMITTED
     target = root / output.path
     _make_folder(target.parent)
+    remove_own_temporaries(target, output.data)
     try:
         write_atomically([target], [lambda f: _write_synced(f, output.data)])
     except OSError as error:
         raise ZssegError(f"cannot write {target}: {error.strerror or error}") from None
     record.note(output.path)
     return WRITTEN
+
+
+def remove_own_temporaries(target: Path, data: bytes) -> int:
+    """Remove the temporaries a killed preparation left for `target`: those whose bytes are the
+    start of the very bytes it would write there. Prepared files carry no mark (they must be the
+    community scripts' bytes), so their content is the proof; an empty or other file is kept."""
+    removed = 0
+    for path in temporaries_of(target):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(data) + 1)
+        except OSError:
+            continue
+        if head and data.startswith(head):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _write_synced(f, data: bytes) -> None:
