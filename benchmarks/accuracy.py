@@ -160,7 +160,7 @@ def markdown(rows: list[dict]) -> str:
 
 def stale(cell: Cell, report: dict, args: argparse.Namespace) -> bool:
     """Whether a reused cell JSON was made with other settings than this run's."""
-    from zsseg.datasets import load_dataset
+    from zsseg.data.datasets import load_dataset
 
     images = min(args.limit, len(load_dataset(cell.dataset, args.data_root, "val")))
     return (
@@ -178,7 +178,7 @@ def stale(cell: Cell, report: dict, args: argparse.Namespace) -> bool:
 def _prompt_changed(prompt: str, report: dict) -> bool:
     """Whether the report was made with another prompt than `prompt` gives now (a file whose
     templates changed, a retrained prompt in the same folder)."""
-    from zsseg.prompts import LearnedPrompt, load_prompt
+    from zsseg.prompts.encoding import LearnedPrompt, load_prompt
 
     current = load_prompt(prompt)
     recorded = report.get("prompt") or {}

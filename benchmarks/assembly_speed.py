@@ -44,7 +44,7 @@ def make_inputs(folder: Path, size: tuple[int, int], proposals: int, classes: in
     import numpy as np
     import torch
 
-    from zsseg.images import resize_image
+    from zsseg.data.images import resize_image
     from zsseg.proposals import build_proposal_generator
 
     from PIL import Image
@@ -87,7 +87,7 @@ def run_one(path: str, way: str, out: str) -> None:
 def compare_writing(labels, classes: int) -> bool:
     import numpy as np
 
-    from zsseg import writers
+    from zsseg.outputs import writers
 
     print(f"writing the outputs of the {labels.shape[1]}x{labels.shape[0]} label map ({classes} classes, "
           f"{len(np.unique(labels[labels >= 0]))} present):")

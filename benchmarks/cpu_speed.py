@@ -63,7 +63,7 @@ def capability() -> None:
     fp32, bf16 and int8 (dynamic quantisation, as `--dtype int8` does), and what auto picks."""
     import torch
 
-    from zsseg.clip import cpu_flags, native_bf16, resolve_precision
+    from zsseg.models.precision import cpu_flags, native_bf16, resolve_precision
 
     model, flags = _cpu_model(), cpu_flags()
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni")
@@ -127,8 +127,8 @@ def proposals(count: int) -> None:
 def writing() -> None:
     import numpy as np
 
-    from zsseg.vocabulary import Vocabulary
-    from zsseg.writers import write_outputs
+    from zsseg.data.vocabulary import Vocabulary
+    from zsseg.outputs.writers import write_outputs
 
     names = Vocabulary.preset("ade20k-150").names
     rng = np.random.default_rng(0)
@@ -177,8 +177,8 @@ def per_image() -> None:
     import torch
 
     from zsseg import Segmenter, Vocabulary, load_clip
-    from zsseg.clip import resolve_precision
-    from zsseg.images import read_image
+    from zsseg.models.precision import resolve_precision
+    from zsseg.data.images import read_image
 
     photo = sorted((DATA / "coco" / "val2017").glob("*.jpg"))[0]
     image = read_image(photo)

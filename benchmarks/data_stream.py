@@ -24,11 +24,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     args = parser.parse_args()
 
-    from zsseg.datasets import load_dataset, training_classes
-    from zsseg.distributed import Distributed
-    from zsseg.maskformer.config import named_config
-    from zsseg.maskformer.data import Augmentation, TrainingSamples
-    from zsseg.training import LoopSettings, step_batches
+    from zsseg.data.datasets import load_dataset, training_classes
+    from zsseg.runs.distributed import Distributed
+    from zsseg.networks.maskformer.config import named_config
+    from zsseg.training.proposal_data import Augmentation, TrainingSamples
+    from zsseg.training.loop import LoopSettings, step_batches
 
     train = named_config(args.config).train
     dataset = load_dataset(args.dataset, args.data_root, "train")

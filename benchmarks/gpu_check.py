@@ -50,7 +50,7 @@ def throughput(clip_dir: Path, network: Path) -> None:
     import torch
 
     from zsseg import RegionClassifier, Segmenter, load_clip
-    from zsseg.images import read_image
+    from zsseg.data.images import read_image
     from zsseg.proposals import MaskFormerProposals
 
     clip = load_clip(str(clip_dir), device="cuda", dtype="bf16")

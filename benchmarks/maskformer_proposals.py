@@ -6,7 +6,7 @@
 
 "Before" is the network the run started from: the same config and seed, no training step
 (written to a temporary folder through the same `save_proposals` path). Both are scored with
-the oracle (`zsseg.evaluation.OraclePredictor`: each proposal takes the ground-truth class it
+the oracle (`zsseg.evaluation.runner.OraclePredictor`: each proposal takes the ground-truth class it
 overlaps most), on the first --limit images of each set, so the numbers sit beside the
 training-free generators' in docs/benchmarks.md (same images, same protocol).
 """
@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from samples import DATA  # noqa: E402  (where the real samples and the tokenizer are)
 
-from zsseg.datasets import load_dataset  # noqa: E402
-from zsseg.evaluation import OraclePredictor, evaluate  # noqa: E402
-from zsseg.maskformer.model import build_model  # noqa: E402
-from zsseg.maskformer.weights import load_proposals, save_proposals  # noqa: E402
+from zsseg.data.datasets import load_dataset  # noqa: E402
+from zsseg.evaluation.runner import OraclePredictor, evaluate  # noqa: E402
+from zsseg.networks.maskformer.model import build_model  # noqa: E402
+from zsseg.networks.maskformer.weights import load_proposals, save_proposals  # noqa: E402
 from zsseg.proposals import MaskFormerProposals  # noqa: E402
 
 

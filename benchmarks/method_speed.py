@@ -35,10 +35,10 @@ def save_random_fcn(folder: Path, clip) -> None:
     """The `paper` FCN with random weights, written as `zsseg train fcn` writes it."""
     from dataclasses import asdict, replace
 
-    from zsseg.fcn import FCN_FILES, build_fcn, fcn_config
-    from zsseg.maskformer.weights import save_network
-    from zsseg.prompts import PromptEncoder, load_prompt
-    from zsseg.vocabulary import Vocabulary
+    from zsseg.networks.fcn import FCN_FILES, build_fcn, fcn_config
+    from zsseg.networks.maskformer.weights import save_network
+    from zsseg.prompts.encoding import PromptEncoder, load_prompt
+    from zsseg.data.vocabulary import Vocabulary
 
     config = fcn_config("paper")
     model = build_fcn(replace(config.model, embed_dim=clip.embed_dim), seed=0)
@@ -59,9 +59,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from zsseg import Segmenter, load_clip
-    from zsseg.images import read_image
+    from zsseg.data.images import read_image
     from zsseg.proposals import build_proposal_generator
-    from zsseg.vocabulary import Vocabulary
+    from zsseg.data.vocabulary import Vocabulary
 
     images = [read_image(p) for p in sorted((DATA / "coco" / "val2017").glob("*.jpg"))[: args.images]]
     vocabulary = Vocabulary.preset("coco-stuff-171")

@@ -2,7 +2,7 @@
 
 The paper's Table 5/6 question, asked on the real benchmark samples in ../shared/data: how good
 are proposals that nobody trained? Each proposal takes the ground-truth class it overlaps most
-(`zsseg.evaluation.OraclePredictor`), so the score measures the masks alone; no CLIP is used.
+(`zsseg.evaluation.runner.OraclePredictor`), so the score measures the masks alone; no CLIP is used.
 
     python benchmarks/oracle_proposals.py --counts 10 25 50 100 200
 
@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from samples import DATA  # noqa: E402  (where the real samples and the tokenizer are)
 
-from zsseg.datasets import load_dataset  # noqa: E402
-from zsseg.evaluation import OraclePredictor, oracle_labels  # noqa: E402
-from zsseg.metrics import ConfusionMatrix, compute_metrics  # noqa: E402
+from zsseg.data.datasets import load_dataset  # noqa: E402
+from zsseg.evaluation.runner import OraclePredictor, oracle_labels  # noqa: E402
+from zsseg.evaluation.metrics import ConfusionMatrix, compute_metrics  # noqa: E402
 from zsseg.proposals import build_proposal_generator  # noqa: E402
 from zsseg.segmenter import DEFAULT_MAX_SIZE  # noqa: E402
 

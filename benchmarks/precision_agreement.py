@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from samples import DATA  # noqa: E402
 
 from zsseg import Segmenter, load_clip  # noqa: E402
-from zsseg.clip import native_bf16  # noqa: E402
-from zsseg.datasets import load_dataset  # noqa: E402
-from zsseg.metrics import ConfusionMatrix  # noqa: E402
+from zsseg.models.precision import native_bf16  # noqa: E402
+from zsseg.data.datasets import load_dataset  # noqa: E402
+from zsseg.evaluation.metrics import ConfusionMatrix  # noqa: E402
 
 
 def tower_speed(precisions: list[str], crops: int = 32, repeats: int = 2, unfolded: bool = False) -> None:

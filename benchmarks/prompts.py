@@ -37,9 +37,9 @@ def mean_class_accuracy(right: torch.Tensor, targets: torch.Tensor, classes: set
 
 def main(argv: list[str] | None = None) -> dict:
     from zsseg import load_clip
-    from zsseg.datasets import load_dataset
-    from zsseg.prompt_selection import segment_features
-    from zsseg.prompts import PromptEncoder
+    from zsseg.data.datasets import load_dataset
+    from zsseg.prompts.selection import segment_features
+    from zsseg.prompts.encoding import PromptEncoder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", required=True)
@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 def training_stream_rows(clip, args: argparse.Namespace) -> list[dict]:
     """Accuracy of each prompt on the first N augmented crops that prompt learning trains on."""
-    from zsseg.datasets import load_dataset
-    from zsseg.prompt_learning import PromptTask, prompt_config
-    from zsseg.prompts import PromptEncoder
+    from zsseg.data.datasets import load_dataset
+    from zsseg.training.prompt_learning import PromptTask, prompt_config
+    from zsseg.prompts.encoding import PromptEncoder
 
     dataset = load_dataset(args.dataset, args.data_root, "train")
     protocol = args.protocol or ("zero-shot" if dataset.unseen else "cross-dataset")

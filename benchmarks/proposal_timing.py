@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from samples import DATA  # noqa: E402  (where the real samples and the tokenizer are)
 
-from zsseg.datasets import load_dataset  # noqa: E402
-from zsseg.images import bounded_size, resize_image  # noqa: E402
+from zsseg.data.datasets import load_dataset  # noqa: E402
+from zsseg.data.images import bounded_size, resize_image  # noqa: E402
 from zsseg.proposals import build_proposal_generator  # noqa: E402
 from zsseg.segmenter import DEFAULT_MAX_SIZE  # noqa: E402
 

@@ -48,12 +48,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from samples import DATA, TOKENIZER  # noqa: E402  (where the real samples and the tokenizer are)
 
 from zsseg import RegionClassifier, crop_regions, load_clip  # noqa: E402
-from zsseg.clip import CLIP_MEAN, CLIP_STD  # noqa: E402
-from zsseg.datasets import IGNORE, SegmentationDataset, load_dataset  # noqa: E402
-from zsseg.images import image_tensor  # noqa: E402
-from zsseg.prompts import IMAGENET_TEMPLATES  # noqa: E402
+from zsseg.models.loading import CLIP_MEAN, CLIP_STD  # noqa: E402
+from zsseg.data.datasets import IGNORE, SegmentationDataset, load_dataset  # noqa: E402
+from zsseg.data.images import image_tensor  # noqa: E402
+from zsseg.prompts.encoding import IMAGENET_TEMPLATES  # noqa: E402
 from zsseg.proposals import GroundTruthProposals  # noqa: E402
-from zsseg.vocabulary import Vocabulary  # noqa: E402
+from zsseg.data.vocabulary import Vocabulary  # noqa: E402
 
 DATASETS = ("coco-stuff", "camvid")  # train splits only
 CLIP_LOGIT_SCALE_INIT = math.log(1 / 0.07)

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from samples import DATA, SHARED, TOKENIZER, save_tiny_clip, save_tiny_reference_checkpoint  # noqa: E402
+from samples import DATA, TOKENIZER, save_tiny_clip, save_tiny_reference_checkpoint  # noqa: E402
 
 # Images no test reads: the last ones of their folders.
 COCO = sorted((DATA / "coco" / "val2017").glob("*.jpg"))[-2:]
@@ -153,8 +153,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     base = extract(args.base, work / "base")
     clip = save_tiny_clip(work / "tiny-clip")
-    checkpoint = save_tiny_reference_checkpoint(work / "model_final.pth", SHARED / "reference-parity" / "keys-coco-stuff-156-single-prompt.txt",
-                                                learned_prompt=(4, 0))
+    checkpoint = save_tiny_reference_checkpoint(work / "model_final.pth", learned_prompt=(4, 0))
     held_out_data_root(work / "data")
     versions = {args.base: base, "this checkout": ROOT / "src"}
     print(f"{'case':48s} {'result'}")

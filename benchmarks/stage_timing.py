@@ -53,8 +53,8 @@ def real_images(count: int) -> list[Path]:
 
 def main() -> None:
     from zsseg import Segmenter, Vocabulary, load_clip
-    from zsseg.images import read_image
-    from zsseg.writers import write_outputs
+    from zsseg.data.images import read_image
+    from zsseg.outputs.writers import write_outputs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3)

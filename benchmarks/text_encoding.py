@@ -30,7 +30,7 @@ def one_run(clip: str, vocabulary: str, prompt: str, features: Path) -> dict:
     import torch
 
     from zsseg import Vocabulary, load_clip
-    from zsseg.prompts import PromptEncoder
+    from zsseg.prompts.encoding import PromptEncoder
 
     start = time.perf_counter()
     model = load_clip(clip)

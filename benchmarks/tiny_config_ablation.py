@@ -28,10 +28,10 @@ from samples import DATA  # noqa: E402  (where the real samples and the tokenize
 from maskformer_proposals import untrained_copy  # noqa: E402
 
 from zsseg import load_clip  # noqa: E402
-from zsseg.datasets import load_dataset  # noqa: E402
-from zsseg.evaluation import OraclePredictor, evaluate  # noqa: E402
-from zsseg.maskformer.config import named_config  # noqa: E402
-from zsseg.maskformer.training import train_proposals  # noqa: E402
+from zsseg.data.datasets import load_dataset  # noqa: E402
+from zsseg.evaluation.runner import OraclePredictor, evaluate  # noqa: E402
+from zsseg.networks.maskformer.config import named_config  # noqa: E402
+from zsseg.training.proposals import train_proposals  # noqa: E402
 from zsseg.proposals import MaskFormerProposals  # noqa: E402
 
 VARIANTS = {

@@ -18,10 +18,18 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.env
 
 import torch  # noqa: E402
 
-# Where the real samples and CLIP's tokenizer are, and the tiny random CLIP: shared with the
-# benchmarks, which run without pytest.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from samples import DATA, SHARED, TOKENIZER, save_tiny_clip, tiny_clip_config  # noqa: E402,F401
+from zsseg import tiny_clip  # noqa: E402
+
+# Where the real samples and CLIP's tokenizer are: `shared/` beside the checkout, read in place,
+# never copied into the project (elsewhere: $ZSSEG_TEST_DATA and $ZSSEG_TEST_TOKENIZER).
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = Path(os.environ.get("ZSSEG_TEST_DATA", SHARED / "data"))
+TOKENIZER = Path(os.environ.get("ZSSEG_TEST_TOKENIZER", SHARED / "clip-tokenizer"))
+
+
+def save_tiny_clip(folder: Path, image_size: int = 224, seed: int = 0) -> Path:
+    """A small random CLIP with CLIP's real tokenizer, saved as a checkpoint folder."""
+    return tiny_clip.save_tiny_clip(folder, TOKENIZER, image_size=image_size, seed=seed)
 
 
 def pytest_sessionstart(session):
@@ -66,7 +74,7 @@ def run(args, env=None, module=("-m", "zsseg")):
 
 def subset(name: str, split: str, count: int):
     """The first `count` samples of a real benchmark split."""
-    from zsseg.datasets import load_dataset
+    from zsseg.data.datasets import load_dataset
 
     dataset = load_dataset(name, DATA, split)
     dataset.samples = dataset.samples[:count]

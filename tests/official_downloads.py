@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
-from samples import DATA
+from conftest import DATA
 
-VOCABULARIES = Path(__file__).resolve().parents[1] / "src" / "zsseg" / "vocabularies"
+VOCABULARIES = Path(__file__).resolve().parents[1] / "src" / "zsseg" / "data" / "vocabularies"
 
 # COCO's 80 thing ids (1..90 without the 10 unused) and its 91 stuff ids (92..182), in order.
 COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)] + list(range(92, 183))

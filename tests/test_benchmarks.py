@@ -1,4 +1,4 @@
-"""The reference code's per-benchmark settings (`zsseg.benchmarks`) and the authors' checkpoints."""
+"""The reference code's per-benchmark settings (`zsseg.evaluation.reference_settings`) and the authors' checkpoints."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import SHARED, run
-from zsseg.benchmarks import benchmark_settings
-from zsseg.datasets import DATASETS
+from zsseg.evaluation.reference_settings import benchmark_settings
+from zsseg.data.datasets import DATASETS
 from zsseg.errors import ZssegError
-from zsseg.vocabulary import Vocabulary
+from zsseg.data.vocabulary import Vocabulary
 
 
 def test_every_benchmark_and_protocol_has_settings():
@@ -97,8 +97,8 @@ def keys_file():
 
 
 def test_reference_key_table_covers_the_network(keys_file):
-    from zsseg.maskformer.model import MaskFormer
-    from zsseg.maskformer.reference import model_config, network_state
+    from zsseg.networks.maskformer.model import MaskFormer
+    from zsseg.networks.maskformer.reference import model_config, network_state
 
     state = _reference_state(keys_file)
     config = model_config(state, "ckpt")
@@ -161,7 +161,7 @@ def test_a_checkpoint_error_on_the_command_line(keys_file, tmp_path, clip_dir):
 def test_a_detectron2_pkl_is_read_without_unpickling_objects(tmp_path):
     import pickle
 
-    from zsseg.maskformer.resnet import read_detectron2_pickle
+    from zsseg.networks.maskformer.resnet import read_detectron2_pickle
 
     arrays = {"model": {"backbone.stem.conv1.weight": np.ones((2, 3), dtype=np.float32)}, "__author__": "torchvision"}
     tensors = read_detectron2_pickle(pickle.dumps(arrays), "R-103.pkl")
@@ -177,7 +177,7 @@ def test_a_detectron2_pkl_is_read_without_unpickling_objects(tmp_path):
 
 def test_resnet_101c_is_detectrons_deeplab_resnet(keys_file):
     """The backbone's names and shapes are those of the reference's R101c (from its key list)."""
-    from zsseg.maskformer.resnet import RESNETS, ResNet
+    from zsseg.networks.maskformer.resnet import RESNETS, ResNet
 
     backbone = ResNet(RESNETS["resnet-101c"])
     reference = {}
@@ -208,7 +208,7 @@ def test_eval_records_the_benchmark_settings_and_the_reference_miou(clip_dir, tm
     assert report["class_names"] == "reference/ade20k-150.txt" and "road, route" in report["per_class_iou"]
     assert report["prompt"]["name"] == "vild" and "ade20k-150/cross_dataset_test_only.yaml" in report["benchmark_settings"]
     # The reference evaluator's formula (generalized_sem_seg_evaluation.py), by hand, on the saved PNGs.
-    from zsseg.datasets import load_dataset
+    from zsseg.data.datasets import load_dataset
 
     dataset = load_dataset("ade20k-150", DATA, "val")
     conf = np.zeros((151, 151), dtype=np.int64)  # [prediction, ground truth], 150 = ignored ground truth
@@ -231,10 +231,10 @@ def test_eval_with_a_network_records_lambda_and_every_class_unseen(clip_dir, tmp
     from dataclasses import replace
 
     from conftest import DATA
-    from zsseg.maskformer.config import named_config
-    from zsseg.maskformer.model import build_model
-    from zsseg.maskformer.weights import save_proposals
-    from zsseg.prompts import PromptEncoder, load_prompt
+    from zsseg.networks.maskformer.config import named_config
+    from zsseg.networks.maskformer.model import build_model
+    from zsseg.networks.maskformer.weights import save_proposals
+    from zsseg.prompts.encoding import PromptEncoder, load_prompt
     from zsseg import load_clip
 
     clip = load_clip(str(clip_dir))
@@ -306,7 +306,7 @@ def test_every_benchmark_script_answers_help_without_pytest():
 @pytest.fixture(scope="module")
 def tiny_reference(keys_file, tmp_path_factory):
     """A small random checkpoint in the authors' format, with a learned prompt."""
-    from samples import save_tiny_reference_checkpoint
+    from zsseg.tiny_clip import save_tiny_reference_checkpoint
 
     return save_tiny_reference_checkpoint(tmp_path_factory.mktemp("tiny-reference") / "model_final.pth", keys_file, learned_prompt=(4, 0))
 
@@ -334,7 +334,7 @@ def test_ensemble_weight_zero_is_the_clip_only_branch_in_eval(tiny_reference, tm
     assert zero == clip and zero["classifier"] == "clip" and zero["ensemble_weight"] is None
     assert predictions["zero"] == predictions["clip"] and len(predictions["zero"]) == 2
     from zsseg import Segmenter
-    from zsseg.benchmarks import benchmark_settings
+    from zsseg.evaluation.reference_settings import benchmark_settings
     from zsseg.proposals import MaskFormerProposals
 
     generator = MaskFormerProposals(tiny_reference, tokenizer=str(TOKENIZER))
@@ -352,7 +352,7 @@ def test_a_separate_region_adapter_is_eq1s_clip_and_prompt(keys_file, tmp_path):
     crops, while the network's classifier keeps the first adapter's. A second copy of the same
     CLIP is not loaded twice."""
     from conftest import TOKENIZER
-    from samples import save_tiny_reference_checkpoint
+    from zsseg.tiny_clip import save_tiny_reference_checkpoint
     from zsseg import Segmenter
     from zsseg.proposals import MaskFormerProposals
 

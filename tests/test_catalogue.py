@@ -58,7 +58,7 @@ def test_version_and_help_import_no_array_or_image_library():
 
 
 def test_dataset_names_are_the_datasets():
-    from zsseg.datasets import DATASETS
+    from zsseg.data.datasets import DATASETS
 
     assert catalogue.DATASET_NAMES == tuple(DATASETS)
 

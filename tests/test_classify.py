@@ -14,7 +14,7 @@ from conftest import run
 from zsseg import MaskSet, RegionClassifier, classify_masks, read_masks
 from zsseg.assembly import binary_mask_labels
 from zsseg.cli import main
-from zsseg.writers import SOFTWARE, record
+from zsseg.outputs.writers import SOFTWARE, record
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +344,7 @@ def test_inputs_are_never_outputs_even_with_overwrite(clip_dir, photo, tmp_path,
 
 
 def test_a_failed_write_leaves_nothing(clip_dir, photo, tmp_path, capsys, monkeypatch):
-    from zsseg import writers
+    from zsseg.outputs import writers
 
     image, truth = photo
     np.save(tmp_path / "m.npy", truth)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zsseg import ZssegError, load_clip
-from zsseg.clip import CLIP_MEAN
+from zsseg.models.loading import CLIP_MEAN
 
 
 def test_loads_a_folder_through_the_public_path(clip, clip_dir):

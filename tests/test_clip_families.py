@@ -14,13 +14,13 @@ from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from conftest import DATA, TOKENIZER, run
-from samples import save_tiny_open_clip, save_tiny_siglip
+from zsseg.tiny_clip import save_tiny_open_clip, save_tiny_siglip
 from test_openai_clip import TEXTS, openai_ids, openai_image_features, openai_text_features
 from zsseg import PromptEncoder, RegionClassifier, Segmenter, Vocabulary, ZssegError, load_clip
-from zsseg.modified_resnet import modified_resnet_from_state
-from zsseg.openai_clip import read_tensor_file
-from zsseg.resnet_clip import ResNetClip
-from zsseg.siglip import SiglipClip
+from zsseg.models.modified_resnet import modified_resnet_from_state
+from zsseg.models.openai_clip import read_tensor_file
+from zsseg.models.resnet_clip import ResNetClip
+from zsseg.models.siglip import SiglipClip
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_learned_prompts_work_with_clip_text_towers_and_are_refused_elsewhere(fo
     with pytest.raises(ZssegError, match=r"^learned prompts need CLIP's text tower; this siglip model .* takes template prompts"):
         siglip.encode_with_context(context, names)
     with pytest.raises(ZssegError, match="learned prompts need CLIP's text tower"):
-        from zsseg.prompt_learning import PromptLearner
+        from zsseg.training.prompt_learning import PromptLearner
 
         PromptLearner(siglip, 4, 0.02, 0)
 
@@ -264,7 +264,7 @@ def test_zsseg_eval_runs_with_every_family(folders, tmp_path, family, extra):
 def test_int8_quantises_the_image_tower_and_auto_follows_the_hardware(folders, monkeypatch):
     """--dtype int8: the image tower's linear layers become dynamically quantised int8 (text stays
     float32, so the text cache and fingerprint are fp32's); auto is bf16 only where the CPU has it."""
-    from zsseg import clip as clip_module
+    from zsseg.models import precision as clip_module
 
     fp32 = load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER))
     int8 = load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER), dtype="int8")
@@ -290,7 +290,7 @@ def test_folding_quick_gelu_keeps_the_function_and_int8_uses_it(folders):
     the same function up to float32 rounding, one activation pass instead of three."""
     from transformers.activations import QuickGELUActivation
 
-    from zsseg.clip_model import fold_quick_gelu
+    from zsseg.models.base import fold_quick_gelu
 
     fp32 = load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER))
     folded = load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER))

@@ -11,10 +11,10 @@ import torch
 
 from conftest import DATA, run, subset
 from zsseg import Segmenter, load_clip
-from zsseg.distributed import Distributed
-from zsseg.maskformer.config import named_config
-from zsseg.maskformer.training import train_proposals
-from zsseg.maskformer.weights import load_proposals
+from zsseg.runs.distributed import Distributed
+from zsseg.networks.maskformer.config import named_config
+from zsseg.training.proposals import train_proposals
+from zsseg.networks.maskformer.weights import load_proposals
 from zsseg.proposals import MaskFormerProposals
 
 pytestmark = pytest.mark.cuda

@@ -254,7 +254,7 @@ def test_a_label_map_saved_as_another_matlab_type_reads_the_same(tmp_path):
     from scipy.io import savemat
 
     from zsseg.errors import ZssegError
-    from zsseg.preparation.conversions import pascal_context_59, pascal_context_459
+    from zsseg.data.preparation.conversions import pascal_context_59, pascal_context_459
 
     labels = np.array([[0, 2, 440], [1, 9, 458]])
 
@@ -272,7 +272,7 @@ def test_a_label_map_saved_as_another_matlab_type_reads_the_same(tmp_path):
 
 def test_a_16_bit_raw_coco_map_gives_the_8_bit_one_s_file():
     """The raw maps are 8-bit; one saved 16-bit (values above 255 have no class) gives the same file."""
-    from zsseg.preparation.conversions import coco_stuff_map
+    from zsseg.data.preparation.conversions import coco_stuff_map
 
     raw = np.array([[0, 11, 12, 181, 255, 300]])
     expected = np.array([[0, 255, 11, 170, 255, 255]])  # id 12 is unused by COCO 2017, 182 is the last stuff class
@@ -321,7 +321,7 @@ def test_a_coco_map_with_no_labelled_pixel_is_left_out_as_the_community_script_d
 
 def test_opencv_resize_is_cv2_to_the_bit():
     cv2 = pytest.importorskip("cv2")
-    from zsseg.preparation.opencv_resize import resize_linear, resize_nearest
+    from zsseg.data.preparation.opencv_resize import resize_linear, resize_nearest
 
     rng = np.random.default_rng(0)
     for trial in range(120):
@@ -371,7 +371,7 @@ def test_ade20k_full_large_images_are_resized_as_maskformer_resizes_them(folder,
 def test_conversions_on_processes_give_the_same_files(folder, tmp_path, capsys, monkeypatch):
     """A large preparation converts on --workers processes (Pillow encodes PNGs holding the
     interpreter lock): the files are the same as one thread's."""
-    from zsseg.preparation import jobs
+    from zsseg.data.preparation import jobs
 
     monkeypatch.setattr(jobs, "PROCESSES_FROM", 1)
     download = downloads.pascal_context(folder, 3)

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from conftest import DATA
-from zsseg.datasets import COCO_STUFF_UNSEEN, IGNORE, VOC_UNSEEN, default_data_root, load_dataset
+from zsseg.data.datasets import COCO_STUFF_UNSEEN, IGNORE, VOC_UNSEEN, default_data_root, load_dataset
 from zsseg.errors import ZssegError
 
 

@@ -36,7 +36,7 @@ def page(clip_dir):
     _gradio()
     from zsseg.cli import _parser
     from zsseg.cli.demo import DEMO_PROPOSALS, _demo_segmenters
-    from zsseg.clip import load_clip
+    from zsseg.models.loading import load_clip
     from zsseg.demo import Demo
     from zsseg.segmenter import METHODS
 
@@ -108,7 +108,7 @@ def test_pretrained_proposals_are_offered_as_given_and_loaded_once(clip_dir, sam
     _gradio()
     from zsseg.cli import _parser
     from zsseg.cli.demo import DEMO_PROPOSALS, _demo_segmenters
-    from zsseg.clip import load_clip
+    from zsseg.models.loading import load_clip
     from zsseg.demo import Demo
     from zsseg.segmenter import METHODS
 
@@ -161,7 +161,7 @@ def test_handler_escapes_names_in_messages(page):
 def test_built_in_vocabularies_fill_the_classes():
     _gradio()
     from zsseg.demo import CUSTOM, _preset_classes
-    from zsseg.vocabulary import PRESETS, Vocabulary
+    from zsseg.data.vocabulary import PRESETS, Vocabulary
 
     for name in PRESETS:
         assert Vocabulary.parse(_preset_classes(name)).names == Vocabulary.preset(name).names

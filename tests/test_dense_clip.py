@@ -10,8 +10,8 @@ from conftest import DATA
 from torch.nn import functional as F
 
 from zsseg import PromptEncoder, Vocabulary, ZssegError
-from zsseg import dense_clip
-from zsseg.dense_clip import (
+from zsseg.classification import dense as dense_clip
+from zsseg.classification.dense import (
     FEATURE_STRIDE,
     DenseClip,
     DenseFeatures,
@@ -20,7 +20,7 @@ from zsseg.dense_clip import (
     sliding_windows,
     window_stride,
 )
-from zsseg.images import read_image, resize_image
+from zsseg.data.images import read_image, resize_image
 
 
 def normalise(image: np.ndarray, clip) -> torch.Tensor:

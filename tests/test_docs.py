@@ -43,9 +43,9 @@ def test_there_are_snippets_to_check():
 
 @pytest.mark.parametrize("path, code", list(_blocks("python")), ids=lambda x: str(x)[:40])
 def test_python_snippets_run(path, code, clip, clip_dir, tmp_path, monkeypatch):
-    from zsseg.datasets import load_dataset
-    from zsseg.maskformer.config import named_config
-    from zsseg.maskformer.training import train_proposals
+    from zsseg.data.datasets import load_dataset
+    from zsseg.networks.maskformer.config import named_config
+    from zsseg.training.proposals import train_proposals
     from dataclasses import replace
 
     monkeypatch.chdir(tmp_path)

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from conftest import DATA, run
-from zsseg.datasets import load_dataset
+from zsseg.data.datasets import load_dataset
 from zsseg.errors import ZssegError
-from zsseg.evaluation import OraclePredictor, evaluate, oracle_classes
+from zsseg.evaluation.runner import OraclePredictor, evaluate, oracle_classes
 from zsseg.proposals import GroundTruthProposals, SelectiveSearch
 
 
@@ -71,7 +71,7 @@ def test_image_and_label_of_different_sizes(tmp_path):
 
 
 def rescore(prediction_dir, dataset, limit):
-    """mIoU recomputed from the saved PNGs, independently of zsseg.metrics."""
+    """mIoU recomputed from the saved PNGs, independently of zsseg.evaluation.metrics."""
     inter = np.zeros(dataset.num_classes)
     gt_area = np.zeros(dataset.num_classes)
     pred_area = np.zeros(dataset.num_classes)

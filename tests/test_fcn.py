@@ -11,11 +11,11 @@ import torch
 
 from conftest import DATA, run, subset
 from zsseg import Segmenter, Vocabulary, ZssegError
-from zsseg.dense_clip import dense_logits
-from zsseg.fcn import FCN_CONFIGS, FcnModelConfig, fcn_config, load_fcn, train_fcn
-from zsseg.images import read_image, resize_image
-from zsseg.maskformer.data import Augmentation, TrainingSamples
-from zsseg.datasets import training_classes
+from zsseg.classification.dense import dense_logits
+from zsseg.networks.fcn import FCN_CONFIGS, FcnModelConfig, fcn_config, load_fcn, train_fcn
+from zsseg.data.images import read_image, resize_image
+from zsseg.training.proposal_data import Augmentation, TrainingSamples
+from zsseg.data.datasets import training_classes
 from zsseg.proposals import build_proposal_generator
 from zsseg.segmenter import FCN_ENSEMBLE_WEIGHT
 

@@ -73,7 +73,7 @@ def test_a_huge_image_in_a_folder_gives_zssegs_line_only(clip_dir, tmp_path):
 
 
 def test_a_text_cache_folder_that_is_a_file_and_a_damaged_cache(tmp_path, caplog):
-    from zsseg.text_cache import FILE_NAME, TextFeatureCache
+    from zsseg.prompts.text_cache import FILE_NAME, TextFeatureCache
 
     (tmp_path / "afile").write_text("x")
     with caplog.at_level(logging.WARNING, logger="zsseg"):

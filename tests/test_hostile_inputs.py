@@ -24,7 +24,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from zsseg.cli import main
-from zsseg.writers import SOFTWARE
+from zsseg.outputs.writers import SOFTWARE
 
 H, W = 40, 48
 

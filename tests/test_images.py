@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from zsseg import ZssegError
-from zsseg.images import as_rgb_array, read_image
+from zsseg.data.images import as_rgb_array, read_image
 
 
 def _check(path, expected_shape):

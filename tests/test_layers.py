@@ -11,16 +11,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "zsseg"
 
 # Modules that must not import (directly or not) from the modules named after them.
 FORBIDDEN = {
-    "zsseg.training": ("zsseg.evaluation", "zsseg.self_training", "zsseg.segmenter", "zsseg.methods", "zsseg.cli"),
-    "zsseg.maskformer.training": ("zsseg.evaluation", "zsseg.self_training", "zsseg.segmenter", "zsseg.methods"),
-    "zsseg.fcn": ("zsseg.evaluation", "zsseg.self_training", "zsseg.segmenter", "zsseg.methods"),
-    "zsseg.prompt_learning": ("zsseg.evaluation", "zsseg.self_training", "zsseg.segmenter", "zsseg.methods"),
-    "zsseg.segmenter": ("zsseg.evaluation", "zsseg.self_training", "zsseg.cli", "zsseg.demo"),
-    "zsseg.datasets": ("zsseg.evaluation", "zsseg.segmenter", "zsseg.maskformer", "zsseg.proposals"),
+    "zsseg.training.loop": ("zsseg.evaluation.runner", "zsseg.training.self_training", "zsseg.segmenter", "zsseg.methods", "zsseg.cli"),
+    "zsseg.training.proposals": ("zsseg.evaluation.runner", "zsseg.training.self_training", "zsseg.segmenter", "zsseg.methods"),
+    "zsseg.networks.fcn": ("zsseg.evaluation.runner", "zsseg.training.self_training", "zsseg.segmenter", "zsseg.methods"),
+    "zsseg.training.prompt_learning": ("zsseg.evaluation.runner", "zsseg.training.self_training", "zsseg.segmenter", "zsseg.methods"),
+    "zsseg.segmenter": ("zsseg.evaluation.runner", "zsseg.training.self_training", "zsseg.cli", "zsseg.demo"),
+    "zsseg.data.datasets": ("zsseg.evaluation.runner", "zsseg.segmenter", "zsseg.networks.maskformer", "zsseg.proposals"),
     # The model interface knows no family's loader; the families know no loader but their own.
-    "zsseg.clip_model": ("zsseg.clip", "zsseg.openai_clip", "zsseg.resnet_clip", "zsseg.siglip"),
-    "zsseg.resnet_clip": ("zsseg.clip", "zsseg.openai_clip", "zsseg.siglip"),
-    "zsseg.siglip": ("zsseg.clip", "zsseg.openai_clip", "zsseg.resnet_clip"),
+    "zsseg.models.base": ("zsseg.models.loading", "zsseg.models.openai_clip", "zsseg.models.resnet_clip", "zsseg.models.siglip"),
+    "zsseg.models.resnet_clip": ("zsseg.models.loading", "zsseg.models.openai_clip", "zsseg.models.siglip"),
+    "zsseg.models.siglip": ("zsseg.models.loading", "zsseg.models.openai_clip", "zsseg.models.resnet_clip"),
 }
 
 

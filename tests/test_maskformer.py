@@ -15,15 +15,15 @@ import torch
 
 from conftest import DATA, run, save_tiny_clip, subset
 from zsseg import Segmenter, Vocabulary, ZssegError
-from zsseg.images import bounded_size, read_image, resize_image
-from zsseg.maskformer.config import CONFIGS, TrainConfig, named_config
-from zsseg.maskformer.criterion import Target, dice_loss, focal_loss, hungarian_match, set_loss
-from zsseg.maskformer.data import Augmentation, TrainingSamples, semantic_target
-from zsseg.maskformer.model import build_model
-from zsseg.datasets import training_classes
-from zsseg.maskformer.training import build_optimizer, train_proposals
-from zsseg.maskformer.weights import load_proposals
-from zsseg.prompts import VocabularyEmbedding
+from zsseg.data.images import bounded_size, read_image, resize_image
+from zsseg.networks.maskformer.config import CONFIGS, TrainConfig, named_config
+from zsseg.networks.maskformer.criterion import Target, dice_loss, focal_loss, hungarian_match, set_loss
+from zsseg.training.proposal_data import Augmentation, TrainingSamples, semantic_target
+from zsseg.networks.maskformer.model import build_model
+from zsseg.data.datasets import training_classes
+from zsseg.training.proposals import build_optimizer, train_proposals
+from zsseg.networks.maskformer.weights import load_proposals
+from zsseg.prompts.encoding import VocabularyEmbedding
 from zsseg.proposals import MaskFormerProposals
 
 TINY = named_config("tiny")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from zsseg.errors import ZssegError
-from zsseg.metrics import ConfusionMatrix, compute_metrics
+from zsseg.evaluation.metrics import ConfusionMatrix, compute_metrics
 
 
 def m_matrix(gt, pred, num_classes):

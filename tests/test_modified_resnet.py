@@ -1,4 +1,4 @@
-"""zsseg's CLIP ResNet image tower (zsseg.modified_resnet): architecture read from OpenAI-layout
+"""zsseg's CLIP ResNet image tower (zsseg.models.modified_resnet): architecture read from OpenAI-layout
 shapes, attention pooling and MaskCLIP's dense embeddings against written-out computations,
 loading and its one-line errors. OpenAI's own code is not run here; the numbers below that come
 from it (key counts, tensor sizes, a tiny model's outputs) were recorded by running its
@@ -13,9 +13,9 @@ import torch
 from torch.nn import functional as F
 
 from zsseg.errors import ZssegError
-from zsseg.modified_resnet import (OPENAI_RESNETS, AttentionPool2d, ModifiedResNet, ResNetConfig,
-                                   modified_resnet_from_state, random_openai_resnet_state,
-                                   resnet_config_from_state)
+from zsseg.models.modified_resnet import (OPENAI_RESNETS, AttentionPool2d, ModifiedResNet, ResNetConfig, modified_resnet_from_state,
+                                          resnet_config_from_state)
+from zsseg.tiny_clip import random_openai_resnet_state
 
 TINY = ResNetConfig((1, 1, 1, 1), width=8, output_dim=16, image_size=64)  # 256 channels, 4 heads
 

@@ -1,4 +1,4 @@
-"""CLIP weights in OpenAI's layout (zsseg.openai_clip): the converted transformers model equals
+"""CLIP weights in OpenAI's layout (zsseg.models.openai_clip): the converted transformers model equals
 OpenAI's architecture, computed here in plain torch, and the authors' recorded outputs."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 from torch.nn import functional as F
 
 from conftest import SHARED, TOKENIZER
-from samples import openai_clip_state as openai_state
+from zsseg.tiny_clip import openai_clip_state as openai_state
 from zsseg import ZssegError
-from zsseg.openai_clip import clip_from_openai_state, is_openai_clip_state, openai_to_transformers, openai_vit_config
+from zsseg.models.openai_clip import clip_from_openai_state, is_openai_clip_state, openai_to_transformers, openai_vit_config
 
 REFERENCE = os.environ.get("ZSSEG_REFERENCE_PARITY", str(SHARED / "reference-parity"))
 PREFIX = "clip_adapter.clip_model."
@@ -163,7 +163,7 @@ def test_an_unknown_or_missing_key_is_named(tiny_state):
 
 
 def test_a_resnet_tower_goes_to_zsseg_modified_resnet(tiny_state):
-    """A ResNet image tower is read by zsseg.resnet_clip, whose strict loader names what an
+    """A ResNet image tower is read by zsseg.models.resnet_clip, whose strict loader names what an
     incomplete one lacks (the full round trip is in tests/test_clip_families.py)."""
     resnet = {k: v for k, v in tiny_state.items() if not k.startswith("visual.")}
     resnet.update({"visual.conv1.weight": torch.zeros(32, 3, 3, 3), "visual.layer1.0.conv1.weight": torch.zeros(64, 32, 1, 1),

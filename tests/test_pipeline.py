@@ -1,4 +1,4 @@
-"""The pipelined folder run (`zsseg.pipeline`): the next image is prepared on a worker thread
+"""The pipelined folder run (`zsseg.runs.read_ahead`): the next image is prepared on a worker thread
 while CLIP works on this one, with the sequential run's outputs, failures and interrupts."""
 
 import hashlib
@@ -14,9 +14,9 @@ import torch
 from conftest import subset
 from zsseg import Segmenter, ZssegError
 from zsseg.cli import _parser, main
-from zsseg.evaluation import ClipPredictor, evaluate
-from zsseg.pipeline import ahead, pipeline_enabled, settle
-from zsseg.self_training import pseudo_label
+from zsseg.evaluation.runner import ClipPredictor, evaluate
+from zsseg.runs.read_ahead import ahead, pipeline_enabled, settle
+from zsseg.training.self_training import pseudo_label
 
 
 def _digests(folder):

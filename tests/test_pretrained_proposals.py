@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from conftest import DATA, run, save_tiny_query_model, save_tiny_sam
 from zsseg.errors import ZssegError
-from zsseg.images import read_image
+from zsseg.data.images import read_image
 from zsseg.proposals import build_proposal_generator, parse_generator, select_masks
 from zsseg.proposals.pretrained import sample_logits
 from zsseg.proposals.sam import box_nms, mask_boxes, remove_small_regions, stability_score
@@ -211,7 +211,7 @@ def test_a_folder_that_is_not_sam_is_one_line(clip_dir, sam_dir, tmp_path):
 
 
 def test_offline_hub_ids_say_how_to_download(monkeypatch):
-    from zsseg import hub
+    from zsseg.models import hub
 
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")

@@ -16,14 +16,14 @@ from PIL import Image
 
 from conftest import DATA, TOKENIZER, run, save_tiny_clip, subset
 from zsseg import Segmenter, load_clip
-from zsseg.datasets import SegmentationDataset
+from zsseg.data.datasets import SegmentationDataset
 from zsseg.errors import ZssegError
-from zsseg.maskformer.config import named_config
-from zsseg.maskformer.training import train_proposals
-from zsseg.maskformer.weights import load_proposals
-from zsseg.prompt_learning import PromptTask, augmented_crop, mask_box, prompt_config, sample_segments, train_prompts, warmup_cosine
-from zsseg.prompt_selection import select_template
-from zsseg.prompts import (
+from zsseg.networks.maskformer.config import named_config
+from zsseg.training.proposals import train_proposals
+from zsseg.networks.maskformer.weights import load_proposals
+from zsseg.training.prompt_learning import PromptTask, augmented_crop, mask_box, prompt_config, sample_segments, train_prompts, warmup_cosine
+from zsseg.prompts.selection import select_template
+from zsseg.prompts.encoding import (
     IMAGENET_TEMPLATES,
     LearnedPrompt,
     PromptEncoder,
@@ -32,7 +32,7 @@ from zsseg.prompts import (
     save_learned_prompt,
     save_template_prompt,
 )
-from zsseg.text_cache import TextFeatureCache
+from zsseg.prompts.text_cache import TextFeatureCache
 
 CPU = prompt_config("cpu")
 
@@ -160,7 +160,7 @@ def test_selection_never_reads_val_images_or_unseen_classes(clip, monkeypatch):
 
 def test_selection_scores_are_the_accuracy_of_eq1_on_segments(clip):
     """The table is Eq. 1 on the segments: recomputed by hand for one template."""
-    from zsseg.prompt_selection import segment_features
+    from zsseg.prompts.selection import segment_features
 
     train = subset("coco-stuff", "train", 4)
     selection = select_template(train, clip, "cross-dataset", ["a photo of a {}."], progress=False)
@@ -294,7 +294,7 @@ def test_clip_sees_a_244_by_224_crop_with_bicubic_position_embeddings(tmp_path):
     bicubically (align_corners False), as the reference's CLIP does for every input."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
 
-    from zsseg.clip import wrap_clip
+    from zsseg.models.loading import wrap_clip
 
     torch.manual_seed(0)
     config = CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
@@ -378,7 +378,7 @@ def test_cache_returns_exactly_what_it_stored_and_a_changed_model_misses(clip_di
 def test_cache_is_shared_safely_by_concurrent_processes(tmp_path):
     script = (
         "import sys, torch\n"
-        "from zsseg.text_cache import TextFeatureCache\n"
+        "from zsseg.prompts.text_cache import TextFeatureCache\n"
         "cache = TextFeatureCache(sys.argv[1])\n"
         "for i in range(40):\n"
         "    cache.put('model', 'prompt', {f'{sys.argv[2]}-{i}-{j}': torch.full((8,), float(i)) for j in range(5)})\n"

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from zsseg import GENERATORS, ZssegError, build_proposal_generator
-from zsseg.images import read_image
+from zsseg.data.images import read_image
 from zsseg.proposals import ContourHierarchy, GroundTruthProposals, SelectiveSearch, select_masks
 from zsseg.proposals.contour_hierarchy import oriented_gradient
 

@@ -18,7 +18,7 @@ import accuracy  # noqa: E402
 import proxy_clip  # noqa: E402
 
 from zsseg import load_clip  # noqa: E402
-from zsseg.datasets import load_dataset  # noqa: E402
+from zsseg.data.datasets import load_dataset  # noqa: E402
 
 
 def test_few_step_proxy_training_gives_a_loadable_clip_whose_loss_goes_down(tmp_path):
@@ -119,7 +119,7 @@ def test_benchmark_runs_zsseg_eval_and_tabulates_its_json(clip_dir, tmp_path):
 
 
 def test_prompt_rows_and_their_staleness(tmp_path):
-    from zsseg.prompts import TemplatePrompt, save_template_prompt
+    from zsseg.prompts.encoding import TemplatePrompt, save_template_prompt
 
     cells = accuracy.cells(limit=2, max_proposals=100, max_size=1024, ensemble_weight=0.8, prompts={"one": "single"})
     [cell] = [c for c in cells if c.key == "zs-gt-prompt-one"]

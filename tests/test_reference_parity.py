@@ -12,7 +12,7 @@ translated to zsseg's setting (`reference_options`), and a value zsseg has no tr
 fails the test, naming it. A case may also state settings in the manifest, at its top level
 (lower-case reference names such as `"clip_ensemble_weight": 0.0`) or in an `"overrides"`
 object: each must be a reference setting this test knows and agree with the sidecar. Where the
-manifest does not override a setting, zsseg's benchmark table (`zsseg.benchmarks`, what
+manifest does not override a setting, zsseg's benchmark table (`zsseg.evaluation.reference_settings`, what
 `zsseg eval` applies) must give the reference config's value.
 
 Stage by stage. Each stage is fed the reference's own input where zsseg's input would differ by
@@ -158,7 +158,7 @@ def _same(a, b) -> bool:
 
 def mask_fill(value) -> str:
     """MASK_FILL as zsseg's `CropConfig.fill`: the name, or the fill values the adapter made of it."""
-    from zsseg.clip_model import CLIP_MEAN
+    from zsseg.models.base import CLIP_MEAN
 
     if value in ("mean", "zero"):
         return value
@@ -183,7 +183,7 @@ def prompt_of(learner: str, templates) -> object:
 def reference_options(flat: dict, network) -> dict:
     """`Segmenter` keyword arguments that run what the reference config `flat` runs; every
     setting is translated or checked, and an unknown one fails the test."""
-    from zsseg.region_classification import CropConfig
+    from zsseg.classification.regions import CropConfig
 
     unknown = sorted(k for k in flat if k not in SETTINGS and k.removeprefix("region_") not in SETTINGS)
     if unknown:
@@ -285,11 +285,11 @@ def reference_masks(pred_masks: torch.Tensor, height: int, width: int) -> torch.
 
 
 def check_inference(case: dict, network, monkeypatch) -> None:
-    from zsseg import region_classification
-    from zsseg.benchmarks import NETWORK_PROMPT, benchmark_settings
-    from zsseg.datasets import DATASETS
-    from zsseg.images import read_image
-    from zsseg.prompts import PromptEncoder
+    from zsseg.classification import regions as region_classification
+    from zsseg.evaluation.reference_settings import NETWORK_PROMPT, benchmark_settings
+    from zsseg.data.datasets import DATASETS
+    from zsseg.data.images import read_image
+    from zsseg.prompts.encoding import PromptEncoder
     from zsseg.segmenter import Segmenter
 
     gold, side = _tensors(case), _sidecar(case)
@@ -396,8 +396,8 @@ class Spy:
 
 
 def check_text_features(case: dict, network) -> None:
-    from zsseg.benchmarks import benchmark_settings
-    from zsseg.prompts import PromptEncoder, load_prompt
+    from zsseg.evaluation.reference_settings import benchmark_settings
+    from zsseg.prompts.encoding import PromptEncoder, load_prompt
 
     gold, side = _tensors(case), _sidecar(case)
     flat = flat_config(side["cfg"])
@@ -412,9 +412,9 @@ def check_text_features(case: dict, network) -> None:
 
 
 def check_criterion(case: dict) -> None:
-    from zsseg.maskformer.config import TrainConfig
-    from zsseg.maskformer.criterion import matching_cost, set_loss
-    from zsseg.maskformer.data import semantic_target
+    from zsseg.networks.maskformer.config import TrainConfig
+    from zsseg.networks.maskformer.criterion import matching_cost, set_loss
+    from zsseg.training.proposal_data import semantic_target
 
     gold, side = _tensors(case), _sidecar(case)
     train = TrainConfig()  # the paper's: loss weights, no-object weight, and the reference's loss pixels
@@ -449,9 +449,9 @@ def check_criterion(case: dict) -> None:
 
 def check_matching(case: dict) -> None:
     """The Hungarian assignment of every layer and image equals the reference's."""
-    from zsseg.maskformer.config import TrainConfig
-    from zsseg.maskformer.criterion import hungarian_match
-    from zsseg.maskformer.data import semantic_target
+    from zsseg.networks.maskformer.config import TrainConfig
+    from zsseg.networks.maskformer.criterion import hungarian_match
+    from zsseg.training.proposal_data import semantic_target
 
     gold, side = _tensors(case), _sidecar(case)
     train = TrainConfig()
@@ -469,10 +469,10 @@ def check_matching(case: dict) -> None:
 
 
 def check_evaluator(case: dict) -> None:
-    from zsseg.benchmarks import benchmark_settings
-    from zsseg.datasets import DATASETS
-    from zsseg.metrics import ConfusionMatrix, compute_metrics
-    from zsseg.vocabulary import Vocabulary
+    from zsseg.evaluation.reference_settings import benchmark_settings
+    from zsseg.data.datasets import DATASETS
+    from zsseg.evaluation.metrics import ConfusionMatrix, compute_metrics
+    from zsseg.data.vocabulary import Vocabulary
 
     gold, side = _tensors(case), _sidecar(case)
     num_classes, ignore = side["num_classes"], side["ignore_label"]
@@ -519,7 +519,7 @@ def check_evaluator(case: dict) -> None:
 
 def check_clip_adapter(case: dict, network) -> None:
     """`MaskFormerClipAdapter` alone, with the crop settings its sidecar records."""
-    from zsseg.region_classification import CropConfig, RegionClassifier, mask_boxes
+    from zsseg.classification.regions import CropConfig, RegionClassifier, mask_boxes
 
     gold, side = _tensors(case), _sidecar(case)
     flat = {key: side[key] for key in ("mask_thr", "mask_fill", "mask_expand_ratio", "mask_matting", "region_resized", "templates")

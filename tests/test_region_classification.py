@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from zsseg import RegionClassifier, Vocabulary, ZssegError, crop_regions
-from zsseg.prompts import IMAGENET_TEMPLATES, VILD_TEMPLATES, PromptEncoder, resolve_templates
+from zsseg.prompts.encoding import IMAGENET_TEMPLATES, VILD_TEMPLATES, PromptEncoder, resolve_templates
 
 
 def test_template_sets():
@@ -116,7 +116,7 @@ def test_whole_image_mask_agrees_with_transformers_zero_shot(clip, clip_dir, coc
 
 
 def test_classify_masks_from_any_source(clip, coco_val):
-    from zsseg.images import read_image
+    from zsseg.data.images import read_image
 
     image = read_image(coco_val[0][0])
     masks = np.zeros((3,) + image.shape[:2], bool)
@@ -148,7 +148,7 @@ def _reference_crop(image, mask, box, fill, ratio, mean, std):
 def test_crop_settings_are_the_references(fill, ratio, matting):
     """MASK_FILL, MASK_EXPAND_RATIO and MASK_MATTING crop as the reference's adapter does,
     including a box that the expansion pushes past the image's border."""
-    from zsseg.region_classification import CropConfig, mask_boxes
+    from zsseg.classification.regions import CropConfig, mask_boxes
 
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
     generator = torch.Generator().manual_seed(0)
@@ -174,8 +174,8 @@ def test_unresized_crops_are_encoded_one_at_a_time(clip):
     """REGION_RESIZED False: each crop at its own size through the image tower alone (position
     embeddings resized to its grid); one smaller than a patch is one line, as it fails the
     reference's CLIP too."""
-    from zsseg.images import read_image
-    from zsseg.region_classification import CropConfig
+    from zsseg.data.images import read_image
+    from zsseg.classification.regions import CropConfig
 
     image = np.zeros((96, 128, 3), np.uint8)
     image[:, :, 0] = np.arange(128, dtype=np.uint8)[None] * 2
@@ -198,8 +198,8 @@ def test_unresized_crops_are_encoded_one_at_a_time(clip):
 
 
 def test_classify_each_follows_the_crop_settings(clip, coco_val):
-    from zsseg.images import read_image
-    from zsseg.region_classification import CropConfig
+    from zsseg.data.images import read_image
+    from zsseg.classification.regions import CropConfig
 
     image = read_image(coco_val[0][0])
     masks = np.zeros((3,) + image.shape[:2], np.float32)

@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 
 from zsseg import read_masks
 from zsseg.errors import ZssegError
-from zsseg.writers import SOFTWARE
+from zsseg.outputs.writers import SOFTWARE
 
 H, W = 30, 40
 
@@ -85,7 +85,7 @@ def test_well_formed_rles_read_the_same_in_every_layout(tmp_path, layout):
 
 
 def test_compressed_runs_match_pycocotools_on_random_masks():
-    from zsseg.mask_files import compressed_runs
+    from zsseg.data.mask_files import compressed_runs
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -452,7 +452,7 @@ def test_stale_temporaries_are_removed_only_when_zsseg_wrote_them(clip_dir, caps
 def test_outputs_are_on_the_disk_before_they_are_renamed(tmp_path, monkeypatch):
     import os
 
-    from zsseg import writers
+    from zsseg.outputs import writers
 
     events = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -509,7 +509,7 @@ def test_a_users_file_named_like_a_checkpoint_is_never_removed(clip_dir, tmp_pat
 def test_pruning_passes_over_files_it_cannot_prove_are_its_own(tmp_path):
     import torch
 
-    from zsseg.training import _save_checkpoint
+    from zsseg.training.loop import _save_checkpoint
 
     theirs = tmp_path / "checkpoint-0000000.pt"
     theirs.write_bytes(b"not zsseg's")
@@ -535,8 +535,8 @@ def test_a_users_log_beside_zsseg_checkpoints_is_never_rewritten(clip_dir, tmp_p
 
 def test_listings_line_up_their_columns(capsys):
     from zsseg.cli import main
-    from zsseg.datasets import DATASETS
-    from zsseg.vocabulary import PRESETS
+    from zsseg.data.datasets import DATASETS
+    from zsseg.data.vocabulary import PRESETS
 
     assert main(["datasets"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -15,8 +15,8 @@ from PIL import Image
 from conftest import DATA
 from zsseg import Segmenter, ZssegError
 from zsseg.cli import main
-from zsseg.datasets import load_dataset
-from zsseg.writers import SOFTWARE, check_target, written_by_zsseg
+from zsseg.data.datasets import load_dataset
+from zsseg.outputs.writers import SOFTWARE, check_target, written_by_zsseg
 
 
 def _image(path, size=(48, 40), seed=0):
@@ -241,7 +241,7 @@ def _png_header_only(path, width, height):
 
 
 def test_pixel_limit_is_one_number_with_the_size_in_the_message(tmp_path):
-    from zsseg.images import MAX_PIXELS, read_image
+    from zsseg.data.images import MAX_PIXELS, read_image
 
     with pytest.raises(ZssegError, match=r"13000x13000 \(169,000,000 pixels\), above the limit of 150,000,000 pixels"):
         read_image(_png_header_only(tmp_path / "huge.png", 13000, 13000))
@@ -307,7 +307,7 @@ def test_ctrl_c_reports_what_was_finished(clip_dir, tmp_path, capsys, monkeypatc
 
 
 def test_non_latin_names_are_drawn_and_kept(clip_dir, tmp_path):
-    from zsseg.fonts import legend_font
+    from zsseg.outputs.fonts import legend_font
 
     font, text = legend_font("猫", 24)
     if text != "猫":
@@ -329,7 +329,7 @@ def test_non_latin_names_are_drawn_and_kept(clip_dir, tmp_path):
 
 
 def test_a_name_no_font_covers_falls_back_to_question_marks(monkeypatch):
-    from zsseg import fonts
+    from zsseg.outputs import fonts
 
     monkeypatch.setattr(fonts, "_candidates", lambda needed: [])
     fonts._font_file.cache_clear()
@@ -378,7 +378,7 @@ def test_train_without_what_and_version(capsys):
 
 
 def test_rgba_input_gives_no_warning(clip_dir, tmp_path):
-    from zsseg.images import image_tensor, read_image
+    from zsseg.data.images import image_tensor, read_image
 
     path = tmp_path / "rgba.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 4), dtype=np.uint8), "RGBA").save(path)
@@ -393,8 +393,8 @@ def test_offline_hub_is_not_retried(tmp_path, monkeypatch):
     comes at once, not after the hub client's retries."""
     import transformers
 
-    from zsseg import clip as clip_module
-    from zsseg import hub
+    from zsseg.models import loading as clip_module
+    from zsseg.models import hub
 
     tried = []
 
@@ -404,7 +404,7 @@ def test_offline_hub_is_not_retried(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake_from_pretrained)  # the first read of a checkpoint
-    monkeypatch.setattr("zsseg.openai_clip.open_clip_hub_folder", lambda name: None)  # not an open_clip repo
+    monkeypatch.setattr("zsseg.models.openai_clip.open_clip_hub_folder", lambda name: None)  # not an open_clip repo
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(ZssegError, match="--local-dir"):
         clip_module.load_clip("openai/clip-vit-base-patch16")

@@ -144,7 +144,7 @@ def test_a_killed_process_and_a_sigterm_leave_complete_files_that_skip_existing_
 
 
 def test_a_killed_runs_temporaries_are_removed_and_nothing_else(tmp_path):
-    from zsseg.writers import output_paths, remove_stale_temporaries
+    from zsseg.outputs.writers import output_paths, remove_stale_temporaries
 
     targets = output_paths(tmp_path, "photo")
     ours = [tmp_path / ".photo.png.k3_9ab2x.tmp", tmp_path / ".photo.json.zz0000aa.tmp"]

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from zsseg import Segmenter, ZssegError
-from zsseg.images import read_image
+from zsseg.data.images import read_image
 
 
 @pytest.fixture(scope="module")

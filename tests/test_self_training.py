@@ -16,15 +16,15 @@ from PIL import Image
 from conftest import DATA, run, subset
 from zsseg import Segmenter, ZssegError
 from zsseg.assembly import assemble
-from zsseg.datasets import IGNORE, load_dataset
-from zsseg.evaluation import ClipPredictor, evaluate
-from zsseg.maskformer.config import named_config
-from zsseg.maskformer.data import TrainingSamples, Augmentation
-from zsseg.maskformer.training import train_proposals
-from zsseg.maskformer.weights import load_proposals
+from zsseg.data.datasets import IGNORE, load_dataset
+from zsseg.evaluation.runner import ClipPredictor, evaluate
+from zsseg.networks.maskformer.config import named_config
+from zsseg.training.proposal_data import TrainingSamples, Augmentation
+from zsseg.training.proposals import train_proposals
+from zsseg.networks.maskformer.weights import load_proposals
 from zsseg.proposals import MaskFormerProposals
-from zsseg.pseudo_labels import MANIFEST_NAME, load_pseudo_labels
-from zsseg.self_training import LabelEncoding, pseudo_label, pseudo_label_map
+from zsseg.data.pseudo_labels import MANIFEST_NAME, load_pseudo_labels
+from zsseg.training.self_training import LabelEncoding, pseudo_label, pseudo_label_map
 
 TINY = named_config("tiny")
 CONFIG = replace(TINY, train=replace(TINY.train, crop_size=128, batch_size=2, log_every=1, max_iters=2))
@@ -221,13 +221,13 @@ def self_trained(labelled, clip, tmp_path_factory):
 
 
 def test_the_retrain_reads_the_pseudo_labels_and_learns_every_class(labelled, clip, tmp_path, monkeypatch):
-    import zsseg.datasets
+    import zsseg.data.datasets
 
     folder = labelled[0]
     labels = load_pseudo_labels(folder, load_dataset("coco-stuff", DATA, "train"))
     read = []
-    original = zsseg.datasets.read_label_file
-    monkeypatch.setattr(zsseg.datasets, "read_label_file", lambda path: read.append(path) or original(path))
+    original = zsseg.data.datasets.read_label_file
+    monkeypatch.setattr(zsseg.data.datasets, "read_label_file", lambda path: read.append(path) or original(path))
     train_proposals(labels.dataset, CONFIG, clip, tmp_path, "zero-shot", progress=False, pseudo_labels=labels)
     assert read and all(p.parent == folder for p in read)
     trained = load_proposals(tmp_path)

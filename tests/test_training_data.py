@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from conftest import DATA
-from zsseg.datasets import load_dataset, training_classes
-from zsseg.maskformer import augmentation
-from zsseg.maskformer.augmentation import Augmentation, ColorJitter, hsv_to_rgb, resize_label_map, rgb_to_hsv, shorter_sides
-from zsseg.maskformer.config import named_config
-from zsseg.maskformer.data import TrainingSamples
+from zsseg.data.datasets import load_dataset, training_classes
+from zsseg.training import augmentation
+from zsseg.training.augmentation import Augmentation, ColorJitter, hsv_to_rgb, resize_label_map, rgb_to_hsv, shorter_sides
+from zsseg.networks.maskformer.config import named_config
+from zsseg.training.proposal_data import TrainingSamples
 
 PAPER = named_config("paper").train
 SAMPLES = 10

@@ -1,7 +1,7 @@
 import pytest
 
 from zsseg import PRESETS, Vocabulary, ZssegError
-from zsseg.vocabulary import as_vocabulary
+from zsseg.data.vocabulary import as_vocabulary
 
 
 def test_parse_classes_and_synonyms():

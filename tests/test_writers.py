@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from zsseg import writers
-from zsseg.writers import blend_by_pixel, class_rles_by_mask, palette, record
+from zsseg.outputs import writers
+from zsseg.outputs.writers import blend_by_pixel, class_rles_by_mask, palette, record
 
 
 def _label_maps(rng):

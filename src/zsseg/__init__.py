@@ -1,43 +1,33 @@
 """zsseg: open-vocabulary semantic segmentation with CLIP (Xu et al., ECCV 2022).
 
 The pipeline follows the data: image -> mask proposals (`zsseg.proposals`) -> CLIP region
-classification (`zsseg.region_classification`, Eq. 1) -> assembly (`zsseg.assembly`, Eq. 2)
--> label map -> writers (`zsseg.writers`). Masks that already exist (`zsseg.mask_files`) skip
-the first stage (`zsseg.mask_labelling`).
+classification (`zsseg.classification.regions`, Eq. 1) -> assembly (`zsseg.assembly`, Eq. 2)
+-> label map -> writers (`zsseg.outputs.writers`). Masks that already exist (`zsseg.data.mask_files`) skip
+the first stage (`zsseg.classification.masks`).
 """
 
-import importlib
-
+from .exports import lazy
 from .version import __version__
 
 # Names are imported on first use (PEP 562), so that `import zsseg` and the start of the `zsseg`
 # command are light: a Ctrl-C while torch loads is then caught by the command (zsseg.console).
-_EXPORTS = {
+EXPORTS = {
     "UNLABELED": "assembly", "assemble": "assembly", "assemble_labels": "assembly",
-    "DEFAULT_CLIP": "clip", "ClipModel": "clip", "load_clip": "clip",
+    "DEFAULT_CLIP": "models.loading", "ClipModel": "models.base", "load_clip": "models.loading",
     "ZssegError": "errors",
-    "DatasetCheck": "preparation", "PreparationReport": "preparation", "check_dataset": "preparation", "prepare_dataset": "preparation",
-    "MaskSet": "mask_files", "read_masks": "mask_files", "MaskLabels": "mask_labelling", "classify_masks": "mask_labelling",
-    "TEMPLATE_SETS": "prompts", "LearnedPrompt": "prompts", "Prompt": "prompts", "PromptEncoder": "prompts",
-    "TemplatePrompt": "prompts", "load_prompt": "prompts",
+    "DatasetCheck": "data.preparation", "PreparationReport": "data.preparation", "check_dataset": "data.preparation",
+    "prepare_dataset": "data.preparation",
+    "MaskSet": "data.mask_files", "read_masks": "data.mask_files", "MaskLabels": "classification.masks",
+    "classify_masks": "classification.masks",
+    "TEMPLATE_SETS": "prompts.templates", "LearnedPrompt": "prompts.encoding", "Prompt": "prompts.encoding",
+    "PromptEncoder": "prompts.encoding", "TemplatePrompt": "prompts.encoding", "load_prompt": "prompts.encoding",
     "GENERATORS": "proposals", "ProposalGenerator": "proposals", "build_proposal_generator": "proposals",
-    "RegionClassifier": "region_classification", "RegionScores": "region_classification", "crop_regions": "region_classification",
+    "CropConfig": "classification.regions", "RegionClassifier": "classification.regions", "RegionScores": "classification.regions",
+    "crop_regions": "classification.regions",
     "SegmentationResult": "segmenter", "Segmenter": "segmenter",
-    "PRESETS": "vocabulary", "Vocabulary": "vocabulary",
+    "PRESETS": "data.vocabulary", "Vocabulary": "data.vocabulary",
 }
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'zsseg' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
-
+__getattr__, __dir__ = lazy(__name__, EXPORTS)
 
 __all__ = [
     "DEFAULT_CLIP",
@@ -46,6 +36,7 @@ __all__ = [
     "TEMPLATE_SETS",
     "UNLABELED",
     "ClipModel",
+    "CropConfig",
     "DatasetCheck",
     "LearnedPrompt",
     "MaskLabels",

@@ -14,9 +14,9 @@ from .errors import ZssegError
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"  # the paper's ViT-B/16
 TEMPERATURE = 100.0  # Eq. 1; CLIP's own learned logit scale also converges to 100.
-DTYPE_NAMES = ("fp32", "bf16", "fp16")  # CLIP's floating-point precisions (`zsseg.clip.DTYPES`)
+DTYPE_NAMES = ("fp32", "bf16", "fp16")  # CLIP's floating-point precisions (`zsseg.models.loading.DTYPES`)
 # What --dtype takes for CLIP: those, int8 (dynamic quantisation of the image tower's linear
-# layers, CPU) and auto (`zsseg.clip.resolve_precision`: bf16 where the hardware has it natively).
+# layers, CPU) and auto (`zsseg.models.precision.resolve_precision`: bf16 where the hardware has it natively).
 PRECISIONS = ("auto", *DTYPE_NAMES, "int8")
 DEFAULT_SAM = "facebook/sam-vit-base"
 
@@ -26,7 +26,7 @@ DEFAULT_OVERLAP = 2 / 3  # the paper's code: TEST.SLIDING_WINDOW, 224 tiles, ove
 DEFAULT_PROPOSALS = "selective-search"
 DEFAULT_MAX_SIZE = 1024
 DEFAULT_MAX_MASKS = 1000  # `zsseg classify`: masks refused above this (each one is a CLIP crop)
-# The benchmarks `zsseg eval` reads (`zsseg.datasets.DATASETS` describes each): named here so that
+# The benchmarks `zsseg eval` reads (`zsseg.data.datasets.DATASETS` describes each): named here so that
 # the command line's parser imports no dataset code (numpy, PIL) for `zsseg --help`.
 DATASET_NAMES = ("coco-stuff", "ade20k-150", "ade20k-847", "pascal-context-59", "pascal-context-459", "voc-20", "voc-21",
                  "cityscapes", "camvid")

@@ -21,9 +21,9 @@ def main() -> int:
         _exit_now(130)
         return 130
     status = run()
-    pipeline = sys.modules.get("zsseg.pipeline")
+    pipeline = sys.modules.get("zsseg.runs.read_ahead")
     if pipeline is not None and pipeline.busy():
-        # Interrupted while the next image was being prepared (`zsseg.pipeline`): its result would
+        # Interrupted while the next image was being prepared (`zsseg.runs.read_ahead`): its result would
         # never be written, so the process ends now instead of after it, without the interpreter
         # shutdown that a thread inside torch's native code would abort.
         for stream in (sys.stdout, sys.stderr):

@@ -17,7 +17,7 @@ Limits, which bound what one request can cost:
 
 - uploads over `MAX_UPLOAD` (50 MB) are refused by Gradio before they reach zsseg;
 - an upload is taken as a file (Gradio does not decode it): zsseg checks it before any decode,
-  and images over `MAX_PIXELS` (40 million pixels, tighter than `zsseg.images.MAX_PIXELS`) are
+  and images over `MAX_PIXELS` (40 million pixels, tighter than `zsseg.data.images.MAX_PIXELS`) are
   refused from their header; an empty file or one that is not an image is one line;
 - every value the page's API receives is checked by zsseg (K a whole number from 1 to `MAX_K`,
   the method and proposals among those offered), so a bad request from a script gets one line
@@ -66,10 +66,10 @@ atexit.register(shutil.rmtree, UPLOADS, True)
 import gradio as gr  # noqa: E402
 
 from .errors import ZssegError  # noqa: E402
-from .images import MAX_PIXELS as READER_MAX_PIXELS, read_image  # noqa: E402
+from .data.images import MAX_PIXELS as READER_MAX_PIXELS, read_image  # noqa: E402
 from .segmenter import PER_PIXEL_METHODS, Segmenter  # noqa: E402
-from .vocabulary import PRESETS, Vocabulary  # noqa: E402
-from .writers import write_outputs  # noqa: E402
+from .data.vocabulary import PRESETS, Vocabulary  # noqa: E402
+from .outputs.writers import write_outputs  # noqa: E402
 
 MAX_UPLOAD = "50mb"  # Gradio's max_file_size: a 40 MP JPEG is 10-20 MB
 MAX_PIXELS = min(40_000_000, READER_MAX_PIXELS)  # about 7700x5200; decoding one takes 120 MB
@@ -105,7 +105,7 @@ class PageResult:
             the right), as `zsseg segment` writes it.
         table: one row per class present, largest first: [name, share of the labelled pixels
             in %, pixel count].
-        files: the label PNG, the overlay PNG and the JSON record (`zsseg.writers`).
+        files: the label PNG, the overlay PNG and the JSON record (`zsseg.outputs.writers`).
         summary: one line of Markdown: size, classes present, unlabelled share, time.
     """
 

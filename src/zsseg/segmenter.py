@@ -11,7 +11,7 @@ per-pixel probabilities, and assembles them into the label map at full size (Eq.
 
 `segment` is two halves, `finish(prepare_image(image))`: the first runs no model where the
 method allows (resizing, Selective Search, the crops for CLIP), so a folder run prepares the
-next image on a worker thread while CLIP works on this one (`zsseg.pipeline`).
+next image on a worker thread while CLIP works on this one (`zsseg.runs.read_ahead`).
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ import torch
 
 from .assembly import UNLABELED, assemble, assemble_labels, dense_labels
 from .catalogue import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, METHODS as DECLARATIONS, PER_PIXEL_METHODS
-from .clip import DEFAULT_CLIP, ClipModel, load_clip
-from .dense_clip import DEFAULT_OVERLAP, DENSE_MODES
+from .models.loading import DEFAULT_CLIP, ClipModel, load_clip
+from .classification.dense import DEFAULT_OVERLAP, DENSE_MODES
 from .errors import ZssegError
-from .images import ImageInput, as_rgb_array, resize_image
+from .data.images import ImageInput, as_rgb_array, resize_image
 from .methods import ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS as _METHODS, Method, Parts, build_method, check_options
-from .prompts import PromptEncoder, PromptLike
+from .prompts.encoding import PromptEncoder, PromptLike
 from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator, parse_generator
-from .region_classification import CropConfig, RegionClassifier
-from .vocabulary import Vocabulary, as_vocabulary
-from .writers import SOFTWARE
+from .classification.regions import CropConfig, RegionClassifier
+from .data.vocabulary import Vocabulary, as_vocabulary
+from .outputs.writers import SOFTWARE
 
 DEFAULT_PROMPT = "imagenet"
 METHODS = tuple(DECLARATIONS)  # the names `method` takes
@@ -96,14 +96,14 @@ class Segmenter:
             "sam:MODEL", "mask2former:MODEL") or instance (such as `MaskFormerProposals(weights)`).
         prompt: how class names are put to CLIP's text tower: a template set ("imagenet",
             "vild", "single"), one template ("a sculpture of a {}."), a list of templates, or a
-            prompt file (`zsseg prompts select`, `zsseg train prompts`); see `zsseg.prompts`.
+            prompt file (`zsseg prompts select`, `zsseg train prompts`); see `zsseg.prompts.encoding`.
             Default: the prompt a proposal network was trained with (an authors' checkpoint with
             a separate region adapter: that adapter's), else "imagenet".
         network_prompt: the prompt of a trained network's own text classifier (default: the one
             it was trained with). The reference code tests its cross-dataset rows with ViLD's
-            templates on both sides (`zsseg.benchmarks`).
+            templates on both sides (`zsseg.evaluation.reference_settings`).
         device, dtype: where and how CLIP runs ("cpu"/"cuda"; "fp32", "bf16", "fp16", "int8", or
-            "auto": see `zsseg.clip.resolve_precision`).
+            "auto": see `zsseg.models.precision.resolve_precision`).
         max_size: images are processed with their longer side at most this many pixels; the
             label map is returned at full size.
         test_size: the shorter side images are processed at (detectron2's test-time resize,
@@ -124,7 +124,7 @@ class Segmenter:
             alone for ablations (the paper's Table 7): "clip" labels every non-empty mask by Eq. 1
             (or every pixel by dense CLIP) for every class, "network" uses the network's
             probabilities for every class.
-        text_cache: keep text features in the disk cache (`zsseg.text_cache`); False encodes
+        text_cache: keep text features in the disk cache (`zsseg.prompts.text_cache`); False encodes
             every vocabulary afresh.
         method: "two-stage" (default), "fast", "dense-clip" or "fcn" (see the module docstring).
         dense_mode: dense CLIP's patch features, "plain" (the paper's) or "sclip" (local).
@@ -196,7 +196,7 @@ class Segmenter:
         self.proposals = proposals
         fcn_network = self.fcn_source = None
         if method == "fcn":
-            from .fcn import TrainedFcn, load_fcn
+            from .networks.fcn import TrainedFcn, load_fcn
 
             fcn_network = fcn if isinstance(fcn, TrainedFcn) else load_fcn(Path(fcn), device=self.clip.device)
             self.fcn_source = "(in memory)" if isinstance(fcn, TrainedFcn) else str(fcn)
@@ -251,7 +251,7 @@ class Segmenter:
 
     @property
     def dense(self):
-        """Dense CLIP (`zsseg.dense_clip.DenseClip`) of the methods that use it, else None."""
+        """Dense CLIP (`zsseg.classification.dense.DenseClip`) of the methods that use it, else None."""
         return getattr(self.implementation, "dense", None)
 
     @property
@@ -284,7 +284,7 @@ class Segmenter:
             seen: `[C]` bool, for the ensemble with a trained network: the classes it takes as
                 seen (p_net^lambda * p_clip^(1 - lambda)), the others unseen (exponents
                 swapped). Default: the classes whose names it was trained on. A benchmark's
-                evaluation passes the benchmark's own split (`zsseg.benchmarks`).
+                evaluation passes the benchmark's own split (`zsseg.evaluation.reference_settings`).
         """
         return self.finish(self.prepare_image(image, ground_truth), vocabulary, seen)
 
@@ -292,7 +292,7 @@ class Segmenter:
         """The first half of `segment`, which runs no model where the method allows (the
         two-stage and fast methods with Selective Search, contour or ground-truth proposals):
         the image at its processing size, its proposals and their crops for CLIP. Safe to call
-        on another thread while `finish` runs on an earlier image (`zsseg.pipeline`)."""
+        on another thread while `finish` runs on an earlier image (`zsseg.runs.read_ahead`)."""
         clock = _Clock()
         full = as_rgb_array(image)
         method = self.implementation

@@ -13,7 +13,7 @@ from ..catalogue import (
     ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, GENERATORS, METHODS, PROTOCOLS, check_options, parse_generator,
 )
 from ..errors import ZssegError
-from ..vocabulary import PRESETS, Vocabulary
+from ..data.vocabulary import PRESETS, Vocabulary
 
 DEFAULT_MAX_PROPOSALS = 100
 
@@ -154,7 +154,7 @@ def training_split(args: argparse.Namespace) -> str:
 
 
 def training_loop_options(parser: argparse.ArgumentParser, samples: str) -> None:
-    """The flags of `zsseg.training.run_training`, shared by every `zsseg train`."""
+    """The flags of `zsseg.training.loop.run_training`, shared by every `zsseg train`."""
     parser.add_argument("--max-iters", type=at_least(1), default=None, help="training steps (default: the config's)")
     parser.add_argument("--batch-size", type=at_least(1), default=None, help=f"{samples} per step over all processes (default: the config's)")
     parser.add_argument("--checkpoint-every", type=at_least(1), default=None, help="steps between checkpoints (default: the config's)")
@@ -268,7 +268,7 @@ def model_options(parser: argparse.ArgumentParser, proposals: list[str], default
 
 def crop_options(parser: argparse.ArgumentParser) -> None:
     """How Eq. 1 crops a mask beyond its threshold: the reference's other crop settings, for its
-    ablations (`zsseg.region_classification.CropConfig`)."""
+    ablations (`zsseg.classification.regions.CropConfig`)."""
     parser.add_argument("--mask-fill", default=None, choices=["mean", "zero"],
                         help="what Eq. 1 puts behind a mask: mean, CLIP's pixel mean (the paper's; default), or zero (black)")
     parser.add_argument("--mask-expand-ratio", type=positive_number, default=None, metavar="R",
@@ -281,7 +281,7 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
 
 def crop_config(args: argparse.Namespace):
     """The `CropConfig` of the crop flags and --mask-threshold (None: the defaults)."""
-    from ..region_classification import CropConfig
+    from ..classification.regions import CropConfig
 
     given = {"threshold": getattr(args, "mask_threshold", None), "fill": args.mask_fill, "expand_ratio": args.mask_expand_ratio,
              "matting": args.mask_matting or None, "resize": None if args.crop_resize else False}

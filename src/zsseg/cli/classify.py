@@ -1,7 +1,7 @@
 """`zsseg classify`: label masks you already have (SAM's output, an annotation tool's export, a
 `zsseg segment` JSON) with your class names: Eq. 1 on each mask, Eq. 2 over all of them.
 
-One image and its masks (`zsseg.mask_files` reads them); into --out, all or none, what
+One image and its masks (`zsseg.data.mask_files` reads them); into --out, all or none, what
 `zsseg segment` writes (STEM.png, STEM_overlay.png, STEM.json) and STEM_masks.json: each input
 mask with its id, area, box, RLE, class probabilities and label. Every check (vocabulary,
 prompt, image, masks, outputs) runs before CLIP loads; a failure is one line, status 2, and
@@ -22,8 +22,8 @@ from .arguments import at_least, chosen_vocabulary, clip_option, dtype_option, v
 from .outputs import check_output_folder, input_files, interrupted_status, remove_if_empty
 
 if TYPE_CHECKING:  # the mask readers and writers import numpy, PIL and pycocotools: not for `zsseg --help`
-    from ..mask_files import MaskSet
-    from ..vocabulary import Vocabulary
+    from ..data.mask_files import MaskSet
+    from ..data.vocabulary import Vocabulary
 
 MASKS_SUFFIX = "_masks"  # STEM_masks.json
 
@@ -88,7 +88,7 @@ class _Plan:
 
 def output_targets(out: Path, stem: str) -> list[Path]:
     """The four files `zsseg classify` writes for an image STEM."""
-    from ..writers import output_paths
+    from ..outputs.writers import output_paths
 
     return [*output_paths(out, stem), out / f"{stem}{MASKS_SUFFIX}.json"]
 
@@ -101,9 +101,9 @@ def _mask_files(path: Path) -> list[Path]:
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
-    from ..images import read_image
-    from ..mask_files import read_masks
-    from ..writers import check_target, remove_stale_temporaries
+    from ..data.images import read_image
+    from ..data.mask_files import read_masks
+    from ..outputs.writers import check_target, remove_stale_temporaries
     from .models import check_prompt
 
     vocabulary = chosen_vocabulary(args)
@@ -122,13 +122,13 @@ def _plan(args: argparse.Namespace) -> _Plan:
 
 def run(args: argparse.Namespace) -> int:
     """Classify the masks and write the four outputs; Ctrl-C leaves nothing behind."""
-    from ..writers import check_target, write_outputs
+    from ..outputs.writers import check_target, write_outputs
 
     plan = _plan(args)
     created = not args.out.exists()
     try:
         classifier = _classifier(args)
-        from ..mask_labelling import classify_masks
+        from ..classification.masks import classify_masks
 
         labels = classify_masks(classifier, plan.image, plan.masks, plan.vocabulary, progress=True)
         settings = _settings(classifier, args, plan.masks)
@@ -152,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _classifier(args: argparse.Namespace):
-    from ..clip import load_clip
-    from ..region_classification import RegionClassifier
+    from ..models.loading import load_clip
+    from ..classification.regions import RegionClassifier
     from ..segmenter import DEFAULT_PROMPT
 
     clip = load_clip(args.clip, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
@@ -162,7 +162,7 @@ def _classifier(args: argparse.Namespace):
 
 def _settings(classifier, args: argparse.Namespace, masks: MaskSet) -> dict:
     """What made the labels, as JSON values (recorded in STEM.json and STEM_masks.json)."""
-    from ..writers import SOFTWARE
+    from ..outputs.writers import SOFTWARE
 
     clip = classifier.clip
     return {

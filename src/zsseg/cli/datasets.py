@@ -1,6 +1,6 @@
 """`zsseg datasets`: list the benchmarks; `zsseg datasets prepare NAME --from PATH ...` writes one
 from its official downloads; `zsseg datasets check NAME` says whether a prepared tree is usable
-(status 0) or not (status 1). The work is `zsseg.preparation`'s; this maps flags and prints."""
+(status 0) or not (status 1). The work is `zsseg.data.preparation`'s; this maps flags and prints."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def _root_option(parser: argparse.ArgumentParser) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from ..preparation import prepare_dataset
+    from ..data.preparation import prepare_dataset
 
     report = prepare_dataset(args.name, args.sources, data_root=args.data_root, workers=args.workers, progress=not args.quiet)
     output(report.lines())
@@ -68,7 +68,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..preparation import check_dataset
+    from ..data.preparation import check_dataset
 
     result = check_dataset(args.name, data_root=args.data_root, split=args.split, workers=args.workers, complete=args.complete,
                            progress=not args.quiet)

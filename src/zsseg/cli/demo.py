@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         if (error.name or "").split(".")[0] == "gradio":
             raise ZssegError('the web demo needs gradio, which is not installed: pip install "zsseg[demo]"') from None
         raise ZssegError(f'gradio cannot be imported ({error}); reinstall it: pip install "zsseg[demo]"') from None
-    from ..clip import load_clip
+    from ..models.loading import load_clip
     from ..demo import Demo, example_images
     from .models import check_prompt
 

@@ -14,7 +14,7 @@ from .arguments import at_least, check_method_flags, model_options, pipeline_opt
 from .outputs import check_json_output, check_output_folder, input_files, output
 
 if TYPE_CHECKING:  # the dataset readers and writers import numpy and PIL: not for `zsseg --help`
-    from ..datasets import SegmentationDataset
+    from ..data.datasets import SegmentationDataset
 
 
 def add_parser(commands) -> None:
@@ -56,9 +56,9 @@ def add_parser(commands) -> None:
 
 def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> tuple[argparse.Namespace, dict]:
     """The command line with each model setting it leaves open taken from the benchmark's row
-    of `zsseg.benchmarks.SETTINGS` (the reference code's test settings), and a record of every
+    of `zsseg.evaluation.reference_settings.SETTINGS` (the reference code's test settings), and a record of every
     setting and where it came from."""
-    from ..benchmarks import benchmark_settings
+    from ..evaluation.reference_settings import benchmark_settings
 
     row = benchmark_settings(dataset.name, args.protocol)
     per_pixel = args.method in PER_PIXEL_METHODS
@@ -83,12 +83,12 @@ def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> t
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..benchmarks import benchmark_settings
-    from ..datasets import load_dataset, unseen_classes
-    from ..distributed import init_distributed, shutdown_distributed
-    from ..evaluation import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate
+    from ..evaluation.reference_settings import benchmark_settings
+    from ..data.datasets import load_dataset, unseen_classes
+    from ..runs.distributed import init_distributed, shutdown_distributed
+    from ..evaluation.runner import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate
     from ..proposals import MaskFormerProposals
-    from ..writers import check_target, write_json
+    from ..outputs.writers import check_target, write_json
     from .models import build_segmenter, check_prompt, proposal_generator
 
     if args.oracle and args.method != "two-stage":

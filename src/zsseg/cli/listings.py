@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..fcn_config import FCN_CONFIGS
-from ..maskformer.config import CONFIGS
-from ..prompt_config import PROMPT_CONFIGS
-from ..vocabulary import PRESETS, Vocabulary
+from ..training.fcn_config import FCN_CONFIGS
+from ..networks.maskformer.config import CONFIGS
+from ..training.prompt_config import PROMPT_CONFIGS
+from ..data.vocabulary import PRESETS, Vocabulary
 from .outputs import output
 
 
@@ -29,7 +29,7 @@ def vocabularies(args: argparse.Namespace) -> int:
 
 
 def datasets(args: argparse.Namespace) -> int:
-    from ..datasets import DATASETS
+    from ..data.datasets import DATASETS
 
     output(aligned([
         (name, f"splits {'/'.join(spec.splits)}", spec.description + (f", zero-shot {len(spec.unseen)} unseen" if spec.unseen else ""))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..clip import resolve_precision
-from ..datasets import IGNORE
+from ..models.precision import resolve_precision
+from ..data.datasets import IGNORE
 from ..errors import ZssegError
-from ..prompts import load_prompt
+from ..prompts.encoding import load_prompt
 from ..proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator, parse_generator
 from ..segmenter import DEFAULT_MAX_SIZE, Segmenter
 from .arguments import DEFAULT_MAX_PROPOSALS, crop_config

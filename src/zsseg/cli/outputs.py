@@ -13,8 +13,8 @@ from ..catalogue import parse_generator
 from ..errors import ZssegError
 
 if TYPE_CHECKING:
-    from ..datasets import SegmentationDataset
-# zsseg.writers (numpy, PIL, pycocotools) is imported where a file is checked or written: the
+    from ..data.datasets import SegmentationDataset
+# zsseg.outputs.writers (numpy, PIL, pycocotools) is imported where a file is checked or written: the
 # parser of `zsseg --help` and `--version` imports this module.
 
 
@@ -38,7 +38,7 @@ def input_files(args: argparse.Namespace, images: list[Path] = ()) -> frozenset[
 def check_outputs(images: list[Path], out: Path, overwrite: bool, inputs: frozenset[Path]) -> None:
     """Before any work: no two images write the same file, no output is an input, and no
     existing file that zsseg did not write is replaced (unless `overwrite`)."""
-    from ..writers import check_target, output_paths
+    from ..outputs.writers import check_target, output_paths
 
     check_output_folder(out, "--out")
     owner: dict[str, Path] = {}
@@ -78,7 +78,7 @@ def check_output_folder(folder: Path, flag: str) -> None:
 def check_json_output(path: Path, flag: str, dataset: SegmentationDataset, inputs: frozenset[Path]) -> None:
     """Fail before a long run, not after it, if the JSON cannot or may not be written. A missing
     folder is made when the JSON is written, as `--save-predictions` and `--out` make theirs."""
-    from ..writers import check_target
+    from ..outputs.writers import check_target
 
     if path.is_dir():
         raise ZssegError(f"{flag} {path} is a folder; give a file name such as {path / 'scores.json'}")

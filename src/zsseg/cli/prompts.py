@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..templates import TEMPLATE_SETS
+from ..prompts.templates import TEMPLATE_SETS
 from .arguments import at_least, clip_option, training_data_options
 from .outputs import check_json_output, input_files, output
 
@@ -33,11 +33,11 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..clip import load_clip
-    from ..datasets import load_dataset, unseen_classes
-    from ..writers import check_target
-    from ..prompt_selection import TRAINING_SPLIT, select_template
-    from ..prompts import save_template_prompt
+    from ..models.loading import load_clip
+    from ..data.datasets import load_dataset, unseen_classes
+    from ..outputs.writers import check_target
+    from ..prompts.selection import TRAINING_SPLIT, select_template
+    from ..prompts.encoding import save_template_prompt
 
     dataset = load_dataset(args.dataset, args.data_root, TRAINING_SPLIT)
     unseen_classes(dataset, args.protocol)

@@ -35,9 +35,9 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..datasets import load_dataset
-    from ..distributed import init_distributed, shutdown_distributed
-    from ..self_training import pseudo_label
+    from ..data.datasets import load_dataset
+    from ..runs.distributed import init_distributed, shutdown_distributed
+    from ..training.self_training import pseudo_label
     from .models import build_segmenter, check_prompt, proposal_generator
 
     if args.method in PER_PIXEL_METHODS:

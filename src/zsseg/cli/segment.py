@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ZssegError, counted
-from ..pipeline import ahead, pipeline_enabled, settle
-from ..progress import Progress
-from ..vocabulary import Vocabulary
+from ..runs.read_ahead import ahead, pipeline_enabled, settle
+from ..runs.progress import Progress
+from ..data.vocabulary import Vocabulary
 from .arguments import USABLE_PROPOSALS, check_method_flags, chosen_vocabulary, model_options, pipeline_option, vocabulary_options
 from .outputs import check_outputs, input_files, interrupted_status, remove_if_empty, report
 
@@ -64,8 +64,8 @@ def _collect_images(inputs: list[str]) -> Inputs:
     """Image files named directly or found (non-recursively) in folders, each once (by resolved
     path, in the order given); plus per-input errors. In a folder, label maps and overlays that
     zsseg wrote are not inputs, so segmenting a folder into itself twice works."""
-    from ..images import IMAGE_EXTENSIONS  # here, as the writers: numpy and PIL are not for `zsseg --help`
-    from ..writers import damaged_output_of_zsseg, written_by_zsseg
+    from ..data.images import IMAGE_EXTENSIONS  # here, as the writers: numpy and PIL are not for `zsseg --help`
+    from ..outputs.writers import damaged_output_of_zsseg, written_by_zsseg
 
     def zsseg_output(entry: Path) -> bool:
         return entry.is_file() and (written_by_zsseg(entry) or damaged_output_of_zsseg(entry))
@@ -107,7 +107,7 @@ def already_segmented(out: Path, stem: str, vocabulary: Vocabulary, settings: di
     """Whether `out` holds the outputs of `stem` that zsseg wrote with this vocabulary and these
     settings (as its JSON records them), each whole: every PNG complete to its last chunk (CRCs
     right) and of the size the JSON records. An output cut short is not done: it is written again."""
-    from ..writers import output_paths, whole
+    from ..outputs.writers import output_paths, whole
 
     targets = output_paths(out, stem)
     if not all(whole(target) for target in targets):
@@ -134,7 +134,7 @@ def _plan(args: argparse.Namespace, main: bool) -> _Plan:
     """What to segment, after every check that needs no model. The output checks (no image writes
     over an input, a file zsseg did not write, or another image's outputs) run on one process
     only, before any process writes; so does the removal of temporaries that a killed run left."""
-    from ..writers import output_paths, remove_stale_temporaries
+    from ..outputs.writers import output_paths, remove_stale_temporaries
     from .models import check_prompt
     vocabulary = chosen_vocabulary(args)
     check_prompt(args)
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     """Segment the images. Under torchrun each process takes its share of the input list
     (`Distributed.shard`: the same split on every machine), so each image is written by exactly
     one process; process 0 prints the failures in input order and one summary of the totals."""
-    from ..distributed import init_distributed, shutdown_distributed, together
+    from ..runs.distributed import init_distributed, shutdown_distributed, together
 
     context = init_distributed(args.device)
     interrupted = False
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _settle() -> None:
     """Wait for the worker that prepares images ahead to finish the one in hand (a process that
-    exits under it aborts: `zsseg.pipeline`), after the summary of an interrupt; a second Ctrl-C
+    exits under it aborts: `zsseg.runs.read_ahead`), after the summary of an interrupt; a second Ctrl-C
     meanwhile ends the process at once, with the interrupt's status."""
     try:
         settle()
@@ -229,10 +229,10 @@ def _segment_share(args: argparse.Namespace, plan: _Plan, segmenter, share: _Sha
     """Segment and write the share's images, counting into `share` as it goes (so an interrupt
     leaves true counts). A failed image is counted and the next one taken. Each image is read
     and prepared (`Segmenter.prepare_image`: proposals, crops) on a worker thread while CLIP
-    works on the one before (`zsseg.pipeline`); outputs are written here, in order, and are
+    works on the one before (`zsseg.runs.read_ahead`); outputs are written here, in order, and are
     those of the sequential run (`--no-pipeline`)."""
-    from ..images import read_image
-    from ..writers import check_target, output_paths, write_outputs
+    from ..data.images import read_image
+    from ..outputs.writers import check_target, output_paths, write_outputs
 
     images = plan.found.images
     settings = segmenter.settings() if share.indices else None

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import ZssegError, counted
-from ..fcn_config import FCN_CONFIGS
-from ..maskformer.config import CONFIGS
-from ..prompt_config import PROMPT_CONFIGS
+from ..training.fcn_config import FCN_CONFIGS
+from ..networks.maskformer.config import CONFIGS
+from ..training.prompt_config import PROMPT_CONFIGS
 from .arguments import (
     at_least, clip_option, network_training_options, positive_number, training_data_options, training_loop_options, training_split,
     worker_count,
@@ -18,7 +18,7 @@ from .arguments import (
 from .outputs import check_output_folder
 
 if TYPE_CHECKING:  # the dataset readers import numpy and PIL: not for `zsseg --help`
-    from ..datasets import SegmentationDataset
+    from ..data.datasets import SegmentationDataset
 
 
 def add_parser(commands) -> None:
@@ -87,7 +87,7 @@ def _train_config(args: argparse.Namespace, config):
 
 
 def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
-    from ..maskformer.resnet import RESNETS
+    from ..networks.maskformer.resnet import RESNETS
 
     if args.backbone_weights is None:
         return "clip" if backbone == "clip" else RESNETS[backbone].imagenet_weights
@@ -95,8 +95,8 @@ def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..maskformer.config import named_config
-    from ..maskformer.training import check_output_dir, train_proposals
+    from ..networks.maskformer.config import named_config
+    from ..training.proposals import check_output_dir, train_proposals
 
     config = _train_config(args, named_config(args.config))
     weights = _backbone_weights(args, config.model.backbone)
@@ -104,7 +104,7 @@ def _train(args: argparse.Namespace) -> int:
 
     def check(dataset: SegmentationDataset) -> None:
         if args.pseudo_labels is not None:
-            from ..pseudo_labels import load_pseudo_labels
+            from ..data.pseudo_labels import load_pseudo_labels
 
             if args.protocol != "zero-shot":
                 raise ZssegError("--pseudo-labels is for the zero-shot protocol (--protocol zero-shot)")
@@ -121,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_fcn(args: argparse.Namespace) -> int:
-    from ..fcn import check_output_dir, fcn_config, train_fcn
+    from ..networks.fcn import check_output_dir, fcn_config, train_fcn
 
     config = _train_config(args, fcn_config(args.config))
     weights = _backbone_weights(args, config.model.backbone)
@@ -134,8 +134,8 @@ def _train_fcn(args: argparse.Namespace) -> int:
 
 
 def _train_prompts(args: argparse.Namespace) -> int:
-    from ..prompt_config import prompt_config, prompt_config_with
-    from ..prompt_learning import check_output_dir, train_prompts
+    from ..training.prompt_config import prompt_config, prompt_config_with
+    from ..training.prompt_learning import check_output_dir, train_prompts
 
     config = prompt_config_with(prompt_config(args.config), **{
         key: getattr(args, key)
@@ -154,9 +154,9 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
     """What every `zsseg train` does around its training: the dataset, the checks of
     --output-dir (and `check` of the dataset) before any model loads, torchrun, and the
     closing line."""
-    from ..clip import load_clip
-    from ..datasets import load_dataset, unseen_classes
-    from ..distributed import init_distributed, shutdown_distributed
+    from ..models.loading import load_clip
+    from ..data.datasets import load_dataset, unseen_classes
+    from ..runs.distributed import init_distributed, shutdown_distributed
 
     dataset = load_dataset(args.dataset, args.data_root, training_split(args))
     unseen_classes(dataset, args.protocol)  # before CLIP loads: a protocol the dataset lacks

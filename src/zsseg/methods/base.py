@@ -9,7 +9,7 @@ in two steps:
     output.probs                 # or, for a per-pixel method, [C, h', w'] class probabilities
 
 The first step needs neither CLIP nor the vocabulary, so a folder run does it for the next image
-on a worker thread while CLIP works on this one (`zsseg.pipeline`). A method whose every step
+on a worker thread while CLIP works on this one (`zsseg.runs.read_ahead`). A method whose every step
 needs a model (a proposal network, dense CLIP) keeps the default: nothing prepared ahead.
 
 `Segmenter` builds one from `Parts` (what it loaded: CLIP, Eq. 1's classifier, the proposals,
@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from ..catalogue import ENSEMBLE_WEIGHT, METHODS as DECLARATIONS, OPTIONS, check_options  # noqa: F401  (re-exported)
-from ..clip import ClipModel
+from ..models.loading import ClipModel
 from ..errors import ZssegError
-from ..prompts import PromptEncoder, PromptLike, VocabularyEmbedding, load_prompt
+from ..prompts.encoding import PromptEncoder, PromptLike, VocabularyEmbedding, load_prompt
 from ..proposals import ProposalGenerator
-from ..region_classification import RegionClassifier
-from ..vocabulary import Vocabulary
+from ..classification.regions import RegionClassifier
+from ..data.vocabulary import Vocabulary
 
 Lap = Callable[[str], None]  # records the time since the last call under a stage's name
 
@@ -61,7 +61,7 @@ class Parts:
         clip: the CLIP.
         classifier: Eq. 1's region classifier (its prompt, crops and mask threshold).
         proposals: the proposal generator.
-        fcn: a trained FCN (`zsseg.fcn.TrainedFcn`), for the fcn method.
+        fcn: a trained FCN (`zsseg.networks.fcn.TrainedFcn`), for the fcn method.
         dense_mode, overlap: dense CLIP's features and sliding-window overlap.
         ensemble_weight: lambda of the ensemble with a trained network.
         classifier_mode: "ensemble", or "clip" / "network" alone (ablations).

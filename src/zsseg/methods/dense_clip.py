@@ -1,13 +1,13 @@
 """The paper's training-free FCN baseline: every pixel classified from CLIP's own patch
-features, with sliding windows (`zsseg.dense_clip`); `dense_mode="sclip"` makes them local."""
+features, with sliding windows (`zsseg.classification.dense`); `dense_mode="sclip"` makes them local."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..dense_clip import DenseClip, dense_logits
-from ..prompts import VocabularyEmbedding
-from ..vocabulary import Vocabulary
+from ..classification.dense import DenseClip, dense_logits
+from ..prompts.encoding import VocabularyEmbedding
+from ..data.vocabulary import Vocabulary
 from .base import Lap, Method, MethodOutput, Parts
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..dense_clip import DenseClip, pool_masks
-from ..images import resize_image
-from ..prompts import VocabularyEmbedding
+from ..classification.dense import DenseClip, pool_masks
+from ..data.images import resize_image
+from ..prompts.encoding import VocabularyEmbedding
 from .base import Lap, Parts
 from .two_stage import Regions, TwoStage
 

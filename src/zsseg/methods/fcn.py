@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..catalogue import FCN_ENSEMBLE_WEIGHT
-from ..dense_clip import DenseClip, dense_logits
-from ..prompts import VocabularyEmbedding
-from ..vocabulary import Vocabulary
+from ..classification.dense import DenseClip, dense_logits
+from ..prompts.encoding import VocabularyEmbedding
+from ..data.vocabulary import Vocabulary
 from .base import Lap, Method, MethodOutput, Parts, ensemble, network_text_encoder, seen_flags
 
 
@@ -17,7 +17,7 @@ class FcnMethod(Method):
     default_ensemble_weight = FCN_ENSEMBLE_WEIGHT
 
     def __init__(self, parts: Parts):
-        self.fcn = parts.fcn  # a loaded `zsseg.fcn.TrainedFcn`
+        self.fcn = parts.fcn  # a loaded `zsseg.networks.fcn.TrainedFcn`
         self.dense = DenseClip(parts.clip, parts.dense_mode, overlap=parts.overlap)
         self.weight, self.mode = parts.ensemble_weight, parts.classifier_mode
         if self.mode != "clip":

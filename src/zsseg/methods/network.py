@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..prompts import VocabularyEmbedding
+from ..prompts.encoding import VocabularyEmbedding
 from ..proposals import MaskFormerProposals
-from ..vocabulary import Vocabulary
+from ..data.vocabulary import Vocabulary
 from .base import Lap, Method, MethodOutput, ensemble, network_text_encoder, seen_flags
 from .two_stage import TwoStage
 

@@ -10,9 +10,9 @@ import torch
 
 from ..catalogue import PROPOSAL_OPTIONS
 from ..errors import ZssegError
-from ..images import image_tensor
-from ..prompts import VocabularyEmbedding
-from ..vocabulary import Vocabulary
+from ..data.images import image_tensor
+from ..prompts.encoding import VocabularyEmbedding
+from ..data.vocabulary import Vocabulary
 from .base import Lap, Method, MethodOutput, Parts
 
 

@@ -14,7 +14,7 @@ import torch
 
 from ..catalogue import GENERATORS as DECLARATIONS
 from ..errors import ZssegError
-from ..images import bounded_size, resize_image, resize_labels, shortest_edge_size
+from ..data.images import bounded_size, resize_image, resize_labels, shortest_edge_size
 
 _IOU_SAMPLES = 1 << 16  # pixels sampled to measure mask overlap when removing duplicates
 

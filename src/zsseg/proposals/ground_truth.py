@@ -15,7 +15,7 @@ class GroundTruthProposals(ProposalGenerator):
 
     Args:
         ignore_index: label value that is not a segment (255 in detectron2 encodings);
-            negative values are never segments (zsseg.datasets encodes ignore as -1).
+            negative values are never segments (zsseg.data.datasets encodes ignore as -1).
         connected: split each class into its 4-connected components.
         max_proposals: K cap (large by default: an oracle should see every segment).
     """

@@ -5,7 +5,7 @@
     probs, embeddings = generator.predict(image)     # for the ensemble with CLIP (Segmenter)
 
 The weights are what `zsseg train proposals` wrote, or a checkpoint of the authors' code
-(detectron2's `model_final.pth`, see `zsseg.maskformer.reference`), whose CLIP and learned prompt
+(detectron2's `model_final.pth`, see `zsseg.networks.maskformer.reference`), whose CLIP and learned prompt
 come with it. The network sees the image with its shorter side at its `test_size` (the longer
 side at most `max_size`); it normalises the image and pads it to a multiple of 32 with the mean
 colour. Its masks are the queries' sigmoid mask probabilities. As class-agnostic proposals (`generate`, which the oracle uses) they are
@@ -23,11 +23,11 @@ import torch
 from torch.nn import functional as F
 
 from ..catalogue import MASKFORMER
-from ..clip import usable_device
+from ..models.loading import usable_device
 from ..errors import ZssegError
-from ..images import check_rgb_array
-from ..prompts import VocabularyEmbedding
-from ..vocabulary import Vocabulary
+from ..data.images import check_rgb_array
+from ..prompts.encoding import VocabularyEmbedding
+from ..data.vocabulary import Vocabulary
 from .base import ProposalGenerator
 
 
@@ -46,8 +46,8 @@ class MaskFormerProposals(ProposalGenerator):
         super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
         if weights is None:
             raise ZssegError("the maskformer proposals need trained weights (--proposal-weights OUT from `zsseg train proposals`)")
-        from ..maskformer.reference import is_reference_checkpoint, load_reference_checkpoint
-        from ..maskformer.weights import load_proposals
+        from ..networks.maskformer.reference import is_reference_checkpoint, load_reference_checkpoint
+        from ..networks.maskformer.weights import load_proposals
 
         if dtype not in ("fp32", "bf16"):
             raise ZssegError(f"unknown dtype '{dtype}' for the maskformer network; choose fp32 or bf16")

@@ -1,5 +1,5 @@
 """What the generators that load a pretrained hub model (SAM, Mask2Former, ...) share: loading
-through `zsseg.hub`, like CLIP, the preprocessing constants, and sampling low-resolution logits
+through `zsseg.models.hub`, like CLIP, the preprocessing constants, and sampling low-resolution logits
 at an image's pixels.
 
     class SamProposals(PretrainedProposals):
@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from ..clip import usable_device
-from ..hub import ModelKind, check_model_type, check_weights_fit, load_pretrained, mean_std, optional_json
+from ..models.loading import usable_device
+from ..models.hub import ModelKind, check_model_type, check_weights_fit, load_pretrained, mean_std, optional_json
 from .base import ProposalGenerator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

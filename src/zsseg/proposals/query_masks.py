@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from ..errors import ZssegError
-from ..hub import ModelKind, quiet_transformers
-from ..images import check_rgb_array, shorter_side_scale
+from ..models.hub import ModelKind, quiet_transformers
+from ..data.images import check_rgb_array, shorter_side_scale
 from .base import select_masks
 from .pretrained import PretrainedProposals, resized_pixels, sample_logits
 

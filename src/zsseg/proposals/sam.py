@@ -38,8 +38,8 @@ from scipy import ndimage
 
 from ..catalogue import DEFAULT_SAM
 from ..errors import ZssegError
-from ..images import check_rgb_array
-from ..hub import ModelKind
+from ..data.images import check_rgb_array
+from ..models.hub import ModelKind
 from .pretrained import PretrainedProposals, resized_pixels, sample_logits
 
 SAM_KIND = ModelKind("SAM", ("sam", "sam_hq"), "--proposals sam:{}", "sam-model")

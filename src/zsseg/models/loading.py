@@ -1,0 +1,124 @@
+"""Loading a vision-language model: one path for hub ids, folders and files of every family.
+
+`load_clip("openai/clip-vit-base-patch16")`, `load_clip("/path/to/folder")`,
+`load_clip("timm/resnet50_clip.openai")` or `load_clip("RN50.safetensors")` returns a `ClipModel`
+(`zsseg.models.base`) holding the model, its tokenizer and its image preprocessing constants.
+Weights are read from safetensors, or from a PyTorch file with `torch.load(weights_only=True)`:
+nothing is unpickled. OpenAI's and open_clip's layouts go through `zsseg.models.openai_clip` (ViTs
+converted to transformers' CLIP, ResNets to `zsseg.models.resnet_clip`), SigLIP through `zsseg.models.siglip`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..catalogue import DEFAULT_CLIP, PRECISIONS
+from .base import (  # re-exported (__all__): the names every other module takes from here
+    CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, ClipTextTower, TransformersClip, fingerprint, normalisation, usable_device,
+    wrap_clip,
+)
+from ..errors import ZssegError, one_line
+from .hub import check_model_type, check_unexpected, check_weights_fit, load_pretrained, optional_json
+from .precision import resolve_precision
+
+def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cpu", dtype: str = "fp32",
+              tokenizer: str | None = None) -> ClipModel:
+    """Load a vision-language model: CLIP (ViT or ResNet) or SigLIP, in any of the formats zsseg reads.
+
+    Args:
+        name_or_path: one of
+            - a hub id or folder in transformers' format (config.json model_type "clip" or
+              "siglip"): "openai/clip-vit-base-patch16", "google/siglip-base-patch16-224";
+            - a hub id or folder in open_clip's hub layout (open_clip_config.json and
+              open_clip_model.safetensors or open_clip_pytorch_model.bin), with towers in
+              OpenAI's layout: "timm/resnet50_clip.openai", "timm/vit_base_patch16_clip_224.openai";
+            - a state-dict file in OpenAI's layout (.safetensors, or .pt/.pth/.bin read as tensors
+              only; OpenAI's TorchScript archives are refused with how to convert them).
+        device: "cpu", "cuda", "cuda:1", ...
+        dtype: "fp32", "bf16", "fp16", "int8" (the image tower's linear layers quantised, CPU) or
+            "auto" (`resolve_precision`).
+        tokenizer: a folder (CLIP's vocab.json and merges.txt, or a full tokenizer folder) or hub
+            id, for the OpenAI and open_clip formats, which carry no tokenizer (default: CLIP's BPE
+            files from the hub, cached); for a transformers checkpoint it replaces the folder's own.
+
+    Raises:
+        ZssegError: one line saying what was tried and, for hub ids, how to work offline.
+    """
+    if dtype not in PRECISIONS:
+        raise ZssegError(f"unknown dtype '{dtype}'; choose one of {', '.join(PRECISIONS)}")
+    device = usable_device(device)
+    precision = resolve_precision(dtype, device)
+    try:
+        clip = _load(str(name_or_path), device, "fp32" if precision == "int8" else precision, tokenizer)
+    except ZssegError:
+        raise
+    except Exception as error:  # whatever a model folder or file holds, one line naming it
+        raise ZssegError(f"cannot load CLIP from {name_or_path}: {one_line(error)}") from None
+    if precision == "int8":
+        clip.quantize_image_tower()
+    return clip
+
+
+def _load(name: str, device: torch.device, dtype: str, tokenizer: str | None) -> ClipModel:
+    """`load_clip` for a floating-point dtype."""
+    from pathlib import Path
+
+    from .hub import looks_like_path
+    from .openai_clip import OPEN_CLIP_CONFIG, load_open_clip_folder, load_openai_clip_file, open_clip_hub_folder
+
+    path = Path(name).expanduser()
+    if path.is_file():
+        return load_openai_clip_file(path, tokenizer, device, dtype)
+    if path.is_dir() and (path / OPEN_CLIP_CONFIG).is_file():
+        return load_open_clip_folder(path, tokenizer, device, dtype)
+    if not path.exists() and not looks_like_path(name):
+        folder = open_clip_hub_folder(name)
+        if folder is not None:
+            return load_open_clip_folder(folder, tokenizer, device, dtype, source=name)
+    return _load_transformers(name, device, dtype, tokenizer)
+
+
+def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: str | None) -> ClipModel:
+    """A transformers CLIP or SigLIP checkpoint (hub id or folder), by its config's model_type."""
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoTokenizer, CLIPModel, SiglipModel
+
+    def load(source: str, local_only: bool):
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+        check_model_type(config.model_type, name, CLIP_KIND)
+        cls = SiglipModel if config.model_type == "siglip" else CLIPModel
+        if Path(source).is_dir():
+            check_weights_fit(Path(source), lambda: cls(config), CLIP_KIND.label)
+        model, info = cls.from_pretrained(source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True,
+                                          output_loading_info=True)
+        check_unexpected(source, info, CLIP_KIND)
+        if tokenizer is None:
+            try:
+                loaded = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            except ImportError as error:  # SigLIP's SentencePiece tokenizer without the package
+                package = "sentencepiece" if "sentencepiece" in str(error).lower() else "a package"
+                raise ZssegError(f"the tokenizer of '{name}' needs {package}, which is not installed: "
+                                 'pip install "zsseg[siglip]"' + ("" if package == "sentencepiece" else f" ({str(error).strip()[:120]})")) from None
+        else:
+            from .openai_clip import _load_tokenizer
+
+            loaded = _load_tokenizer(tokenizer)
+        return (model, loaded), info
+
+    (model, loaded), source, local_only = load_pretrained(name, CLIP_KIND, load)
+    if model.config.model_type == "clip":
+        from .openai_clip import _check_tokenizer, _tokenizer_name
+
+        _check_tokenizer(loaded, model.config.text_config, _tokenizer_name(tokenizer) if tokenizer else f"the tokenizer of {name}")
+    preprocessor = optional_json(source, "preprocessor_config.json", local_only)
+    if model.config.model_type == "siglip":
+        from .siglip import wrap_siglip
+
+        return wrap_siglip(model.to(device), loaded, source, preprocessor)
+    mean, std = normalisation(preprocessor, CLIP_MEAN, CLIP_STD)
+    return wrap_clip(model.to(device), loaded, source, mean, std)
+
+
+__all__ = ["CLIP_KIND", "CLIP_MEAN", "CLIP_STD", "DEFAULT_CLIP", "DTYPES", "ClipModel", "ClipTextTower", "TransformersClip",
+           "fingerprint", "normalisation", "load_clip", "usable_device", "wrap_clip"]

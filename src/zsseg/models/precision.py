@@ -1,0 +1,49 @@
+"""Which precision "auto" stands for on this machine: what the hardware computes fast.
+
+Kept apart from loading: the loader is given a precision; this module reads the CPU's flags and
+the GPU's abilities to choose one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# What "auto" means on a CPU without native bf16 (`resolve_precision`): int8, measured faster than
+# fp32 there with labels that agree on 99.6% of pixels under a trained (proxy) CLIP
+# (benchmarks/precision_agreement.py, docs/benchmarks.md).
+AUTO_FALLBACK = "int8"
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags ("avx2", "amx_bf16", ...) from /proc/cpuinfo; empty where that
+    file is missing."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            return next((set(line.split(":", 1)[1].split()) for line in info if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AMX or AVX512_BF16, `cpu_flags`): there bf16
+    runs CLIP's matmuls several times faster than fp32 (issue 23 reports 72-80 against 292 CPU-ms
+    per ViT-B/16 crop on such a CPU; not measured here)."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """The precision "auto" stands for on `device`: bf16 on a GPU that has it and on a CPU with
+    native bf16 (`native_bf16`), int8 on other CPUs (`AUTO_FALLBACK`), fp32 on a GPU without
+    bf16. Any other value is returned as is."""
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if native_bf16() else AUTO_FALLBACK
+    return "fp32"
+
+
+
+__all__ = ["AUTO_FALLBACK", "cpu_flags", "native_bf16", "resolve_precision"]

@@ -1,0 +1,234 @@
+"""The paper's retrained FCN baseline (§5): per-pixel embeddings scored against CLIP text.
+
+    run = train_fcn(load_dataset("coco-stuff", root, "train"), fcn_config("cpu"), clip, Path("out"))
+    fcn = load_fcn("out")
+    embeddings = fcn.predict(image)               # [D, H/4, W/4] per-pixel embeddings
+    probs = fcn.class_probs(embeddings, text)     # [C, H/4, W/4]
+
+As the paper's code (`ZeroShotPerPixelModel` with `ZeroPerPixelBaselineHead`): a ResNet
+backbone and MaskFormer's FPN pixel decoder give per-pixel features at stride 4; a 1x1
+convolution maps them to CLIP's D-dim joint space; class logits are 100 x cosine with the
+frozen CLIP text embeddings of the vocabulary, so the trained network scores any vocabulary.
+Training: the logits are upsampled 4x (bilinear) and cross-entropy is taken over the training
+classes, pixels of other classes (the unseen ones, zero-shot) and void ignored.
+
+Training shares `zsseg.training.loop.run_training` (DDP, atomic checkpoints, exact resume, log)
+and MaskFormer's data stream, optimiser (AdamW, poly) and batch-norm freezing. The weights go
+to `OUT/fcn.safetensors` and `OUT/fcn.json`, stored as the proposal network's are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..models.loading import ClipModel, usable_device
+from ..data.datasets import SegmentationDataset, training_classes
+from ..runs.distributed import Distributed
+from ..errors import ZssegError
+from ..data.images import check_rgb_array, shorter_side_scale
+from ..training.fcn_config import FCN_CONFIGS, FcnConfig, FcnModelConfig, fcn_config  # noqa: F401  (torch-free)
+from .maskformer.config import config_from_dict
+from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, build_backbone, pad_to_multiple, parameter_groups, pixel_constants, seeded
+from ..training.proposals import TextClassifierTask, loop_settings
+from .maskformer.weights import NetworkFiles, read_network, save_network
+from ..prompts.encoding import Prompt, VocabularyEmbedding
+from ..training.loop import TrainingResult, run_training
+from ..training.loop import check_output_dir as _check_output_dir
+from ..data.vocabulary import Vocabulary
+
+FCN_FILES = NetworkFiles("fcn.safetensors", "fcn.json", "zsseg-fcn/2", "FCN", "zsseg train fcn")  # /1: transformers ResNet
+
+
+class PerPixelFcn(nn.Module):
+    """`forward` takes `[B, 3, H, W]` pixels in [0, 255], normalises them and pads them to
+    multiples of 32 with zeros (the mean colour), and returns `[B, D, H'/4, W'/4]` unit-norm
+    per-pixel embeddings in CLIP's joint space at a quarter of the padded size."""
+
+    def __init__(self, config: FcnModelConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = build_backbone(config.backbone)
+        self.pixel_decoder = PixelDecoder(self.backbone.channels, config.conv_dim, config.mask_dim)
+        self.predictor = nn.Conv2d(config.mask_dim, config.embed_dim, 1)
+        nn.init.kaiming_normal_(self.predictor.weight, mode="fan_out", nonlinearity="relu")  # detectron2's c2_msra_fill
+        nn.init.zeros_(self.predictor.bias)
+        self.register_buffer("pixel_mean", pixel_constants(self.backbone.mean), persistent=False)
+        self.register_buffer("pixel_std", pixel_constants(self.backbone.std), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(pad_to_multiple((images - self.pixel_mean) / self.pixel_std, SIZE_DIVISIBILITY))
+        return F.normalize(self.predictor(self.pixel_decoder(features)), dim=1)
+
+    @staticmethod
+    def class_logits(embeddings: torch.Tensor, text: VocabularyEmbedding) -> torch.Tensor:
+        """`[B, C, h, w]` logits: 100 x cosine of each pixel's embedding with each class's text
+        embeddings (the best of its synonyms)."""
+        batch, dim, height, width = embeddings.shape
+        flat = embeddings.permute(0, 2, 3, 1).reshape(-1, dim)
+        logits = text.class_logits(flat, TEMPERATURE)
+        return logits.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return parameter_groups(self)
+
+
+def build_fcn(config: FcnModelConfig, seed: int | None = None) -> PerPixelFcn:
+    """A randomly initialised network (deterministic for a given seed)."""
+    return seeded(PerPixelFcn, config, seed)
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """A new run may replace only the log and weights that an earlier zsseg run left there."""
+    _check_output_dir(output_dir, (FCN_FILES.weights, FCN_FILES.config))
+
+
+class FcnTask(TextClassifierTask):
+    """The FCN as a `zsseg.training.loop.TrainingTask`: per-pixel cross-entropy over the training
+    classes, scored against their frozen CLIP text embeddings."""
+
+    output_names = (FCN_FILES.weights, FCN_FILES.config)
+    postfix_terms = ("ce",)
+
+    def __init__(self, dataset: SegmentationDataset, config: FcnConfig, clip: ClipModel, protocol: str,
+                 backbone_weights: str | None, device: torch.device, text_cache: bool = True):
+        super().__init__(dataset, config.train, clip, protocol, backbone_weights, device, text_cache,
+                         training_classes(dataset, protocol))
+        self.model_config = replace(config.model, embed_dim=clip.embed_dim)
+        self.module = build_fcn(self.model_config, seed=config.train.seed)
+        self.signature = {"kind": "fcn", **self.run_signature(self.model_config)}
+        self.data = LabelledBatches(self.samples)
+
+    def loss(self, module: nn.Module, batch: tuple, context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, labels = batch
+        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        embeddings = module(images)
+        with torch.autocast(images.device.type, enabled=False):  # the logits and the loss in fp32 (bf16 autocast)
+            logits = PerPixelFcn.class_logits(embeddings.float(), self.text)
+            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        # Mean over this process's labelled pixels, as the reference (DDP averages the processes).
+        ce = F.cross_entropy(logits, labels, ignore_index=-1) if (labels >= 0).any() else logits.sum() * 0.0
+        return ce, {"ce": ce.detach()}
+
+    def save(self, output_dir: Path) -> Path:
+        return save_network(output_dir, FCN_FILES, self.module, asdict(self.module.config), self.text, self.vocabulary.names,
+                            self.run_info(), self.prompt)[0]
+
+
+class LabelledBatches:
+    """The FCN's batches: `[B, 3, S, S]` pixels and `[B, S, S]` labels of the training stream."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def batch(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.samples.labelled_batch(positions)
+
+
+def train_fcn(
+    dataset: SegmentationDataset,
+    config: FcnConfig,
+    clip: ClipModel,
+    output_dir: Path,
+    protocol: str = "zero-shot",
+    backbone_weights: str | None = None,
+    context: Distributed = Distributed(),
+    progress: bool = True,
+    text_cache: bool = True,
+    workers: int = 0,
+    dtype: str = "fp32",
+) -> TrainingResult:
+    """Train (or resume training) the FCN; see the module docstring.
+
+    Args:
+        dataset: the training split.
+        config: `fcn_config(...)`, possibly with overrides.
+        clip: gives the frozen text embeddings of the training classes (with `config.train.prompt`).
+        protocol: "zero-shot" learns the seen classes only; "cross-dataset" all.
+        backbone_weights: ImageNet weights of the ResNet (hub id or folder), or None (random).
+        workers, dtype: DataLoader processes, and "bf16" for autocast (`zsseg.training.loop.LoopSettings`).
+    """
+    task = FcnTask(dataset, config, clip, protocol, backbone_weights, torch.device(context.device), text_cache)
+    return run_training(task, loop_settings(config.train, workers, dtype), output_dir, context, progress)
+
+
+@dataclass
+class TrainedFcn:
+    """A trained FCN with what inference needs.
+
+    Attributes:
+        model: the network, in eval mode.
+        train_text: text embeddings of its training classes.
+        class_names: its training classes (they count as "seen" in the ensemble with CLIP).
+        info: the rest of fcn.json (clip, dataset, protocol, steps, train config).
+        prompt: the prompt its classifier was trained with.
+    """
+
+    model: PerPixelFcn
+    train_text: VocabularyEmbedding
+    class_names: list[str]
+    info: dict
+    prompt: Prompt
+
+    @property
+    def test_size(self) -> int:
+        return int(self.info["train"]["test_size"])
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.config.embed_dim
+
+    @property
+    def training_prompt(self) -> Prompt:
+        return self.prompt
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary.from_names(self.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.predictor.weight.device
+
+    def processing_size(self, height: int, width: int, max_size: int | None) -> tuple[int, int]:
+        """The size the image is used at: shorter side `test_size`, longer side at most
+        `max_size`, both multiples of 4 (so the stride-4 output spans it exactly)."""
+        scale = shorter_side_scale(height, width, self.test_size, max_size)
+        return tuple(max(4, int(round(side * scale / 4)) * 4) for side in (height, width))  # type: ignore[return-value]
+
+    def seen_classes(self, vocabulary: Vocabulary) -> torch.Tensor:
+        """`[C]` bool: classes of `vocabulary` that the network was trained on (any synonym)."""
+        return torch.tensor(vocabulary.shares_names(self.vocabulary))
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray) -> torch.Tensor:
+        """`[D, H/4, W/4]` unit-norm embeddings of an HWC uint8 image whose sides are multiples
+        of 4 (see `processing_size`)."""
+        check_rgb_array(image)
+        height, width = image.shape[:2]
+        if height % 4 or width % 4:
+            raise ZssegError(f"FCN images must have sides that are multiples of 4, got {height}x{width} (see processing_size)")
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None].to(self.device)
+        return self.model(pixels)[0, :, : height // 4, : width // 4].float()
+
+    @torch.no_grad()
+    def class_probs(self, embeddings: torch.Tensor, text: VocabularyEmbedding) -> torch.Tensor:
+        """`[C, h, w]` softmax probabilities over the vocabulary of `text`."""
+        text = VocabularyEmbedding(text.features.to(self.device).float(), text.synonym_class.to(self.device), text.num_classes)
+        return PerPixelFcn.class_logits(embeddings[None].to(self.device), text)[0].float().softmax(dim=0).cpu()
+
+
+def load_fcn(path: str | Path, device: str | torch.device = "cpu") -> TrainedFcn:
+    """Load what `zsseg train fcn` wrote, from its folder or `fcn.safetensors`."""
+    stored = read_network(path, FCN_FILES)
+    model = PerPixelFcn(config_from_dict(FcnModelConfig, stored.model_config, stored.config))
+    stored.load_state(model)
+    return TrainedFcn(model.to(usable_device(device)).eval(), stored.text, stored.class_names, stored.info, stored.prompt)
+
+
+__all__ = ["FCN_CONFIGS", "FCN_FILES", "FcnConfig", "FcnModelConfig", "PerPixelFcn", "TrainedFcn", "fcn_config", "load_fcn", "train_fcn"]
