@@ -163,25 +163,26 @@ def stale(cell: Cell, report: dict, args: argparse.Namespace) -> bool:
     from zsseg.data.datasets import load_dataset
 
     images = min(args.limit, len(load_dataset(cell.dataset, args.data_root, "val")))
+    config = report["config"]
+    proposals = config.get("proposals") or {}
     return (
         report["num_images"] != images
-        or report["max_size"] != args.max_size
-        or (cell.uses_clip and Path(report["clip"]).resolve() != args.clip.resolve())
-        or (cell.needs_weights and Path(report["proposal_weights"]).resolve() != args.proposal_weights.resolve())
-        or (cell.needs_fcn and Path(report["fcn_weights"]).resolve() != args.fcn_weights.resolve())
-        or (cell.needs_weights and cell.uses_clip and report["ensemble_weight"] != args.ensemble_weight)
-        or (report.get("proposals") in GENERATORS and report["max_proposals"] != args.max_proposals)
-        or ("prompt" in cell.extra and _prompt_changed(cell.extra["prompt"], report))
+        or config["size"]["max_size"] != args.max_size
+        or (cell.uses_clip and Path(config["clip"]["source"]).resolve() != args.clip.resolve())
+        or (cell.needs_weights and Path(proposals["weights"]).resolve() != args.proposal_weights.resolve())
+        or (cell.needs_fcn and Path(config["fcn"]["weights"]).resolve() != args.fcn_weights.resolve())
+        or (cell.needs_weights and cell.uses_clip and config["ensemble"]["weight"] != args.ensemble_weight)
+        or (proposals.get("name") in GENERATORS and proposals["max_proposals"] != args.max_proposals)
+        or ("prompt" in cell.extra and _prompt_changed(cell.extra["prompt"], config["models"]["prompt"]))
     )
 
 
-def _prompt_changed(prompt: str, report: dict) -> bool:
+def _prompt_changed(prompt: str, recorded: dict) -> bool:
     """Whether the report was made with another prompt than `prompt` gives now (a file whose
     templates changed, a retrained prompt in the same folder)."""
     from zsseg.prompts.encoding import LearnedPrompt, load_prompt
 
     current = load_prompt(prompt)
-    recorded = report.get("prompt") or {}
     if isinstance(current, LearnedPrompt):
         return recorded.get("identity") != current.identity[:16]
     if "templates" in recorded:

@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from samples import DATA  # noqa: E402  (where the real samples and the tokenizer are)
 
 from zsseg.data.datasets import load_dataset  # noqa: E402
-from zsseg.evaluation.runner import OraclePredictor, evaluate  # noqa: E402
+from zsseg.evaluation.predictors import OraclePredictor  # noqa: E402
+from zsseg.evaluation.runner import evaluate_predictor  # noqa: E402
 from zsseg.networks.maskformer.model import build_model  # noqa: E402
 from zsseg.networks.maskformer.weights import load_proposals, save_proposals  # noqa: E402
 from zsseg.proposals import MaskFormerProposals  # noqa: E402
@@ -80,7 +81,7 @@ def main() -> None:
             for label, weights in networks.items():
                 predictor = OraclePredictor(MaskFormerProposals(weights), dataset.num_classes, args.max_size)
                 start = time.perf_counter()
-                report = evaluate(dataset, predictor, limit=args.limit, progress=False)
+                report = evaluate_predictor(dataset, predictor, limit=args.limit, progress=False)
                 seconds = (time.perf_counter() - start) / report.num_images
                 print(f"{spec:18s} {label:10s} {report.metrics.mIoU:6.2f} {report.metrics.pAcc:6.2f} {seconds:6.2f}", flush=True)
 

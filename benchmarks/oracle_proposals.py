@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from samples import DATA  # noqa: E402  (where the real samples and the tokenizer are)
 
 from zsseg.data.datasets import load_dataset  # noqa: E402
-from zsseg.evaluation.runner import OraclePredictor, oracle_labels  # noqa: E402
+from zsseg.evaluation.predictors import OraclePredictor, oracle_labels  # noqa: E402
 from zsseg.evaluation.metrics import ConfusionMatrix, compute_metrics  # noqa: E402
 from zsseg.proposals import build_proposal_generator  # noqa: E402
-from zsseg.segmenter import DEFAULT_MAX_SIZE  # noqa: E402
+from zsseg.catalogue import DEFAULT_MAX_SIZE  # noqa: E402
 
 DEFAULT_SETS = ["coco-stuff:val", "ade20k-150:val", "cityscapes:train", "camvid:val"]
 

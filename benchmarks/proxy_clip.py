@@ -107,8 +107,8 @@ def segment_crops(dataset: SegmentationDataset, indices: list[int], size: int) -
     pixels, labels = [], []
     for index in indices:
         image, label = dataset.load_image(index), dataset.load_label(index)
-        masks = generator.generate(image, label)
-        classes = [int(c) for c in np.unique(label) if c >= 0]  # the order generate() uses
+        masks = generator.segments(label)
+        classes = [int(c) for c in np.unique(label) if c >= 0]  # the order segments() uses
         crops, keep = crop_regions(image_tensor(image), masks, size, CLIP_MEAN, CLIP_STD)
         pixels.append(crops.half())
         labels.extend(c for c, k in zip(classes, keep.tolist()) if k)

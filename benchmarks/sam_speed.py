@@ -32,7 +32,7 @@ from samples import DATA  # noqa: E402  (where the real samples and the tokenize
 from zsseg.data.datasets import load_dataset  # noqa: E402
 from zsseg.data.images import bounded_size, resize_image  # noqa: E402
 from zsseg.proposals import build_proposal_generator  # noqa: E402
-from zsseg.segmenter import DEFAULT_MAX_SIZE  # noqa: E402
+from zsseg.catalogue import DEFAULT_MAX_SIZE  # noqa: E402
 
 FILTERS_OFF = dict(pred_iou_thresh=-float("inf"), stability_score_thresh=0.0)
 

@@ -29,7 +29,8 @@ from maskformer_proposals import untrained_copy  # noqa: E402
 
 from zsseg import load_clip  # noqa: E402
 from zsseg.data.datasets import load_dataset  # noqa: E402
-from zsseg.evaluation.runner import OraclePredictor, evaluate  # noqa: E402
+from zsseg.evaluation.predictors import OraclePredictor  # noqa: E402
+from zsseg.evaluation.runner import evaluate_predictor  # noqa: E402
 from zsseg.networks.maskformer.config import named_config  # noqa: E402
 from zsseg.training.proposals import train_proposals  # noqa: E402
 from zsseg.proposals import MaskFormerProposals  # noqa: E402
@@ -67,7 +68,7 @@ def main() -> None:
     val = load_dataset("coco-stuff", DATA, "val")
     with tempfile.TemporaryDirectory() as tmp:
         for name, weights in {"untrained": untrained_copy(args.output_dir, Path(tmp)), "trained": args.output_dir}.items():
-            report = evaluate(val, OraclePredictor(MaskFormerProposals(weights), val.num_classes, 1024), limit=limit, progress=False)
+            report = evaluate_predictor(val, OraclePredictor(MaskFormerProposals(weights), val.num_classes, 1024), limit=limit, progress=False)
             print(f"{args.variant} {name}: oracle mIoU {report.metrics.mIoU:.2f}, pAcc {report.metrics.pAcc:.2f} "
                   f"(first {limit} COCO-Stuff val images)")
 

@@ -165,3 +165,30 @@ def save_tiny_query_model(folder: Path, kind: str = "mask2former", seed: int = 0
 @pytest.fixture(scope="session")
 def sam_dir(tmp_path_factory) -> Path:
     return save_tiny_sam(tmp_path_factory.mktemp("tiny-sam"))
+
+
+def recorded(report: dict) -> dict:
+    """The settings an evaluation's JSON records (under "config" and "benchmark"), flat, for
+    assertions: test_size is [shorter, longer], prompts are their records."""
+    config, benchmark = report["config"], report["benchmark"]
+    models = config.get("models") or {}
+    ensemble = models.get("ensemble") or {}
+    proposals = config.get("proposals") or {}
+    return {
+        "oracle": bool(config.get("oracle")),
+        "method": config.get("method"),
+        "proposals": proposals.get("name"),
+        "max_proposals": proposals.get("max_proposals"),
+        "clip": (models.get("clip") or {}).get("source"),
+        "dtype": (models.get("clip") or {}).get("precision"),
+        "prompt": models.get("prompt"),
+        "network_prompt": models.get("network_prompt"),
+        "ensemble_weight": ensemble.get("weight"),
+        "classifier": ensemble.get("classifier") if ensemble else None,
+        "test_size": [config["size"]["test_size"], config["size"]["max_size"]],
+        "mask_threshold": (config.get("region") or {}).get("crop", {}).get("threshold") if proposals and not config.get("oracle") else None,
+        "seen_classes": benchmark.get("seen_classes"),
+        "class_names": benchmark.get("class_names"),
+        "miou_rule": benchmark.get("miou_rule"),
+        "benchmark_settings": benchmark.get("settings"),
+    }

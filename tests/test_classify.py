@@ -184,8 +184,8 @@ def test_classify_masks_is_region_classification_on_the_given_masks(clip, photo)
     classifier = RegionClassifier(clip, prompt="single", batch_size=2)  # batches of 2: a partial last batch too
     result = classify_masks(classifier, path, truth, "cat; car; wall")
     expected = classifier.classify(path, truth, "cat; car; wall").probs.numpy()
-    assert np.array_equal(result.probs, expected)
-    assert result.label_map.shape == truth.shape[1:] and result.ids == [0, 1, 2]
+    assert np.array_equal(result.region_probs.numpy(), expected) and bool(result.keep.all())
+    assert result.label_map.shape == truth.shape[1:] and result.mask_ids == [0, 1, 2]
     assert np.array_equal(result.label_map, binary_mask_labels(iter(truth), expected, truth.shape[1:]))
     assert (result.label_map[~truth.any(axis=0)] == -1).all() and (result.label_map[truth.any(axis=0)] >= 0).all()
 
@@ -220,7 +220,7 @@ def test_segment_then_classify_labels_each_region_whole_and_keeps_its_pixels(cli
         covered |= pixels
     assert (b_labels[~covered] == 255).all()  # uncovered pixels stay unlabelled
     b = json.loads((tmp_path / "B" / f"{image.stem}.json").read_text())
-    assert b["settings"]["mask_format"] == "zsseg" and b["settings"]["method"] == "classify"
+    assert b["config"]["masks"]["format"] == "zsseg" and b["config"]["method"] == "two-stage"  # Eq. 1 on the given masks
     assert b["unlabeled_area"] == int((~covered).sum())
 
 

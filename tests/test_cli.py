@@ -122,10 +122,12 @@ def test_vocabulary_file_and_preset(clip_dir, tmp_path):
     assert main(args + ["--vocabulary-file", str(tmp_path / "none.txt"), "--out", str(tmp_path / "o3")]) == 2
 
 
-def test_missing_vocabulary_argument_is_a_usage_error(tmp_path):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["segment", "x.png", "--out", str(tmp_path)])
-    assert exit_info.value.code == 2
+def test_missing_vocabulary_is_an_error_naming_every_way_to_give_it(tmp_path, capsys):
+    # not a usage error of the parser: a --config file may record the vocabulary
+    assert main(["segment", "x.png", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--classes, --vocabulary or --vocabulary-file" in err and "--config" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_unreachable_hub_model_in_subprocess(tmp_path):

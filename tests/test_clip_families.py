@@ -257,8 +257,10 @@ def test_zsseg_eval_runs_with_every_family(folders, tmp_path, family, extra):
                   "--max-size", "160", "--output", str(out), "--quiet", *proposals, *extra])
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    assert report["num_images"] == 2 and 0 <= report["mIoU"] <= 100 and report["clip"] == str(folders[family])
-    assert report["method"] == ("dense-clip" if "dense-clip" in extra else "two-stage")
+    config = report["config"]
+    assert report["num_images"] == 2 and 0 <= report["mIoU"] <= 100 and config["clip"]["source"] == str(folders[family])
+    assert config["models"]["clip"]["source"] == str(folders[family])
+    assert config["method"] == ("dense-clip" if "dense-clip" in extra else "two-stage")
 
 
 def test_int8_quantises_the_image_tower_and_auto_follows_the_hardware(folders, monkeypatch):
@@ -275,7 +277,7 @@ def test_int8_quantises_the_image_tower_and_auto_follows_the_hardware(folders, m
     a, b = fp32.encode_images(pixels), int8.encode_images(pixels)
     assert not torch.equal(a, b) and (a * b).sum(dim=-1).min() > 0.99  # close, and really another computation
     assert int8.dense_features(pixels[:1]).shape == fp32.dense_features(pixels[:1]).shape
-    assert Segmenter(clip=int8).settings()["dtype"] == "int8"
+    assert Segmenter(clip=int8).record()["models"]["clip"]["precision"] == "int8"
     monkeypatch.setattr(clip_module, "native_bf16", lambda: True)
     assert clip_module.resolve_precision("auto", "cpu") == "bf16"
     monkeypatch.setattr(clip_module, "native_bf16", lambda: False)

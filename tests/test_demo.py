@@ -34,15 +34,18 @@ def _gradio():
 def page(clip_dir):
     """The page's state as `zsseg demo` builds it, with a tiny CLIP and a small processing size."""
     _gradio()
-    from zsseg.cli import _parser
+    from functools import partial
+
+    from zsseg.cli import _parser, explained, flag_names
     from zsseg.cli.demo import DEMO_PROPOSALS, _demo_segmenters
     from zsseg.models.loading import load_clip
     from zsseg.demo import Demo
     from zsseg.segmenter import METHODS
 
-    args = _parser().parse_args(["demo", "--clip", str(clip_dir), "--max-size", "160"])
+    parser = _parser()
+    args = parser.parse_args(["demo", "--clip", str(clip_dir), "--max-size", "160"])
     return Demo(_demo_segmenters(args, load_clip(str(clip_dir))), list(METHODS), DEMO_PROPOSALS, max_proposals=10,
-                max_size=160, examples=[(IMAGE, CLASSES)])
+                max_size=160, examples=[(IMAGE, CLASSES)], explain=partial(explained, flag_names(parser, args)))
 
 
 def test_examples_are_real_samples_beside_the_checkout():
@@ -187,8 +190,8 @@ def test_cli_loading_errors_are_one_line(tmp_path, capsys):
 def test_cli_refuses_settings_the_page_cannot_start_with(clip_dir, capsys):
     _gradio()
     assert main(["demo", "--clip", str(clip_dir), "--proposals", "maskformer"]) == 2
-    assert capsys.readouterr().err == ("zsseg: error: --proposals maskformer needs --proposal-weights "
-                                       "(the --output-dir of `zsseg train proposals`)\n")
+    assert capsys.readouterr().err == ("zsseg: error: the maskformer proposals need trained weights: --proposal-weights (the output "
+                                       "folder of `zsseg train proposals`, or an authors' model_final.pth)\n")
     assert main(["demo", "--clip", str(clip_dir), "--max-proposals", "301"]) == 2
     assert capsys.readouterr().err == "zsseg: error: the demo takes K (--max-proposals) from 1 to 300, got 301\n"
 

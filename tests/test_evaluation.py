@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA, run
+from conftest import DATA, run, recorded
 from zsseg.data.datasets import load_dataset
 from zsseg.errors import ZssegError
-from zsseg.evaluation.runner import OraclePredictor, evaluate, oracle_classes
+from zsseg.evaluation.predictors import OraclePredictor, oracle_classes
+from zsseg.evaluation.runner import evaluate_predictor
 from zsseg.proposals import GroundTruthProposals, SelectiveSearch
 
 
@@ -30,7 +31,7 @@ from zsseg.proposals import GroundTruthProposals, SelectiveSearch
 def test_ground_truth_oracle_is_100(name, split, protocol):
     dataset = load_dataset(name, DATA, split)
     predictor = OraclePredictor(GroundTruthProposals(ignore_index=-1), dataset.num_classes)
-    report = evaluate(dataset, predictor, protocol=protocol, limit=4, progress=False)
+    report = evaluate_predictor(dataset, predictor, protocol=protocol, limit=4, progress=False)
     m = report.metrics
     assert (m.mIoU, m.fwIoU, m.pAcc, m.mAcc) == (100.0, 100.0, 100.0, 100.0)
     assert report.num_images == 4
@@ -55,7 +56,7 @@ def test_oracle_takes_the_majority_class_and_drops_masks_on_ignored_pixels():
 
 def test_training_free_proposals_score_between_nothing_and_perfect():
     dataset = load_dataset("ade20k-150", DATA)
-    report = evaluate(dataset, OraclePredictor(SelectiveSearch(max_proposals=50), dataset.num_classes), limit=2, progress=False)
+    report = evaluate_predictor(dataset, OraclePredictor(SelectiveSearch(max_proposals=50), dataset.num_classes), limit=2, progress=False)
     assert 5.0 < report.metrics.pAcc < 100.0 and 0.0 < report.metrics.mIoU < 100.0
 
 
@@ -67,7 +68,7 @@ def test_image_and_label_of_different_sizes(tmp_path):
     Image.fromarray(np.zeros((4, 5), np.uint8)).save(root / "CamVid/valannot/a.png")
     dataset = load_dataset("camvid", root)
     with pytest.raises(ZssegError, match="is 6x4 but its label map .* is 5x4"):
-        evaluate(dataset, OraclePredictor(GroundTruthProposals(ignore_index=-1), 11), progress=False)
+        evaluate_predictor(dataset, OraclePredictor(GroundTruthProposals(ignore_index=-1), 11), progress=False)
 
 
 def rescore(prediction_dir, dataset, limit):
@@ -96,9 +97,10 @@ def test_cli_saved_predictions_rescore_to_the_reported_miou(tmp_path):
                 "--max-proposals", "20", "--limit", "3", "--output", str(out), "--save-predictions", str(predictions)])
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
+    settings = recorded(report)
     dataset = load_dataset("ade20k-150", DATA)
     assert sorted(p.name for p in predictions.iterdir()) == [f"{s.name}.png" for s in dataset.samples[:3]]
-    assert report["num_images"] == 3 and report["max_proposals"] == 20 and report["oracle"] is True
+    assert report["num_images"] == 3 and settings["max_proposals"] == 20 and settings["oracle"] is True
     assert set(report) >= {"mIoU", "fwIoU", "pAcc", "mAcc", "per_class_iou", "num_images"}
     assert report["mIoU"] == pytest.approx(rescore(predictions, dataset, 3), abs=1e-9)
     assert report["per_class_iou"]["wall"] is not None and len(report["per_class_iou"]) == 150
@@ -111,9 +113,10 @@ def test_cli_ground_truth_oracle_is_100(tmp_path):
                 "--protocol", "zero-shot", "--output", str(out), "--quiet"])
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
+    settings = recorded(report)
     assert report["num_images"] == 14 and report["mIoU"] == 100.0 and report["hIoU"] == 100.0
     assert report["mIoU_seen"] == 100.0 and report["mIoU_unseen"] == 100.0
-    assert report["clip"] is None
+    assert settings["clip"] is None
 
 
 def test_cli_clip_pipeline_zero_shot(clip_dir, tmp_path):
@@ -122,7 +125,8 @@ def test_cli_clip_pipeline_zero_shot(clip_dir, tmp_path):
                 "--max-size", "160", "--max-proposals", "8", "--prompt", "single", "--protocol", "zero-shot", "--output", str(out)])
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert report["clip"] == str(clip_dir) and report["oracle"] is False
+    settings = recorded(report)
+    assert settings["clip"] == str(clip_dir) and settings["oracle"] is False
     assert {"mIoU_seen", "mIoU_unseen", "hIoU"} <= set(report) and 0.0 <= report["mIoU"] <= 100.0
 
 

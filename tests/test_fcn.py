@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, run, subset
+from conftest import DATA, run, subset, recorded
 from zsseg import Segmenter, Vocabulary, ZssegError
 from zsseg.classification.dense import dense_logits
-from zsseg.networks.fcn import FCN_CONFIGS, FcnModelConfig, fcn_config, load_fcn, train_fcn
+from zsseg.networks.fcn import FCN_CONFIGS, FcnModelConfig, fcn_config, load_fcn
+from zsseg.training.fcn import train_fcn
 from zsseg.data.images import read_image, resize_image
 from zsseg.training.proposal_data import Augmentation, TrainingSamples
 from zsseg.data.datasets import training_classes
@@ -156,13 +157,13 @@ def test_methods_refuse_what_does_not_apply(fcn_dir, clip):
         Segmenter(clip=clip, method="fcn-ish")
     with pytest.raises(ZssegError, match="needs trained FCN weights"):
         Segmenter(clip=clip, method="fcn")
-    with pytest.raises(ZssegError, match="--fcn-weights is for --method fcn, not --method dense-clip"):
+    with pytest.raises(ZssegError, match="fcn is for method fcn, not method dense-clip"):
         Segmenter(clip=clip, method="dense-clip", fcn=fcn_dir)
-    with pytest.raises(ZssegError, match="--classifier is for maskformer proposals or --method fcn, not --method dense-clip"):
+    with pytest.raises(ZssegError, match="classifier is for maskformer proposals or method fcn, not method dense-clip"):
         Segmenter(clip=clip, method="dense-clip", classifier="network")
-    with pytest.raises(ZssegError, match="--overlap is for the methods with sliding windows .*, not --method two-stage"):
+    with pytest.raises(ZssegError, match="overlap is for the methods with sliding windows .*, not method two-stage"):
         Segmenter(clip=clip, method="two-stage", overlap=0.5)
-    with pytest.raises(ZssegError, match="unknown dense CLIP mode"):
+    with pytest.raises(ZssegError, match="unknown dense_mode 'maskclip'"):
         Segmenter(clip=clip, method="dense-clip", dense_mode="maskclip")
 
 
@@ -180,18 +181,19 @@ def test_cli_train_fcn_then_eval_and_segment_with_each_method(clip_dir, tmp_path
     scored = run([*evaluation, "--method", "fcn", "--fcn-weights", str(tmp_path / "fcn"), "--output", str(tmp_path / "fcn.json")])
     assert scored.returncode == 0 and "hIoU" in scored.stdout, scored.stderr
     report = json.loads((tmp_path / "fcn.json").read_text())
-    assert report["method"] == "fcn" and report["ensemble_weight"] == 0.7 and report["proposals"] is None and "hIoU" in report
+    settings = recorded(report)
+    assert settings["method"] == "fcn" and settings["ensemble_weight"] == 0.7 and settings["proposals"] is None and "hIoU" in report
     dense = run([*evaluation, "--method", "dense-clip", "--dense-mode", "sclip", "--overlap", "0.5", "--output", str(tmp_path / "d.json")])
     assert dense.returncode == 0, dense.stderr
-    assert json.loads((tmp_path / "d.json").read_text())["dense_mode"] == "sclip"
+    assert json.loads((tmp_path / "d.json").read_text())["config"]["dense"] == {"mode": "sclip", "overlap": 0.5}
     segmented = run(["segment", str(IMAGE), "--classes", "person; cat; car", "--clip", str(clip_dir), "--method", "fast",
                      "--max-proposals", "20", "--max-size", "256", "--out", str(tmp_path / "out")])
     assert segmented.returncode == 0 and (tmp_path / "out" / f"{IMAGE.stem}.png").is_file(), segmented.stderr
     for extra, message in (
-        (["--method", "fcn"], "needs --fcn-weights"),
+        (["--method", "fcn"], "needs trained FCN weights: --fcn-weights"),
         (["--method", "dense-clip", "--proposals", "selective-search"], "--proposals is for the proposal methods"),
-        (["--method", "two-stage", "--fcn-weights", str(tmp_path / "fcn")], "--fcn-weights is for --method fcn"),
-        (["--method", "dense-clip", "--ensemble-weight", "0.5"], "--ensemble-weight is for maskformer proposals or --method fcn, not --method dense-clip"),
+        (["--method", "two-stage", "--fcn-weights", str(tmp_path / "fcn")], "--fcn-weights is for method fcn, not method two-stage"),
+        (["--method", "dense-clip", "--ensemble-weight", "0.5"], "--ensemble-weight is for maskformer proposals or method fcn, not method dense-clip"),
         (["--method", "two-stage", "--dense-mode", "sclip"], "--dense-mode is for the methods with dense CLIP features"),
         (["--method", "dense-clip", "--overlap", "1"], "must be in [0, 1)"),
         (["--oracle", "--method", "fast"], "--oracle scores proposals alone"),

@@ -180,8 +180,9 @@ def test_skip_existing_resumes_a_run_and_notices_changed_settings(clip_dir, tmp_
     again = run([*common, "--classes", "cat; dog", "--skip-existing"])
     assert again.returncode == 0 and "1 image segmented, 2 already done (--skip-existing)" in again.stderr, again.stderr
     assert all(out.joinpath(name).stat().st_mtime_ns == stamp for name, stamp in stamps.items() if not name.startswith("p1"))
-    settings = json.loads((out / "p0.json").read_text())["settings"]
-    assert settings["method"] == "two-stage" and settings["max_proposals"] == 4 and settings["clip"] == str(clip_dir)
+    config = json.loads((out / "p0.json").read_text())["config"]
+    assert config["method"] == "two-stage" and config["proposals"]["max_proposals"] == 4 and config["clip"]["source"] == str(clip_dir)
+    assert config["vocabulary"] == [["cat"], ["dog"]] and config["models"]["clip"]["source"] == str(clip_dir)
     other = run([*common, "--classes", "cat; dog; bird", "--skip-existing"])  # another vocabulary: nothing is up to date
     assert other.returncode == 0 and "3 images segmented, 0 failed" in other.stderr, other.stderr
 

@@ -16,6 +16,13 @@ FORBIDDEN = {
     "zsseg.networks.fcn": ("zsseg.evaluation.runner", "zsseg.training.self_training", "zsseg.segmenter", "zsseg.methods"),
     "zsseg.training.prompt_learning": ("zsseg.evaluation.runner", "zsseg.training.self_training", "zsseg.segmenter", "zsseg.methods"),
     "zsseg.segmenter": ("zsseg.evaluation.runner", "zsseg.training.self_training", "zsseg.cli", "zsseg.demo"),
+    # The configuration describes the stages; it builds nothing, runs nothing.
+    "zsseg.config": ("zsseg.segmenter", "zsseg.evaluation.runner", "zsseg.runs.folder", "zsseg.training", "zsseg.cli", "zsseg.demo"),
+    "zsseg.methods": ("zsseg.segmenter", "zsseg.config", "zsseg.evaluation.runner", "zsseg.runs.folder", "zsseg.cli"),
+    "zsseg.proposals": ("zsseg.methods", "zsseg.segmenter", "zsseg.config", "zsseg.evaluation.runner", "zsseg.cli"),
+    "zsseg.classification.regions": ("zsseg.proposals", "zsseg.methods", "zsseg.segmenter", "zsseg.config", "zsseg.cli"),
+    "zsseg.runs.folder": ("zsseg.evaluation.runner", "zsseg.training.loop", "zsseg.training.self_training", "zsseg.cli", "zsseg.demo"),
+    "zsseg.evaluation.runner": ("zsseg.training.loop", "zsseg.training.self_training", "zsseg.cli", "zsseg.demo"),
     "zsseg.data.datasets": ("zsseg.evaluation.runner", "zsseg.segmenter", "zsseg.networks.maskformer", "zsseg.proposals"),
     # The model interface knows no family's loader; the families know no loader but their own.
     "zsseg.models.base": ("zsseg.models.loading", "zsseg.models.openai_clip", "zsseg.models.resnet_clip", "zsseg.models.siglip"),

@@ -430,12 +430,12 @@ def test_segmenter_labels_the_network_masks_with_one_part_alone(trained, clip):
     assert torch.allclose(result.region_probs, scores.probs, atol=1e-6)
     assert torch.equal(result.masks, queries[scores.keep])
     zero = Segmenter(clip=clip, proposals=generator, prompt="single", ensemble_weight=0.0)
-    assert zero.classifier_mode == "clip" and zero.settings() == alone.settings()
+    assert zero.classifier_mode == "clip" and zero.record()["models"] == alone.record()["models"]
     again = zero.segment(image, vocabulary)
     assert torch.equal(again.region_probs, result.region_probs) and np.array_equal(again.label_map, result.label_map)
     with pytest.raises(ZssegError, match="unknown classifier"):
         Segmenter(clip=clip, proposals=generator, classifier="both")
-    with pytest.raises(ZssegError, match="no classifier of their own"):
+    with pytest.raises(ZssegError, match="^classifier is for maskformer proposals or method fcn, not method two-stage with selective-search proposals$"):
         Segmenter(clip=clip, proposals="selective-search", classifier="network")
 
 def test_a_different_clip_is_refused(trained, tmp_path):
@@ -457,14 +457,15 @@ def test_segment_and_eval_cli_use_the_trained_proposals(trained, clip_dir, tmp_p
               "--output", str(tmp_path / "scores.json"), "--quiet"])
     assert ev.returncode == 0, ev.stderr
     scores = json.loads((tmp_path / "scores.json").read_text())
-    assert scores["proposals"] == "maskformer" and scores["ensemble_weight"] == 0.8 and "hIoU" in scores
-    assert scores["classifier"] == "ensemble"
+    config = scores["config"]
+    assert config["proposals"]["name"] == "maskformer" and config["ensemble"]["weight"] == 0.8 and "hIoU" in scores
+    assert config["models"]["ensemble"] == {"weight": 0.8, "classifier": "ensemble"}
     oracle = run([*common, "--oracle", "--proposals", "maskformer", "--proposal-weights", str(trained), "--quiet"])
     assert oracle.returncode == 0 and "mIoU" in oracle.stdout, oracle.stderr
     missing = run([*common, "--proposals", "maskformer"])
-    assert missing.returncode == 2 and "needs --proposal-weights" in missing.stderr
+    assert missing.returncode == 2 and "need trained weights: --proposal-weights" in missing.stderr
     stray = run([*common, "--proposals", "selective-search", "--proposal-weights", str(trained)])
-    assert stray.returncode == 2 and "is for --proposals maskformer" in stray.stderr
+    assert stray.returncode == 2 and "--proposal-weights is for maskformer proposals" in stray.stderr
 
 
 # --- bf16 autocast and DataLoader workers ------------------------------------------------------

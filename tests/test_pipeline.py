@@ -14,7 +14,8 @@ import torch
 from conftest import subset
 from zsseg import Segmenter, ZssegError
 from zsseg.cli import _parser, main
-from zsseg.evaluation.runner import ClipPredictor, evaluate
+from zsseg.evaluation.predictors import ClipPredictor
+from zsseg.evaluation.runner import evaluate_predictor
 from zsseg.runs.read_ahead import ahead, pipeline_enabled, settle
 from zsseg.training.self_training import pseudo_label
 
@@ -147,7 +148,7 @@ def test_evaluate_pipelined_scores_and_predictions_equal_the_sequential_run(clip
     reports, threads = {}, {}
     for mode in ("pipelined", "sequential"):
         predictor = _Recording(segmenter, dataset.vocabulary)
-        report = evaluate(dataset, predictor, save_predictions=tmp_path / mode, pipeline=mode == "pipelined", progress=False)
+        report = evaluate_predictor(dataset, predictor, save_predictions=tmp_path / mode, pipeline=mode == "pipelined", progress=False)
         reports[mode], threads[mode] = json.dumps(report.metrics.as_dict(report.class_names)), predictor.threads
     assert reports["pipelined"] == reports["sequential"]
     assert _digests(tmp_path / "pipelined") == _digests(tmp_path / "sequential") and len(_digests(tmp_path / "sequential")) == 3
@@ -160,7 +161,7 @@ def test_evaluate_stops_at_an_image_that_fails_to_prepare_and_leaves_no_worker(c
     predictor = _Recording(Segmenter(clip=clip, proposals="selective-search", max_size=96, max_proposals=20),
                            dataset.vocabulary, fail_on=2)
     with pytest.raises(ZssegError, match="this image cannot be prepared"):
-        evaluate(dataset, predictor, pipeline=pipeline, progress=False)
+        evaluate_predictor(dataset, predictor, pipeline=pipeline, progress=False)
     assert predictor.finished == 1  # the first image, and nothing after the failing one
     assert len(predictor.threads) in ((2, 3) if pipeline else (2,))  # the worker may have prepared the third already
     assert not any(thread.name == "zsseg-prepare" for thread in threading.enumerate())

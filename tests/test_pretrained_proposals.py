@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import DATA, run, save_tiny_query_model, save_tiny_sam
+from conftest import DATA, run, save_tiny_query_model, save_tiny_sam, recorded
 from zsseg.errors import ZssegError
 from zsseg.data.images import read_image
 from zsseg.proposals import build_proposal_generator, parse_generator, select_masks
@@ -259,12 +259,13 @@ def test_cli_oracle_scores_sam_proposals(sam_dir, tmp_path):
                 "--limit", "2", "--test-size", "128", "--max-size", "256", "--output", str(out), "--quiet"])
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert report["num_images"] == 2 and report["proposals"] == f"sam:{sam_dir}" and report["proposal_model"] == str(sam_dir)
+    settings = recorded(report)
+    assert report["num_images"] == 2 and settings["proposals"] == "sam" and report["config"]["proposals"]["model"] == str(sam_dir)
     assert 0 < report["mIoU"] <= 100
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--proposals", "sam", "--proposal-weights", "x"], "give a pretrained sam model as --proposals sam:MODEL"),
+    (["--proposals", "sam", "--proposal-weights", "x"], "--proposal-weights is for maskformer proposals, not sam"),
     (["--proposals", "sam:"], "names no model after the colon"),
     (["--proposals", "mask2former"], "need a pretrained model"),
     (["--proposals", "sam"], "hf download facebook/sam-vit-base"),

@@ -94,14 +94,14 @@ def test_oriented_gradient_finds_edge_orientation_and_position():
 def test_ground_truth_proposals_match_the_segments(coco_val):
     image_path, label_path = coco_val[0]
     image, gt = read_image(image_path), np.array(Image.open(label_path))
-    masks = GroundTruthProposals().generate(image, gt)
+    masks = GroundTruthProposals().segments(gt)
     values = [v for v in np.unique(gt) if v != 255]
     assert len(masks) == len(values)
     for mask, value in zip(masks, values):
         assert torch.equal(mask.bool(), torch.from_numpy(gt == value))
-    connected = GroundTruthProposals(connected=True).generate(image, gt)
+    connected = GroundTruthProposals(connected=True).segments(gt)
     assert len(connected) >= len(masks)
-    with pytest.raises(ZssegError, match="needs the image's label map"):
+    with pytest.raises(ZssegError, match="made from an image's label map, not the image"):
         GroundTruthProposals().generate(image)
 
 

@@ -316,7 +316,7 @@ def check_inference(case: dict, network, monkeypatch) -> None:
     seen = settings.seen_flags(dataset.unseen_indices, len(vocabulary))
     assert seen == [bool(f) for f in (side["trainable_flag"] or [0] * len(vocabulary))], "seen classes = the trainable_flag"
 
-    segmenter = Segmenter(proposals=network, **options)
+    segmenter = Segmenter(proposals=network, seen=[name for name, flag in zip(vocabulary.names, seen) if flag], **options)
     height, width = gold["input_image"].shape[1:]
     theirs = reference_masks(gold["pred_masks"], height, width)
     predicted = {}
@@ -334,7 +334,7 @@ def check_inference(case: dict, network, monkeypatch) -> None:
     hook = network.model.predictor.register_forward_hook(lambda module, args, output: outputs.append(output[-1]))
     try:
         image = read_image(DATA / case["image"])
-        result = segmenter.segment(image, vocabulary, seen=seen)
+        result = segmenter.segment(image, vocabulary)
     finally:
         hook.remove()
 
@@ -366,8 +366,10 @@ def check_inference(case: dict, network, monkeypatch) -> None:
     else:
         assert not crops_spy.calls, "the reference ran no Eq. 1 here (CLIP_ENSEMBLE off), so neither may zsseg"
     # The class scores of each mask the einsum takes (final_mask_cls), and Eq. 2's at the original size.
-    close("final_mask_cls", result.region_probs, gold["final_mask_cls"], atol=1e-12, rtol=PROB_RTOL)
-    scores = torch.einsum("kc,khw->chw", result.region_probs.double(), result.masks.double())
+    # (The result holds every mask; Eq. 2 takes those kept, as the reference's einsum does.)
+    kept_probs, kept_masks = result.region_probs[result.keep], result.masks[result.keep]
+    close("final_mask_cls", kept_probs, gold["final_mask_cls"], atol=1e-12, rtol=PROB_RTOL)
+    scores = torch.einsum("kc,khw->chw", kept_probs.double(), kept_masks.double())
     scores = F.interpolate(scores[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
     ys, xs = gold["sem_seg_sample_positions"].T
     close("sem_seg samples", scores[:, ys, xs].T, gold["sem_seg_samples"], atol=1e-12, rtol=SUM_RTOL)

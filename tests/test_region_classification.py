@@ -174,7 +174,6 @@ def test_unresized_crops_are_encoded_one_at_a_time(clip):
     """REGION_RESIZED False: each crop at its own size through the image tower alone (position
     embeddings resized to its grid); one smaller than a patch is one line, as it fails the
     reference's CLIP too."""
-    from zsseg.data.images import read_image
     from zsseg.classification.regions import CropConfig
 
     image = np.zeros((96, 128, 3), np.uint8)
@@ -211,7 +210,7 @@ def test_classify_each_follows_the_crop_settings(clip, coco_val):
     each = classifier.classify_each(image, list(masks), "voc-20")
     assert torch.equal(whole.keep, each.keep)
     assert torch.allclose(whole.probs, each.probs, atol=1e-6)
-    with pytest.raises(ZssegError, match="unknown mask fill"):
+    with pytest.raises(ZssegError, match="unknown mask_fill .gray.; choose from mean, zero"):
         CropConfig(fill="gray")
     with pytest.raises(ZssegError, match="two mask thresholds"):
         RegionClassifier(clip, mask_threshold=0.3, crop=CropConfig(threshold=0.5))

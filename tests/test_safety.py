@@ -60,6 +60,19 @@ def test_a_folder_segmented_into_itself_twice(clip_dir, tmp_path, capsys):
     assert photo.read_bytes() == before and sorted(p.name for p in photos.iterdir()) == ["a.jpg", "a.json", "a.png", "a_overlay.png"]
 
 
+def test_the_config_file_read_is_never_an_output(clip_dir, tmp_path, capsys):
+    """`--config out/photo.json` beside `--out out`: photo's new record would replace the file
+    the run reads its settings from, so it is refused even with --overwrite."""
+    photo = _image(tmp_path / "photo.png")
+    assert _segment(clip_dir, tmp_path / "out", photo) == 0
+    record = tmp_path / "out" / "photo.json"
+    before = record.read_bytes()
+    capsys.readouterr()
+    assert main(["segment", str(photo), "--config", str(record), "--out", str(tmp_path / "out"), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "photo.json is one of the inputs" in err and err.count("\n") == 1 and record.read_bytes() == before
+
+
 def test_files_the_command_reads_are_never_outputs(clip_dir, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

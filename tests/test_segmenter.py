@@ -46,7 +46,7 @@ def test_large_image_is_processed_at_bounded_size(segmenter):
 
 def test_ground_truth_proposals_need_the_label_map(clip, coco_val):
     segmenter = Segmenter(clip=clip, proposals="ground-truth")
-    with pytest.raises(ZssegError, match="need the image's label map"):
+    with pytest.raises(ZssegError, match="made from an image's label map, not the image"):
         segmenter.segment(coco_val[0][0], "a; b")
 
 
@@ -56,7 +56,8 @@ def test_ground_truth_proposals_are_classified_whole(clip, coco_val):
     image_path, label_path = coco_val[0]
     label = np.array(Image.open(label_path))
     segmenter = Segmenter(clip=clip, proposals="ground-truth")
-    result = segmenter.segment(image_path, "person; grass; sky; wall", ground_truth=label)
+    prepared = segmenter.prepare_image(image_path, masks=segmenter.proposals.segments(label))
+    result = segmenter.finish(prepared, "person; grass; sky; wall")
     assert result.label_map.shape == label.shape
     for value in np.unique(label):
         predicted = np.unique(result.label_map[label == value])

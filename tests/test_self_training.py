@@ -17,7 +17,8 @@ from conftest import DATA, run, subset
 from zsseg import Segmenter, ZssegError
 from zsseg.assembly import assemble
 from zsseg.data.datasets import IGNORE, load_dataset
-from zsseg.evaluation.runner import ClipPredictor, evaluate
+from zsseg.evaluation.predictors import ClipPredictor
+from zsseg.evaluation.runner import evaluate_predictor
 from zsseg.networks.maskformer.config import named_config
 from zsseg.training.proposal_data import TrainingSamples, Augmentation
 from zsseg.training.proposals import train_proposals
@@ -143,11 +144,11 @@ def test_a_killed_run_resumes_without_redoing_finished_images(network, clip, lab
     calls = []
     finish = Segmenter.finish  # CLIP's half of an image (the next image is prepared ahead)
 
-    def killed_on_the_third(self, prepared, vocabulary, seen=None):
+    def killed_on_the_third(self, prepared, vocabulary):
         calls.append(prepared)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return finish(self, prepared, vocabulary, seen)
+        return finish(self, prepared, vocabulary)
 
     monkeypatch.setattr(Segmenter, "finish", killed_on_the_third)
     with pytest.raises(KeyboardInterrupt):
@@ -250,7 +251,7 @@ def test_a_self_trained_network_keeps_the_original_split_and_is_not_scored_on_it
     segmenter = Segmenter(clip=clip, proposals=proposals, max_size=256)
     train = load_dataset("coco-stuff", DATA, "train")
     with pytest.raises(ZssegError, match="self-trained on pseudo-labels of coco-stuff train.*inflated"):
-        evaluate(train, ClipPredictor(segmenter, train.vocabulary), protocol="zero-shot", limit=1, progress=False)
+        evaluate_predictor(train, ClipPredictor(segmenter, train.vocabulary), protocol="zero-shot", limit=1, progress=False)
 
 
 def test_cli_pseudo_label_retrain_and_evaluate(network, labelled, clip_dir, tmp_path):
@@ -272,7 +273,7 @@ def test_cli_pseudo_label_retrain_and_evaluate(network, labelled, clip_dir, tmp_
     assert refused.returncode == 2 and "inflated" in refused.stderr and "Traceback" not in refused.stderr
     scored = run([*evaluation, "--output", str(tmp_path / "val.json")])
     assert scored.returncode == 0, scored.stderr
-    assert json.loads((tmp_path / "val.json").read_text())["self_training"]["split"] == "train"
+    assert json.loads((tmp_path / "val.json").read_text())["config"]["models"]["proposals"]["self_training"]["split"] == "train"
 
 
 def test_two_process_torchrun_pseudo_labelling_equals_one_process(network, clip_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""What zsseg offers, by name, with its defaults: methods and the options each takes, proposal
+"""What zsseg offers, by name, with its defaults: methods, proposal
 generators and their traits, precisions, dense modes, protocols.
 
 Torch-free, so that the command line's parser (`--help`, the listings, a usage error) is ready
@@ -24,6 +24,10 @@ DENSE_MODES = ("plain", "sclip")
 DEFAULT_OVERLAP = 2 / 3  # the paper's code: TEST.SLIDING_WINDOW, 224 tiles, overlap 2/3
 
 DEFAULT_PROPOSALS = "selective-search"
+DEFAULT_MAX_PROPOSALS = 100  # K, the masks a generator keeps per image
+DEFAULT_DUPLICATE_IOU = 0.95  # a mask overlapping a better one above this IoU is dropped
+DEFAULT_MASK_THRESHOLD = 0.5  # Eq. 1 binarises masks at this value (the paper's)
+DEFAULT_BATCH_SIZE = 32  # crops per CLIP forward pass
 DEFAULT_MAX_SIZE = 1024
 DEFAULT_MAX_MASKS = 1000  # `zsseg classify`: masks refused above this (each one is a CLIP crop)
 # The benchmarks `zsseg eval` reads (`zsseg.data.datasets.DATASETS` describes each): named here so that
@@ -39,56 +43,24 @@ PROTOCOLS = ("cross-dataset", "zero-shot")
 MIOU_RULES = ("gt-or-predicted", "gt")
 DEFAULT_REJECT_THRESHOLD = 0.0  # the reference's PSEUDO_REJECT_THRESHOLD
 
-#: Flag and use of each option a method may or may not take, for the one message that refuses
-#: an option a method does not take ("--overlap is for dense-clip and fcn, not --method fast").
-OPTIONS = {
-    "proposals": ("--proposals", "the proposal methods (two-stage, fast)"),
-    "max_proposals": ("--max-proposals", "the proposal methods (two-stage, fast)"),
-    "proposal_weights": ("--proposal-weights", "the proposal methods (two-stage, fast)"),
-    "mask_threshold": ("--mask-threshold", "the proposal methods (two-stage, fast)"),
-    "test_size": ("--test-size", "the proposal methods (two-stage, fast)"),
-    "crop": ("--mask-fill, --mask-expand-ratio, --mask-matting and --no-crop-resize", "Eq. 1's crops (--method two-stage)"),
-    "fcn": ("--fcn-weights", "--method fcn"),
-    "dense_mode": ("--dense-mode", "the methods with dense CLIP features (fast, dense-clip, fcn)"),
-    "overlap": ("--overlap", "the methods with sliding windows (dense-clip, fcn)"),
-    "ensemble_weight": ("--ensemble-weight", "maskformer proposals or --method fcn"),
-    "classifier": ("--classifier", "maskformer proposals or --method fcn"),
-}
-
-PROPOSAL_OPTIONS = frozenset({"proposals", "max_proposals", "proposal_weights", "mask_threshold", "test_size",
-                              "ensemble_weight", "classifier"})
-
-
 @dataclass(frozen=True)
 class MethodDeclaration:
     """A segmentation method as the command line sees it (`zsseg.methods` implements it)."""
 
     name: str
-    options: frozenset  # the `OPTIONS` it takes
     per_pixel: bool = False  # labels pixels, with no proposals
 
 
 METHODS = {
     method.name: method
     for method in (
-        MethodDeclaration("two-stage", PROPOSAL_OPTIONS | {"crop"}),
-        MethodDeclaration("fast", PROPOSAL_OPTIONS | {"dense_mode"}),
-        MethodDeclaration("dense-clip", frozenset({"dense_mode", "overlap"}), per_pixel=True),
-        MethodDeclaration("fcn", frozenset({"fcn", "dense_mode", "overlap", "ensemble_weight", "classifier"}), per_pixel=True),
+        MethodDeclaration("two-stage"),
+        MethodDeclaration("fast"),
+        MethodDeclaration("dense-clip", per_pixel=True),
+        MethodDeclaration("fcn", per_pixel=True),
     )
 }
 PER_PIXEL_METHODS = tuple(name for name, method in METHODS.items() if method.per_pixel)
-
-
-def check_options(method, given: dict[str, object], context: str = "") -> None:
-    """Refuse, in one line, an option `method` (anything with a `name` and `options`) does not
-    take. `given` maps option names (keys of `OPTIONS`) to whether they were set; `context`
-    qualifies the method ("with selective-search proposals")."""
-    for option, value in given.items():
-        if value and option not in method.options:
-            flag, use = OPTIONS[option]
-            what = f"--method {method.name}" + (f" {context}" if context else "")
-            raise ZssegError(f"{flag} {'are' if ' and ' in flag else 'is'} for {use}, not {what}")
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ atexit.register(shutil.rmtree, UPLOADS, True)
 
 import gradio as gr  # noqa: E402
 
-from .errors import ZssegError  # noqa: E402
+from .errors import SettingError, ZssegError  # noqa: E402
 from .data.images import MAX_PIXELS as READER_MAX_PIXELS, read_image  # noqa: E402
 from .segmenter import PER_PIXEL_METHODS, Segmenter  # noqa: E402
 from .data.vocabulary import PRESETS, Vocabulary  # noqa: E402
@@ -137,14 +137,17 @@ class Demo:
         max_pixels: images above it are refused before decoding.
         examples: (image, classes) pairs offered on the page; the only files besides uploads
             that the handler reads.
+        explain: an error's message for `left_out` and the page (the command line names its
+            flags there: `SettingError.naming`).
     """
 
     def __init__(self, make_segmenter: SegmenterFactory, methods: list[str], proposals: list[str], method: str = "two-stage",
                  proposal: str | None = None, max_proposals: int = 100, max_size: int | None = None,
-                 max_pixels: int = MAX_PIXELS, examples: list[tuple[Path, str]] = ()):
+                 max_pixels: int = MAX_PIXELS, examples: list[tuple[Path, str]] = (), explain: Callable[[ZssegError], str] = str):
         if not 1 <= max_proposals <= MAX_K:
-            raise ZssegError(f"the demo takes K (--max-proposals) from 1 to {MAX_K}, got {max_proposals}")
+            raise SettingError("max_proposals", f"the demo takes K ({{setting}}) from 1 to {MAX_K}, got {max_proposals}")
         self._make = make_segmenter
+        self.explain = explain
         self._segmenters: OrderedDict[tuple, Segmenter] = OrderedDict()
         self._lock = threading.Lock()
         self.max_proposals, self.max_size, self.max_pixels = max_proposals, max_size, max_pixels
@@ -166,7 +169,7 @@ class Demo:
             self.segmenter(method, proposal, self.max_proposals)
             return True
         except ZssegError as error:
-            self.left_out.append(f"{what}: {error}")
+            self.left_out.append(f"{what}: {self.explain(error)}")
             return False
 
     def segmenter(self, method: str, proposal: str | None, k: int | None) -> Segmenter:

@@ -37,3 +37,22 @@ def one_line(error: BaseException, limit: int = 200) -> str:
         return text
     cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:(")
     return f"{cut}..."
+
+
+class SettingError(ZssegError):
+    """A setting that is out of range or does not apply here. The message names the setting as
+    the Python API does (`ensemble_weight`, or `ensemble.weight` in a configuration file); the
+    command line shows the flag instead (`zsseg.cli`), so each layer speaks its caller's words.
+
+    Args:
+        setting: the setting's name.
+        template: the message, with "{setting}" where the name goes.
+    """
+
+    def __init__(self, setting: str, template: str):
+        self.setting, self.template = setting, template
+        super().__init__(template.format(setting=setting))
+
+    def naming(self, names: dict[str, str]) -> str:
+        """The message with the setting called by `names[setting]` (a flag) where it has one."""
+        return self.template.format(setting=names.get(self.setting, self.setting))

@@ -4,330 +4,44 @@
     result = segmenter.segment("photo.jpg", "cat; sofa, couch; wall")
     result.label_map  # [H, W] int32, index into result.class_names, -1 where no proposal
 
-`Segmenter` loads the models, checks the settings, resizes each image to its method's
-processing size, asks the method (`zsseg.methods`: two-stage, fast, dense-clip, fcn, and the
-ensemble with a trained proposal network) for proposals and their class probabilities, or for
-per-pixel probabilities, and assembles them into the label map at full size (Eq. 2).
+A `Segmenter` is built from a `zsseg.config.SegmenterConfig` (or from flat options that make
+one: `Segmenter(clip=..., max_proposals=50)`): it loads the models, resizes each image to its
+method's processing size, asks the method (`zsseg.methods`: two-stage, fast, dense-clip, fcn,
+and the ensemble with a trained proposal network) for proposals and their class probabilities,
+or for per-pixel probabilities, and assembles them into the label map at full size (Eq. 2).
+`classify` labels masks that already exist instead of proposals.
 
 `segment` is two halves, `finish(prepare_image(image))`: the first runs no model where the
 method allows (resizing, Selective Search, the crops for CLIP), so a folder run prepares the
-next image on a worker thread while CLIP works on this one (`zsseg.runs.read_ahead`).
+next image on a worker thread while CLIP works on this one (`zsseg.runs`).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .assembly import UNLABELED, assemble, assemble_labels, dense_labels
-from .catalogue import CLASSIFIERS, DEFAULT_MAX_SIZE, DEFAULT_PROPOSALS, METHODS as DECLARATIONS, PER_PIXEL_METHODS
-from .models.loading import DEFAULT_CLIP, ClipModel, load_clip
-from .classification.dense import DEFAULT_OVERLAP, DENSE_MODES
-from .errors import ZssegError
+from .assembly import UNLABELED, assemble_labels, dense_labels
+from .catalogue import CLASSIFIERS, METHODS, PER_PIXEL_METHODS
+from .classification.regions import RegionClassifier
+from .config import SegmenterConfig, load_config
 from .data.images import ImageInput, as_rgb_array, resize_image
-from .methods import ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS as _METHODS, Method, Parts, build_method, check_options
-from .prompts.encoding import PromptEncoder, PromptLike
-from .proposals import GENERATORS, MaskFormerProposals, ProposalGenerator, build_proposal_generator, parse_generator
-from .classification.regions import CropConfig, RegionClassifier
 from .data.vocabulary import Vocabulary, as_vocabulary
+from .errors import SettingError, ZssegError
+from .methods import ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS as _METHODS, Method, Parts, build_method
+from .models.loading import ClipModel
+from .models.precision import resolve_precision
+from .prompts.encoding import PromptEncoder
+from .proposals import MaskFormerProposals, ProposalGenerator
+from .runs.timing import lap, timed
 from .outputs.writers import SOFTWARE
+from .results import SegmentationResult
 
 DEFAULT_PROMPT = "imagenet"
-METHODS = tuple(DECLARATIONS)  # the names `method` takes
-
-
-@dataclass
-class SegmentationResult:
-    """What `Segmenter.segment` returns.
-
-    Attributes:
-        label_map: `[H, W]` int32 at the input image's size; class index, or -1 (`UNLABELED`)
-            where no proposal covers the pixel.
-        class_names: the vocabulary, one name per class (synonyms joined by ", ").
-        scores: `[C, h, w]` float32 Eq. 2 scores at the processing size (h, w), each pixel's
-            scores summing to 1 where covered and 0 elsewhere; for the per-pixel methods
-            ("dense-clip", "fcn") the class probabilities at 1/4 of the processing size.
-            Computed when first read (the label map does not need them).
-        masks: `[K, h, w]` float32 proposals that were classified (non-empty after binarising);
-            empty (K = 0) for the per-pixel methods.
-        region_probs: `[K, C]` float32 class probabilities of each proposal (Eq. 1, or mask
-            pooling in the fast mode).
-        timings: seconds spent in each stage.
-    """
-
-    label_map: np.ndarray
-    class_names: list[str]
-    masks: torch.Tensor
-    region_probs: torch.Tensor
-    timings: dict[str, float] = field(default_factory=dict)
-    pixel_probs: torch.Tensor | None = field(default=None, repr=False)  # the per-pixel methods' scores
-    _scores: torch.Tensor | None = field(default=None, init=False, repr=False)
-
-    @property
-    def scores(self) -> torch.Tensor:
-        if self._scores is None:
-            self._scores = self.pixel_probs if self.pixel_probs is not None else assemble(self.masks, self.region_probs)
-        return self._scores
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return tuple(self.label_map.shape)
-
-    def class_areas(self) -> dict[str, int]:
-        """Pixel count of each class present in the label map, by name."""
-        counts = np.bincount(self.label_map[self.label_map >= 0].ravel(), minlength=len(self.class_names))
-        return {self.class_names[i]: int(n) for i, n in enumerate(counts) if n > 0}
-
-
-class Segmenter:
-    """Holds the loaded models; segments any number of images with any vocabulary.
-
-    Args:
-        clip: anything `load_clip` takes (hub id, folder, OpenAI-layout file: CLIP ViTs and
-            ResNets, SigLIP), or an already loaded `ClipModel`: Eq. 1's CLIP. Default: the CLIP
-            that came with the proposal network (an authors' checkpoint holds one; Eq. 1 takes
-            its separate region adapter's where it has one), else ViT-B/16. A network that came
-            with a CLIP keeps it for its own classifier, as the reference does.
-        proposals: a generator name ("selective-search", "contour-hierarchy", "sam",
-            "sam:MODEL", "mask2former:MODEL") or instance (such as `MaskFormerProposals(weights)`).
-        prompt: how class names are put to CLIP's text tower: a template set ("imagenet",
-            "vild", "single"), one template ("a sculpture of a {}."), a list of templates, or a
-            prompt file (`zsseg prompts select`, `zsseg train prompts`); see `zsseg.prompts.encoding`.
-            Default: the prompt a proposal network was trained with (an authors' checkpoint with
-            a separate region adapter: that adapter's), else "imagenet".
-        network_prompt: the prompt of a trained network's own text classifier (default: the one
-            it was trained with). The reference code tests its cross-dataset rows with ViLD's
-            templates on both sides (`zsseg.evaluation.reference_settings`).
-        device, dtype: where and how CLIP runs ("cpu"/"cuda"; "fp32", "bf16", "fp16", "int8", or
-            "auto": see `zsseg.models.precision.resolve_precision`).
-        max_size: images are processed with their longer side at most this many pixels; the
-            label map is returned at full size.
-        test_size: the shorter side images are processed at (detectron2's test-time resize,
-            longer side at most `max_size`); default: a proposal network's own test size, else
-            the image's size bounded by `max_size`.
-        mask_threshold: Eq. 1 binarises each mask at this value before cropping (0.5, the
-            paper's; the reference uses lower ones on some benchmarks).
-        crop: the rest of how Eq. 1 crops a mask (`CropConfig`: fill, box expansion, matting,
-            resizing), for the reference's ablations; two-stage only.
-        max_proposals: K, when `proposals` is a name.
-        batch_size: crops per CLIP forward pass.
-        ensemble_weight: lambda of the ensemble with a proposal network's own classifier
-            ("maskformer" proposals, loaded with `MaskFormerProposals(weights)`): for classes it
-            was trained on, p = p_net^lambda * p_clip^(1 - lambda); for the others the exponents
-            are swapped, so CLIP decides unseen classes. 0 is CLIP alone (`classifier="clip"`),
-            as the reference's weight at or below 0. Unused with training-free proposals.
-        classifier: with a proposal network or an FCN, "ensemble" (default), or one part
-            alone for ablations (the paper's Table 7): "clip" labels every non-empty mask by Eq. 1
-            (or every pixel by dense CLIP) for every class, "network" uses the network's
-            probabilities for every class.
-        text_cache: keep text features in the disk cache (`zsseg.prompts.text_cache`); False encodes
-            every vocabulary afresh.
-        method: "two-stage" (default), "fast", "dense-clip" or "fcn" (see the module docstring).
-        dense_mode: dense CLIP's patch features, "plain" (the paper's) or "sclip" (local).
-        overlap: of dense CLIP's sliding 224 windows (default 2/3, the paper's code).
-        tokenizer: CLIP's tokenizer for a `clip` checkpoint that carries none (OpenAI's and
-            open_clip's formats; see `load_clip`).
-        fcn: for method "fcn", its weights (the --output-dir of `zsseg train fcn`) or a loaded
-            `TrainedFcn`. The FCN's lambda defaults to 0.7 (`FCN_ENSEMBLE_WEIGHT`).
-    """
-
-    def __init__(
-        self,
-        clip: str | ClipModel | None = None,
-        proposals: str | ProposalGenerator = DEFAULT_PROPOSALS,
-        prompt: PromptLike | None = None,
-        device: str = "cpu",
-        dtype: str = "fp32",
-        max_size: int | None = DEFAULT_MAX_SIZE,
-        max_proposals: int = 100,
-        batch_size: int = 32,
-        ensemble_weight: float | None = None,
-        classifier: str = "ensemble",
-        text_cache: bool = True,
-        method: str = "two-stage",
-        dense_mode: str = "plain",
-        overlap: float = DEFAULT_OVERLAP,
-        fcn=None,
-        mask_threshold: float | None = None,
-        test_size: int | None = None,
-        network_prompt: PromptLike | None = None,
-        tokenizer: str | None = None,
-        crop: CropConfig | None = None,
-    ):
-        if max_size is not None and max_size < 32:
-            raise ZssegError(f"max_size must be at least 32 pixels, got {max_size}")
-        if test_size is not None and test_size < 32:
-            raise ZssegError(f"test_size must be at least 32 pixels, got {test_size}")
-        if crop is not None and mask_threshold is not None and crop.threshold != mask_threshold:
-            raise ZssegError(f"two mask thresholds: mask_threshold={mask_threshold} and crop.threshold={crop.threshold}")
-        crop = CropConfig(**({} if mask_threshold is None else {"threshold": mask_threshold})) if crop is None else crop
-        if method not in METHODS:
-            raise ZssegError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
-        kind = _METHODS[method]
-        if ensemble_weight is not None and not 0.0 <= ensemble_weight <= 1.0:
-            raise ZssegError(f"ensemble weight must be in [0, 1], got {ensemble_weight}")
-        if classifier not in CLASSIFIERS:
-            raise ZssegError(f"unknown classifier '{classifier}'; choose from {', '.join(CLASSIFIERS)}")
-        if dense_mode not in DENSE_MODES:
-            raise ZssegError(f"unknown dense CLIP mode '{dense_mode}'; choose from {', '.join(DENSE_MODES)}")
-        if method == "fcn" and fcn is None:
-            raise ZssegError("the 'fcn' method needs trained FCN weights (fcn=, --fcn-weights)")
-        check_options(kind, {"fcn": fcn is not None, "dense_mode": dense_mode != "plain", "overlap": overlap != DEFAULT_OVERLAP,
-                             "mask_threshold": crop.threshold != CropConfig.threshold, "test_size": test_size is not None,
-                             "crop": crop != CropConfig(threshold=crop.threshold),
-                             "classifier": classifier != "ensemble", "ensemble_weight": ensemble_weight is not None})
-        if isinstance(proposals, str):
-            options = {"device": device} if GENERATORS[parse_generator(proposals)[0]].pretrained else {}
-            proposals = build_proposal_generator(proposals, max_proposals=max_proposals, **options)
-        trained = isinstance(proposals, MaskFormerProposals) and not kind.per_pixel
-        if trained and ensemble_weight == 0 and classifier == "ensemble":
-            classifier = "clip"  # the reference's CLIP_ENSEMBLE_WEIGHT <= 0 is its CLIP-only branch, not the formula at 0
-        if classifier == "network" and not (trained or method == "fcn"):
-            raise ZssegError(f"the '{proposals.name}' proposals have no classifier of their own; 'network' needs maskformer "
-                             "proposals or the fcn method")
-        if clip is None:
-            clip = getattr(proposals, "region_clip", None) or DEFAULT_CLIP
-        self.clip = clip if isinstance(clip, ClipModel) else load_clip(clip, device=device, dtype=dtype, tokenizer=tokenizer)
-        self.method = method
-        self.proposals = proposals
-        fcn_network = self.fcn_source = None
-        if method == "fcn":
-            from .networks.fcn import TrainedFcn, load_fcn
-
-            fcn_network = fcn if isinstance(fcn, TrainedFcn) else load_fcn(Path(fcn), device=self.clip.device)
-            self.fcn_source = "(in memory)" if isinstance(fcn, TrainedFcn) else str(fcn)
-        if prompt is None:  # Eq. 1's: a separate region adapter's, else the network's own, else zsseg's
-            network = fcn_network if fcn_network is not None else proposals.trained if trained else None
-            region = getattr(network, "region_prompt", None)
-            prompt = region or (network.training_prompt if network is not None else DEFAULT_PROMPT)
-        self.classifier = RegionClassifier(self.clip, prompt=prompt, batch_size=batch_size, text_cache=text_cache, crop=crop)
-        self.max_size = max_size
-        self.test_size = test_size
-        self.ensemble_weight = kind.default_ensemble_weight if ensemble_weight is None else ensemble_weight
-        self.classifier_mode = classifier
-        self.dense_mode, self.overlap = dense_mode, overlap
-        self.implementation: Method = build_method(method, Parts(
-            clip=self.clip, classifier=self.classifier, proposals=proposals, fcn=fcn_network, dense_mode=dense_mode,
-            overlap=overlap, ensemble_weight=self.ensemble_weight, classifier_mode=classifier, network_prompt=network_prompt))
-
-    def settings(self) -> dict:
-        """What determines this segmenter's labels, as JSON values: recorded in every output's
-        JSON, and compared by `zsseg segment --skip-existing`. Models are named by where they
-        were loaded from, with the CLIP's text-tower fingerprint."""
-        proposals = self.proposals
-        network = self.network_prompts
-        return {
-            "zsseg": SOFTWARE,
-            "method": self.method,
-            "clip": self.clip.source,
-            "clip_text": self.clip.text_fingerprint()[:16],
-            "dtype": self.clip.precision,
-            "prompt": self.classifier.prompts.prompt.describe(),
-            "network_prompt": network.prompt.describe() if network is not None else None,
-            "proposals": None if self.implementation.per_pixel else proposals.name,
-            "proposal_model": None if self.implementation.per_pixel else getattr(proposals, "source", None),
-            "max_proposals": None if self.implementation.per_pixel else proposals.max_proposals,
-            "fcn": self.fcn_source,
-            "max_size": self.max_size,
-            "test_size": self.test_size,
-            "mask_threshold": self.classifier.mask_threshold,
-            **({} if self.classifier.crop == CropConfig(threshold=self.classifier.mask_threshold) else
-               {"crop": {k: v for k, v in asdict(self.classifier.crop).items() if k != "threshold"}}),
-            "ensemble_weight": self.ensemble_weight if network is not None else None,
-            "classifier": self.classifier_mode,
-            "dense_mode": self.dense_mode if self.dense is not None else None,
-            "overlap": self.overlap if self.dense is not None else None,
-        }
-
-    @property
-    def network_prompts(self) -> PromptEncoder | None:
-        """The prompt encoder of a trained network's own text classifier (proposal network or
-        FCN), where the method ensembles with one."""
-        return self.implementation.network_prompts
-
-    @property
-    def dense(self):
-        """Dense CLIP (`zsseg.classification.dense.DenseClip`) of the methods that use it, else None."""
-        return getattr(self.implementation, "dense", None)
-
-    @property
-    def fcn(self):
-        """The trained FCN of the fcn method, else None."""
-        return getattr(self.implementation, "fcn", None)
-
-    def prepare(self, vocabulary: Vocabulary | str | list[str]) -> Vocabulary:
-        """Validate a vocabulary and encode its names (cached), so errors surface before any image."""
-        vocabulary = as_vocabulary(vocabulary)
-        self.classifier.embed_vocabulary(vocabulary)
-        self.implementation.prepare(vocabulary)
-        return vocabulary
-
-    def segment(
-        self,
-        image: ImageInput,
-        vocabulary: Vocabulary | str | list[str],
-        ground_truth: np.ndarray | None = None,
-        seen: list[bool] | np.ndarray | torch.Tensor | None = None,
-    ) -> SegmentationResult:
-        """Label every pixel of `image` with a class of `vocabulary`: `finish(prepare_image(...))`.
-
-        Args:
-            image: a path, PIL image, or HWC uint8 array.
-            vocabulary: a `Vocabulary`, a preset name, "a; b, c" text, or a list of names.
-            ground_truth: `[H, W]` label map, only for proposals that need one (the
-                "ground-truth" generator: CLIP then classifies the true segments). Such
-                proposals are made at full size so that they match the label map exactly.
-            seen: `[C]` bool, for the ensemble with a trained network: the classes it takes as
-                seen (p_net^lambda * p_clip^(1 - lambda)), the others unseen (exponents
-                swapped). Default: the classes whose names it was trained on. A benchmark's
-                evaluation passes the benchmark's own split (`zsseg.evaluation.reference_settings`).
-        """
-        return self.finish(self.prepare_image(image, ground_truth), vocabulary, seen)
-
-    def prepare_image(self, image: ImageInput, ground_truth: np.ndarray | None = None) -> PreparedImage:
-        """The first half of `segment`, which runs no model where the method allows (the
-        two-stage and fast methods with Selective Search, contour or ground-truth proposals):
-        the image at its processing size, its proposals and their crops for CLIP. Safe to call
-        on another thread while `finish` runs on an earlier image (`zsseg.runs.read_ahead`)."""
-        clock = _Clock()
-        full = as_rgb_array(image)
-        method = self.implementation
-        small = resize_image(full, method.processing_size(full.shape[0], full.shape[1], self.max_size, self.test_size))
-        clock.lap("image_loading")
-        work = method.prepare_image(small, ground_truth=ground_truth, lap=clock.lap)
-        return PreparedImage(small, full.shape[:2], work, clock.timings)
-
-    def finish(
-        self,
-        prepared: PreparedImage,
-        vocabulary: Vocabulary | str | list[str],
-        seen: list[bool] | np.ndarray | torch.Tensor | None = None,
-    ) -> SegmentationResult:
-        """The second half of `segment`: the models (CLIP, a network) on what `prepare_image`
-        made, then Eq. 2 at full size. The result's timings hold both halves' stages."""
-        clock = _Clock(dict(prepared.timings))
-        vocabulary = as_vocabulary(vocabulary)
-        text = self.classifier.embed_vocabulary(vocabulary)
-        clock.lap("text_encoding")
-        method = self.implementation
-        output = method.scores(prepared.image, prepared.work, vocabulary, text, seen=seen, lap=clock.lap)
-        if method.per_pixel:
-            labels = dense_labels(output.probs, prepared.full_size)
-        else:
-            labels = assemble_labels(output.masks, output.probs, size=prepared.full_size)
-        clock.lap("assembly")
-        return SegmentationResult(
-            label_map=labels.numpy().astype(np.int32),
-            class_names=vocabulary.names,
-            masks=output.masks,
-            region_probs=output.probs if not method.per_pixel else torch.empty(0, len(vocabulary)),
-            timings=clock.timings,
-            pixel_probs=output.probs if method.per_pixel else None,
-        )
 
 
 @dataclass
@@ -347,16 +61,224 @@ class PreparedImage:
     timings: dict[str, float]
 
 
-class _Clock:
-    """Seconds spent in each stage: `lap(stage)` adds the time since the previous lap."""
+class Segmenter:
+    """Holds the loaded models; segments any number of images with any vocabulary.
 
-    def __init__(self, timings: dict[str, float] | None = None):
-        self.timings = {} if timings is None else timings
-        self.last = time.perf_counter()
+    Args:
+        config: a `SegmenterConfig`, or a JSON file holding one (an output's record, see
+            `zsseg.config.load_config`); default: the defaults.
+        options: settings in place of the config's, by their flat names (`zsseg.config.OPTIONS`):
+            method, clip, device, dtype, tokenizer, proposals, max_proposals, proposal_weights,
+            prompt, temperature, batch_size, text_cache, mask_threshold, crop, ensemble_weight,
+            classifier, network_prompt, seen, dense_mode, overlap, max_size, test_size, fcn.
+            `clip`, `proposals` and `fcn` may also be models already loaded: a `ClipModel`, a
+            `ProposalGenerator` (such as `MaskFormerProposals(weights)`), a `TrainedFcn`.
 
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
-        self.last = now
+    A setting the chosen method or generator does not use is a `SettingError`, naming it.
+    """
 
-__all__ = ["PreparedImage", "Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "CLASSIFIERS", "METHODS", "PER_PIXEL_METHODS"]
+    def __init__(self, config: SegmenterConfig | str | Path | None = None, **options):
+        if isinstance(config, (str, Path)):
+            config = load_config(config)[0]
+        loaded = {name: options.pop(name) for name in ("clip", "proposals", "fcn") if _is_loaded(options.get(name))}
+        generator = loaded.get("proposals")
+        if generator is not None:
+            generator = _with_settings(generator, options)
+            options["proposals"] = generator.config
+        if loaded.get("clip") is not None:
+            clip = loaded["clip"]
+            options.update(clip=clip.source, dtype=clip.precision, device=str(clip.device))
+        if loaded.get("fcn") is not None:
+            options["fcn"] = getattr(loaded["fcn"], "source", "(in memory)")
+        self.config = config = SegmenterConfig.from_options(config, **options)
+        self.proposals = generator if generator is not None else self._generator()
+        own = getattr(self.proposals, "region_clip", None)  # a checkpoint's CLIP, for Eq. 1
+        self.clip = loaded.get("clip") or (own if config.clip.source is None and own is not None else config.clip.load())
+        fcn = loaded.get("fcn") or self._fcn()
+        self.classifier = RegionClassifier.from_config(self.clip, config.region, self._default_prompt(fcn))
+        ensemble = config.ensemble
+        if ensemble is not None and ensemble.weight is None:
+            ensemble = dataclasses.replace(ensemble, weight=_METHODS[config.method].default_ensemble_weight)
+        if ensemble is not None and ensemble.weight == 0 and ensemble.classifier == "ensemble" and config.method != "fcn":
+            ensemble = dataclasses.replace(ensemble, classifier="clip")  # the reference's weight <= 0 is its CLIP-only branch
+        self.ensemble = ensemble
+        self.implementation: Method = build_method(config.method, Parts(self.clip, self.classifier, self.proposals, fcn, config.dense,
+                                                                        ensemble))
+
+    def _generator(self) -> ProposalGenerator | None:
+        config = self.config
+        if config.proposals is None:
+            return None
+        clip = config.clip
+        network_dtype = "bf16" if resolve_precision(clip.precision, clip.device) == "bf16" else "fp32"
+        return config.proposals.build(clip.device, clip=clip.source, tokenizer=clip.tokenizer, dtype=network_dtype)
+
+    def _fcn(self):
+        if self.config.fcn is None:
+            return None
+        from .networks.fcn import load_fcn
+
+        return load_fcn(Path(self.config.fcn.weights), device=self.clip.device)
+
+    def _default_prompt(self, fcn):
+        """Eq. 1's prompt where the config names none: a separate region adapter's, else the
+        prompt the network was trained with, else CLIP's ImageNet templates."""
+        network = fcn if fcn is not None else self.proposals.trained if isinstance(self.proposals, MaskFormerProposals) else None
+        if network is None:
+            return DEFAULT_PROMPT
+        return getattr(network, "region_prompt", None) or network.training_prompt
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def ensemble_weight(self) -> float | None:
+        """lambda of the ensemble with a trained network, as it runs (None without one)."""
+        return None if self.ensemble is None else self.ensemble.weight
+
+    @property
+    def classifier_mode(self) -> str:
+        """Who labels: "ensemble", "clip" or "network" (ablations; "ensemble" without a network)."""
+        return "ensemble" if self.ensemble is None else self.ensemble.classifier
+
+    @property
+    def max_size(self) -> int | None:
+        return self.config.size.max_size
+
+    @property
+    def test_size(self) -> int | None:
+        return self.config.size.test_size
+
+    @property
+    def network_prompts(self) -> PromptEncoder | None:
+        """The prompt encoder of a trained network's own text classifier (proposal network or
+        FCN), where the method ensembles with one."""
+        return self.implementation.network_prompts
+
+    @property
+    def dense(self):
+        """Dense CLIP (`zsseg.classification.dense.DenseClip`) of the methods that use it, else None."""
+        return getattr(self.implementation, "dense", None)
+
+    @property
+    def fcn(self):
+        """The trained FCN of the fcn method, else None."""
+        return getattr(self.implementation, "fcn", None)
+
+    def record(self, vocabulary: Vocabulary | None = None) -> dict:
+        """What made this segmenter's labels, as JSON values: the configuration, the vocabulary,
+        and the identities of the models it loaded (source, fingerprints, precision). Every
+        output records it under "config"; `Segmenter(config=that file)` rebuilds the segmenter
+        and `zsseg segment --skip-existing` compares it."""
+        models = {"clip": {"source": self.clip.source, "family": self.clip.family, "text": self.clip.text_fingerprint()[:16],
+                           "precision": self.clip.precision},
+                  "prompt": self.classifier.prompts.prompt.describe()}
+        if self.network_prompts is not None:
+            models["network_prompt"] = self.network_prompts.prompt.describe()
+        if self.proposals is not None and getattr(self.proposals, "source", None):
+            models["proposals"] = {"source": self.proposals.source}
+            self_training = getattr(getattr(self.proposals, "trained", None), "self_training", None)
+            if self_training:  # retrained on pseudo-labels: of which images
+                models["proposals"]["self_training"] = self_training
+        if self.ensemble is not None:  # as it runs: lambda only where both parts take part
+            alone = self.ensemble.classifier != "ensemble"
+            models["ensemble"] = {"weight": None if alone else self.ensemble.weight, "classifier": self.ensemble.classifier}
+        record = {"zsseg": SOFTWARE, **self.config.to_json(), "models": models}
+        if vocabulary is not None:
+            record["vocabulary"] = [list(synonyms) for synonyms in as_vocabulary(vocabulary).classes]
+        return record
+
+    def prepare(self, vocabulary: Vocabulary | str | list[str]) -> Vocabulary:
+        """Validate a vocabulary and encode its names (cached), so errors surface before any image."""
+        vocabulary = as_vocabulary(vocabulary)
+        self.classifier.embed_vocabulary(vocabulary)
+        self.implementation.prepare(vocabulary)
+        return vocabulary
+
+    def segment(self, image: ImageInput, vocabulary: Vocabulary | str | list[str]) -> SegmentationResult:
+        """Label every pixel of `image` (a path, PIL image, or HWC uint8 array) with a class of
+        `vocabulary` (a `Vocabulary`, a preset name, "a; b, c" text, or a list of names):
+        `finish(prepare_image(image), vocabulary)`."""
+        return self.finish(self.prepare_image(image), vocabulary)
+
+    def classify(self, image: ImageInput, masks, vocabulary: Vocabulary | str | list[str]) -> SegmentationResult:
+        """Label masks that already exist, instead of proposals: each by Eq. 1 at the image's
+        full size, and every pixel by Eq. 2 over the masks covering it (`zsseg classify`).
+
+        Args:
+            image: a path, PIL image, or HWC uint8 array.
+            masks: a `MaskSet` (`zsseg.data.mask_files.read_masks`: SAM's output, COCO files,
+                PNGs, ...) or `[K, H, W]` bool / 0-1 masks at the image's size; they may overlap.
+            vocabulary: as `segment`'s.
+        """
+        from .classification.masks import classify_masks
+
+        if self.method != "two-stage" or isinstance(self.proposals, MaskFormerProposals):
+            raise SettingError("method", "given masks are classified by Eq. 1: {setting} two-stage, with training-free proposals")
+        return classify_masks(self.classifier, image, masks, vocabulary)
+
+    def prepare_image(self, image: ImageInput, masks: torch.Tensor | None = None) -> PreparedImage:
+        """The first half of `segment`, which runs no model where the method allows (the
+        two-stage and fast methods with Selective Search or contour proposals): the image at its
+        processing size, its proposals and their crops for CLIP. With `masks` (`[K, H, W]` at
+        the image's size, such as a label map's segments), those masks instead of proposals, at
+        full size. Safe to call on another thread while `finish` runs on an earlier image."""
+        with timed() as timer:
+            full = as_rgb_array(image)
+            method = self.implementation
+            if masks is None:
+                size = method.processing_size(full.shape[0], full.shape[1], self.config.size)
+                small = resize_image(full, size)
+            elif tuple(masks.shape[1:]) != tuple(full.shape[:2]):
+                raise ZssegError(f"the masks are {tuple(masks.shape[1:])} but the image is {tuple(full.shape[:2])}: they must match")
+            else:
+                small = full
+            lap("image_loading")
+            work = method.prepare_image(small, masks)
+        return PreparedImage(small, full.shape[:2], work, timer.timings)
+
+    def finish(self, prepared: PreparedImage, vocabulary: Vocabulary | str | list[str]) -> SegmentationResult:
+        """The second half of `segment`: the models (CLIP, a network) on what `prepare_image`
+        made, then Eq. 2 at full size. The result's timings hold both halves' stages."""
+        with timed(dict(prepared.timings)) as timer:
+            vocabulary = as_vocabulary(vocabulary)
+            text = self.classifier.embed_vocabulary(vocabulary)
+            lap("text_encoding")
+            output = self.implementation.scores(prepared.image, prepared.work, vocabulary, text)
+            if output.pixel_probs is not None:
+                labels = dense_labels(output.pixel_probs, prepared.full_size)
+            else:
+                labels = assemble_labels(output.masks[output.keep], output.region_probs[output.keep], size=prepared.full_size)
+            lap("assembly")
+        return SegmentationResult(
+            label_map=labels.numpy().astype(np.int32),
+            class_names=vocabulary.names,
+            masks=output.masks,
+            keep=output.keep,
+            region_probs=output.region_probs,
+            pixel_probs=output.pixel_probs,
+            timings=timer.timings,
+        )
+
+
+def _is_loaded(value) -> bool:
+    """Whether an option's value is a loaded model (not a name, a path or settings)."""
+    from .networks.fcn import TrainedFcn
+
+    return isinstance(value, (ClipModel, ProposalGenerator, TrainedFcn))
+
+
+def _with_settings(generator: ProposalGenerator, options: dict) -> ProposalGenerator:
+    """A loaded generator with the proposal options given beside it applied (a copy that shares
+    its network), so that none is silently dropped."""
+    changes = {}
+    if options.get("max_proposals") is not None:
+        changes["max_proposals"] = options.pop("max_proposals")
+    if options.get("proposal_weights") is not None:
+        raise SettingError("proposal_weights", "{setting} names the weights of proposals to load; these proposals are loaded already")
+    return generator.with_settings(**changes) if changes else generator
+
+
+__all__ = ["PreparedImage", "Segmenter", "SegmentationResult", "UNLABELED", "ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "CLASSIFIERS", "METHODS",
+           "PER_PIXEL_METHODS"]

@@ -162,7 +162,7 @@ def openai_clip_state(width: int = 128, layers: int = 2, patch: int = 32, image:
     return state if visual else {k: v for k, v in state.items() if not k.startswith("visual.")}
 
 
-def random_openai_resnet_state(config, seed: int = 0, prefix: str = "visual.") -> dict[str, torch.Tensor]:
+def random_openai_resnet_state(config, seed: int = 0, prefix: str = "visual.") -> dict:
     """A random CLIP ResNet state dict in OpenAI's layout (fp32, CPU), for tests and benchmarks:
     the same `seed` gives the same tensors. Scaled so that activations stay of order 1 through
     the network (He-normal convolutions, batch norm statistics near the identity, projections

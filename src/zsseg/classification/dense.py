@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from ..catalogue import DEFAULT_OVERLAP, DENSE_MODES
 from ..models.loading import ClipModel
-from ..errors import ZssegError
+from ..errors import SettingError, ZssegError
 from ..prompts.encoding import VocabularyEmbedding
 
 FEATURE_STRIDE = 4  # features are kept at 1/4 of the processing size
@@ -101,6 +101,26 @@ class DenseFeatures:
     features: torch.Tensor
     stride: int
     windows: int
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """Dense CLIP's settings (the fast, dense-clip and fcn methods).
+
+    Attributes:
+        mode: "plain", the image tower's patch features as trained (the paper's), or "sclip",
+            SCLIP's correlative self-attention in the last layer, which makes them local.
+        overlap: of the sliding windows, in [0, 1) (dense-clip and fcn; the paper's code: 2/3).
+    """
+
+    mode: str = "plain"
+    overlap: float = DEFAULT_OVERLAP
+
+    def __post_init__(self):
+        if self.mode not in DENSE_MODES:
+            raise SettingError("dense_mode", f"unknown {{setting}} '{self.mode}'; choose one of {', '.join(DENSE_MODES)}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise SettingError("overlap", f"{{setting}} must be in [0, 1), got {self.overlap}")
 
 
 class DenseClip:
@@ -252,6 +272,7 @@ def dense_logits(dense: DenseFeatures, text: VocabularyEmbedding, temperature: f
 __all__ = [
     "DEFAULT_OVERLAP",
     "DENSE_MODES",
+    "DenseConfig",
     "FEATURE_STRIDE",
     "DenseClip",
     "DenseFeatures",

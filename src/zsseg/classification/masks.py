@@ -3,9 +3,11 @@ all of them, at the image's full size.
 
     classifier = RegionClassifier(load_clip("openai/clip-vit-base-patch16"))
     masks = read_masks("sam.json", height, width)          # zsseg.data.mask_files: any format
-    labels = classify_masks(classifier, "photo.jpg", masks, "cat; sofa, couch; wall")
-    labels.probs      # [K, C] Eq. 1 class probabilities of each mask
-    labels.label_map  # [H, W] int32 Eq. 2 labels, -1 where no mask covers the pixel
+    result = classify_masks(classifier, "photo.jpg", masks, "cat; sofa, couch; wall")
+    result.region_probs  # [K, C] Eq. 1 class probabilities of each mask
+    result.label_map     # [H, W] int32 Eq. 2 labels, -1 where no mask covers the pixel
+
+(`Segmenter.classify` does the same with a segmenter's classifier.)
 
 The masks are not proposals to be resized: each is classified at full resolution exactly as
 `RegionClassifier` classifies a mask (binarised, its bounding box cropped, background set to
@@ -17,7 +19,6 @@ Memory stays bounded for large photos with many masks: masks are decoded one at 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -25,37 +26,16 @@ import numpy as np
 from ..assembly import binary_mask_labels
 from ..errors import ZssegError
 from ..data.images import ImageInput, as_rgb_array
-from ..data.mask_files import MaskId, MaskSet
+from ..data.mask_files import MaskSet
+from ..results import SegmentationResult
+from ..runs.timing import lap, timed
 from ..runs.progress import Progress
 from .regions import RegionClassifier
 from ..data.vocabulary import Vocabulary, as_vocabulary
 
 
-@dataclass
-class MaskLabels:
-    """What `classify_masks` returns.
-
-    Attributes:
-        label_map: `[H, W]` int32, the Eq. 2 class index of each pixel, -1 (`UNLABELED`) where
-            no mask covers it.
-        class_names: the vocabulary, one name per class.
-        probs: `[K, C]` float32 Eq. 1 class probabilities of each mask, in the masks' order.
-        ids: each mask's id (`MaskSet.ids`).
-    """
-
-    label_map: np.ndarray
-    class_names: list[str]
-    probs: np.ndarray
-    ids: list[MaskId]
-
-    @property
-    def labels(self) -> np.ndarray:
-        """`[K]` the arg-max class of each mask on its own."""
-        return self.probs.argmax(axis=1)
-
-
 def classify_masks(classifier: RegionClassifier, image: ImageInput, masks: MaskSet | np.ndarray,
-                   vocabulary: Vocabulary | str | list[str], progress: bool = False) -> MaskLabels:
+                   vocabulary: Vocabulary | str | list[str], progress: bool = False) -> SegmentationResult:
     """Label each of `masks` (a `MaskSet`, or `[K, H, W]` bool / 0-1 array at the image's size)
     with a class of `vocabulary` by Eq. 1, and every pixel by Eq. 2 over the masks covering it.
 
@@ -67,24 +47,29 @@ def classify_masks(classifier: RegionClassifier, image: ImageInput, masks: MaskS
         progress: show how many masks were cropped and encoded (`zsseg.runs.progress.Progress`: a
             bar on a terminal, a line every 50 masks or 60 s elsewhere).
     """
-    vocabulary = as_vocabulary(vocabulary)
-    pixels = as_rgb_array(image)
-    height, width = pixels.shape[:2]
-    if not isinstance(masks, MaskSet):
-        masks = MaskSet.from_array(np.asarray(masks))
-    if (masks.height, masks.width) != (height, width):
-        raise ZssegError(f"{masks.source}: the masks are {masks.width}x{masks.height} but the image is {width}x{height} "
-                         "(width x height)")
-    if len(masks) == 0:
-        raise ZssegError(f"{masks.source}: holds no masks")
-    with Progress(len(masks), "classifying", "mask", enabled=progress) as bar:
-        scores = classifier.classify_each(pixels, _counted(iter(masks), bar), vocabulary)
-    if not bool(scores.keep.all()):  # a MaskSet holds no empty mask; a float mask may be empty once binarised
-        empty = masks.ids[int((~scores.keep).nonzero()[0, 0])]
-        raise ZssegError(f"{masks.source}: mask {empty} is empty at the classifier's threshold")
-    probs = scores.probs.float().numpy()
-    label_map = binary_mask_labels(iter(masks), probs, (height, width))
-    return MaskLabels(label_map=label_map, class_names=vocabulary.names, probs=probs, ids=list(masks.ids))
+    with timed() as timer:
+        vocabulary = as_vocabulary(vocabulary)
+        pixels = as_rgb_array(image)
+        height, width = pixels.shape[:2]
+        if not isinstance(masks, MaskSet):
+            masks = MaskSet.from_array(np.asarray(masks))
+        if (masks.height, masks.width) != (height, width):
+            raise ZssegError(f"{masks.source}: the masks are {masks.width}x{masks.height} but the image is {width}x{height} "
+                             "(width x height)")
+        if len(masks) == 0:
+            raise ZssegError(f"{masks.source}: holds no masks")
+        lap("image_loading")
+        with Progress(len(masks), "classifying", "mask", enabled=progress) as bar:
+            scores = classifier.classify_each(pixels, _counted(iter(masks), bar), vocabulary)
+        if not bool(scores.keep.all()):  # a MaskSet holds no empty mask; a float mask may be empty once binarised
+            empty = masks.ids[int((~scores.keep).nonzero()[0, 0])]
+            raise ZssegError(f"{masks.source}: mask {empty} is empty at the classifier's threshold")
+        lap("image_encoding")
+        probs = scores.probs.float()
+        label_map = binary_mask_labels(iter(masks), probs.numpy(), (height, width))
+        lap("assembly")
+    return SegmentationResult(label_map=label_map, class_names=vocabulary.names, masks=masks, keep=scores.keep, region_probs=probs,
+                              mask_ids=list(masks.ids), timings=timer.timings)
 
 
 def _counted(masks: Iterator[np.ndarray], bar: Progress) -> Iterator[np.ndarray]:

@@ -22,7 +22,8 @@ import torch
 from torch.nn import functional as F
 
 from ..models.loading import ClipModel
-from ..errors import ZssegError
+from ..catalogue import DEFAULT_BATCH_SIZE, DEFAULT_MASK_THRESHOLD
+from ..errors import SettingError, ZssegError
 from ..data.images import ImageInput, image_tensor
 from ..prompts.encoding import PromptEncoder, PromptLike, VocabularyEmbedding
 from ..data.vocabulary import Vocabulary, as_vocabulary
@@ -48,7 +49,7 @@ class CropConfig:
             size, the position embeddings resized to its patch grid (REGION_RESIZED, True).
     """
 
-    threshold: float = 0.5
+    threshold: float = DEFAULT_MASK_THRESHOLD
     fill: str = "mean"
     expand_ratio: float = 1.0
     matting: bool = False
@@ -56,11 +57,37 @@ class CropConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.threshold < 1.0:
-            raise ZssegError(f"the mask threshold must be in [0, 1), got {self.threshold}")
+            raise SettingError("mask_threshold", f"{{setting}} must be in [0, 1), got {self.threshold}")
         if self.fill not in MASK_FILLS:
-            raise ZssegError(f"unknown mask fill '{self.fill}'; choose from {', '.join(MASK_FILLS)}")
+            raise SettingError("mask_fill", f"unknown {{setting}} '{self.fill}'; choose from {', '.join(MASK_FILLS)}")
         if not self.expand_ratio > 0:
-            raise ZssegError(f"the mask box expansion ratio must be above 0, got {self.expand_ratio}")
+            raise SettingError("mask_expand_ratio", f"{{setting}} must be above 0, got {self.expand_ratio}")
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """Eq. 1's settings: how masks become crops and crops class probabilities.
+
+    Attributes:
+        prompt: how class names are put to CLIP's text tower (anything `load_prompt` takes);
+            None: the prompt a trained network came with, else CLIP's 80 ImageNet templates.
+        temperature: of the softmax over 100 x cosine (None: the model's own, 100 for CLIP).
+        batch_size: crops per CLIP forward pass.
+        crop: how a mask becomes a crop (`CropConfig`).
+        text_cache: keep text features in the disk cache (`zsseg.prompts.text_cache`).
+    """
+
+    prompt: object = None
+    temperature: float | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    crop: CropConfig = CropConfig()
+    text_cache: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise SettingError("batch_size", f"{{setting}} must be at least 1, got {self.batch_size}")
+        if self.temperature is not None and not self.temperature > 0:
+            raise SettingError("temperature", f"{{setting}} must be above 0, got {self.temperature}")
 
 
 def mask_boxes(binary: torch.Tensor) -> torch.Tensor:
@@ -194,17 +221,25 @@ class RegionClassifier:
         prompt: PromptLike = "imagenet",
         temperature: float | None = None,
         mask_threshold: float | None = None,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         text_cache: bool = True,
         crop: CropConfig | None = None,
     ):
         if crop is not None and mask_threshold is not None and mask_threshold != crop.threshold:
-            raise ZssegError(f"two mask thresholds: {mask_threshold} and the crop settings' {crop.threshold}")
+            raise SettingError("mask_threshold", f"two mask thresholds: {{setting}}={mask_threshold} and crop.threshold={crop.threshold}")
+        crop = crop or CropConfig(**({} if mask_threshold is None else {"threshold": mask_threshold}))
+        self.config = RegionConfig(prompt, temperature, batch_size, crop, bool(text_cache))
         self.clip = clip
         self.prompts = PromptEncoder(clip, prompt, cache=text_cache)
         self.temperature = clip.temperature if temperature is None else temperature  # Eq. 1's 100 for CLIP
-        self.crop = crop or CropConfig(**({} if mask_threshold is None else {"threshold": mask_threshold}))
+        self.crop = crop
         self.batch_size = batch_size
+
+    @classmethod
+    def from_config(cls, clip: ClipModel, config: RegionConfig, prompt: PromptLike | None = None) -> "RegionClassifier":
+        """The classifier of `config` on `clip`; `prompt` where the config names none."""
+        return cls(clip, config.prompt if config.prompt is not None else prompt or "imagenet", config.temperature,
+                   batch_size=config.batch_size, text_cache=config.text_cache, crop=config.crop)
 
     @property
     def mask_threshold(self) -> float:

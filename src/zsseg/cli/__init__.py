@@ -14,14 +14,16 @@ groups are in `arguments`, the models a command builds in `models`, and output c
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
 import threading
 
-from ..errors import StoppedElsewhere, ZssegError
+from ..errors import SettingError, StoppedElsewhere, ZssegError
 from ..version import __version__
 from . import classify, datasets, demo, evaluate, listings, prompts, pseudo_label, segment, train
+from .arguments import SETTING_ARGUMENTS
 from .outputs import Terminated, interrupted_status, output, terminate
 
 
@@ -55,11 +57,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_names(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """Each setting the library's errors name (`SettingError`) and the flag of the command that
+    ran which gives it: the command line speaks in flags, the library in settings."""
+    for word in (getattr(args, "command", None), getattr(args, "what", None)):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and word in action.choices:
+                parser = action.choices[word]
+                break
+    flags = {action.dest: next(o for o in action.option_strings if o.startswith("--"))
+             for action in parser._actions if any(o.startswith("--") for o in action.option_strings)}
+    for setting, dest in SETTING_ARGUMENTS.items():
+        if dest in flags:
+            flags[setting] = flags[dest]
+    if "mask_fill" in flags:
+        flags["crop"] = "--mask-fill, --mask-expand-ratio, --mask-matting and --no-crop-resize"
+    return flags
+
+
+def explained(flags: dict[str, str], error: ZssegError) -> str:
+    """`error`'s message in the command line's words: a `SettingError` names the flag."""
+    return error.naming(flags) if isinstance(error, SettingError) else str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, terminate)
+    parser = _parser()
+    args = None
     try:
-        args = _parser().parse_args(argv)  # inside: `--version | head -0` is a closed pipe too
+        args = parser.parse_args(argv)  # inside: `--version | head -0` is a closed pipe too
+        args.explain = functools.partial(explained, flag_names(parser, args))  # for the demo's page
         if args.command is None:
             print("zsseg: error: give a command: segment, classify, demo, eval, train, pseudo-label, prompts, vocabularies, datasets or configs (see `zsseg --help`)", file=sys.stderr)
             return 2
@@ -74,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2  # another process of the torchrun world printed the error
     except ZssegError as error:
         rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
-        print(f"zsseg: error{f' (process {rank})' if rank else ''}: {error}", file=sys.stderr)
+        message = args.explain(error) if args is not None else str(error)
+        print(f"zsseg: error{f' (process {rank})' if rank else ''}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as error:
         print("zsseg: interrupted" + (" (terminated)" if isinstance(error, Terminated) else ""), file=sys.stderr)

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Callable
 
 from ..catalogue import (
-    CLASSIFIERS, DATASET_NAMES, DEFAULT_CLIP, DEFAULT_MAX_SIZE, DEFAULT_OVERLAP, DEFAULT_PROPOSALS, DEFAULT_SAM, DENSE_MODES, PRECISIONS,
-    ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, GENERATORS, METHODS, PROTOCOLS, check_options, parse_generator,
+    CLASSIFIERS, DATASET_NAMES, DEFAULT_BATCH_SIZE, DEFAULT_CLIP, DEFAULT_MASK_THRESHOLD, DEFAULT_MAX_PROPOSALS, DEFAULT_MAX_SIZE,
+    DEFAULT_PROPOSALS, DEFAULT_SAM, DENSE_MODES, ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, GENERATORS, METHODS, PRECISIONS, PROTOCOLS,
+    parse_generator,
 )
 from ..errors import ZssegError
 from ..data.vocabulary import PRESETS, Vocabulary
-
-DEFAULT_MAX_PROPOSALS = 100
 
 
 USABLE_PROPOSALS = [name for name, cls in GENERATORS.items() if not cls.needs_ground_truth]
@@ -95,20 +94,25 @@ overlap_fraction = fraction(include_one=False)
 
 
 def vocabulary_options(parser: argparse.ArgumentParser) -> None:
-    """The vocabulary, given one of three ways (`segment`, `classify`)."""
-    vocab = parser.add_mutually_exclusive_group(required=True)
+    """The vocabulary, given one of three ways (`segment`, `classify`), or by --config's record."""
+    vocab = parser.add_mutually_exclusive_group()
     vocab.add_argument("--classes", help='class names: "cat; sofa, couch; wall" (";" between classes, "," between synonyms)')
     vocab.add_argument("--vocabulary", choices=list(PRESETS), help="a built-in benchmark vocabulary")
     vocab.add_argument("--vocabulary-file", type=Path, help="text file, one class per line, synonyms separated by commas")
 
 
-def chosen_vocabulary(args: argparse.Namespace) -> Vocabulary:
-    """The vocabulary `vocabulary_options` gave, read and checked."""
+def chosen_vocabulary(args: argparse.Namespace, recorded: Vocabulary | None = None) -> Vocabulary:
+    """The vocabulary `vocabulary_options` gave, read and checked; else the one --config's
+    file records (`recorded`)."""
     if args.classes is not None:
         return Vocabulary.parse(args.classes)
     if args.vocabulary is not None:
         return Vocabulary.preset(args.vocabulary)
-    return Vocabulary.from_file(args.vocabulary_file)
+    if args.vocabulary_file is not None:
+        return Vocabulary.from_file(args.vocabulary_file)
+    if recorded is not None:
+        return recorded
+    raise ZssegError("give the class names: --classes, --vocabulary or --vocabulary-file (or --config with a file that records them)")
 
 
 def training_data_options(parser: argparse.ArgumentParser, protocol_help: str, split: bool = True,
@@ -190,7 +194,8 @@ CLIP_FORMS = ("a hub id or folder (transformers' CLIP or SigLIP, or open_clip's 
 
 def dtype_option(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     """--dtype: CLIP's precision."""
-    parser.add_argument("--dtype", default=default, choices=list(PRECISIONS),
+    parser.set_defaults(default_dtype=default)  # the command's, where neither --dtype nor --config gives one
+    parser.add_argument("--dtype", default=None, choices=list(PRECISIONS),
                         help="CLIP precision: auto (bf16 on a GPU and on CPUs with native bf16, int8 on other CPUs), fp32, bf16, fp16, or "
                         f"int8 (the image tower's linear layers quantised; CPU); bf16 also autocasts a maskformer's network (default {default})")
 
@@ -208,15 +213,17 @@ def clip_option(parser: argparse.ArgumentParser, what: str = "the CLIP") -> None
     tokenizer_option(parser)
 
 
-def model_options(parser: argparse.ArgumentParser, proposals: list[str], default_proposals: str = DEFAULT_PROPOSALS,
-                  dtype: str = "auto") -> None:
-    """The flags that choose and run the models. `dtype`: CLIP's default precision ("auto" for
-    labelling your images; "fp32" where the paper's numbers are at stake: eval, pseudo-labels)."""
+def model_options(parser: argparse.ArgumentParser, proposals: list[str], dtype: str = "auto") -> None:
+    """The flags that choose and run the models, one for each setting (`zsseg.config.OPTIONS`),
+    and --config. A flag left out leaves the setting to --config's file, else to zsseg's default;
+    `dtype` is this command's default precision ("auto" for labelling your images; "fp32" where
+    the paper's numbers are at stake: eval, pseudo-labels)."""
+    config_option(parser)
     parser.add_argument("--clip", default=None,
                         help=f"the vision-language model: {CLIP_FORMS} (default: the CLIP inside an authors' checkpoint given "
                         f"as --proposal-weights, else {DEFAULT_CLIP})")
     tokenizer_option(parser)
-    parser.add_argument("--method", default="two-stage", choices=list(METHODS),
+    parser.add_argument("--method", default=None, choices=list(METHODS),
                         help="two-stage: proposals + CLIP on each (Eq. 1, the paper's; default); fast: the same proposals, each "
                         "classified by pooling dense CLIP features (one CLIP pass, an approximation of Eq. 1); dense-clip: every "
                         "pixel by CLIP's patch features (training-free FCN baseline); fcn: a trained FCN (--fcn-weights) + dense CLIP")
@@ -224,16 +231,16 @@ def model_options(parser: argparse.ArgumentParser, proposals: list[str], default
                         help=f"mask proposal generator: {', '.join(p for p in proposals if p not in PRETRAINED_PROPOSALS)}; "
                         f"sam or sam:MODEL, SAM's automatic masks (default {DEFAULT_SAM}, or any SAM, SlimSAM or SAM-HQ hub id or "
                         "folder); mask2former:MODEL, the query masks of a pretrained MaskFormer, Mask2Former or OneFormer "
-                        f"(default {default_proposals})")
-    parser.set_defaults(default_proposals=default_proposals)
-    parser.add_argument("--dense-mode", default="plain", choices=list(DENSE_MODES),
-                        help="dense CLIP's patch features (fast, dense-clip, fcn): plain, as the paper's; sclip: SCLIP's correlative "
-                        "self-attention in the last layer, which makes them local")
-    parser.add_argument("--overlap", type=overlap_fraction, default=DEFAULT_OVERLAP,
+                        f"(default {DEFAULT_PROPOSALS}); each generator's own settings go in a --config file")
+    parser.add_argument("--dense-mode", default=None, choices=list(DENSE_MODES),
+                        help="dense CLIP's patch features (fast, dense-clip, fcn): plain, as the paper's (default); sclip: SCLIP's "
+                        "correlative self-attention in the last layer, which makes them local")
+    parser.add_argument("--overlap", type=overlap_fraction, default=None,
                         help="overlap of dense CLIP's sliding 224 windows, in [0, 1) (dense-clip, fcn; default 2/3, the paper's code)")
     parser.add_argument("--fcn-weights", type=Path, default=None, metavar="PATH",
                         help="trained FCN for --method fcn: the --output-dir of `zsseg train fcn` or its fcn.safetensors")
-    parser.add_argument("--max-proposals", type=at_least(1), default=None, help="masks per image (default 100; all segments for ground-truth)")
+    parser.add_argument("--max-proposals", type=at_least(1), default=None,
+                        help=f"masks per image (default {DEFAULT_MAX_PROPOSALS}; all segments for ground-truth)")
     parser.add_argument("--prompt", default=None, metavar="PROMPT",
                         help="how class names are prompted: imagenet (CLIP's 80 templates), vild, single (the paper's 'a sculpture of a {}.'), photo ('a photo of a {}.'), one template such as "
                         "'a sculpture of a {}.', or a prompt file or folder (`zsseg prompts select`, `zsseg train prompts`); "
@@ -242,18 +249,18 @@ def model_options(parser: argparse.ArgumentParser, proposals: list[str], default
                         help="the prompt of a trained network's own text classifier (maskformer, fcn), in --prompt's forms "
                         "(default: the one it was trained with; eval: the benchmark's)")
     parser.add_argument("--mask-threshold", type=fraction(include_one=False), default=None,
-                        help="Eq. 1 binarises each mask at this value before cropping (default 0.5; eval: the benchmark's)")
+                        help=f"Eq. 1 binarises each mask at this value before cropping (default {DEFAULT_MASK_THRESHOLD}; eval: the benchmark's)")
     crop_options(parser)
     parser.add_argument("--test-size", type=at_least(32), default=None, metavar="PIXELS",
                         help="shorter side images are processed at, longer side at most --max-size (default: a maskformer's test size, "
                         "else the image's own; eval: the benchmark's)")
     parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cpu)")
     dtype_option(parser, dtype)
     parser.add_argument("--max-size", type=at_least(32), default=None,
                         help=f"longer side images are processed at, at most (default {DEFAULT_MAX_SIZE}; eval: the benchmark's); "
                         "outputs are full size")
-    parser.add_argument("--batch-size", type=at_least(1), default=32, help="crops per CLIP forward pass (default 32)")
+    parser.add_argument("--batch-size", type=at_least(1), default=None, help=f"crops per CLIP forward pass (default {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--proposal-weights", type=Path, default=None, metavar="PATH",
                         help="trained proposal network for --proposals maskformer: the --output-dir of `zsseg train proposals`, its "
                         "proposals.safetensors, or an authors' checkpoint (model_final.pth)")
@@ -261,9 +268,15 @@ def model_options(parser: argparse.ArgumentParser, proposals: list[str], default
                         help=f"lambda of the maskformer + CLIP ensemble (default {ENSEMBLE_WEIGHT}, eval: the benchmark's; "
                         f"{FCN_ENSEMBLE_WEIGHT} for the fcn + dense CLIP one): seen classes p_net^l * p_clip^(1-l), unseen the reverse; "
                         "with maskformer, 0 is CLIP alone (--classifier clip), as the reference's weight at or below 0")
-    parser.add_argument("--classifier", default="ensemble", choices=list(CLASSIFIERS),
+    parser.add_argument("--classifier", default=None, choices=list(CLASSIFIERS),
                         help="who labels the maskformer's masks or the fcn's pixels: the ensemble (default), clip alone or the network "
                         "alone (ablations)")
+
+
+def config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="the settings of an earlier run: a JSON file zsseg wrote (an output's, an evaluation's, a pseudo-label "
+                        "folder's), or a configuration file; flags given beside it override it (docs/configuration.md)")
 
 
 def crop_options(parser: argparse.ArgumentParser) -> None:
@@ -273,57 +286,26 @@ def crop_options(parser: argparse.ArgumentParser) -> None:
                         help="what Eq. 1 puts behind a mask: mean, CLIP's pixel mean (the paper's; default), or zero (black)")
     parser.add_argument("--mask-expand-ratio", type=positive_number, default=None, metavar="R",
                         help="scale each mask's box by R about its centre before cropping (default 1)")
-    parser.add_argument("--mask-matting", action="store_true",
+    parser.add_argument("--mask-matting", action="store_true", default=None,
                         help="blend each pixel with the fill by the mask's own value, not its binarised one")
-    parser.add_argument("--no-crop-resize", dest="crop_resize", action="store_false",
+    parser.add_argument("--no-crop-resize", dest="resize_crops", action="store_false", default=None,
                         help="encode each crop at its own size, one at a time, instead of resized to CLIP's input")
 
 
-def crop_config(args: argparse.Namespace):
-    """The `CropConfig` of the crop flags and --mask-threshold (None: the defaults)."""
-    from ..classification.regions import CropConfig
-
-    given = {"threshold": getattr(args, "mask_threshold", None), "fill": args.mask_fill, "expand_ratio": args.mask_expand_ratio,
-             "matting": args.mask_matting or None, "resize": None if args.crop_resize else False}
-    given = {key: value for key, value in given.items() if value is not None}
-    return CropConfig(**given) if given else None
+#: Each setting (`zsseg.config.OPTIONS`) and the argument that gives it, where the names differ.
+SETTING_ARGUMENTS = {"fcn": "fcn_weights", "text_cache": "no_text_cache"}
+SETTINGS = ("method", "clip", "tokenizer", "device", "dtype", "proposals", "max_proposals", "proposal_weights", "prompt", "network_prompt",
+            "batch_size", "text_cache", "mask_threshold", "mask_fill", "mask_expand_ratio", "mask_matting", "resize_crops",
+            "ensemble_weight", "classifier", "dense_mode", "overlap", "max_size", "test_size", "fcn")
 
 
-# The argument and its value when not given, of each option a method may or may not take
-# (`zsseg.catalogue.OPTIONS`).
-METHOD_FLAGS = {
-    "proposals": ("proposals", None),
-    "max_proposals": ("max_proposals", None),
-    "proposal_weights": ("proposal_weights", None),
-    "mask_threshold": ("mask_threshold", None),
-    "test_size": ("test_size", None),
-    "fcn": ("fcn_weights", None),
-    "dense_mode": ("dense_mode", "plain"),
-    "overlap": ("overlap", DEFAULT_OVERLAP),
-    "ensemble_weight": ("ensemble_weight", None),
-    "classifier": ("classifier", "ensemble"),
-}
-
-
-CROP_FLAGS = {"mask_fill": None, "mask_expand_ratio": None, "mask_matting": False, "crop_resize": True}
-
-
-def method_flags(args: argparse.Namespace) -> dict[str, bool]:
-    """Which of the options a method may or may not take the command line gives."""
-    given = {option: getattr(args, dest) != unset for option, (dest, unset) in METHOD_FLAGS.items()}
-    return {**given, "crop": any(getattr(args, dest) != unset for dest, unset in CROP_FLAGS.items())}
-
-
-def for_method(args: argparse.Namespace, method: str) -> argparse.Namespace:
-    """`args` without the options `method` does not take (the demo offers several methods)."""
-    takes = METHODS[method].options
-    crop = {} if "crop" in takes else CROP_FLAGS
-    return argparse.Namespace(**{**vars(args), "method": method, **crop,
-                                 **{dest: unset for option, (dest, unset) in METHOD_FLAGS.items() if option not in takes}})
-
-
-def check_method_flags(args: argparse.Namespace) -> None:
-    """A flag the chosen method does not take is an error now, before any model loads."""
-    check_options(METHODS[args.method], method_flags(args))
-    if args.method == "fcn" and args.fcn_weights is None:
-        raise ZssegError("--method fcn needs --fcn-weights (the --output-dir of `zsseg train fcn`)")
+def given_settings(args: argparse.Namespace) -> dict:
+    """The settings the command line gives (a flag left out gives none)."""
+    settings = {}
+    for setting in SETTINGS:
+        value = getattr(args, SETTING_ARGUMENTS.get(setting, setting), None)
+        if setting == "text_cache":
+            value = False if value else None
+        if value is not None:
+            settings[setting] = str(value) if isinstance(value, Path) else value
+    return settings

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..catalogue import DEFAULT_MAX_MASKS
+from ..catalogue import DEFAULT_BATCH_SIZE, DEFAULT_CLIP, DEFAULT_MAX_MASKS
 from ..errors import ZssegError, counted
-from .arguments import at_least, chosen_vocabulary, clip_option, dtype_option, vocabulary_options
-from .outputs import check_output_folder, input_files, interrupted_status, remove_if_empty
+from .arguments import CLIP_FORMS, at_least, chosen_vocabulary, config_option, dtype_option, tokenizer_option, vocabulary_options
+from .outputs import interrupted_status
 
 if TYPE_CHECKING:  # the mask readers and writers import numpy, PIL and pycocotools: not for `zsseg --help`
     from ..data.mask_files import MaskSet
@@ -45,14 +45,16 @@ def add_parser(commands) -> None:
     classify.add_argument("--max-masks", type=at_least(1), default=DEFAULT_MAX_MASKS,
                           help=f"refuse more masks than this (default {DEFAULT_MAX_MASKS}): each one is a CLIP crop, and a "
                           "wrong file (a photo read as an instance map) should stop at once")
-    clip_option(classify, "the vision-language model")
+    config_option(classify)
+    classify.add_argument("--clip", default=None, help=f"the vision-language model: {CLIP_FORMS} (default {DEFAULT_CLIP})")
+    tokenizer_option(classify)
     classify.add_argument("--prompt", default=None, metavar="PROMPT",
                           help="how class names are prompted: imagenet (default), vild, single, photo, one template such as "
                           "'a sculpture of a {}.', or a prompt file or folder")
     classify.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
-    classify.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    classify.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default cpu)")
     dtype_option(classify)
-    classify.add_argument("--batch-size", type=at_least(1), default=32, help="crops per CLIP forward pass (default 32)")
+    classify.add_argument("--batch-size", type=at_least(1), default=None, help=f"crops per CLIP forward pass (default {DEFAULT_BATCH_SIZE})")
     classify.add_argument("--overwrite", action="store_true",
                           help="replace existing files in --out that zsseg did not write (files zsseg wrote are always replaced)")
     classify.set_defaults(run=run)
@@ -79,6 +81,7 @@ class _Plan:
     """What to classify and where it goes, after every check that needs no model."""
 
     vocabulary: Vocabulary
+    config: object  # the SegmenterConfig
     image: object  # HWC uint8 array
     masks: MaskSet
     stem: str
@@ -101,41 +104,46 @@ def _mask_files(path: Path) -> list[Path]:
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
+    from ..config import SegmenterConfig, check_prompts
     from ..data.images import read_image
     from ..data.mask_files import read_masks
+    from ..outputs.safety import check_output_folder, model_paths, protected_files
     from ..outputs.writers import check_target, remove_stale_temporaries
-    from .models import check_prompt
+    from .models import base_config, settings
 
-    vocabulary = chosen_vocabulary(args)
-    check_prompt(args)
+    config, recorded = base_config(args)
+    vocabulary = chosen_vocabulary(args, recorded)
+    config = SegmenterConfig.from_options(config, **settings(args))
+    check_prompts(config)
     image = read_image(args.image)
     masks = read_masks(args.masks, image.shape[0], image.shape[1], image_id=args.image_id, max_masks=args.max_masks)
     stem = Path(args.image).stem
-    inputs = input_files(args, [Path(args.image), *_mask_files(args.masks)])
+    inputs = protected_files([args.image, *_mask_files(args.masks), args.vocabulary_file, args.config], model_paths(config))
     targets = output_targets(args.out, stem)
-    check_output_folder(args.out, "--out")
+    check_output_folder(args.out, "out")
     for target in targets:
         check_target(target, inputs, args.overwrite)
     remove_stale_temporaries(args.out, targets)
-    return _Plan(vocabulary, image, masks, stem, targets, inputs)
+    return _Plan(vocabulary, config, image, masks, stem, targets, inputs)
 
 
 def run(args: argparse.Namespace) -> int:
     """Classify the masks and write the four outputs; Ctrl-C leaves nothing behind."""
+    from ..outputs.safety import remove_if_empty
     from ..outputs.writers import check_target, write_outputs
+    from ..segmenter import Segmenter
 
     plan = _plan(args)
     created = not args.out.exists()
     try:
-        classifier = _classifier(args)
-        from ..classification.masks import classify_masks
-
-        labels = classify_masks(classifier, plan.image, plan.masks, plan.vocabulary, progress=True)
-        settings = _settings(classifier, args, plan.masks)
+        segmenter = Segmenter(plan.config)
+        result = segmenter.classify(plan.image, plan.masks, plan.vocabulary)
+        record = {**segmenter.record(plan.vocabulary), "masks": {"source": str(args.masks), "format": plan.masks.format,
+                                                               "image_id": plan.masks.image_id}}
         for target in plan.targets:  # again: a file may have appeared while CLIP ran
             check_target(target, plan.inputs, args.overwrite)
-        write_outputs(args.out, plan.stem, plan.image, labels.label_map, labels.class_names, str(args.image), settings,
-                      extra_json={MASKS_SUFFIX: masks_record(plan.masks, labels, str(args.image), settings)})
+        write_outputs(args.out, plan.stem, plan.image, result.label_map, result.class_names, str(args.image), record,
+                      extra_json={MASKS_SUFFIX: masks_record(plan.masks, result, str(args.image), record)})
     except KeyboardInterrupt as error:
         remove_if_empty(args.out, created)
         print("zsseg: interrupted: nothing written", file=sys.stderr)
@@ -143,51 +151,25 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         remove_if_empty(args.out, created)
         raise ZssegError(f"cannot write outputs to {args.out}: {error.strerror or error}") from None
-    present = len(set(labels.label_map[labels.label_map >= 0].ravel().tolist()))
+    present = len(set(result.label_map[result.label_map >= 0].ravel().tolist()))
     passed = (f"; in {args.masks}, {counted(plan.masks.passed_over, 'entry', 'entries')} that are not PNG masks passed over"
               if plan.masks.passed_over else "")
-    print(f"zsseg: {plan.masks.describe()} classified, {present} of {counted(len(labels.class_names), 'class', 'classes')} "
+    print(f"zsseg: {plan.masks.describe()} classified, {present} of {counted(len(result.class_names), 'class', 'classes')} "
           f"present; outputs in {args.out}{passed}", file=sys.stderr)
     return 0
 
 
-def _classifier(args: argparse.Namespace):
-    from ..models.loading import load_clip
-    from ..classification.regions import RegionClassifier
-    from ..segmenter import DEFAULT_PROMPT
-
-    clip = load_clip(args.clip, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
-    return RegionClassifier(clip, prompt=args.prompt or DEFAULT_PROMPT, batch_size=args.batch_size, text_cache=not args.no_text_cache)
-
-
-def _settings(classifier, args: argparse.Namespace, masks: MaskSet) -> dict:
-    """What made the labels, as JSON values (recorded in STEM.json and STEM_masks.json)."""
-    from ..outputs.writers import SOFTWARE
-
-    clip = classifier.clip
-    return {
-        "zsseg": SOFTWARE,
-        "method": "classify",
-        "clip": clip.source,
-        "clip_text": clip.text_fingerprint()[:16],
-        "dtype": str(clip.dtype).removeprefix("torch."),
-        "prompt": classifier.prompts.prompt.describe(),
-        "masks": str(args.masks),
-        "mask_format": masks.format,
-        "image_id": masks.image_id,
-    }
-
-
-def masks_record(masks: MaskSet, labels, source: str, settings: dict) -> dict:
+def masks_record(masks: MaskSet, result, source: str, record: dict) -> dict:
     """STEM_masks.json (zsseg's mark is added when written): per input mask its id, area, COCO
     box [x, y, w, h], COCO RLE (the mask's pixels exactly), every class's Eq. 1 probability in
     vocabulary order, and its arg-max class."""
-    names = labels.class_names
+    names = result.class_names
+    probs = result.region_probs.numpy()
     entries = []
     for k, (mask_id, area, box) in enumerate(zip(masks.ids, masks.areas(), masks.boxes())):
-        best = int(labels.labels[k])
+        best = int(probs[k].argmax())
         entries.append({"id": mask_id, "area": area, "bbox": box, "rle": masks.rle_json(k), "label": names[best],
-                        "label_index": best, "probs": [float(p) for p in labels.probs[k]]})
+                        "label_index": best, "probs": [float(p) for p in probs[k]]})
     return {"image": source, "height": masks.height, "width": masks.width, "vocabulary": list(names),
             "masks_source": str(masks.source), "mask_format": masks.format, "image_id": masks.image_id,
-            "settings": settings, "masks": entries}
+            "config": record, "masks": entries}

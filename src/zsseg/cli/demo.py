@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import importlib
 import io
 import sys
 import threading
 from typing import TYPE_CHECKING, Callable
 
-from ..catalogue import DEFAULT_CLIP, DEFAULT_MAX_SIZE, GENERATORS, MASKFORMER, METHODS, PER_PIXEL_METHODS, parse_generator
+from ..catalogue import DEFAULT_MAX_PROPOSALS, GENERATORS, MASKFORMER, METHODS, parse_generator
 from ..errors import ZssegError
-from .arguments import DEFAULT_MAX_PROPOSALS, PORT, PRETRAINED_PROPOSALS, USABLE_PROPOSALS, for_method, model_options
+from .arguments import PORT, PRETRAINED_PROPOSALS, USABLE_PROPOSALS, model_options
 
 if TYPE_CHECKING:
     from ..proposals import ProposalGenerator
@@ -51,16 +50,19 @@ def run(args: argparse.Namespace) -> int:
         if (error.name or "").split(".")[0] == "gradio":
             raise ZssegError('the web demo needs gradio, which is not installed: pip install "zsseg[demo]"') from None
         raise ZssegError(f'gradio cannot be imported ({error}); reinstall it: pip install "zsseg[demo]"') from None
-    from ..models.loading import load_clip
+    from ..config import SegmenterConfig, check_prompts
     from ..demo import Demo, example_images
-    from .models import check_prompt
+    from .models import base_config, settings
 
-    check_prompt(args)
-    clip = load_clip(args.clip or DEFAULT_CLIP, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
-    page = Demo(_demo_segmenters(args, clip), list(METHODS), DEMO_PROPOSALS, method=args.method,
-                proposal=None if args.method in PER_PIXEL_METHODS else args.proposals or args.default_proposals,
-                max_proposals=args.max_proposals or DEFAULT_MAX_PROPOSALS, max_size=args.max_size or DEFAULT_MAX_SIZE,
-                examples=example_images())
+    config = base_config(args)[0]
+    options = settings(args)
+    first = SegmenterConfig.from_options(config, **options)
+    check_prompts(first)
+    clip = first.clip.load()
+    proposal = None if first.proposals is None else options.get("proposals") or first.proposals.name
+    page = Demo(_demo_segmenters(args, clip), list(METHODS), DEMO_PROPOSALS, method=first.method, proposal=proposal,
+                max_proposals=first.proposals.max_proposals if first.proposals else DEFAULT_MAX_PROPOSALS,
+                max_size=first.size.max_size, examples=example_images(), explain=args.explain)
     for reason in page.left_out:
         print(f"zsseg: not offered on the page: {reason}", file=sys.stderr)
     try:
@@ -78,36 +80,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _demo_segmenters(args: argparse.Namespace, clip) -> Callable[[str, str | None, int | None], Segmenter]:
     """Builds the page's segmenter for (method, proposals, K) as `zsseg segment` would with
-    those flags (and the others as given), around the one loaded `clip`. The weights flags
-    apply where they belong, so that the page can switch between a trained network and the
+    those settings (and the others as given where they apply: `zsseg.config.applicable`), around
+    the one loaded `clip`, so that the page can switch between a trained network and the
     training-free generators. A generator that loads a network (maskformer, sam, mask2former)
     loads it once: the segmenters for other K take a copy that shares it."""
-    from .models import build_segmenter, proposal_generator
+    from ..config import applicable
+    from ..segmenter import Segmenter
+    from .models import base_config, settings
 
+    config, options = base_config(args)[0], settings(args)
     networks: dict[str, ProposalGenerator] = {}
 
-    def generator(settings: argparse.Namespace) -> ProposalGenerator:
-        spec = settings.proposals or settings.default_proposals
-        name, _ = parse_generator(spec)
-        if settings.method in PER_PIXEL_METHODS or not (GENERATORS[name].pretrained or name == MASKFORMER):
-            return proposal_generator(settings, args.device)
-        if spec not in networks:
-            networks[spec] = proposal_generator(settings, args.device)
-        shared = copy.copy(networks[spec])
-        shared.max_proposals = settings.max_proposals or DEFAULT_MAX_PROPOSALS
-        return shared
-
     def make(method: str, proposals: str | None, max_proposals: int | None) -> Segmenter:
-        trained = proposals == MASKFORMER or method == "fcn"
-        settings = for_method(argparse.Namespace(**{
-            **vars(args),
-            "clip": clip,
-            "proposals": proposals,
-            "max_proposals": max_proposals,
-            "proposal_weights": args.proposal_weights if proposals == MASKFORMER else None,
-            "ensemble_weight": args.ensemble_weight if trained else None,
-            "classifier": args.classifier if trained else "ensemble",
-        }), method)
-        return build_segmenter(settings, args.device, generator(settings))
+        chosen = applicable({**options, "method": method, "proposals": proposals, "max_proposals": max_proposals})
+        if proposals is not None and (GENERATORS[parse_generator(proposals)[0]].pretrained or proposals == MASKFORMER):
+            if proposals not in networks:
+                networks[proposals] = Segmenter(config, **{**chosen, "clip": clip}).proposals
+            chosen["proposals"] = networks[proposals]
+            chosen.pop("proposal_weights", None)
+        return Segmenter(config, **{**chosen, "clip": clip})
 
     return make

@@ -1,20 +1,14 @@
-"""`zsseg eval`: score on a benchmark, with the reference code's settings by default."""
+"""`zsseg eval`: score on a benchmark, with the reference code's settings by default (`zsseg.evaluate`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..catalogue import DATASET_NAMES, GENERATORS, MASKFORMER, METHODS, MIOU_RULES, PER_PIXEL_METHODS, PROTOCOLS, parse_generator
-from ..errors import ZssegError
-from ..version import __version__
-from .arguments import at_least, check_method_flags, model_options, pipeline_option, worker_count, workers_option
-from .outputs import check_json_output, check_output_folder, input_files, output
-
-if TYPE_CHECKING:  # the dataset readers and writers import numpy and PIL: not for `zsseg --help`
-    from ..data.datasets import SegmentationDataset
+from ..catalogue import DATASET_NAMES, GENERATORS, MIOU_RULES, PROTOCOLS
+from .arguments import at_least, model_options, pipeline_option, workers_option
+from .outputs import output
 
 
 def add_parser(commands) -> None:
@@ -54,113 +48,34 @@ def add_parser(commands) -> None:
     evaluate.set_defaults(run=run)
 
 
-def _benchmark_args(args: argparse.Namespace, dataset: SegmentationDataset) -> tuple[argparse.Namespace, dict]:
-    """The command line with each model setting it leaves open taken from the benchmark's row
-    of `zsseg.evaluation.reference_settings.SETTINGS` (the reference code's test settings), and a record of every
-    setting and where it came from."""
-    from ..evaluation.reference_settings import benchmark_settings
-
-    row = benchmark_settings(dataset.name, args.protocol)
-    per_pixel = args.method in PER_PIXEL_METHODS
-    network = not per_pixel and parse_generator(args.proposals or args.default_proposals)[0] == MASKFORMER
-    preset = row.segmenter_options(network or args.method == "fcn")
-    if args.method == "fcn":
-        preset["ensemble_weight"] = None  # the FCN's own lambda (FCN_ENSEMBLE_WEIGHT), as the reference's per-pixel config
-    takes = METHODS[args.method].options | {"max_size", "prompt", "network_prompt"}
-    chosen = {key: preset[key] if getattr(args, key) is None and key in takes else getattr(args, key)
-              for key in ("test_size", "max_size", "mask_threshold", "ensemble_weight", "prompt", "network_prompt")}
-    seen = args.seen_classes or row.seen
-    record = {
-        "benchmark_settings": row.source,
-        "test_size": [chosen["test_size"], chosen["max_size"]],
-        "mask_threshold": None if per_pixel else chosen["mask_threshold"],
-        "seen_classes": seen,
-        "seen_flags": row.seen_flags(dataset.unseen, dataset.num_classes, seen),
-        "class_names": row.class_names if args.class_names == "reference" else dataset.vocabulary.name,
-        "miou_rule": args.miou_rule,
-    }
-    return argparse.Namespace(**{**vars(args), **chosen}), record
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.reference_settings import benchmark_settings
+    from ..config import SegmenterConfig, check_prompts
     from ..data.datasets import load_dataset, unseen_classes
-    from ..runs.distributed import init_distributed, shutdown_distributed
-    from ..evaluation.runner import ClipPredictor, OraclePredictor, check_prediction_folder, evaluate
-    from ..proposals import MaskFormerProposals
+    from ..evaluation.runner import evaluate
+    from ..outputs.safety import check_json_output, check_output_folder, model_paths, protected_files
     from ..outputs.writers import check_target, write_json
-    from .models import build_segmenter, check_prompt, proposal_generator
+    from ..runs.distributed import rank_is_main
+    from .models import base_config, settings
 
-    if args.oracle and args.method != "two-stage":
-        raise ZssegError(f"--oracle scores proposals alone, with no classifier; --method {args.method} does not apply")
     dataset = load_dataset(args.dataset, args.data_root, args.split, skip_missing_labels=args.skip_missing_labels)
     unseen_classes(dataset, args.protocol)
-    check_prompt(args)
+    config = base_config(args)[0]
+    options = settings(args)
+    first = SegmenterConfig.from_options(config, **options)  # a flag the method does not take: an error now
     if not args.oracle:
-        check_method_flags(args)
-    args, recorded = _benchmark_args(args, dataset)
-    vocabulary = benchmark_settings(dataset.name, args.protocol).vocabulary() if args.class_names == "reference" else dataset.vocabulary
-    inputs = input_files(args)
+        check_prompts(first)
+    inputs = protected_files([args.config], model_paths(first))
     if args.output is not None:
-        check_json_output(args.output, "--output", dataset, inputs)
+        check_json_output(args.output, "output", dataset, inputs)
     if args.save_predictions is not None:
-        check_output_folder(args.save_predictions, "--save-predictions")
-        check_prediction_folder(dataset, args.save_predictions, args.limit)
-    context = init_distributed(args.device)
-    try:
-        generator = proposal_generator(args, context.device)
-        if args.oracle:
-            predictor = OraclePredictor(generator, dataset.num_classes, args.max_size, args.test_size)
-        else:
-            predictor = ClipPredictor(build_segmenter(args, context.device, generator), vocabulary, seen=recorded["seen_flags"])
-        per_pixel = args.method in PER_PIXEL_METHODS and not args.oracle
-        proposals = None if per_pixel else args.proposals or args.default_proposals
-        segmenter = None if args.oracle else predictor.segmenter
-        network = getattr(segmenter, "network_prompts", None)
-        settings = {
-            "oracle": args.oracle,
-            "method": None if args.oracle else args.method,
-            "proposals": proposals,
-            "proposal_model": getattr(generator, "source", None) if not per_pixel else None,
-            "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
-            "fcn_weights": None if args.fcn_weights is None else str(args.fcn_weights),
-            "dense_mode": args.dense_mode if args.method != "two-stage" and not args.oracle else None,
-            "overlap": args.overlap if per_pixel else None,
-            "ensemble_weight": segmenter.ensemble_weight if network is not None else None,
-            "classifier": segmenter.classifier_mode if (proposals == MASKFORMER or args.method == "fcn") and not args.oracle else None,
-            "max_proposals": None if per_pixel else generator.max_proposals,
-            "self_training": generator.trained.self_training if isinstance(generator, MaskFormerProposals) else None,
-            "clip": None if args.oracle else segmenter.clip.source,
-            "prompt": None if args.oracle else segmenter.classifier.prompts.prompt.describe(),
-            "network_prompt": None if network is None else network.prompt.describe(),
-            **{k: v for k, v in recorded.items() if k != "seen_flags"},
-            "seen_classes": recorded["seen_classes"] if network is not None else None,
-            "mask_threshold": recorded["mask_threshold"] if not args.oracle else None,
-            "dtype": None if args.oracle else segmenter.clip.precision,
-            "max_size": args.max_size,
-            "data_root": str(dataset.root),
-            "zsseg_version": __version__,
-        }
-        report = evaluate(
-            dataset,
-            predictor,
-            protocol=args.protocol,
-            limit=args.limit,
-            context=context,
-            save_predictions=args.save_predictions,
-            settings=settings,
-            skip_unreadable_labels=args.skip_missing_labels,
-            miou_rule=args.miou_rule,
-            class_names=vocabulary.names,
-            workers=worker_count(args),
-            pipeline=args.pipeline,
-        )
-    finally:
-        shutdown_distributed()
-    if context.is_main:
+        check_output_folder(args.save_predictions, "save_predictions")
+    report = evaluate(dataset, limit=args.limit, protocol=args.protocol, config=config, oracle=args.oracle, class_names=args.class_names,
+                      seen_classes=args.seen_classes, miou_rule=args.miou_rule, skip_missing_labels=args.skip_missing_labels,
+                      save_predictions=args.save_predictions, workers=args.workers, pipeline=args.pipeline, **options)
+    if rank_is_main():
         output(report.summary() if args.quiet else report.table().splitlines())
         if args.output is not None:
             check_target(args.output, inputs, advice="give another --output file")
-            write_json(args.output, report.as_dict())
+            write_json(args.output, report.to_dict())
             print(f"zsseg: wrote {args.output}", file=sys.stderr)
     return 0

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from ..catalogue import DEFAULT_REJECT_THRESHOLD, MASKFORMER, PER_PIXEL_METHODS
-from ..errors import ZssegError
-from ..version import __version__
-from .arguments import USABLE_PROPOSALS, at_least, check_method_flags, model_options, pipeline_option, training_data_options, unit_interval, worker_count, workers_option
-from .outputs import check_output_folder, output
+from ..errors import SettingError
+from .arguments import (USABLE_PROPOSALS, at_least, model_options, pipeline_option, training_data_options, unit_interval, worker_count,
+                        workers_option)
+from .outputs import output
 
 
 def add_parser(commands) -> None:
@@ -23,7 +23,7 @@ def add_parser(commands) -> None:
         "images are sharded. Then: zsseg train proposals ... --pseudo-labels DIR.",
     )
     training_data_options(pseudo, "zero-shot (the only protocol with unseen classes)", protocols=["zero-shot"])
-    model_options(pseudo, USABLE_PROPOSALS, default_proposals=MASKFORMER, dtype="fp32")
+    model_options(pseudo, USABLE_PROPOSALS, dtype="fp32")
     pseudo.add_argument("--reject-threshold", type=unit_interval, default=DEFAULT_REJECT_THRESHOLD,
                         help="ignore pixels whose unseen-class score (its share of the covering proposals' probability, 0..1) "
                         f"is below this (default {DEFAULT_REJECT_THRESHOLD}, the reference's: label every non-seen pixel)")
@@ -35,34 +35,30 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import SegmenterConfig, check_prompts
     from ..data.datasets import load_dataset
-    from ..runs.distributed import init_distributed, shutdown_distributed
+    from ..outputs.safety import check_output_folder
+    from ..runs.distributed import distributed_session
+    from ..segmenter import Segmenter
     from ..training.self_training import pseudo_label
-    from .models import build_segmenter, check_prompt, proposal_generator
+    from .models import base_config, settings
 
-    if args.method in PER_PIXEL_METHODS:
-        raise ZssegError(f"pseudo-labels are made from proposals (--method two-stage or fast), not --method {args.method}")
-    check_method_flags(args)
+    config = base_config(args)[0]
+    options = settings(args)
+    if options.get("method") in PER_PIXEL_METHODS or (config is not None and config.method in PER_PIXEL_METHODS):
+        raise SettingError("method", f"pseudo-labels are made from proposals ({{setting}} two-stage or fast), not "
+                           f"{options.get('method') or config.method}")
+    if config is None and "proposals" not in options:
+        options["proposals"] = MASKFORMER  # the trained zero-shot model, by default
+    first = SegmenterConfig.from_options(config, **options)  # a flag the method does not take: an error now
+    check_prompts(first)
     dataset = load_dataset(args.dataset, args.data_root, args.split)
-    check_prompt(args)
-    dataset.check_outside(args.output_dir, "--output-dir")
-    check_output_folder(args.output_dir, "--output-dir")
-    context = init_distributed(args.device)
-    try:
-        segmenter = build_segmenter(args, context.device, proposal_generator(args, context.device))
-        settings = {
-            "proposal_weights": None if args.proposal_weights is None else str(args.proposal_weights),
-            "clip": segmenter.clip.source,
-            "prompt": segmenter.classifier.prompts.prompt.describe(),
-            "dtype": segmenter.clip.precision,
-            "data_root": str(dataset.root),
-            "zsseg_version": __version__,
-        }
+    dataset.check_outside(args.output_dir, "output_dir")
+    check_output_folder(args.output_dir, "output_dir")
+    with distributed_session(first.clip.device) as context:
+        segmenter = Segmenter(first, device=context.device)
         report = pseudo_label(dataset, segmenter, args.output_dir, protocol=args.protocol, reject_threshold=args.reject_threshold,
-                              limit=args.limit, context=context, settings=settings, workers=worker_count(args),
-                              pipeline=args.pipeline)
-    finally:
-        shutdown_distributed()
+                              limit=args.limit, context=context, workers=worker_count(args), pipeline=args.pipeline)
     if context.is_main:
         output(report.summary())
         print(f"zsseg: pseudo-labels in {args.output_dir}; train on them with "

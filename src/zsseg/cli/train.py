@@ -73,15 +73,15 @@ def _train_config(args: argparse.Namespace, config):
     """A named config (`NamedConfig` or `FcnConfig`) with the command line's training overrides."""
     from dataclasses import replace
 
-    from .models import check_prompt
+    from ..prompts.encoding import load_prompt
 
     overrides = {
         key: getattr(args, key)
         for key in ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed", "loss_pixels")
         if getattr(args, key, None) is not None
     }
-    check_prompt(args)  # a bad prompt is an error now, not after the dataset is read
     if args.prompt is not None:
+        load_prompt(args.prompt)  # a bad prompt is an error now, not after the dataset is read
         overrides["prompt"] = args.prompt
     return replace(config, train=replace(config.train, **overrides))
 
@@ -121,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _train_fcn(args: argparse.Namespace) -> int:
-    from ..networks.fcn import check_output_dir, fcn_config, train_fcn
+    from ..training.fcn import check_output_dir, fcn_config, train_fcn
 
     config = _train_config(args, fcn_config(args.config))
     weights = _backbone_weights(args, config.model.backbone)

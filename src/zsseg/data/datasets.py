@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..catalogue import PROTOCOLS
-from ..errors import ZssegError, counted
+from ..errors import SettingError, ZssegError, counted
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, bomb_refusal, read_image
 from .vocabulary import Vocabulary
 
@@ -316,13 +316,14 @@ class SegmentationDataset:
             tops.add(self.root / parent.relative_to(self.root).parts[0] if inside else parent)
         return sorted(tops)
 
-    def check_outside(self, path: Path, flag: str) -> None:
-        """Refuse an output `path` inside the dataset's folders, where it could replace or mix
-        with the images and ground truth."""
-        resolved = path.resolve()
+    def check_outside(self, path: Path, setting: str) -> None:
+        """Refuse an output `path` (given as `setting`) inside the dataset's folders, where it
+        could replace or mix with the images and ground truth."""
+        resolved = Path(path).resolve()
         for folder in self.folders:
             if resolved.is_relative_to(folder.resolve()):
-                raise ZssegError(f"{flag} {path} is inside the {self.name} dataset's folder {folder}; write outputs outside the dataset")
+                raise SettingError(setting, f"{{setting}} {path} is inside the {self.name} dataset's folder {folder}; write outputs "
+                                   "outside the dataset")
 
     def load_image(self, index: int) -> np.ndarray:
         return read_image(self.samples[index].image)
@@ -347,6 +348,28 @@ class SegmentationDataset:
                 f"(is this a label map of another encoding? expected layout: {self.spec.layout(self.root, self.split)})"
             )
         return labels
+
+
+class UnreadableLabel(ZssegError):
+    """An image's label map cannot be read (or holds values its benchmark does not define)."""
+
+
+class SampleReader:
+    """`(image, label)` of sample `index` of `dataset`, the one reader of every run over a
+    dataset (evaluation, pseudo-labelling), picklable for DataLoader workers. Where the label
+    map cannot be read, an `UnreadableLabel` stands in its place: the run decides whether that
+    image is an error or is left out."""
+
+    def __init__(self, dataset: "SegmentationDataset"):
+        self.dataset = dataset
+
+    def __call__(self, index: int) -> tuple:
+        image = self.dataset.load_image(index)
+        try:
+            label = self.dataset.load_label(index)
+        except ZssegError as error:
+            label = UnreadableLabel(str(error))
+        return image, label
 
 
 def read_label_file(path: Path) -> np.ndarray:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..errors import ZssegError
+from ..catalogue import DEFAULT_MAX_SIZE
+from ..errors import SettingError, ZssegError
 
 if TYPE_CHECKING:
     import torch
@@ -119,6 +121,27 @@ def image_tensor(image: ImageInput | torch.Tensor) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         return image.float()
     return torch.from_numpy(as_rgb_array(image)).permute(2, 0, 1).float()
+
+
+@dataclass(frozen=True)
+class SizeConfig:
+    """The size images are processed at; outputs are at the input's full size.
+
+    Attributes:
+        max_size: the longer side at most this many pixels (None: no bound).
+        test_size: the shorter side at this many pixels, the longer at most `max_size`
+            (detectron2's test-time resize); None: a proposal network's own test size, else
+            the image's size. The proposal methods take it; the per-pixel ones size on their own.
+    """
+
+    max_size: int | None = DEFAULT_MAX_SIZE
+    test_size: int | None = None
+
+    def __post_init__(self):
+        for setting in ("max_size", "test_size"):
+            value = getattr(self, setting)
+            if value is not None and (not isinstance(value, int) or value < 32):
+                raise SettingError(setting, f"{{setting}} must be at least 32 pixels, got {value}")
 
 
 def bounded_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:

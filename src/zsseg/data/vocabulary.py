@@ -109,6 +109,15 @@ class Vocabulary:
         return cls(tuple(classes), name)
 
     @classmethod
+    def from_classes(cls, classes, name: str | None = None) -> "Vocabulary":
+        """The classes as `classes` (a list of synonym lists, as a record holds them) gives
+        them; a class given as a string is one synonym."""
+        try:
+            return cls(tuple((c,) if isinstance(c, str) else tuple(str(s) for s in c) for c in classes), name)
+        except TypeError:
+            raise ZssegError("a vocabulary must be a list of classes, each a list of synonyms") from None
+
+    @classmethod
     def verbatim(cls, names: list[str] | tuple[str, ...], name: str | None = None) -> "Vocabulary":
         """One class per entry, each entry whole (stripped), commas and all: how the reference
         code names a benchmark's classes ("road, route" is one prompt, "a photo of a road,

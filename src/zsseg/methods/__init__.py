@@ -5,20 +5,20 @@
 - "dense-clip": every pixel from CLIP's patch features (the paper's training-free FCN baseline);
 - "fcn": the paper's retrained FCN, ensembled with dense CLIP.
 
-With a trained proposal network (`--proposals maskformer`), two-stage and fast run inside
+With a trained proposal network (`proposals="maskformer"`), two-stage and fast run inside
 `NetworkEnsemble`, which combines the network's own classifier with CLIP's. Adding a method is
-one module with a `Method` subclass, one line in `METHODS`, and its declaration (the options
-it takes, whether it labels pixels) in `zsseg.catalogue.METHODS`, where the command line reads
-it without loading any model.
+one module with a `Method` subclass, one line in `METHODS`, its declaration (whether it labels
+pixels) in `zsseg.catalogue.METHODS`, where the command line reads it without loading any
+model, and the settings it takes in `zsseg.config`.
 """
 
 from __future__ import annotations
 
 from ..proposals import MaskFormerProposals
-from .base import ENSEMBLE_WEIGHT, OPTIONS, Method, MethodOutput, Parts, check_options, ensemble
+from .base import ENSEMBLE_WEIGHT, EnsembleConfig, Method, MethodOutput, Parts, ensemble
 from .dense_clip import DenseClipMethod
 from .fast import Fast
-from .fcn import FCN_ENSEMBLE_WEIGHT, FcnMethod
+from .fcn import FCN_ENSEMBLE_WEIGHT, FcnConfig, FcnMethod
 from .network import NetworkEnsemble
 from .two_stage import TwoStage
 
@@ -34,5 +34,5 @@ def build_method(name: str, parts: Parts) -> Method:
     return method
 
 
-__all__ = ["ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "METHODS", "OPTIONS", "Method", "MethodOutput", "NetworkEnsemble", "Parts", "build_method",
-           "check_options", "ensemble"]
+__all__ = ["ENSEMBLE_WEIGHT", "FCN_ENSEMBLE_WEIGHT", "METHODS", "EnsembleConfig", "FcnConfig", "Method", "MethodOutput", "NetworkEnsemble",
+           "Parts", "build_method", "ensemble"]

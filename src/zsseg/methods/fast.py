@@ -11,7 +11,8 @@ from torch.nn import functional as F
 from ..classification.dense import DenseClip, pool_masks
 from ..data.images import resize_image
 from ..prompts.encoding import VocabularyEmbedding
-from .base import Lap, Parts
+from ..runs.timing import lap
+from .base import Parts
 from .two_stage import Regions, TwoStage
 
 
@@ -20,13 +21,13 @@ class Fast(TwoStage):
 
     def __init__(self, parts: Parts):
         super().__init__(parts)
-        self.dense = DenseClip(parts.clip, parts.dense_mode, overlap=0.0)
+        self.dense = DenseClip(parts.clip, parts.dense.mode, overlap=0.0)
 
-    def crop(self, image: np.ndarray, masks: torch.Tensor, lap: Lap) -> Regions:
+    def crop(self, image: np.ndarray, masks: torch.Tensor) -> Regions:
         """No crops: the masks are pooled over CLIP's features in `classify`."""
         return Regions(masks)
 
-    def classify(self, image: np.ndarray, regions: Regions, text: VocabularyEmbedding, lap: Lap) -> tuple[torch.Tensor, torch.Tensor]:
+    def classify(self, image: np.ndarray, regions: Regions, text: VocabularyEmbedding) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense CLIP features of the image at `DenseClip.fast_size`, each mask binarised (at
         the mask threshold) after resizing to that size and its cells' features averaged;
         softmax(100 x cos) as Eq. 1. A mask too small to cover any cell there is dropped, as an

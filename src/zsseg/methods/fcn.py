@@ -3,13 +3,33 @@ paper's code does (lambda 0.7, exponents swapped for unseen classes)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..catalogue import FCN_ENSEMBLE_WEIGHT
 from ..classification.dense import DenseClip, dense_logits
-from ..prompts.encoding import VocabularyEmbedding
+from ..data.images import SizeConfig
 from ..data.vocabulary import Vocabulary
-from .base import Lap, Method, MethodOutput, Parts, ensemble, network_text_encoder, seen_flags
+from ..errors import SettingError
+from ..prompts.encoding import VocabularyEmbedding
+from ..runs.timing import lap
+from .base import Method, MethodOutput, Parts, ensemble, network_text_encoder
+
+
+@dataclass(frozen=True)
+class FcnConfig:
+    """The trained FCN of the fcn method.
+
+    Attributes:
+        weights: the --output-dir of `zsseg train fcn`, or its fcn.safetensors.
+    """
+
+    weights: str
+
+    def __post_init__(self):
+        if not self.weights:
+            raise SettingError("fcn", "the fcn method needs trained FCN weights: {setting} (the output folder of `zsseg train fcn`)")
 
 
 class FcnMethod(Method):
@@ -18,17 +38,17 @@ class FcnMethod(Method):
 
     def __init__(self, parts: Parts):
         self.fcn = parts.fcn  # a loaded `zsseg.networks.fcn.TrainedFcn`
-        self.dense = DenseClip(parts.clip, parts.dense_mode, overlap=parts.overlap)
-        self.weight, self.mode = parts.ensemble_weight, parts.classifier_mode
+        self.dense = DenseClip(parts.clip, parts.dense.mode, overlap=parts.dense.overlap)
+        self.config = parts.ensemble
+        self.weight, self.mode = parts.ensemble.weight, parts.ensemble.classifier
         if self.mode != "clip":
             self.network_prompts = network_text_encoder(self.fcn, self.fcn.embed_dim, parts.clip, parts.classifier.prompts,
-                                                        parts.network_prompt)
+                                                        parts.ensemble.network_prompt)
 
-    def processing_size(self, height: int, width: int, max_size: int | None, test_size: int | None) -> tuple[int, int]:
-        return self.fcn.processing_size(height, width, max_size)
+    def processing_size(self, height: int, width: int, size: SizeConfig) -> tuple[int, int]:
+        return self.fcn.processing_size(height, width, size.max_size)
 
-    def scores(self, image: np.ndarray, prepared: None, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
-               lap: Lap) -> MethodOutput:
+    def scores(self, image: np.ndarray, prepared: None, vocabulary: Vocabulary, text: VocabularyEmbedding) -> MethodOutput:
         network = clip = None
         if self.mode != "clip":
             network = self.fcn.class_probs(self.fcn.predict(image), self.network_prompts.encode_vocabulary(vocabulary))
@@ -41,8 +61,8 @@ class FcnMethod(Method):
         elif clip is None:
             probs = network
         else:
-            probs = ensemble(network, clip, seen_flags(seen, self.fcn, vocabulary)[:, None, None], self.weight)
-        return MethodOutput(probs.new_zeros(0, *probs.shape[1:]), probs)
+            probs = ensemble(network, clip, self.config.seen_flags(vocabulary, self.fcn)[:, None, None], self.weight)
+        return MethodOutput.per_pixel(probs)
 
 
-__all__ = ["FCN_ENSEMBLE_WEIGHT", "FcnMethod"]
+__all__ = ["FCN_ENSEMBLE_WEIGHT", "FcnConfig", "FcnMethod"]

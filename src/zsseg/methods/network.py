@@ -7,10 +7,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..data.images import SizeConfig
+from ..data.vocabulary import Vocabulary
+from ..errors import ZssegError
 from ..prompts.encoding import VocabularyEmbedding
 from ..proposals import MaskFormerProposals
-from ..data.vocabulary import Vocabulary
-from .base import Lap, Method, MethodOutput, ensemble, network_text_encoder, seen_flags
+from ..runs.timing import lap
+from .base import Method, MethodOutput, ensemble, network_text_encoder
 from .two_stage import TwoStage
 
 
@@ -24,32 +27,37 @@ class NetworkEnsemble(Method):
     def __init__(self, region: TwoStage):
         parts = region.parts
         self.region = region
-        self.name, self.options = region.name, region.options
+        self.name = region.name
         self.network: MaskFormerProposals = parts.proposals  # type: ignore[assignment]
-        self.weight = parts.ensemble_weight
-        self.mode = parts.classifier_mode
+        self.config = parts.ensemble
+        self.weight, self.mode = parts.ensemble.weight, parts.ensemble.classifier
         if self.mode != "clip":
             self.network_prompts = network_text_encoder(self.network.trained, self.network.embed_dim, parts.clip,
-                                                        parts.classifier.prompts, parts.network_prompt)
+                                                        parts.classifier.prompts, parts.ensemble.network_prompt)
 
-    def processing_size(self, height: int, width: int, max_size: int | None, test_size: int | None) -> tuple[int, int]:
-        return self.region.processing_size(height, width, max_size, test_size)
+    def processing_size(self, height: int, width: int, size: SizeConfig) -> tuple[int, int]:
+        return self.region.processing_size(height, width, size)
 
-    def scores(self, image: np.ndarray, prepared: None, vocabulary: Vocabulary, text: VocabularyEmbedding, *, seen=None,
-               lap: Lap) -> MethodOutput:
+    def prepare_image(self, image: np.ndarray, masks: torch.Tensor | None = None) -> None:
+        if masks is not None:
+            raise ZssegError("a proposal network classifies its own masks; classify given masks with training-free proposals")
+        return None
+
+    def scores(self, image: np.ndarray, prepared: None, vocabulary: Vocabulary, text: VocabularyEmbedding) -> MethodOutput:
         masks, embeddings = self.network.predict(image)
         if self.mode == "clip":  # every query, in the network's order, not its `generate` ranking
             lap("proposals")
-            probs, keep = self.region.region_probs(image, masks, text, lap)
-            return MethodOutput(masks[keep], probs)
+            probs, keep = self.region.region_probs(image, masks, text)
+            return MethodOutput.of_kept(masks, probs, keep)
         network = self.network.class_probs(embeddings, self.network_prompts.encode_vocabulary(vocabulary))
         lap("proposals")
+        every = torch.ones(len(masks), dtype=torch.bool)
         if self.mode == "network":
-            return MethodOutput(masks, network)
+            return MethodOutput(masks, network, every)
         clip = torch.ones_like(network)
-        probs, keep = self.region.region_probs(image, masks, text, lap)
+        probs, keep = self.region.region_probs(image, masks, text)
         clip[keep] = probs
-        return MethodOutput(masks, ensemble(network, clip, seen_flags(seen, self.network, vocabulary)[None], self.weight))
+        return MethodOutput(masks, ensemble(network, clip, self.config.seen_flags(vocabulary, self.network)[None], self.weight), every)
 
 
 __all__ = ["NetworkEnsemble"]

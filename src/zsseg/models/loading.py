@@ -10,16 +10,46 @@ converted to transformers' CLIP, ResNets to `zsseg.models.resnet_clip`), SigLIP 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..catalogue import DEFAULT_CLIP, PRECISIONS
 from .base import (  # re-exported (__all__): the names every other module takes from here
-    CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, ClipTextTower, TransformersClip, fingerprint, normalisation, usable_device,
+    CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, ClipTextTower, TransformersClip, fingerprint, normalisation, parse_device, usable_device,
     wrap_clip,
 )
-from ..errors import ZssegError, one_line
+from ..errors import SettingError, ZssegError, one_line
 from .hub import check_model_type, check_unexpected, check_weights_fit, load_pretrained, optional_json
 from .precision import resolve_precision
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """The vision-language model and how it runs.
+
+    Attributes:
+        source: anything `load_clip` takes (hub id, folder, OpenAI-layout file); None: the CLIP
+            that came with a proposal network (an authors' checkpoint holds one), else
+            `DEFAULT_CLIP`.
+        precision: "fp32", "bf16", "fp16", "int8" or "auto" (`zsseg.models.precision`).
+        device: "cpu", "cuda", "cuda:1", ...
+        tokenizer: CLIP's tokenizer for a checkpoint that carries none (a folder or hub id).
+    """
+
+    source: str | None = None
+    precision: str = "fp32"
+    device: str = "cpu"
+    tokenizer: str | None = None
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise SettingError("dtype", f"unknown {{setting}} '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
+        parse_device(self.device)  # a misspelt or unsupported device is an error now, before anything loads
+
+    def load(self, source: str | None = None) -> ClipModel:
+        """The model: `source` (a default decided by the caller) where this names none."""
+        return load_clip(self.source or source or DEFAULT_CLIP, device=self.device, dtype=self.precision, tokenizer=self.tokenizer)
+
 
 def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cpu", dtype: str = "fp32",
               tokenizer: str | None = None) -> ClipModel:
@@ -120,5 +150,5 @@ def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: s
     return wrap_clip(model.to(device), loaded, source, mean, std)
 
 
-__all__ = ["CLIP_KIND", "CLIP_MEAN", "CLIP_STD", "DEFAULT_CLIP", "DTYPES", "ClipModel", "ClipTextTower", "TransformersClip",
+__all__ = ["ClipConfig", "CLIP_KIND", "CLIP_MEAN", "CLIP_STD", "DEFAULT_CLIP", "DTYPES", "ClipModel", "ClipTextTower", "TransformersClip",
            "fingerprint", "normalisation", "load_clip", "usable_device", "wrap_clip"]

@@ -1,7 +1,6 @@
 """The paper's retrained FCN baseline (§5): per-pixel embeddings scored against CLIP text.
 
-    run = train_fcn(load_dataset("coco-stuff", root, "train"), fcn_config("cpu"), clip, Path("out"))
-    fcn = load_fcn("out")
+    fcn = load_fcn("out")                         # what `zsseg.training.fcn.train_fcn` wrote
     embeddings = fcn.predict(image)               # [D, H/4, W/4] per-pixel embeddings
     probs = fcn.class_probs(embeddings, text)     # [C, H/4, W/4]
 
@@ -12,14 +11,13 @@ frozen CLIP text embeddings of the vocabulary, so the trained network scores any
 Training: the logits are upsampled 4x (bilinear) and cross-entropy is taken over the training
 classes, pixels of other classes (the unseen ones, zero-shot) and void ignored.
 
-Training shares `zsseg.training.loop.run_training` (DDP, atomic checkpoints, exact resume, log)
-and MaskFormer's data stream, optimiser (AdamW, poly) and batch-norm freezing. The weights go
-to `OUT/fcn.safetensors` and `OUT/fcn.json`, stored as the proposal network's are.
+Training (`zsseg.training.fcn`) writes the weights to `OUT/fcn.safetensors` and `OUT/fcn.json`,
+stored as the proposal network's are.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +25,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models.loading import ClipModel, usable_device
-from ..data.datasets import SegmentationDataset, training_classes
-from ..runs.distributed import Distributed
+from ..models.loading import usable_device
 from ..errors import ZssegError
 from ..data.images import check_rgb_array, shorter_side_scale
 from ..training.fcn_config import FCN_CONFIGS, FcnConfig, FcnModelConfig, fcn_config  # noqa: F401  (torch-free)
 from .maskformer.config import config_from_dict
 from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, build_backbone, pad_to_multiple, parameter_groups, pixel_constants, seeded
-from ..training.proposals import TextClassifierTask, loop_settings
-from .maskformer.weights import NetworkFiles, read_network, save_network
+from .maskformer.weights import NetworkFiles, read_network
 from ..prompts.encoding import Prompt, VocabularyEmbedding
-from ..training.loop import TrainingResult, run_training
-from ..training.loop import check_output_dir as _check_output_dir
 from ..data.vocabulary import Vocabulary
 
 FCN_FILES = NetworkFiles("fcn.safetensors", "fcn.json", "zsseg-fcn/2", "FCN", "zsseg train fcn")  # /1: transformers ResNet
@@ -81,80 +74,6 @@ class PerPixelFcn(nn.Module):
 def build_fcn(config: FcnModelConfig, seed: int | None = None) -> PerPixelFcn:
     """A randomly initialised network (deterministic for a given seed)."""
     return seeded(PerPixelFcn, config, seed)
-
-
-def check_output_dir(output_dir: Path) -> None:
-    """A new run may replace only the log and weights that an earlier zsseg run left there."""
-    _check_output_dir(output_dir, (FCN_FILES.weights, FCN_FILES.config))
-
-
-class FcnTask(TextClassifierTask):
-    """The FCN as a `zsseg.training.loop.TrainingTask`: per-pixel cross-entropy over the training
-    classes, scored against their frozen CLIP text embeddings."""
-
-    output_names = (FCN_FILES.weights, FCN_FILES.config)
-    postfix_terms = ("ce",)
-
-    def __init__(self, dataset: SegmentationDataset, config: FcnConfig, clip: ClipModel, protocol: str,
-                 backbone_weights: str | None, device: torch.device, text_cache: bool = True):
-        super().__init__(dataset, config.train, clip, protocol, backbone_weights, device, text_cache,
-                         training_classes(dataset, protocol))
-        self.model_config = replace(config.model, embed_dim=clip.embed_dim)
-        self.module = build_fcn(self.model_config, seed=config.train.seed)
-        self.signature = {"kind": "fcn", **self.run_signature(self.model_config)}
-        self.data = LabelledBatches(self.samples)
-
-    def loss(self, module: nn.Module, batch: tuple, context: Distributed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        images, labels = batch
-        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-        embeddings = module(images)
-        with torch.autocast(images.device.type, enabled=False):  # the logits and the loss in fp32 (bf16 autocast)
-            logits = PerPixelFcn.class_logits(embeddings.float(), self.text)
-            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-        # Mean over this process's labelled pixels, as the reference (DDP averages the processes).
-        ce = F.cross_entropy(logits, labels, ignore_index=-1) if (labels >= 0).any() else logits.sum() * 0.0
-        return ce, {"ce": ce.detach()}
-
-    def save(self, output_dir: Path) -> Path:
-        return save_network(output_dir, FCN_FILES, self.module, asdict(self.module.config), self.text, self.vocabulary.names,
-                            self.run_info(), self.prompt)[0]
-
-
-class LabelledBatches:
-    """The FCN's batches: `[B, 3, S, S]` pixels and `[B, S, S]` labels of the training stream."""
-
-    def __init__(self, samples):
-        self.samples = samples
-
-    def batch(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.samples.labelled_batch(positions)
-
-
-def train_fcn(
-    dataset: SegmentationDataset,
-    config: FcnConfig,
-    clip: ClipModel,
-    output_dir: Path,
-    protocol: str = "zero-shot",
-    backbone_weights: str | None = None,
-    context: Distributed = Distributed(),
-    progress: bool = True,
-    text_cache: bool = True,
-    workers: int = 0,
-    dtype: str = "fp32",
-) -> TrainingResult:
-    """Train (or resume training) the FCN; see the module docstring.
-
-    Args:
-        dataset: the training split.
-        config: `fcn_config(...)`, possibly with overrides.
-        clip: gives the frozen text embeddings of the training classes (with `config.train.prompt`).
-        protocol: "zero-shot" learns the seen classes only; "cross-dataset" all.
-        backbone_weights: ImageNet weights of the ResNet (hub id or folder), or None (random).
-        workers, dtype: DataLoader processes, and "bf16" for autocast (`zsseg.training.loop.LoopSettings`).
-    """
-    task = FcnTask(dataset, config, clip, protocol, backbone_weights, torch.device(context.device), text_cache)
-    return run_training(task, loop_settings(config.train, workers, dtype), output_dir, context, progress)
 
 
 @dataclass
@@ -231,4 +150,4 @@ def load_fcn(path: str | Path, device: str | torch.device = "cpu") -> TrainedFcn
     return TrainedFcn(model.to(usable_device(device)).eval(), stored.text, stored.class_names, stored.info, stored.prompt)
 
 
-__all__ = ["FCN_CONFIGS", "FCN_FILES", "FcnConfig", "FcnModelConfig", "PerPixelFcn", "TrainedFcn", "fcn_config", "load_fcn", "train_fcn"]
+__all__ = ["FCN_CONFIGS", "FCN_FILES", "FcnConfig", "FcnModelConfig", "PerPixelFcn", "TrainedFcn", "build_fcn", "fcn_config", "load_fcn"]

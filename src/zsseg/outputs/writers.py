@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 from pycocotools import mask as mask_utils
 
-from ..errors import ZssegError
+from ..errors import SettingError, ZssegError
 from .fonts import legend_font
 from ..version import __version__
 
@@ -181,10 +181,26 @@ def record(labels: np.ndarray, class_names: list[str], source: str) -> dict:
     }
 
 
+def write_result(result, out_dir: str | Path, image, stem: str | None = None, config: dict | None = None,
+                 source: str | None = None, extra_json: dict[str, dict] | None = None) -> list[Path]:
+    """Write a `SegmentationResult`'s files into `out_dir`: STEM.png (the label map), STEM_overlay.png
+    and STEM.json (the classes' areas and RLEs, and `config`, the record of what made the labels:
+    `Segmenter.record(vocabulary)`), all or none. `image` is the image it labels: a path (STEM and
+    `source` default to its stem and path) or an HWC uint8 array (then give `stem`)."""
+    from ..data.images import as_rgb_array
+
+    if stem is None:
+        if not isinstance(image, (str, Path)):
+            raise ZssegError("give a stem for the output files' names where the image is not a file")
+        stem = Path(image).stem
+    source = source if source is not None else str(image) if isinstance(image, (str, Path)) else stem
+    return write_outputs(Path(out_dir), stem, as_rgb_array(image), result.label_map, result.class_names, source, config, extra_json)
+
+
 def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarray, class_names: list[str], source: str,
-                  settings: dict | None = None, extra_json: dict[str, dict] | None = None) -> list[Path]:
+                  config: dict | None = None, extra_json: dict[str, dict] | None = None) -> list[Path]:
     """Write STEM.png, STEM_overlay.png and STEM.json into `out_dir` (created if missing), all
-    or none. `settings` (what made the labels, `Segmenter.settings()`) goes into the JSON.
+    or none. `config` (what made the labels, `Segmenter.record()`) goes into the JSON.
     `extra_json` adds JSON files to the same all-or-none set, by name suffix: {"_masks": data}
     writes STEM_masks.json with zsseg's mark (`zsseg classify`). STEM.json records the name and
     size of each other file of the set ("files"), which vouches for them if they are damaged."""
@@ -194,7 +210,7 @@ def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarra
     contents += [_json_bytes({"software": SOFTWARE, **data}) for _, data in extra]
     others = [target for target in targets if target != targets[2]]
     files = {target.name: len(content) for target, content in zip(others, contents)}
-    record_ = {**record(labels, class_names, source), **({"settings": settings} if settings else {}), "files": files}
+    record_ = {**record(labels, class_names, source), **({"config": config} if config else {}), "files": files}
     contents.insert(2, _json_bytes(record_))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(targets, [lambda f, content=content: f.write(content) for content in contents])
@@ -351,21 +367,27 @@ def _vouched_for(path: Path) -> bool:
     return False
 
 
-def check_target(path: Path, inputs: frozenset[Path] = frozenset(), overwrite: bool = False,
-                 advice: str = "choose another output folder, or pass --overwrite to replace files zsseg did not write") -> None:
+def check_target(path: Path, inputs: frozenset[Path] = frozenset(), overwrite: bool = False, advice: str | None = None) -> None:
     """Refuse to write `path` if it is one of `inputs` (resolved paths; never, even with
     `overwrite`), a folder, or an existing file that zsseg did not write (unless `overwrite`).
-    `advice` ends the message: what the user can do instead."""
+    `advice` ends the message: what the user can do instead (default: another output folder,
+    or the `overwrite` setting)."""
+
+    def refused(problem: str) -> ZssegError:
+        if advice is not None:
+            return ZssegError(f"{problem}; {advice}")
+        return SettingError("overwrite", f"{problem}; choose another output folder, or set {{setting}} to replace files zsseg did not write")
+
     if path.resolve() in inputs:
         raise ZssegError(f"{path} is one of the inputs and would be overwritten by an output; choose another output folder")
     if path.is_dir():
-        raise ZssegError(f"{path} is a folder where zsseg would write a file; {advice}")
+        raise refused(f"{path} is a folder where zsseg would write a file")
     if path.exists() and not path.is_file():  # a FIFO (reading it to look for zsseg's mark would wait forever), a device
-        raise ZssegError(f"{path} exists and is not a regular file, so it is left untouched; {advice}")
+        raise refused(f"{path} exists and is not a regular file, so it is left untouched")
     if path.is_symlink() and not overwrite:  # the rename would replace the link itself, which zsseg did not make
-        raise ZssegError(f"{path} is a symbolic link, which zsseg did not make, so it is left untouched; {advice}")
+        raise refused(f"{path} is a symbolic link, which zsseg did not make, so it is left untouched")
     if path.exists() and not overwrite and not (written_by_zsseg(path) or damaged_output_of_zsseg(path)):
-        raise ZssegError(f"{path} exists and was not written by zsseg, so it is left untouched; {advice}")
+        raise refused(f"{path} exists and was not written by zsseg, so it is left untouched")
 
 
 _TEMPORARY = re.compile(r"[a-z0-9_]{8}\.tmp")  # what mkstemp adds after the prefix

@@ -9,8 +9,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..catalogue import parse_generator
-from .base import ProposalGenerator, select_masks
+from ..errors import SettingError
+from .base import ProposalConfig, ProposalGenerator, select_masks
 from .contour_hierarchy import ContourHierarchy
 from .ground_truth import GroundTruthProposals
 from .hierarchy import MergeTree
@@ -29,6 +32,19 @@ GENERATORS: dict[str, type[ProposalGenerator]] = {
 }
 
 
+def proposal_config(spec: str, **settings) -> ProposalConfig:
+    """The settings of the generator `spec` names ("NAME" or "NAME:MODEL"), with `settings`
+    (its `Config`'s fields) in place of the defaults."""
+    name, model = parse_generator(spec)
+    if model is not None:
+        settings["model"] = model
+    config = GENERATORS[name].Config
+    unknown = sorted(set(settings) - {field.name for field in dataclasses.fields(config)})
+    if unknown:
+        raise SettingError(unknown[0], f"{{setting}} is not a setting of the {name} proposals")
+    return config(**settings)
+
+
 def build_proposal_generator(name: str, **options) -> ProposalGenerator:
     """A generator by registry name ("NAME" or "NAME:MODEL", see `parse_generator`), with its
     keyword options (e.g. max_proposals)."""
@@ -44,11 +60,13 @@ __all__ = [
     "GroundTruthProposals",
     "MaskFormerProposals",
     "MergeTree",
+    "ProposalConfig",
     "ProposalGenerator",
     "QueryMaskProposals",
     "SamProposals",
     "SelectiveSearch",
     "build_proposal_generator",
+    "proposal_config",
     "parse_generator",
     "select_masks",
 ]

@@ -7,20 +7,57 @@ near-duplicates (IoU above `duplicate_iou`).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ..catalogue import GENERATORS as DECLARATIONS
-from ..errors import ZssegError
+from ..catalogue import DEFAULT_DUPLICATE_IOU, DEFAULT_MAX_PROPOSALS, GENERATORS as DECLARATIONS
+from ..errors import SettingError, ZssegError
 from ..data.images import bounded_size, resize_image, resize_labels, shortest_edge_size
 
 _IOU_SAMPLES = 1 << 16  # pixels sampled to measure mask overlap when removing duplicates
 
 
+@dataclass(frozen=True)
+class ProposalConfig:
+    """What every generator is configured with; each generator's `Config` adds its own settings,
+    with the same names as its constructor's arguments.
+
+    Attributes:
+        max_proposals: K, the most masks kept per image, best first.
+        duplicate_iou: a mask overlapping a kept one above this IoU is dropped.
+    """
+
+    name: ClassVar[str] = ""
+    #: The generator these settings build (set by the generator class that owns them).
+    generator: ClassVar[type | None] = None
+    max_proposals: int = DEFAULT_MAX_PROPOSALS
+    duplicate_iou: float = DEFAULT_DUPLICATE_IOU
+
+    def __post_init__(self):
+        if not isinstance(self.max_proposals, int) or self.max_proposals < 1:
+            raise SettingError("max_proposals", f"{{setting}} must be a whole number of at least 1, got {self.max_proposals}")
+        if not 0.0 < self.duplicate_iou <= 1.0:
+            raise SettingError("duplicate_iou", f"{{setting}} must be in (0, 1], got {self.duplicate_iou}")
+
+    def build(self, device: str = "cpu", **context) -> "ProposalGenerator":
+        """The generator these settings describe (`context`: what a generator that loads a
+        network takes besides, such as the CLIP for an authors' checkpoint)."""
+        if self.generator is None:
+            raise ZssegError(f"{type(self).__name__} belongs to no proposal generator; use a generator's own Config")
+        return self.generator.from_config(self, device, **context)
+
+
 class ProposalGenerator(ABC):
     """Produces class-agnostic mask proposals for an image."""
+
+    #: Its settings' dataclass: the constructor's arguments (`config` reads them back).
+    Config: ClassVar[type[ProposalConfig]] = ProposalConfig
 
     #: Name in the registry (`zsseg.proposals.GENERATORS`); its declaration in
     #: `zsseg.catalogue.GENERATORS` gives:
@@ -36,24 +73,42 @@ class ProposalGenerator(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "Config" in cls.__dict__:
+            cls.Config.generator = cls
         declaration = DECLARATIONS.get(cls.__dict__.get("name"))
         if declaration is not None:  # a generator of its own, declared in the catalogue
             cls.needs_ground_truth, cls.pretrained = declaration.needs_ground_truth, declaration.pretrained
 
-    def __init__(self, max_proposals: int = 100, duplicate_iou: float = 0.95):
-        if max_proposals < 1:
-            raise ZssegError(f"max_proposals must be at least 1, got {max_proposals}")
-        if not 0.0 < duplicate_iou <= 1.0:
-            raise ZssegError(f"duplicate_iou must be in (0, 1], got {duplicate_iou}")
+    def __init__(self, max_proposals: int = DEFAULT_MAX_PROPOSALS, duplicate_iou: float = DEFAULT_DUPLICATE_IOU):
+        ProposalConfig(max_proposals, duplicate_iou)  # checks them
         self.max_proposals = max_proposals
         self.duplicate_iou = duplicate_iou
 
+    @property
+    def config(self) -> ProposalConfig:
+        """This generator's settings (its `Config`), as it was built."""
+        return self.Config(**{field.name: getattr(self, field.name) for field in dataclasses.fields(self.Config)})
+
+    @classmethod
+    def from_config(cls, config: ProposalConfig, device: str = "cpu", **context) -> "ProposalGenerator":
+        """The generator of `config`; `device` and `context` go to those that load a network."""
+        return cls(**{field.name: getattr(config, field.name) for field in dataclasses.fields(config)})
+
+    def with_settings(self, **changes) -> "ProposalGenerator":
+        """A copy with some settings changed (sharing any network it loaded), checked as its
+        `Config` checks them."""
+        dataclasses.replace(self.config, **changes)
+        changed = copy.copy(self)
+        for name, value in changes.items():
+            setattr(changed, name, value)
+        return changed
+
     @abstractmethod
-    def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
+    def generate(self, image: np.ndarray) -> torch.Tensor:
         """Masks `[K, H, W]` float32 in [0, 1] for an HWC uint8 RGB image, best first."""
 
-    def __call__(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
-        return self.generate(image, ground_truth)
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return self.generate(image)
 
     #: The shorter side the generator works at when a pipeline names none (a trained network's
     #: test size); None: the image's own size, bounded by `max_size`.

@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -26,7 +28,9 @@ from scipy.cluster.vq import kmeans2, vq
 from skimage import color
 from skimage.segmentation import watershed
 
-from .base import ProposalGenerator, upsample_masks, working_image
+from ..catalogue import DEFAULT_DUPLICATE_IOU, DEFAULT_MAX_PROPOSALS
+from ..errors import SettingError
+from .base import ProposalConfig, ProposalGenerator, upsample_masks, working_image
 from .hierarchy import MergeTree, relabel
 
 ORIENTATIONS = 8
@@ -191,6 +195,23 @@ def ultrametric_hierarchy(strength: np.ndarray, smoothing: float = 1.0) -> Merge
     return MergeTree(leaves, np.array(merges, dtype=np.int64).reshape(-1, 2), np.array(levels))
 
 
+@dataclass(frozen=True)
+class ContourHierarchyConfig(ProposalConfig):
+    """The contour hierarchy's settings (see `ContourHierarchy`)."""
+
+    name: ClassVar[str] = "contour-hierarchy"
+    region_counts: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
+    working_size: int = 320
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.region_counts or min(self.region_counts) < 1:
+            raise SettingError("region_counts", f"{{setting}} must be positive numbers of regions, got {self.region_counts}")
+        if self.working_size < 32:
+            raise SettingError("working_size", f"{{setting}} must be at least 32, got {self.working_size}")
+
+
 class ContourHierarchy(ProposalGenerator):
     """Regions of an ultrametric contour map at several thresholds, as masks.
 
@@ -204,18 +225,18 @@ class ContourHierarchy(ProposalGenerator):
 
     name = "contour-hierarchy"
     needs_no_model = True
+    Config = ContourHierarchyConfig
 
     def __init__(
         self,
-        max_proposals: int = 100,
+        max_proposals: int = DEFAULT_MAX_PROPOSALS,
         region_counts: tuple[int, ...] = (2, 4, 8, 16, 32, 64),
         working_size: int = 320,
         seed: int = 0,
-        duplicate_iou: float = 0.95,
+        duplicate_iou: float = DEFAULT_DUPLICATE_IOU,
     ):
         super().__init__(max_proposals, duplicate_iou)
-        if not region_counts or min(region_counts) < 1:
-            raise ValueError("region_counts must be positive numbers of regions")
+        ContourHierarchyConfig(max_proposals, duplicate_iou, tuple(region_counts), working_size, seed)  # checks them
         self.region_counts = tuple(sorted(set(region_counts)))
         self.working_size = working_size
         self.seed = seed
@@ -224,7 +245,7 @@ class ContourHierarchy(ProposalGenerator):
         """The UCM as a merge tree over watershed regions of the working-size image."""
         return ultrametric_hierarchy(boundary_strength(working_image(image, self.working_size), seed=self.seed))
 
-    def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
+    def generate(self, image: np.ndarray) -> torch.Tensor:
         tree = self.hierarchy(image)
         nodes: list[int] = []
         for count in self.region_counts:  # coarse to fine

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 import torch
 from scipy import ndimage
 
 from ..errors import ZssegError
-from .base import ProposalGenerator
+from .base import ProposalConfig, ProposalGenerator
+
+
+@dataclass(frozen=True)
+class GroundTruthConfig(ProposalConfig):
+    """The ground-truth segments' settings (see `GroundTruthProposals`)."""
+
+    name: ClassVar[str] = "ground-truth"
+    max_proposals: int = 1000
+    duplicate_iou: float = 1.0
+    ignore_index: int = 255
+    connected: bool = False
 
 
 class GroundTruthProposals(ProposalGenerator):
-    """One mask per class present in the label map (or per connected segment).
+    """One mask per class present in a label map (or per connected segment): the segments the
+    oracle scores against, and a classification-only upper bound when CLIP labels them. They are
+    made from the label map, not the image: `segments(label)`; the evaluation gives them to the
+    segmenter as masks (`Segmenter.classify`).
 
     Args:
         ignore_index: label value that is not a segment (255 in detectron2 encodings);
@@ -22,23 +39,25 @@ class GroundTruthProposals(ProposalGenerator):
 
     name = "ground-truth"
     needs_no_model = True
+    Config = GroundTruthConfig
 
-    def __init__(self, ignore_index: int = 255, connected: bool = False, max_proposals: int = 1000):
-        super().__init__(max_proposals, duplicate_iou=1.0)
+    def __init__(self, ignore_index: int = 255, connected: bool = False, max_proposals: int = 1000, duplicate_iou: float = 1.0):
+        super().__init__(max_proposals, duplicate_iou)
         self.ignore_index = ignore_index
         self.connected = connected
 
-    def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
-        if ground_truth is None:
-            raise ZssegError("the ground-truth proposal generator needs the image's label map")
-        ground_truth = np.asarray(ground_truth)
-        if ground_truth.shape != image.shape[:2]:
-            raise ZssegError(f"label map is {ground_truth.shape}, image is {image.shape[:2]}: they must match")
+    def generate(self, image: np.ndarray) -> torch.Tensor:
+        raise ZssegError("the ground-truth proposals are made from an image's label map, not the image: evaluate with them "
+                         "(`zsseg.evaluate`), or give the segments to `Segmenter.classify`")
+
+    def segments(self, label: np.ndarray) -> torch.Tensor:
+        """`[K, H, W]` float32 masks of the segments of `label` (`[H, W]` int), in label order."""
+        label = np.asarray(label)
         masks = []
-        for value in np.unique(ground_truth):
+        for value in np.unique(label):
             if value == self.ignore_index or value < 0:
                 continue
-            segment = ground_truth == value
+            segment = label == value
             if self.connected:
                 components, count = ndimage.label(segment)
                 masks.extend(components == i for i in range(1, count + 1))
@@ -46,5 +65,5 @@ class GroundTruthProposals(ProposalGenerator):
                 masks.append(segment)
         masks = masks[: self.max_proposals]
         if not masks:
-            return torch.zeros((0,) + ground_truth.shape, dtype=torch.float32)
+            return torch.zeros((0,) + label.shape, dtype=torch.float32)
         return torch.from_numpy(np.stack(masks)).float()

@@ -16,36 +16,58 @@ by its class probabilities, which leave out p(no object), as in the reference co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..catalogue import MASKFORMER
+from ..catalogue import DEFAULT_MAX_PROPOSALS, MASKFORMER
 from ..models.loading import usable_device
-from ..errors import ZssegError
+from ..errors import SettingError, ZssegError
 from ..data.images import check_rgb_array
 from ..prompts.encoding import VocabularyEmbedding
 from ..data.vocabulary import Vocabulary
-from .base import ProposalGenerator
+from .base import ProposalConfig, ProposalGenerator
+
+
+@dataclass(frozen=True)
+class MaskFormerConfig(ProposalConfig):
+    """A trained proposal network's settings (see `MaskFormerProposals`).
+
+    Attributes:
+        weights: the output folder of `zsseg train proposals` (or its proposals.safetensors), or
+            an authors' checkpoint (model_final.pth).
+    """
+
+    name: ClassVar[str] = MASKFORMER
+    duplicate_iou: float = 1.0
+    weights: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.weights:
+            raise SettingError("proposal_weights", "the maskformer proposals need trained weights: {setting} (the output folder "
+                               "of `zsseg train proposals`, or an authors' model_final.pth)")
 
 
 class MaskFormerProposals(ProposalGenerator):
     """Mask proposals, and class probabilities for any vocabulary, from a trained network."""
 
     name = MASKFORMER
+    Config = MaskFormerConfig
 
-    def __init__(self, weights: str | Path | None = None, max_proposals: int = 100, device: str = "cpu", duplicate_iou: float = 1.0,
-                 clip=None, tokenizer: str | Path | None = None, dtype: str = "fp32"):
+    def __init__(self, weights: str | Path | None = None, max_proposals: int = DEFAULT_MAX_PROPOSALS, device: str = "cpu",
+                 duplicate_iou: float = 1.0, clip=None, tokenizer: str | Path | None = None, dtype: str = "fp32"):
         """`clip` and `tokenizer` matter only for an authors' checkpoint: the CLIP to use where it
         holds none (a `ClipModel`, hub id or folder; default ViT-B/16), and CLIP's tokenizer for
         the CLIP it holds (a folder with vocab.json and merges.txt, or a hub id). `dtype` "bf16"
         runs the network under bf16 autocast (its weights stay fp32; masks and class
         probabilities come out in fp32)."""
         super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
-        if weights is None:
-            raise ZssegError("the maskformer proposals need trained weights (--proposal-weights OUT from `zsseg train proposals`)")
+        MaskFormerConfig(max_proposals, duplicate_iou, None if weights is None else str(weights))  # checks them
         from ..networks.maskformer.reference import is_reference_checkpoint, load_reference_checkpoint
         from ..networks.maskformer.weights import load_proposals
 
@@ -61,6 +83,17 @@ class MaskFormerProposals(ProposalGenerator):
         self.model = self.trained.model
         self.test_size = self.default_shorter_side = self.trained.test_size
         self._seen = Vocabulary.from_names(self.trained.seen_class_names)
+
+    @property
+    def config(self) -> MaskFormerConfig:
+        return MaskFormerConfig(self.max_proposals, self.duplicate_iou, self.source)
+
+    @classmethod
+    def from_config(cls, config: MaskFormerConfig, device: str = "cpu", clip=None, tokenizer=None, dtype: str = "fp32",
+                    **context) -> "MaskFormerProposals":
+        """`clip`, `tokenizer`: the CLIP where an authors' checkpoint holds none, and the
+        tokenizer of the one it holds; `dtype` "bf16" runs the network under bf16 autocast."""
+        return cls(config.weights, config.max_proposals, device, config.duplicate_iou, clip=clip, tokenizer=tokenizer, dtype=dtype)
 
     @property
     def clip(self):
@@ -105,7 +138,7 @@ class MaskFormerProposals(ProposalGenerator):
         a self-trained network, those of its original seen classes (`seen_class_names`)."""
         return torch.tensor(vocabulary.shares_names(self._seen))
 
-    def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
+    def generate(self, image: np.ndarray) -> torch.Tensor:
         masks, embeddings = self.predict(image)
         objectness = self.class_probs(embeddings, self.trained.train_text).sum(dim=1)
         order = objectness.argsort(descending=True, stable=True)[: self.max_proposals]

@@ -8,6 +8,7 @@ at an image's pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from torch.nn import functional as F
 
 from ..models.loading import usable_device
 from ..models.hub import ModelKind, check_model_type, check_weights_fit, load_pretrained, mean_std, optional_json
-from .base import ProposalGenerator
+from ..catalogue import DEFAULT_DUPLICATE_IOU, DEFAULT_MAX_PROPOSALS
+from .base import ProposalConfig, ProposalGenerator
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,14 +67,25 @@ class PretrainedProposals(ProposalGenerator):
     kind: ModelKind
     classes: dict[str, str]
 
-    def __init__(self, model: str, max_proposals: int = 100, duplicate_iou: float = 0.95, device: str = "cpu"):
+    def __init__(self, model: str, max_proposals: int = DEFAULT_MAX_PROPOSALS, duplicate_iou: float = DEFAULT_DUPLICATE_IOU,
+                 device: str = "cpu"):
         super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
+        self.model_name = str(model)  # as given: a hub id or folder (`config`'s model)
         self.model, self.source, self.preprocessing, self.local_only = load_model(model, self.kind, self.classes, device)
         self.mean, self.std = normalisation(self.preprocessing)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def config(self) -> ProposalConfig:
+        names = [field.name for field in dataclasses.fields(self.Config) if field.name != "model"]
+        return self.Config(model=self.model_name, **{name: getattr(self, name) for name in names})
+
+    @classmethod
+    def from_config(cls, config: ProposalConfig, device: str = "cpu", **context) -> "PretrainedProposals":
+        return cls(**{field.name: getattr(config, field.name) for field in dataclasses.fields(config)}, device=device)
 
 
 def normalisation(preprocessing: dict) -> tuple[torch.Tensor, torch.Tensor]:

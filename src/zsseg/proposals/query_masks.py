@@ -16,13 +16,17 @@ and near-duplicates dropped, at most `max_proposals`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 import torch
 
-from ..errors import ZssegError
+from ..catalogue import DEFAULT_DUPLICATE_IOU, DEFAULT_MAX_PROPOSALS
+from ..errors import SettingError, ZssegError
 from ..models.hub import ModelKind, quiet_transformers
 from ..data.images import check_rgb_array, shorter_side_scale
-from .base import select_masks
+from .base import ProposalConfig, select_masks
 from .pretrained import PretrainedProposals, resized_pixels, sample_logits
 
 QUERY_MASK_KIND = ModelKind("MaskFormer", ("maskformer", "mask2former", "oneformer"), "--proposals mask2former:{}", "mask2former-model")
@@ -32,6 +36,20 @@ QUERY_MASK_CLASSES = {
     "oneformer": "OneFormerForUniversalSegmentation",
 }
 ONEFORMER_TASK = "the task is panoptic"
+
+
+@dataclass(frozen=True)
+class QueryMaskConfig(ProposalConfig):
+    """A pretrained MaskFormer-family network's settings (see `QueryMaskProposals`)."""
+
+    name: ClassVar[str] = "mask2former"
+    model: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.model:
+            raise SettingError("proposals", "the mask2former proposals need a pretrained model: mask2former:HUB_ID or "
+                               "mask2former:FOLDER, for example mask2former:facebook/mask2former-swin-large-coco-panoptic")
 
 
 class QueryMaskProposals(PretrainedProposals):
@@ -46,13 +64,11 @@ class QueryMaskProposals(PretrainedProposals):
 
     name = "mask2former"
     kind, classes = QUERY_MASK_KIND, QUERY_MASK_CLASSES
+    Config = QueryMaskConfig
 
-    def __init__(self, model: str | None = None, max_proposals: int = 100, duplicate_iou: float = 0.95, device: str = "cpu"):
-        if not model:
-            raise ZssegError(
-                "the mask2former proposals need a pretrained model: --proposals mask2former:ID or FOLDER, "
-                "for example mask2former:facebook/mask2former-swin-large-coco-panoptic"
-            )
+    def __init__(self, model: str | None = None, max_proposals: int = DEFAULT_MAX_PROPOSALS, duplicate_iou: float = DEFAULT_DUPLICATE_IOU,
+                 device: str = "cpu"):
+        QueryMaskConfig(max_proposals, duplicate_iou, model)  # checks them before the model loads
         super().__init__(model, max_proposals=max_proposals, duplicate_iou=duplicate_iou, device=device)
         preprocessing = self.preprocessing
         size = preprocessing.get("size") or {}
@@ -96,7 +112,7 @@ class QueryMaskProposals(PretrainedProposals):
         objectness = 1.0 - output.class_queries_logits[0].float().softmax(dim=-1)[:, -1]
         return logits.sigmoid().cpu(), objectness.cpu()
 
-    def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
+    def generate(self, image: np.ndarray) -> torch.Tensor:
         masks, objectness = self.predict(image)
         order = objectness.argsort(descending=True, stable=True)
         masks = masks[order]

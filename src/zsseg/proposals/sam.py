@@ -31,19 +31,49 @@ checkpoint that transformers loads works; SAM-HQ gives its HQ masks with SAM's
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from ..catalogue import DEFAULT_SAM
-from ..errors import ZssegError
+from ..catalogue import DEFAULT_DUPLICATE_IOU, DEFAULT_MAX_PROPOSALS, DEFAULT_SAM
+from ..errors import SettingError
 from ..data.images import check_rgb_array
 from ..models.hub import ModelKind
+from .base import ProposalConfig
 from .pretrained import PretrainedProposals, resized_pixels, sample_logits
 
 SAM_KIND = ModelKind("SAM", ("sam", "sam_hq"), "--proposals sam:{}", "sam-model")
 SAM_CLASSES = {"sam": "SamModel", "sam_hq": "SamHQModel"}
+
+
+@dataclass(frozen=True)
+class SamConfig(ProposalConfig):
+    """SAM's settings (see `SamProposals`): segment-anything's automatic mask generator's."""
+
+    name: ClassVar[str] = "sam"
+    model: str = DEFAULT_SAM
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    min_region_area: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        for setting in ("points_per_side", "points_per_batch"):
+            if getattr(self, setting) < 1:
+                raise SettingError(setting, f"{{setting}} must be at least 1, got {getattr(self, setting)}")
+        for setting in ("box_nms_thresh", "stability_score_thresh"):
+            if not 0.0 <= getattr(self, setting) <= 1.0:
+                raise SettingError(setting, f"{{setting}} must be in [0, 1], got {getattr(self, setting)}")
+        for setting in ("min_region_area", "stability_score_offset"):
+            if getattr(self, setting) < 0:
+                raise SettingError(setting, f"{{setting}} must not be negative, got {getattr(self, setting)}")
 
 
 class SamProposals(PretrainedProposals):
@@ -59,12 +89,13 @@ class SamProposals(PretrainedProposals):
 
     name = "sam"
     kind, classes = SAM_KIND, SAM_CLASSES
+    Config = SamConfig
 
     def __init__(
         self,
         model: str = DEFAULT_SAM,
-        max_proposals: int = 100,
-        duplicate_iou: float = 0.95,
+        max_proposals: int = DEFAULT_MAX_PROPOSALS,
+        duplicate_iou: float = DEFAULT_DUPLICATE_IOU,
         device: str = "cpu",
         points_per_side: int = 32,
         points_per_batch: int = 64,
@@ -74,12 +105,8 @@ class SamProposals(PretrainedProposals):
         box_nms_thresh: float = 0.7,
         min_region_area: int = 0,
     ):
-        if points_per_side < 1 or points_per_batch < 1:
-            raise ZssegError(f"points_per_side and points_per_batch must be at least 1, got {points_per_side}, {points_per_batch}")
-        if not 0.0 <= box_nms_thresh <= 1.0 or not 0.0 <= stability_score_thresh <= 1.0:
-            raise ZssegError("box_nms_thresh and stability_score_thresh must be in [0, 1]")
-        if min_region_area < 0 or stability_score_offset < 0:
-            raise ZssegError("min_region_area and stability_score_offset must not be negative")
+        SamConfig(max_proposals, duplicate_iou, str(model), points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+                  stability_score_offset, box_nms_thresh, min_region_area)  # checks them before the model loads
         self.points_per_side, self.points_per_batch = points_per_side, points_per_batch
         self.pred_iou_thresh, self.box_nms_thresh = pred_iou_thresh, box_nms_thresh
         self.stability_score_thresh, self.stability_score_offset = stability_score_thresh, stability_score_offset
@@ -144,7 +171,7 @@ class SamProposals(PretrainedProposals):
         self.timings["decoder"] = time.perf_counter() - start
         return masks, torch.cat(scores), mask_boxes(masks)
 
-    def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
+    def generate(self, image: np.ndarray) -> torch.Tensor:
         masks, scores, boxes = self.predict(image)
         start = time.perf_counter()
         keep = box_nms(boxes, scores, self.box_nms_thresh)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -21,7 +22,9 @@ from scipy import ndimage
 from skimage import color
 from skimage.segmentation import felzenszwalb
 
-from .base import ProposalGenerator, select_masks, upsample_masks, working_image
+from ..catalogue import DEFAULT_DUPLICATE_IOU, DEFAULT_MAX_PROPOSALS
+from ..errors import SettingError
+from .base import ProposalConfig, ProposalGenerator, select_masks, upsample_masks, working_image
 from .hierarchy import MergeTree, adjacent_pairs, relabel
 
 COLOUR_BINS = 25
@@ -171,6 +174,33 @@ def hierarchical_grouping(regions: Superpixels, use: str) -> MergeTree:
     return MergeTree(labels, np.array(merges, dtype=np.int64).reshape(-1, 2), -np.array(levels, dtype=np.float64))
 
 
+@dataclass(frozen=True)
+class SelectiveSearchConfig(ProposalConfig):
+    """Selective Search's settings (see `SelectiveSearch`)."""
+
+    name: ClassVar[str] = "selective-search"
+    colour_spaces: tuple[str, ...] = ("hsv", "lab")
+    scales: tuple[int, ...] = (50, 100)
+    similarities: tuple[str, ...] = ("CTSF", "TSF")
+    working_size: int = 512
+    min_area: float = 0.001
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        for space in self.colour_spaces:
+            if space not in ("rgb", "hsv", "lab"):
+                raise SettingError("colour_spaces", f"{{setting}}: unknown colour space {space!r}; use rgb, hsv or lab")
+        for use in self.similarities:
+            if not use or set(use) - set(SIMILARITIES):
+                raise SettingError("similarities", f"{{setting}}: similarity set {use!r} must be letters of {''.join(SIMILARITIES)}")
+        if not self.scales or min(self.scales) < 1:
+            raise SettingError("scales", f"{{setting}} must be positive region sizes, got {self.scales}")
+        if self.working_size < 32 or not 0 <= self.min_area < 1:
+            raise SettingError("working_size", f"{{setting}} must be at least 32 and min_area in [0, 1), got {self.working_size}, "
+                               f"{self.min_area}")
+
+
 class SelectiveSearch(ProposalGenerator):
     """Selective Search regions as masks.
 
@@ -187,25 +217,22 @@ class SelectiveSearch(ProposalGenerator):
 
     name = "selective-search"
     needs_no_model = True
+    Config = SelectiveSearchConfig
 
     def __init__(
         self,
-        max_proposals: int = 100,
+        max_proposals: int = DEFAULT_MAX_PROPOSALS,
         colour_spaces: tuple[str, ...] = ("hsv", "lab"),
         scales: tuple[int, ...] = (50, 100),
         similarities: tuple[str, ...] = ("CTSF", "TSF"),
         working_size: int = 512,
         min_area: float = 0.001,
         seed: int = 0,
-        duplicate_iou: float = 0.95,
+        duplicate_iou: float = DEFAULT_DUPLICATE_IOU,
     ):
         super().__init__(max_proposals, duplicate_iou)
-        for space in colour_spaces:
-            if space not in ("rgb", "hsv", "lab"):
-                raise ValueError(f"unknown colour space {space!r}; use rgb, hsv or lab")
-        for use in similarities:
-            if not use or set(use) - set(SIMILARITIES):
-                raise ValueError(f"similarity set {use!r} must be letters of {''.join(SIMILARITIES)}")
+        SelectiveSearchConfig(max_proposals, duplicate_iou, tuple(colour_spaces), tuple(scales), tuple(similarities), working_size,
+                              min_area, seed)  # checks them
         self.colour_spaces = tuple(colour_spaces)
         self.scales = tuple(scales)
         self.similarities = tuple(similarities)
@@ -226,7 +253,7 @@ class SelectiveSearch(ProposalGenerator):
                     trees.append(hierarchical_grouping(regions, use))
         return trees
 
-    def generate(self, image: np.ndarray, ground_truth: np.ndarray | None = None) -> torch.Tensor:
+    def generate(self, image: np.ndarray) -> torch.Tensor:
         small = working_image(image, self.working_size)
         rng = np.random.default_rng(self.seed)
         trees = self.hierarchies(small)

@@ -12,13 +12,14 @@ import os
 import zlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from ..models.base import parse_device
-from ..errors import StoppedElsewhere, ZssegError
+from ..errors import SettingError, StoppedElsewhere, ZssegError
 from .read_ahead import ahead, settle
 
 T = TypeVar("T")
@@ -199,7 +200,7 @@ def init_distributed(device: str = "cpu", timeout_minutes: float = 30.0) -> Dist
     on_cuda = device.startswith("cuda")
     if on_cuda:
         if not torch.cuda.is_available():
-            raise ZssegError(f"--device {device} was asked for but CUDA is not available")
+            raise SettingError("device", f"{{setting}} {device} was asked for but CUDA is not available")
         if device == "cuda":
             device = f"cuda:{local_rank % torch.cuda.device_count()}"
         torch.cuda.set_device(device)
@@ -216,3 +217,22 @@ def init_distributed(device: str = "cpu", timeout_minutes: float = 30.0) -> Dist
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def distributed_session(device: str = "cpu") -> Iterator[Distributed]:
+    """This process's place in the run for the work inside (`init_distributed`); a process
+    group it joined is left on the way out, one it found joined is left as it was."""
+    joined = dist.is_available() and dist.is_initialized()
+    context = init_distributed(device)
+    try:
+        yield context
+    finally:
+        if not joined:
+            shutdown_distributed()
+
+
+def rank_is_main() -> bool:
+    """Whether this process is the one that prints and writes a run's summary (rank 0 of a
+    torchrun world, or a process on its own)."""
+    return int(os.environ.get("RANK", "0")) == 0 or int(os.environ.get("WORLD_SIZE", "1")) <= 1

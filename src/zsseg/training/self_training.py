@@ -47,11 +47,11 @@ from PIL import Image
 from ..assembly import assemble_top
 from ..catalogue import DEFAULT_REJECT_THRESHOLD
 from ..models.loading import fingerprint
-from ..data.datasets import IGNORE, SegmentationDataset, read_label_file, unseen_classes
+from ..data.datasets import IGNORE, SampleReader, SegmentationDataset, UnreadableLabel, read_label_file, unseen_classes
 from ..runs.distributed import Distributed, for_each_shard
-from ..errors import ZssegError, counted
+from ..errors import SettingError, ZssegError, counted
 from ..evaluation.metrics import ConfusionMatrix, compute_metrics
-from ..proposals import MaskFormerProposals
+from ..proposals import GroundTruthProposals, MaskFormerProposals
 from ..segmenter import PER_PIXEL_METHODS, Segmenter
 from ..runs.read_ahead import pipeline_enabled
 from ..runs.progress import Progress
@@ -153,34 +153,13 @@ class PseudoLabelReport:
         return lines
 
 
-def model_settings(segmenter: Segmenter) -> dict:
-    """What identifies the model that makes the labels (part of a run's signature)."""
-    proposals = segmenter.proposals
-    settings = {
-        "proposals": proposals.name,
-        "max_proposals": proposals.max_proposals,
-        "clip": segmenter.clip.source,
-        "clip_weights": segmenter.clip.weights_fingerprint(),
-        "prompt": segmenter.classifier.prompts.prompt.identity,
-        "max_size": segmenter.max_size,
-    }
-    if isinstance(proposals, MaskFormerProposals):
-        settings.update(
-            proposal_weights=fingerprint(dict(proposals.model.state_dict())),
-            ensemble_weight=segmenter.ensemble_weight,
-            classifier=segmenter.classifier_mode,
-        )
-    return settings
-
-
-class ImageAndLabel:
-    """`(image, label)` of an image of `dataset`, read in DataLoader workers."""
-
-    def __init__(self, dataset: SegmentationDataset):
-        self.dataset = dataset
-
-    def __call__(self, index: int) -> tuple:
-        return self.dataset.load_image(index), self.dataset.load_label(index)
+def model_signature(segmenter: Segmenter) -> dict:
+    """What identifies the model that makes the labels (part of a run's signature): its record,
+    and the fingerprints of the weights it loaded."""
+    signature = {"record": segmenter.record(), "clip_weights": segmenter.clip.weights_fingerprint()}
+    if isinstance(segmenter.proposals, MaskFormerProposals):
+        signature["proposal_weights"] = fingerprint(dict(segmenter.proposals.model.state_dict()))
+    return signature
 
 
 def pseudo_label(
@@ -193,7 +172,6 @@ def pseudo_label(
     limit: int | None = None,
     context: Distributed = Distributed(),
     progress: bool = True,
-    settings: dict | None = None,
     workers: int = 0,
     pipeline: bool = True,
 ) -> PseudoLabelReport:
@@ -204,137 +182,142 @@ def pseudo_label(
 
     Args:
         segmenter: the zero-shot model (see the module docstring).
-        settings: extra entries for the manifest (such as the command's flags).
         workers: DataLoader processes that read the images and label maps ahead (0: here).
         pipeline: prepare the next image (proposals, crops) on a worker thread while CLIP
             works on this one (`zsseg.runs.read_ahead`; the same labels; also off with $ZSSEG_PIPELINE=0).
     """
+    run = PseudoLabelling(dataset, segmenter, output_dir, protocol, reject_threshold, limit, context)
+    return run.run(progress, workers, pipeline)
 
-    unseen = unseen_classes(dataset, protocol)
-    if unseen is None:
-        raise ZssegError("pseudo-labels are for the zero-shot protocol (--protocol zero-shot): the cross-dataset one has no unseen classes")
-    if not 0.0 <= reject_threshold <= 1.0:
-        raise ZssegError(f"the reject threshold must be in [0, 1], got {reject_threshold}")
-    if segmenter.method in PER_PIXEL_METHODS:
-        raise ZssegError(f"pseudo-labels are made from proposals (--method two-stage or fast), not --method {segmenter.method}")
-    if segmenter.proposals.needs_ground_truth:
-        raise ZssegError(f"the '{segmenter.proposals.name}' proposals read the ground truth, unseen classes included; pseudo-labels need a model that does not")
-    if limit is not None and limit < 1:
-        raise ZssegError(f"--limit must be at least 1, got {limit}")
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    seen = torch.ones(dataset.num_classes, dtype=torch.bool)
-    seen[list(unseen)] = False
-    signature = {
-        "dataset": dataset.name,
-        "split": dataset.split,
-        "protocol": protocol,
-        "num_images": count,
-        "first_image": dataset.samples[0].name,
-        "last_image": dataset.samples[count - 1].name,
-        "reject_threshold": reject_threshold,
-        "model": model_settings(segmenter),
-    }
-    check_output_dir(output_dir, dataset, count, signature)
-    header = {
-        "format": FORMAT,
-        **{k: v for k, v in signature.items() if k != "model"},
-        "seen_classes": [n for n, s in zip(dataset.class_names, seen.tolist()) if s],
-        "unseen_classes": [dataset.class_names[i] for i in unseen],
-        "signature": signature,
-        "settings": dict(settings or {}),
-    }
-    if context.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if not (output_dir / MANIFEST_NAME).exists():
-            write_json(output_dir / MANIFEST_NAME, {**header, "complete": False})
-    context.sum(torch.zeros(1))  # every process waits for the folder and its manifest
-    encoding = LabelEncoding(dataset)
-    vocabulary = segmenter.prepare(dataset.vocabulary)
-    pixels = np.zeros(dataset.num_classes + 1, dtype=np.int64)  # index 0: ignored
-    matrix = ConfusionMatrix(dataset.num_classes)
-    unseen_index = np.array(sorted(unseen))
-    done = {"labelled": 0, "reused": 0}
-    bar = Progress(len(context.shard(count)), f"pseudo-labelling {dataset.name} {dataset.split}", "image",
-                   enabled=progress and context.is_main)
-    started = time.perf_counter()
 
-    def ready(index: int, loaded: tuple) -> tuple | ZssegError:
+class PseudoLabelling:
+    """One pseudo-labelling run: its checks and manifest, this process's share of the images,
+    and the counts summed over the processes at the end."""
+
+    def __init__(self, dataset: SegmentationDataset, segmenter: Segmenter, output_dir: Path, protocol: str, reject_threshold: float,
+                 limit: int | None, context: Distributed):
+        unseen = unseen_classes(dataset, protocol)
+        if unseen is None:
+            raise SettingError("protocol", "pseudo-labels are for the zero-shot {setting}: the cross-dataset one has no unseen classes")
+        if not 0.0 <= reject_threshold <= 1.0:
+            raise SettingError("reject_threshold", f"{{setting}} must be in [0, 1], got {reject_threshold}")
+        if segmenter.method in PER_PIXEL_METHODS:
+            raise SettingError("method", f"pseudo-labels are made from proposals ({{setting}} two-stage or fast), not {segmenter.method}")
+        if isinstance(segmenter.proposals, GroundTruthProposals):
+            raise SettingError("proposals", "the ground-truth {setting} read the ground truth, unseen classes included; pseudo-labels "
+                               "need a model that does not")
+        if limit is not None and limit < 1:
+            raise SettingError("limit", f"{{setting}} must be at least 1, got {limit}")
+        self.dataset, self.segmenter, self.output_dir, self.context = dataset, segmenter, Path(output_dir), context
+        self.reject_threshold = reject_threshold
+        self.count = len(dataset) if limit is None else min(limit, len(dataset))
+        self.unseen = np.array(sorted(unseen))
+        self.seen = torch.ones(dataset.num_classes, dtype=torch.bool)
+        self.seen[list(unseen)] = False
+        self.pixels = np.zeros(dataset.num_classes + 1, dtype=np.int64)  # index 0: ignored
+        self.matrix = ConfusionMatrix(dataset.num_classes)
+        self.done = {"labelled": 0, "reused": 0}
+
+    def header(self) -> dict:
+        dataset, count = self.dataset, self.count
+        signature = {"dataset": dataset.name, "split": dataset.split, "protocol": "zero-shot", "num_images": count,
+                     "first_image": dataset.samples[0].name, "last_image": dataset.samples[count - 1].name,
+                     "reject_threshold": self.reject_threshold, "model": model_signature(self.segmenter)}
+        return {"format": FORMAT, **{k: v for k, v in signature.items() if k != "model"},
+                "seen_classes": [n for n, s in zip(dataset.class_names, self.seen.tolist()) if s],
+                "unseen_classes": [dataset.class_names[i] for i in self.unseen], "signature": signature,
+                "config": self.segmenter.record(dataset.vocabulary)}
+
+    def run(self, progress: bool = True, workers: int = 0, pipeline: bool = True) -> PseudoLabelReport:
+        dataset, context = self.dataset, self.context
+        header = self.header()
+        check_output_dir(self.output_dir, dataset, self.count, header["signature"])
+        if context.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if not (self.output_dir / MANIFEST_NAME).exists():
+                write_json(self.output_dir / MANIFEST_NAME, {**header, "complete": False})
+        context.sum(torch.zeros(1))  # every process waits for the folder and its manifest
+        self.encoding = LabelEncoding(dataset)
+        self.vocabulary = self.segmenter.prepare(dataset.vocabulary)
+        self.bar = Progress(len(context.shard(self.count)), f"pseudo-labelling {dataset.name} {dataset.split}", "image",
+                            enabled=progress and context.is_main)
+        started = time.perf_counter()
+        try:
+            for_each_shard(self.count, context, self.work, load=SampleReader(dataset), workers=workers, prepare=self.ready,
+                           pipeline=pipeline and pipeline_enabled())
+        finally:
+            self.bar.close()
+        return self.finish(header, time.perf_counter() - started)
+
+    def ready(self, index: int, loaded: tuple) -> tuple | ZssegError:
         """The image's label map and its prepared half, or None for it when zsseg has already
         written its labels (a resumed run); or the error met."""
         image, label = loaded
         try:
-            dataset.check_sizes(index, image, label)
-            target = output_dir / f"{dataset.samples[index].name}.png"
-            return label, None if whole(target) else segmenter.prepare_image(image)
+            if isinstance(label, UnreadableLabel):
+                raise label
+            self.dataset.check_sizes(index, image, label)
+            target = self.output_dir / f"{self.dataset.samples[index].name}.png"
+            return label, None if whole(target) else self.segmenter.prepare_image(image)
         except ZssegError as error:
             return error
 
-    def work(index: int, item: tuple | ZssegError) -> None:
+    def work(self, index: int, item: tuple | ZssegError) -> None:
         if isinstance(item, ZssegError):
             raise item
-        sample = dataset.samples[index]
-        target = output_dir / f"{sample.name}.png"
+        sample = self.dataset.samples[index]
+        target = self.output_dir / f"{sample.name}.png"
         label, prepared = item
         if prepared is None:
-            pseudo = dataset.spec.lookup(sample)[read_label_file(target)]
+            pseudo = self.dataset.spec.lookup(sample)[read_label_file(target)]
             if pseudo.shape != label.shape or (pseudo < IGNORE).any():
                 raise ZssegError(f"{target} does not hold labels of {sample.name}; remove it and rerun to label that image again")
-            done["reused"] += 1
+            self.done["reused"] += 1
         else:
             if not damaged_label(target):  # the run's manifest vouches for its own damaged labels
-                check_target(target, advice="choose another --output-dir")
-            result = segmenter.finish(prepared, vocabulary)
-            pseudo = pseudo_label_map(result.masks, result.region_probs, label, seen, reject_threshold)
+                check_target(target, advice="choose another output folder")
+            result = self.segmenter.finish(prepared, self.vocabulary)
+            pseudo = pseudo_label_map(result.masks[result.keep], result.region_probs[result.keep], label, self.seen, self.reject_threshold)
             try:
-                encoding.write(target, pseudo)
+                self.encoding.write(target, pseudo)
             except OSError as error:
                 raise ZssegError(f"cannot write {target}: {error.strerror or error}") from None
-            done["labelled"] += 1
-        pixels[:] += np.bincount(pseudo.ravel() + 1, minlength=dataset.num_classes + 1)
-        matrix.update(np.where(np.isin(label, unseen_index), label, IGNORE), pseudo)
-        bar.update(1)
+            self.done["labelled"] += 1
+        self.pixels[:] += np.bincount(pseudo.ravel() + 1, minlength=self.dataset.num_classes + 1)
+        self.matrix.update(np.where(np.isin(label, self.unseen), label, IGNORE), pseudo)
+        self.bar.update(1)
 
-    try:
-        for_each_shard(count, context, work, load=ImageAndLabel(dataset), workers=workers, prepare=ready,
-                       pipeline=pipeline and pipeline_enabled())
-    finally:
-        bar.close()
-    pixels = context.sum(torch.from_numpy(pixels)).numpy()
-    counts = context.sum(matrix.as_tensor()).numpy()
-    totals = context.sum(torch.tensor([done["labelled"], done["reused"]]))
-    metrics = compute_metrics(ConfusionMatrix.from_counts(counts), unseen)
-    unseen_gt = int(counts[unseen_index].sum())
-    labelled_gt = unseen_gt - int(counts[unseen_index, -1].sum())
-    manifest = {
-        **header,
-        "complete": True,
-        "seconds": time.perf_counter() - started,
-        "pixels": {
-            "total": int(pixels.sum()),
-            "seen_ground_truth": int(pixels[1:][seen.numpy()].sum()),
-            "pseudo_labels": {dataset.class_names[i]: int(pixels[i + 1]) for i in unseen_index},
-            "ignored": int(pixels[0]),
-        },
-        "diagnostic": {
-            "note": "agreement of the pseudo-labels with the training images' own unseen ground truth (never read to make "
-            "them), on the pixels whose ground truth is unseen: a check of the labels, not a result",
-            "mIoU_unseen": metrics.mIoU_unseen,
-            "iou": {dataset.class_names[i]: metrics.per_class_iou[i] for i in unseen_index},
-            "covered": 100.0 * labelled_gt / max(1, unseen_gt),
-            "accuracy": 100.0 * int(counts[unseen_index, unseen_index].sum()) / max(1, unseen_gt),
-        },
-    }
-    if context.is_main:
-        write_json(output_dir / MANIFEST_NAME, manifest)
-    return PseudoLabelReport(output_dir, int(totals[0]), int(totals[1]), {"software": SOFTWARE, **manifest})
+    def finish(self, header: dict, seconds: float) -> PseudoLabelReport:
+        context, dataset, unseen = self.context, self.dataset, self.unseen
+        pixels = context.sum(torch.from_numpy(self.pixels)).numpy()
+        counts = context.sum(self.matrix.as_tensor()).numpy()
+        totals = context.sum(torch.tensor([self.done["labelled"], self.done["reused"]]))
+        metrics = compute_metrics(ConfusionMatrix.from_counts(counts), tuple(unseen.tolist()))
+        unseen_gt = int(counts[unseen].sum())
+        labelled_gt = unseen_gt - int(counts[unseen, -1].sum())
+        manifest = {
+            **header, "complete": True, "seconds": seconds,
+            "pixels": {"total": int(pixels.sum()), "seen_ground_truth": int(pixels[1:][self.seen.numpy()].sum()),
+                       "pseudo_labels": {dataset.class_names[i]: int(pixels[i + 1]) for i in unseen}, "ignored": int(pixels[0])},
+            "diagnostic": {
+                "note": "agreement of the pseudo-labels with the training images' own unseen ground truth (never read to make "
+                "them), on the pixels whose ground truth is unseen: a check of the labels, not a result",
+                "mIoU_unseen": metrics.mIoU_unseen, "iou": {dataset.class_names[i]: metrics.per_class_iou[i] for i in unseen},
+                "covered": 100.0 * labelled_gt / max(1, unseen_gt),
+                "accuracy": 100.0 * int(counts[unseen, unseen].sum()) / max(1, unseen_gt),
+            },
+        }
+        if context.is_main:
+            write_json(self.output_dir / MANIFEST_NAME, manifest)
+        return PseudoLabelReport(self.output_dir, int(totals[0]), int(totals[1]), {"software": SOFTWARE, **manifest})
 
 
 def check_output_dir(folder: Path, dataset: SegmentationDataset, count: int, signature: dict) -> None:
     """Refuse a folder inside the dataset, one holding pseudo-labels made with other settings,
     or one where a label file would replace a file that zsseg did not write."""
-    dataset.check_outside(folder, "--output-dir")
+    dataset.check_outside(folder, "output_dir")
     if folder.exists() and not folder.is_dir():
-        raise ZssegError(f"--output-dir {folder} exists and is not a folder")
+        raise SettingError("output_dir", f"{{setting}} {folder} exists and is not a folder")
     manifest = folder / MANIFEST_NAME
     if manifest.exists():
         record = read_manifest(folder)  # first: a manifest that is not zsseg's is the thing to name
@@ -344,13 +327,13 @@ def check_output_dir(folder: Path, dataset: SegmentationDataset, count: int, sig
             changed = sorted(k for k in signature.keys() | old.keys() if signature.get(k) != old.get(k))
             raise ZssegError(
                 f"{folder} holds pseudo-labels made with other settings ({', '.join(changed)} differ); "
-                "rerun the command that made them to resume, or choose another --output-dir"
+                "rerun the command that made them to resume, or choose another output folder"
             )
         return
     for sample in dataset.samples[:count]:
         target = folder / f"{sample.name}.png"
         if target.exists():
-            raise ZssegError(f"{folder} holds {target.name} but no {MANIFEST_NAME}: not a pseudo-label run of zsseg; choose another --output-dir")
+            raise ZssegError(f"{folder} holds {target.name} but no {MANIFEST_NAME}: not a pseudo-label run of zsseg; choose another output folder")
     check_only_ours(folder)
 
 
@@ -370,4 +353,4 @@ def check_only_ours(folder: Path, labels_vouched: bool = False) -> None:
         ours = entry.is_file() and (written_by_zsseg(entry) or (entry.name.startswith(".") and entry.name.endswith(".tmp"))
                                     or (labels_vouched and damaged_label(entry)))
         if not ours:
-            raise ZssegError(f"{folder} holds {entry.name}, which zsseg did not write; choose another --output-dir")
+            raise ZssegError(f"{folder} holds {entry.name}, which zsseg did not write; choose another output folder")
