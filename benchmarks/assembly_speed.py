@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))  # the plain definitions the fast paths are tested against
 
 from samples import DATA  # noqa: E402
 
@@ -67,7 +68,8 @@ def make_inputs(folder: Path, size: tuple[int, int], proposals: int, classes: in
 def run_one(path: str, way: str, out: str) -> None:
     import torch
 
-    from zsseg.assembly import assemble, assemble_labels, top_by_full_upsampling
+    from definitions import top_by_full_upsampling
+    from zsseg.assembly import assemble, assemble_labels
 
     data = torch.load(path)
     masks, probs, size = data["masks"], data["probs"], tuple(data["size"])
@@ -87,6 +89,7 @@ def run_one(path: str, way: str, out: str) -> None:
 def compare_writing(labels, classes: int) -> bool:
     import numpy as np
 
+    from definitions import blend_by_pixel, class_rles_by_mask
     from zsseg.outputs import writers
 
     print(f"writing the outputs of the {labels.shape[1]}x{labels.shape[0]} label map ({classes} classes, "
@@ -94,8 +97,8 @@ def compare_writing(labels, classes: int) -> bool:
     image = np.random.default_rng(0).integers(0, 256, labels.shape + (3,), dtype=np.uint8)
     colours = writers.palette(classes)
     same = True
-    for name, before, now in [("JSON per-class RLE", lambda: writers.class_rles_by_mask(labels), lambda: writers._class_rles(labels)),
-                              ("overlay colours", lambda: writers.blend_by_pixel(image, labels, colours, 0.55),
+    for name, before, now in [("JSON per-class RLE", lambda: class_rles_by_mask(labels), lambda: writers._class_rles(labels)),
+                              ("overlay colours", lambda: blend_by_pixel(image, labels, colours, 0.55),
                                lambda: writers._blend(image, labels, colours, 0.55))]:
         figures = []
         for way in (before, now):

@@ -26,11 +26,11 @@ def main() -> None:
 
     from zsseg.data.datasets import load_dataset, training_classes
     from zsseg.runs.distributed import Distributed
-    from zsseg.networks.maskformer.config import named_config
+    from zsseg.training.recipes import load_recipe
     from zsseg.training.proposal_data import Augmentation, TrainingSamples
     from zsseg.training.loop import LoopSettings, step_batches
 
-    train = named_config(args.config).train
+    train = load_recipe("proposals", args.config).train
     dataset = load_dataset(args.dataset, args.data_root, "train")
     samples = TrainingSamples(dataset, training_classes(dataset, "zero-shot"), Augmentation(
         train.crop_size, train.train_min_sizes, train.train_max_size, train.color_aug, train.flip), train.seed)

@@ -35,12 +35,13 @@ def save_random_fcn(folder: Path, clip) -> None:
     """The `paper` FCN with random weights, written as `zsseg train fcn` writes it."""
     from dataclasses import asdict, replace
 
-    from zsseg.networks.fcn import FCN_FILES, build_fcn, fcn_config
+    from zsseg.networks.fcn import FCN_FILES, build_fcn
+    from zsseg.training.recipes import load_recipe
     from zsseg.networks.maskformer.weights import save_network
     from zsseg.prompts.encoding import PromptEncoder, load_prompt
     from zsseg.data.vocabulary import Vocabulary
 
-    config = fcn_config("paper")
+    config = load_recipe("fcn", "paper")
     model = build_fcn(replace(config.model, embed_dim=clip.embed_dim), seed=0)
     prompt = load_prompt("single")
     names = Vocabulary.preset("coco-stuff-171")

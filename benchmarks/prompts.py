@@ -87,12 +87,13 @@ def main(argv: list[str] | None = None) -> dict:
 def training_stream_rows(clip, args: argparse.Namespace) -> list[dict]:
     """Accuracy of each prompt on the first N augmented crops that prompt learning trains on."""
     from zsseg.data.datasets import load_dataset
-    from zsseg.training.prompt_learning import PromptTask, prompt_config
+    from zsseg.training.prompt_learning import PromptTask
+    from zsseg.training.recipes import load_recipe
     from zsseg.prompts.encoding import PromptEncoder
 
     dataset = load_dataset(args.dataset, args.data_root, "train")
     protocol = args.protocol or ("zero-shot" if dataset.unseen else "cross-dataset")
-    task = PromptTask(dataset, prompt_config("cpu"), clip, protocol, torch.device("cpu"), progress=False)
+    task = PromptTask(dataset, load_recipe("prompts", "cpu"), clip, protocol, torch.device("cpu"), progress=False)
     crops, targets = task.data.batch(list(range(args.training_stream)))
     features = clip.encode_images(crops)
     rows = []

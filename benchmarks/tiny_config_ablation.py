@@ -31,7 +31,7 @@ from zsseg import load_clip  # noqa: E402
 from zsseg.data.datasets import load_dataset  # noqa: E402
 from zsseg.evaluation.predictors import OraclePredictor  # noqa: E402
 from zsseg.evaluation.runner import evaluate_predictor  # noqa: E402
-from zsseg.networks.maskformer.config import named_config  # noqa: E402
+from zsseg.training.recipes import load_recipe  # noqa: E402
 from zsseg.training.proposals import train_proposals  # noqa: E402
 from zsseg.proposals import MaskFormerProposals  # noqa: E402
 
@@ -55,7 +55,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     model, train, limit = VARIANTS[args.variant]
-    config = named_config("tiny")
+    config = load_recipe("proposals", "tiny")
     config = replace(config, model=replace(config.model, **model), train=replace(config.train, **train))
     train_proposals(load_dataset("coco-stuff", DATA, "train"), config, load_clip(args.clip), args.output_dir, "zero-shot", progress=False)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -70,6 +74,37 @@ def run(args, env=None, module=("-m", "zsseg")):
     """A command in a fresh Python process (`python -m zsseg ARGS` by default), captured."""
     return subprocess.run([sys.executable, *module, *args], capture_output=True, text=True, timeout=600,
                           env={**os.environ, **(env or {})})
+
+
+def run_here(capsys, args, env=None) -> subprocess.CompletedProcess:
+    """`zsseg ARGS` in this process (`zsseg.cli.main`), captured like `run`'s fresh process: for
+    bad-input messages and small listings, which need no process of their own (its imports take
+    seconds). Keep `run` for true end-to-end runs, and wherever a fresh process is the point.
+
+    `env` is set for the call only. What a fresh process would print besides, this prints too:
+    Python's warnings under its default filters (pytest would only collect them), and log records
+    that no handler takes (pytest's own handlers are set aside); argparse's exit is the status."""
+    from zsseg.cli import main
+
+    capsys.readouterr()  # what came before is not this command's output
+    root, sigterm = logging.getLogger(), signal.getsignal(signal.SIGTERM)
+    handlers = root.handlers[:]
+    with mock.patch.dict(os.environ, env or {}), warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()
+        warnings.simplefilter("default")
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.filterwarnings("ignore", category=category)
+        root.handlers[:] = []
+        try:
+            status = main([str(a) for a in args])
+        except SystemExit as stop:  # argparse's usage errors and --help
+            status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        finally:
+            root.handlers[:] = handlers
+            signal.signal(signal.SIGTERM, sigterm)  # main's handler is for its own process
+    captured = capsys.readouterr()
+    shown = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught)
+    return subprocess.CompletedProcess(["zsseg", *map(str, args)], status, captured.out, captured.err + shown)
 
 
 def subset(name: str, split: str, count: int):

@@ -59,7 +59,7 @@ def test_no_masks_leaves_everything_unlabelled():
 
 
 def _full(numerator, coverage, size):
-    from zsseg.assembly import top_by_full_upsampling
+    from definitions import top_by_full_upsampling
 
     return top_by_full_upsampling(numerator, coverage, size)
 

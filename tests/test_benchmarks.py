@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED, run, recorded
+from conftest import SHARED, run, run_here, recorded
 from zsseg.evaluation.reference_settings import benchmark_settings
 from zsseg.data.datasets import DATASETS
 from zsseg.errors import ZssegError
@@ -143,18 +143,18 @@ def test_a_damaged_checkpoint_is_one_line_and_loads_nothing(keys_file, tmp_path,
     assert "\n" not in str(caught.value)
 
 
-def test_a_checkpoint_error_on_the_command_line(keys_file, tmp_path, clip_dir):
+def test_a_checkpoint_error_on_the_command_line(keys_file, tmp_path, clip_dir, capsys):
     state = _reference_state(keys_file)
     del state["sem_seg_head.pixel_decoder.mask_features.bias"]
     torch.save({"model": state}, tmp_path / "model_final.pth")
     image = SHARED / "data" / "coco" / "val2017" / "000000010363.jpg"
     out = tmp_path / "out"
-    result = run(["segment", str(image), "--classes", "cat; dog", "--proposals", "maskformer", "--proposal-weights",
-                  str(tmp_path / "model_final.pth"), "--clip", str(clip_dir), "--out", str(out)])
+    result = run_here(capsys, ["segment", str(image), "--classes", "cat; dog", "--proposals", "maskformer", "--proposal-weights",
+                               str(tmp_path / "model_final.pth"), "--clip", str(clip_dir), "--out", str(out)])
     assert result.returncode == 2 and "pixel_decoder.mask_features.bias" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1 and not out.exists()
-    missing = run(["segment", str(image), "--classes", "cat", "--proposals", "maskformer", "--proposal-weights",
-                   str(tmp_path / "nothing.pth"), "--clip", str(clip_dir), "--out", str(out)])
+    missing = run_here(capsys, ["segment", str(image), "--classes", "cat", "--proposals", "maskformer", "--proposal-weights",
+                                str(tmp_path / "nothing.pth"), "--clip", str(clip_dir), "--out", str(out)])
     assert missing.returncode == 2 and "checkpoint not found" in missing.stderr
 
 
@@ -232,14 +232,14 @@ def test_eval_with_a_network_records_lambda_and_every_class_unseen(clip_dir, tmp
     from dataclasses import replace
 
     from conftest import DATA
-    from zsseg.networks.maskformer.config import named_config
+    from zsseg.training.recipes import load_recipe
     from zsseg.networks.maskformer.model import build_model
     from zsseg.networks.maskformer.weights import save_proposals
     from zsseg.prompts.encoding import PromptEncoder, load_prompt
     from zsseg import load_clip
 
     clip = load_clip(str(clip_dir))
-    config = replace(named_config("tiny").model, embed_dim=clip.embed_dim)
+    config = replace(load_recipe("proposals", "tiny").model, embed_dim=clip.embed_dim)
     vocabulary = Vocabulary.preset("coco-stuff-171")
     prompt = load_prompt("single")
     text = PromptEncoder(clip, prompt).encode_vocabulary(vocabulary)

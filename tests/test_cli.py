@@ -136,4 +136,4 @@ def test_unreachable_hub_model_in_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "zsseg.cli", "segment", str(tmp_path / "a.png"), "--classes", "cat",
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "offline" in proc.stderr and "--local-dir" in proc.stderr
+    assert "offline" in proc.stderr and "--local-dir clip-model" in proc.stderr and "(--clip clip-model)" in proc.stderr

@@ -115,7 +115,7 @@ def test_resnet_clip_equals_its_parts(folders):
     assert torch.allclose(clip.encode_images(pixels), image, atol=1e-6)
     # MaskCLIP's dense cells: one per 32 pixels, in the joint space; SCLIP is a ViT's alone.
     assert clip.dense_features(pixels).shape == (2, 16, 7, 7) and clip.dense_stride == 32
-    with pytest.raises(ZssegError, match=r"^dense mode 'sclip' needs a ViT image tower; this openai-resnet model"):
+    with pytest.raises(ZssegError, match=r"^dense_mode 'sclip' needs a ViT image tower; this openai-resnet model"):
         Segmenter(clip=clip, method="dense-clip", dense_mode="sclip")
 
 
@@ -148,8 +148,12 @@ def test_learned_prompts_work_with_clip_text_towers_and_are_refused_elsewhere(fo
     resnet.encode_with_context(context, names).sum().backward()
     assert context.grad is not None and context.grad.abs().sum() > 0  # CoOp can learn through it
     siglip = load_clip(str(folders["siglip"]))
-    with pytest.raises(ZssegError, match=r"^learned prompts need CLIP's text tower; this siglip model .* takes template prompts"):
-        siglip.encode_with_context(context, names)
+    from zsseg.models.base import LearnedPromptTower, learned_prompt_tower
+
+    assert isinstance(resnet, LearnedPromptTower) and not isinstance(siglip, LearnedPromptTower)
+    with pytest.raises(ZssegError, match=r"^learned prompts need CLIP's text tower; this siglip model .* takes template prompts "
+                                         r"only \(prompt imagenet, vild, or a template\)$"):
+        learned_prompt_tower(siglip)
     with pytest.raises(ZssegError, match="learned prompts need CLIP's text tower"):
         from zsseg.training.prompt_learning import PromptLearner
 
@@ -226,7 +230,7 @@ def test_siglip_text_and_scores(folders):
     cos = torch.tensor([[0.1, 0.12, 0.05]])
     assert torch.allclose(clip.sigmoid_probabilities(cos), torch.sigmoid(math.exp(4.7) * cos - 12.7), atol=1e-6)
     assert RegionClassifier(clip, text_cache=False).temperature == clip.temperature
-    with pytest.raises(ZssegError, match=r"^this siglip model .* has no dense features \(SigLIP pools with an attention head"):
+    with pytest.raises(ZssegError, match=r"^this siglip model .* has no dense features \(SigLIP pools with an attention head.*; use method two-stage$"):
         Segmenter(clip=clip, method="dense-clip")
 
 

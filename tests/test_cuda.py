@@ -12,13 +12,13 @@ import torch
 from conftest import DATA, run, subset
 from zsseg import Segmenter, load_clip
 from zsseg.runs.distributed import Distributed
-from zsseg.networks.maskformer.config import named_config
+from zsseg.training.recipes import load_recipe
 from zsseg.training.proposals import train_proposals
 from zsseg.networks.maskformer.weights import load_proposals
 from zsseg.proposals import MaskFormerProposals
 
 pytestmark = pytest.mark.cuda
-TINY = named_config("tiny")
+TINY = load_recipe("proposals", "tiny")
 CONFIG = replace(TINY, train=replace(TINY.train, crop_size=128, batch_size=2, log_every=1, checkpoint_every=2))
 
 

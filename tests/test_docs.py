@@ -44,7 +44,7 @@ def test_there_are_snippets_to_check():
 @pytest.mark.parametrize("path, code", list(_blocks("python")), ids=lambda x: str(x)[:40])
 def test_python_snippets_run(path, code, clip, clip_dir, tmp_path, monkeypatch):
     from zsseg.data.datasets import load_dataset
-    from zsseg.networks.maskformer.config import named_config
+    from zsseg.training.recipes import load_recipe
     from zsseg.training.proposals import train_proposals
     from dataclasses import replace
 
@@ -53,7 +53,7 @@ def test_python_snippets_run(path, code, clip, clip_dir, tmp_path, monkeypatch):
     if "runs/coco-zs" in code:  # what `zsseg train proposals ... --output-dir runs/coco-zs` writes, trained briefly
         dataset = load_dataset("coco-stuff", DATA, "train")
         dataset.samples = dataset.samples[:2]
-        tiny = named_config("tiny")
+        tiny = load_recipe("proposals", "tiny")
         config = replace(tiny, train=replace(tiny.train, max_iters=2, batch_size=1, crop_size=64))
         train_proposals(dataset, config, clip, Path("runs/coco-zs"), "zero-shot", progress=False)
     code = code.replace('"openai/clip-vit-base-patch16"', repr(str(clip_dir)))

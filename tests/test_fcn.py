@@ -12,7 +12,8 @@ import torch
 from conftest import DATA, run, subset, recorded
 from zsseg import Segmenter, Vocabulary, ZssegError
 from zsseg.classification.dense import dense_logits
-from zsseg.networks.fcn import FCN_CONFIGS, FcnModelConfig, fcn_config, load_fcn
+from zsseg.networks.fcn import FcnModelConfig, load_fcn
+from zsseg.training.recipes import built_in_recipes, load_recipe
 from zsseg.training.fcn import train_fcn
 from zsseg.data.images import read_image, resize_image
 from zsseg.training.proposal_data import Augmentation, TrainingSamples
@@ -21,7 +22,7 @@ from zsseg.proposals import build_proposal_generator
 from zsseg.segmenter import FCN_ENSEMBLE_WEIGHT
 
 IMAGE = DATA / "coco/val2017/000000010363.jpg"
-CPU = fcn_config("cpu")
+CPU = load_recipe("fcn", "cpu")
 
 
 def small(**train):
@@ -87,11 +88,11 @@ def test_fcn_weights_and_config_errors(fcn_dir, tmp_path):
     (tmp_path / "fcn.json").write_text('{"format": "zsseg-maskformer-proposals/1"}')
     with pytest.raises(ZssegError, match="not a zsseg FCN config"):
         load_fcn(tmp_path)
-    with pytest.raises(ZssegError, match="unknown FCN config"):
-        fcn_config("huge")
+    with pytest.raises(ZssegError, match="^unknown config 'huge': give a recipe file, or one of the built-in recipes: paper, cpu$"):
+        load_recipe("fcn", "huge")
     with pytest.raises(ZssegError, match="unknown FCN backbone"):
         FcnModelConfig(backbone="clip")
-    assert set(FCN_CONFIGS) == {"paper", "cpu"}
+    assert set(built_in_recipes("fcn")) == {"paper", "cpu"}
 
 
 # --- the methods -------------------------------------------------------------------------------
@@ -177,6 +178,14 @@ def test_cli_train_fcn_then_eval_and_segment_with_each_method(clip_dir, tmp_path
     trained = run(["train", "fcn", *common, "--config", "cpu", "--clip", str(clip_dir), "--max-iters", "2", "--batch-size", "2",
                    "--output-dir", str(tmp_path / "fcn")])
     assert trained.returncode == 0 and "--method fcn" in trained.stderr, trained.stderr
+    # The run records its recipe, flags included; `--config` on that JSON trains the same network.
+    recipe = json.loads((tmp_path / "fcn" / "fcn.json").read_text())["config"]
+    assert (recipe["kind"], recipe["name"], recipe["train"]["max_iters"], recipe["train"]["batch_size"]) == ("fcn", "cpu", 2, 2)
+    again = run(["train", "fcn", *common, "--config", str(tmp_path / "fcn" / "fcn.json"), "--clip", str(clip_dir),
+                 "--output-dir", str(tmp_path / "fcn2")])
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "fcn2" / "fcn.json").read_text())["config"] == recipe
+    assert (tmp_path / "fcn2" / "fcn.safetensors").read_bytes() == (tmp_path / "fcn" / "fcn.safetensors").read_bytes()
     evaluation = ["eval", *common, "--protocol", "zero-shot", "--limit", "2", "--clip", str(clip_dir), "--max-size", "256", "--quiet"]
     scored = run([*evaluation, "--method", "fcn", "--fcn-weights", str(tmp_path / "fcn"), "--output", str(tmp_path / "fcn.json")])
     assert scored.returncode == 0 and "hIoU" in scored.stdout, scored.stderr

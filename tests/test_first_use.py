@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA, run
+from conftest import DATA, run, run_here
 from test_safety import _png_header_only
 from zsseg.cli import main
 
@@ -42,21 +42,21 @@ def _photos(folder, count, size=(48, 64)):
     ["train", "prompts", "--config", "cpu"],
 ])
 @pytest.mark.parametrize("seed", ["-1", "4294967296"])
-def test_seeds_out_of_range_are_one_line_and_leave_no_folder(tmp_path, command, seed):
+def test_seeds_out_of_range_are_one_line_and_leave_no_folder(tmp_path, capsys, command, seed):
     out = tmp_path / "out"
-    result = run([*command, "--dataset", "coco-stuff", "--data-root", str(DATA), "--seed", seed, "--output-dir", str(out)])
+    result = run_here(capsys, [*command, "--dataset", "coco-stuff", "--data-root", str(DATA), "--seed", seed, "--output-dir", str(out)])
     assert "--seed: must be in 0..4294967295" in _one_line(result)
     assert not out.exists()
 
 
-def test_ports_and_temperatures_out_of_range(tmp_path):
-    assert "--port: must be in 1..65535, got 70000" in _one_line(run(["demo", "--port", "70000"]))
+def test_ports_and_temperatures_out_of_range(tmp_path, capsys):
+    assert "--port: must be in 1..65535, got 70000" in _one_line(run_here(capsys, ["demo", "--port", "70000"]))
     for value in ("inf", "nan", "-1", "0"):
-        result = run(["train", "prompts", "--dataset", "coco-stuff", "--data-root", str(DATA), "--temperature", value,
-                      "--output-dir", str(tmp_path / "p")])
+        result = run_here(capsys, ["train", "prompts", "--dataset", "coco-stuff", "--data-root", str(DATA), "--temperature", value,
+                                   "--output-dir", str(tmp_path / "p")])
         assert "--temperature: must be a finite number above 0" in _one_line(result)
     for flag in ("--ensemble-weight", "--mask-threshold", "--overlap"):
-        result = run(["segment", str(tmp_path), "--classes", "cat", "--out", str(tmp_path / "o"), flag, "nan"])
+        result = run_here(capsys, ["segment", str(tmp_path), "--classes", "cat", "--out", str(tmp_path / "o"), flag, "nan"])
         assert f"{flag}: must be in [0, 1" in _one_line(result)
 
 
@@ -78,7 +78,7 @@ def test_a_text_cache_folder_that_is_a_file_and_a_damaged_cache(tmp_path, caplog
     (tmp_path / "afile").write_text("x")
     with caplog.at_level(logging.WARNING, logger="zsseg"):
         TextFeatureCache(tmp_path / "afile").put("m", "p", {"cat": torch.ones(2)})
-    assert "is a file, not a folder: point $ZSSEG_CACHE_DIR at a folder, or pass --no-text-cache" in caplog.text
+    assert "is a file, not a folder: point $ZSSEG_CACHE_DIR at a folder, or turn the text cache off" in caplog.text
     assert "Errno" not in caplog.text
     caplog.clear()
     (tmp_path / "damaged").mkdir()
@@ -159,11 +159,11 @@ def test_eval_output_folder_is_made_like_the_others(tmp_path):
     assert status == 0 and json.loads(out.read_text())["mIoU"] == 100.0
 
 
-def test_pseudo_label_refuses_a_folder_with_a_foreign_file(clip_dir, tmp_path):
+def test_pseudo_label_refuses_a_folder_with_a_foreign_file(clip_dir, tmp_path, capsys):
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "notes.txt").write_text("mine")
-    result = run(["pseudo-label", "--dataset", "coco-stuff", "--data-root", str(DATA), "--proposals", "selective-search",
-                  "--clip", str(clip_dir), "--limit", "1", "--output-dir", str(tmp_path / "labels")])
+    result = run_here(capsys, ["pseudo-label", "--dataset", "coco-stuff", "--data-root", str(DATA), "--proposals", "selective-search",
+                               "--clip", str(clip_dir), "--limit", "1", "--output-dir", str(tmp_path / "labels")])
     assert "holds notes.txt, which zsseg did not write" in _one_line(result)
 
 

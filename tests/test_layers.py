@@ -5,6 +5,7 @@ level, inside functions, and under `TYPE_CHECKING`."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "zsseg"
@@ -182,3 +183,57 @@ def test_the_check_sees_a_name_a_module_lacks(tmp_path, monkeypatch):
     (root / "cli" / "prompts.py").write_text("def run():\n    from .prompts import f\n    from ..prompts import f as g\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert unresolved_imports(root) == ["pkgcheck/cli/prompts.py:2: pkgcheck.cli.prompts has no f"]
+
+
+# --- the shape of the code -----------------------------------------------------------------------
+
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def _message_strings(tree: ast.AST):
+    """The text of each argument of what a module raises or constructs as an error or warning
+    (`raise X(...)`, any `...Error(...)` call, `log.warning` / `warn`), with "{}" for the values
+    formatted into it."""
+    calls = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            calls[id(node.exc)] = node.exc
+        elif isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name.endswith(("Error", "Unusable")) or name in ("warning", "warn", "refused"):
+                calls[id(node)] = node
+    for call in calls.values():
+        for argument in [*call.args, *(k.value for k in call.keywords)]:
+            pieces = [p.value if isinstance(p, ast.Constant) and isinstance(p.value, str) else "{}"
+                      for p in ast.walk(argument) if isinstance(p, (ast.Constant, ast.FormattedValue))]
+            if any(piece != "{}" for piece in pieces):
+                yield argument.lineno, "".join(pieces)
+
+
+def test_the_library_speaks_in_settings_not_flags():
+    """Outside `zsseg.cli`, no error or warning names a command-line flag: the library names its
+    settings (`SettingError`) and the command line translates them. (A command of another tool,
+    `hf download ... --local-dir DIR`, is what to type, not one of zsseg's flags.)"""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "cli" in path.relative_to(PACKAGE).parts:
+            continue
+        for line, text in _message_strings(ast.parse(path.read_text(encoding="utf-8"))):
+            flags = [f for f in FLAG.findall(text) if not (f == "--local-dir" and "hf download" in text)]
+            if flags:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {flags}")
+    assert found == []
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
+
+
+def test_the_message_check_sees_a_flag(tmp_path):
+    source = 'def f(x):\n    raise ZssegError(f"{x} is bad; pass --max-masks to raise it")\n'
+    assert [FLAG.findall(text) for _, text in _message_strings(ast.parse(source))] == [["--max-masks"]]

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, run, save_tiny_clip, subset
+from conftest import DATA, run, run_here, save_tiny_clip, subset
 from zsseg import Segmenter, Vocabulary, ZssegError
 from zsseg.data.images import bounded_size, read_image, resize_image
-from zsseg.networks.maskformer.config import CONFIGS, TrainConfig, named_config
+from zsseg.networks.maskformer.config import TrainConfig
+from zsseg.training.recipes import load_recipe
 from zsseg.networks.maskformer.criterion import Target, dice_loss, focal_loss, hungarian_match, set_loss
 from zsseg.training.proposal_data import Augmentation, TrainingSamples, semantic_target
 from zsseg.networks.maskformer.model import build_model
@@ -26,7 +27,7 @@ from zsseg.networks.maskformer.weights import load_proposals
 from zsseg.prompts.encoding import VocabularyEmbedding
 from zsseg.proposals import MaskFormerProposals
 
-TINY = named_config("tiny")
+TINY = load_recipe("proposals", "tiny")
 
 
 def small(config=TINY, **train):
@@ -75,7 +76,7 @@ def test_class_logits_are_scaled_cosines_with_text_and_no_object_last():
 
 
 def test_clip_image_tower_backbone(clip):
-    config = replace(CONFIGS["clip-backbone"].model, hidden_dim=64, decoder_layers=1, heads=4, feedforward_dim=64,
+    config = replace(load_recipe("proposals", "clip-backbone").model, hidden_dim=64, decoder_layers=1, heads=4, feedforward_dim=64,
                      conv_dim=32, mask_dim=32, embed_dim=clip.embed_dim, clip_vision=clip.model.config.vision_config.to_dict())
     model = build_model(config, seed=0).eval()
     out = model(torch.rand(1, 3, 128, 192) * 255)[-1]
@@ -269,23 +270,23 @@ def test_resuming_restores_the_dropout_rng(clip, tmp_path):
     assert not all(torch.equal(whole[k], other[k]) for k in whole)
 
 
-def test_resume_refuses_a_different_run_and_a_damaged_checkpoint(clip_dir, tmp_path):
+def test_resume_refuses_a_different_run_and_a_damaged_checkpoint(clip_dir, tmp_path, capsys):
     first = run(cli_train(tmp_path, clip_dir, "--max-iters", "1"))
     assert first.returncode == 0, first.stderr
-    other = run(cli_train(tmp_path, clip_dir, "--max-iters", "2", "--seed", "5"))
+    other = run_here(capsys, cli_train(tmp_path, clip_dir, "--max-iters", "2", "--seed", "5"))
     assert other.returncode == 2 and "holds checkpoints of a different run" in other.stderr
     again = run(cli_train(tmp_path, clip_dir, "--max-iters", "1"))
     assert again.returncode == 0, again.stderr  # already done: writes the final weights again
-    longer = run(cli_train(tmp_path, clip_dir, "--max-iters", "3"))
+    longer = run_here(capsys, cli_train(tmp_path, clip_dir, "--max-iters", "3"))
     assert longer.returncode == 2 and "holds a run of 1 step (finished)" in longer.stderr, longer.stderr
     assert "would change its learning-rate schedule" in longer.stderr
     state = torch.load(tmp_path / "checkpoint-0000001.pt", weights_only=True)
     torch.save({**state, "step": 2}, tmp_path / "checkpoint-0000002.pt")  # as left by a longer run
-    past = run(cli_train(tmp_path, clip_dir, "--max-iters", "1"))
+    past = run_here(capsys, cli_train(tmp_path, clip_dir, "--max-iters", "1"))
     assert past.returncode == 2 and "past --max-iters 1" in past.stderr
     (tmp_path / "checkpoint-0000002.pt").unlink()
     (tmp_path / "checkpoint-0000001.pt").write_bytes(b"not a checkpoint")
-    damaged = run(cli_train(tmp_path, clip_dir, "--max-iters", "2"))
+    damaged = run_here(capsys, cli_train(tmp_path, clip_dir, "--max-iters", "2"))
     assert damaged.returncode == 2 and "cannot read checkpoint" in damaged.stderr and "Traceback" not in damaged.stderr
 
 
@@ -315,20 +316,21 @@ def test_two_process_torchrun_training(clip_dir, tmp_path):
     assert odd.returncode != 0 and "must be a multiple of the number of processes" in odd.stderr
 
 
-def test_train_cli_errors(clip_dir, tmp_path):
-    bad = run(["train", "proposals", "--dataset", "ade20k-150", "--data-root", str(DATA), "--split", "validation",
-               "--config", "tiny", "--clip", str(clip_dir), "--output-dir", str(tmp_path / "x")])
+def test_train_cli_errors(clip_dir, tmp_path, capsys):
+    bad = run_here(capsys, ["train", "proposals", "--dataset", "ade20k-150", "--data-root", str(DATA), "--split", "validation",
+                            "--config", "tiny", "--clip", str(clip_dir), "--output-dir", str(tmp_path / "x")])
     assert bad.returncode == 2 and "zsseg: error:" in bad.stderr
-    zero_shot = run(["train", "proposals", "--dataset", "ade20k-150", "--data-root", str(DATA), "--split", "val",
-                     "--config", "tiny", "--clip", str(clip_dir), "--output-dir", str(tmp_path / "y")])
+    zero_shot = run_here(capsys, ["train", "proposals", "--dataset", "ade20k-150", "--data-root", str(DATA), "--split", "val",
+                                  "--config", "tiny", "--clip", str(clip_dir), "--output-dir", str(tmp_path / "y")])
     assert zero_shot.returncode == 2 and "zero-shot protocol" in zero_shot.stderr
-    crop = run(cli_train(tmp_path / "z", clip_dir, "--crop-size", "100"))
+    crop = run_here(capsys, cli_train(tmp_path / "z", clip_dir, "--crop-size", "100"))
     assert crop.returncode == 2 and "multiple of 32" in crop.stderr
+    # A fresh process: huggingface_hub reads HF_HUB_OFFLINE when it is imported.
     offline = run(cli_train(tmp_path / "w", clip_dir, "--backbone-weights", "nobody/no-such-resnet", "--max-iters", "1"),
                   env={"HF_HUB_OFFLINE": "1"})
     assert offline.returncode == 2 and "--backbone-weights" in offline.stderr and "Traceback" not in offline.stderr
     (tmp_path / "file").write_text("x")
-    not_dir = run(cli_train(tmp_path / "file", clip_dir))
+    not_dir = run_here(capsys, cli_train(tmp_path / "file", clip_dir))
     assert not_dir.returncode == 2 and "not a folder" in not_dir.stderr
 
 
@@ -337,7 +339,7 @@ def test_pretrained_resnet_weights_load_through_the_hub_path(clip, tmp_path):
     into the detectron2-named backbone and computes the same features."""
     from transformers import ResNetConfig, ResNetModel
 
-    spec = CONFIGS["tiny"].model
+    spec = load_recipe("proposals", "tiny").model
     torch.manual_seed(7)
     resnet = ResNetModel(ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic")).eval()
     resnet.save_pretrained(tmp_path / "resnet")
@@ -446,7 +448,7 @@ def test_a_different_clip_is_refused(trained, tmp_path):
         Segmenter(clip=other, proposals=MaskFormerProposals(trained))
 
 
-def test_segment_and_eval_cli_use_the_trained_proposals(trained, clip_dir, tmp_path):
+def test_segment_and_eval_cli_use_the_trained_proposals(trained, clip_dir, tmp_path, capsys):
     image = DATA / "coco/val2017/000000010363.jpg"
     seg = run(["segment", str(image), "--classes", "person; grass; cat", "--clip", str(clip_dir), "--proposals", "maskformer",
                "--proposal-weights", str(trained), "--out", str(tmp_path / "seg")])
@@ -462,9 +464,9 @@ def test_segment_and_eval_cli_use_the_trained_proposals(trained, clip_dir, tmp_p
     assert config["models"]["ensemble"] == {"weight": 0.8, "classifier": "ensemble"}
     oracle = run([*common, "--oracle", "--proposals", "maskformer", "--proposal-weights", str(trained), "--quiet"])
     assert oracle.returncode == 0 and "mIoU" in oracle.stdout, oracle.stderr
-    missing = run([*common, "--proposals", "maskformer"])
+    missing = run_here(capsys, [*common, "--proposals", "maskformer"])
     assert missing.returncode == 2 and "need trained weights: --proposal-weights" in missing.stderr
-    stray = run([*common, "--proposals", "selective-search", "--proposal-weights", str(trained)])
+    stray = run_here(capsys, [*common, "--proposals", "selective-search", "--proposal-weights", str(trained)])
     assert stray.returncode == 2 and "--proposal-weights is for maskformer proposals" in stray.stderr
 
 

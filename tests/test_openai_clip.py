@@ -192,7 +192,7 @@ def test_tokenizer_sources(tiny_state, tiny_clip, tmp_path, monkeypatch):
         clip_from_openai_state(tiny_state, str(tmp_path / "nope" / "tok"), source="x")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(ZssegError, match=r"not in the local Hugging Face cache.*--tokenizer clip-tokenizer"):
+    with pytest.raises(ZssegError, match=r"not in the local Hugging Face cache.*\(tokenizer clip-tokenizer\)"):
         clip_from_openai_state(tiny_state, "openai/clip-vit-base-patch16", source="x")
 
 

@@ -14,14 +14,14 @@ import torch
 
 from PIL import Image
 
-from conftest import DATA, TOKENIZER, run, save_tiny_clip, subset
+from conftest import DATA, TOKENIZER, run, run_here, save_tiny_clip, subset
 from zsseg import Segmenter, load_clip
 from zsseg.data.datasets import SegmentationDataset
 from zsseg.errors import ZssegError
-from zsseg.networks.maskformer.config import named_config
+from zsseg.training.recipes import load_recipe
 from zsseg.training.proposals import train_proposals
 from zsseg.networks.maskformer.weights import load_proposals
-from zsseg.training.prompt_learning import PromptTask, augmented_crop, mask_box, prompt_config, sample_segments, train_prompts, warmup_cosine
+from zsseg.training.prompt_learning import PromptTask, augmented_crop, mask_box, sample_segments, train_prompts, warmup_cosine
 from zsseg.prompts.selection import select_template
 from zsseg.prompts.encoding import (
     IMAGENET_TEMPLATES,
@@ -34,11 +34,11 @@ from zsseg.prompts.encoding import (
 )
 from zsseg.prompts.text_cache import TextFeatureCache
 
-CPU = prompt_config("cpu")
+CPU = load_recipe("prompts", "cpu")
 
 
 def small(**overrides):
-    return replace(CPU, **{"batch_size": 4, "samples_per_class": 2, "log_every": 1, "checkpoint_every": 2, **overrides})
+    return CPU.with_train(**{"batch_size": 4, "samples_per_class": 2, "log_every": 1, "checkpoint_every": 2, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_every_kind_of_prompt_loads_from_one_value(learned, tmp_path):
     assert load_prompt(["a {}.", "the {}."]).templates == ("a {}.", "the {}.")
     for value in (learned, learned / "prompt.json", learned / "prompt.safetensors", str(learned)):
         prompt = load_prompt(value)
-        assert isinstance(prompt, LearnedPrompt) and prompt.context.shape[0] == CPU.context_length
+        assert isinstance(prompt, LearnedPrompt) and prompt.context.shape[0] == CPU.train.context_length
     info = json.loads((learned / "prompt.json").read_text())
     assert info["info"]["clip"] and info["info"]["class_names"] and info["info"]["train"]["lr"] == 0.02
     save_template_prompt(tmp_path / "best.json", TemplatePrompt(("itap of a {}.",), "x"), {"note": 1})
@@ -125,12 +125,12 @@ def test_learned_context_changes_the_embedding_and_carries_gradients(clip):
     assert not torch.allclose(features.detach(), clip.encode_text(["cat.", "dog."]), atol=1e-4)
 
 
-def test_a_prompt_from_another_clip_is_refused(learned, clip_dir, tmp_path):
+def test_a_prompt_from_another_clip_is_refused(learned, clip_dir, tmp_path, capsys):
     other = load_clip(str(save_tiny_clip(tmp_path / "other", seed=1)))
     with pytest.raises(ZssegError, match="token embeddings differ"):
         PromptEncoder(other, learned)
-    proc = run(["segment", str(DATA / "coco" / "val2017" / "000000010092.jpg"), "--classes", "cat; car",
-                "--clip", str(tmp_path / "other"), "--prompt", str(learned), "--out", str(tmp_path / "out")])
+    proc = run_here(capsys, ["segment", str(DATA / "coco" / "val2017" / "000000010092.jpg"), "--classes", "cat; car",
+                             "--clip", str(tmp_path / "other"), "--prompt", str(learned), "--out", str(tmp_path / "out")])
     assert proc.returncode == 2 and "token embeddings differ" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
     assert PromptEncoder(load_clip(str(clip_dir), dtype="bf16"), learned).prompt.context is not None  # same CLIP, lower precision
@@ -172,7 +172,7 @@ def test_selection_scores_are_the_accuracy_of_eq1_on_segments(clip):
     assert selection.ranking[0].mean_class_accuracy == pytest.approx(100 * sum(per_class) / len(per_class), abs=1e-3)
 
 
-def test_select_cli_writes_a_prompt_the_other_commands_take(clip_dir, tmp_path):
+def test_select_cli_writes_a_prompt_the_other_commands_take(clip_dir, tmp_path, capsys):
     out = tmp_path / "best.json"
     proc = run(["prompts", "select", "--dataset", "coco-stuff", "--data-root", str(DATA), "--protocol", "zero-shot",
                 "--templates", "vild", "--limit", "4", "--clip", str(clip_dir), "--output", str(out)])
@@ -184,8 +184,8 @@ def test_select_cli_writes_a_prompt_the_other_commands_take(clip_dir, tmp_path):
     seg = run(["segment", str(DATA / "coco" / "val2017" / "000000010092.jpg"), "--classes", "cat; car", "--clip", str(clip_dir),
                "--prompt", str(out), "--max-proposals", "4", "--max-size", "128", "--out", str(tmp_path / "seg")])
     assert seg.returncode == 0, seg.stderr
-    again = run(["prompts", "select", "--dataset", "coco-stuff", "--data-root", str(DATA), "--limit", "2",
-                 "--clip", str(clip_dir), "--output", str(DATA / "coco" / "x.json")])
+    again = run_here(capsys, ["prompts", "select", "--dataset", "coco-stuff", "--data-root", str(DATA), "--limit", "2",
+                              "--clip", str(clip_dir), "--output", str(DATA / "coco" / "x.json")])
     assert again.returncode == 2 and "inside the coco-stuff dataset" in again.stderr
 
 
@@ -245,7 +245,7 @@ def test_samples_and_schedule_follow_the_reference():
     assert sample_segments(found, 0, 0) == [(0, 1), (1, 1), (2, 1), (3, 1), (0, 2), (2, 3)]
     capped = sample_segments(found, 2, 0)
     assert [c for _, c in capped] == [1, 1, 2, 3] and capped == sample_segments(found, 2, 0)
-    config = prompt_config("paper")
+    config = load_recipe("prompts", "paper").train
     assert (config.context_length, config.init_std, config.lr, config.weight_decay, config.batch_size) == (16, 0.02, 0.02, 5e-4, 32)
     assert warmup_cosine(0, config) == pytest.approx(0.005) and warmup_cosine(100, config) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi * 100 / 16000)).item()))
     assert warmup_cosine(config.max_iters, config) == pytest.approx(0.0)
@@ -331,7 +331,7 @@ def test_two_process_torchrun_learning_matches_one_process(clip_dir, tmp_path):
 # --- prompts first, then proposals --------------------------------------------------------------
 
 def test_proposals_trained_with_a_learned_prompt_keep_it(learned, clip, tmp_path):
-    tiny = named_config("tiny")
+    tiny = load_recipe("proposals", "tiny")
     config = replace(tiny, train=replace(tiny.train, prompt=str(learned), crop_size=128, batch_size=2, max_iters=2))
     train_proposals(subset("coco-stuff", "train", 2), config, clip, tmp_path, "zero-shot", progress=False)
     learned_copy = load_prompt(learned)
@@ -421,20 +421,20 @@ def test_learned_prompt_files_are_written_together(clip, tmp_path):
     assert torch.equal(load_prompt(tmp_path).context, prompt.context)
 
 
-def test_prompt_commands_refuse_bad_input_in_one_line(clip_dir, learned, tmp_path):
+def test_prompt_commands_refuse_bad_input_in_one_line(clip_dir, learned, tmp_path, capsys):
     train = ["train", "prompts", "--dataset", "coco-stuff", "--data-root", str(DATA), "--clip", str(clip_dir), "--config", "cpu"]
-    zero = run([*train, "--context-length", "0", "--output-dir", str(tmp_path / "a")])
+    zero = run_here(capsys, [*train, "--context-length", "0", "--output-dir", str(tmp_path / "a")])
     assert zero.returncode == 2 and "--context-length: must be at least 1" in zero.stderr
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "prompt.json").write_text("my notes")
-    foreign = run([*train, "--max-iters", "1", "--output-dir", str(tmp_path / "mine")])
+    foreign = run_here(capsys, [*train, "--max-iters", "1", "--output-dir", str(tmp_path / "mine")])
     assert foreign.returncode == 2 and "not written by zsseg" in foreign.stderr
     assert (tmp_path / "mine" / "prompt.json").read_text() == "my notes"
-    bare = run(["prompts"])
+    bare = run_here(capsys, ["prompts"])
     assert bare.returncode == 2 and bare.stderr.count("\n") == 1 and "zsseg prompts select" in bare.stderr
     (tmp_path / "notes.json").write_text("{}")
-    select = run(["prompts", "select", "--dataset", "coco-stuff", "--data-root", str(DATA), "--clip", str(clip_dir),
-                  "--limit", "1", "--output", str(tmp_path / "notes.json")])
+    select = run_here(capsys, ["prompts", "select", "--dataset", "coco-stuff", "--data-root", str(DATA), "--clip", str(clip_dir),
+                               "--limit", "1", "--output", str(tmp_path / "notes.json")])
     assert select.returncode == 2 and "not written by zsseg" in select.stderr and (tmp_path / "notes.json").read_text() == "{}"
 
     broken = tmp_path / "broken"
@@ -443,10 +443,10 @@ def test_prompt_commands_refuse_bad_input_in_one_line(clip_dir, learned, tmp_pat
     (broken / "prompt.safetensors").write_bytes(b"\x00" * 40)
     image = str(DATA / "coco" / "val2017" / "000000010092.jpg")
     for prompt, message in ((broken, "cannot read the learned prompt"), ("a {} {}", "exactly once"), ("photo of a cat", "neither")):
-        proc = run(["segment", image, "--classes", "cat; car", "--clip", str(clip_dir), "--prompt", str(prompt),
-                    "--out", str(tmp_path / "out")])
+        proc = run_here(capsys, ["segment", image, "--classes", "cat; car", "--clip", str(clip_dir), "--prompt", str(prompt),
+                                 "--out", str(tmp_path / "out")])
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "out").exists()
-    proposals = run(["train", "proposals", "--dataset", "coco-stuff", "--data-root", str(DATA), "--config", "tiny",
-                     "--clip", str(clip_dir), "--prompt", "nope", "--output-dir", str(tmp_path / "p")])
+    proposals = run_here(capsys, ["train", "proposals", "--dataset", "coco-stuff", "--data-root", str(DATA), "--config", "tiny",
+                                  "--clip", str(clip_dir), "--prompt", "nope", "--output-dir", str(tmp_path / "p")])
     assert proposals.returncode == 2 and "neither a template set" in proposals.stderr

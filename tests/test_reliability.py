@@ -569,7 +569,7 @@ def test_coco_image_ids_of_both_types_are_told_apart(tmp_path):
     from zsseg.cli.classify import image_id
 
     path = _coco(tmp_path, ["1", 1])
-    with pytest.raises(ZssegError, match=r'holds annotations of 2 images; choose one with --image-id \(ids: 1, "1"\)'):
+    with pytest.raises(ZssegError, match=r'holds annotations of 2 images; choose one with image_id \(ids: 1, "1"\)'):
         read_masks(path, H, W)
     assert read_masks(path, H, W, image_id=1).ids == [11] and read_masks(path, H, W, image_id="1").ids == [10]
     assert image_id("1") == 1 and image_id('"1"') == "1" and image_id("abc") == "abc"

@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA, run, subset
+from conftest import DATA, run, run_here, subset
 from zsseg import Segmenter, ZssegError
 from zsseg.assembly import assemble
 from zsseg.data.datasets import IGNORE, load_dataset
 from zsseg.evaluation.predictors import ClipPredictor
 from zsseg.evaluation.runner import evaluate_predictor
-from zsseg.networks.maskformer.config import named_config
+from zsseg.training.recipes import load_recipe
 from zsseg.training.proposal_data import TrainingSamples, Augmentation
 from zsseg.training.proposals import train_proposals
 from zsseg.networks.maskformer.weights import load_proposals
@@ -27,7 +27,7 @@ from zsseg.proposals import MaskFormerProposals
 from zsseg.data.pseudo_labels import MANIFEST_NAME, load_pseudo_labels
 from zsseg.training.self_training import LabelEncoding, pseudo_label, pseudo_label_map
 
-TINY = named_config("tiny")
+TINY = load_recipe("proposals", "tiny")
 CONFIG = replace(TINY, train=replace(TINY.train, crop_size=128, batch_size=2, log_every=1, max_iters=2))
 
 
@@ -254,7 +254,7 @@ def test_a_self_trained_network_keeps_the_original_split_and_is_not_scored_on_it
         evaluate_predictor(train, ClipPredictor(segmenter, train.vocabulary), protocol="zero-shot", limit=1, progress=False)
 
 
-def test_cli_pseudo_label_retrain_and_evaluate(network, labelled, clip_dir, tmp_path):
+def test_cli_pseudo_label_retrain_and_evaluate(network, labelled, clip_dir, tmp_path, capsys):
     common = ["--dataset", "coco-stuff", "--data-root", str(DATA)]
     model = ["--clip", str(clip_dir), "--proposal-weights", str(network), "--max-size", "256"]
     made = run(["pseudo-label", *common, *model, "--limit", "2", "--output-dir", str(tmp_path / "pl")])
@@ -269,7 +269,7 @@ def test_cli_pseudo_label_retrain_and_evaluate(network, labelled, clip_dir, tmp_
     assert json.loads((tmp_path / "st" / "proposals.json").read_text())["self_training"]["num_images"] == 2
     evaluation = ["eval", *common, "--protocol", "zero-shot", "--limit", "1", "--clip", str(clip_dir), "--proposals", "maskformer",
                   "--proposal-weights", str(tmp_path / "st"), "--quiet"]
-    refused = run([*evaluation, "--split", "train"])
+    refused = run_here(capsys, [*evaluation, "--split", "train"])
     assert refused.returncode == 2 and "inflated" in refused.stderr and "Traceback" not in refused.stderr
     scored = run([*evaluation, "--output", str(tmp_path / "val.json")])
     assert scored.returncode == 0, scored.stderr
@@ -294,26 +294,26 @@ def test_two_process_torchrun_pseudo_labelling_equals_one_process(network, clip_
     assert one["pixels"] == two["pixels"] and one["diagnostic"] == two["diagnostic"] and two["complete"]
 
 
-def test_cli_bad_inputs(network, labelled, clip_dir, tmp_path):
+def test_cli_bad_inputs(network, labelled, clip_dir, tmp_path, capsys):
     common = ["--dataset", "coco-stuff", "--data-root", str(DATA)]
     model = ["--clip", str(clip_dir), "--proposal-weights", str(network)]
-    threshold = run(["pseudo-label", *common, *model, "--reject-threshold", "2", "--output-dir", str(tmp_path / "a")])
+    threshold = run_here(capsys, ["pseudo-label", *common, *model, "--reject-threshold", "2", "--output-dir", str(tmp_path / "a")])
     assert threshold.returncode == 2 and "reject-threshold" in threshold.stderr
-    cross = run(["pseudo-label", *common, *model, "--protocol", "cross-dataset", "--output-dir", str(tmp_path / "a")])
+    cross = run_here(capsys, ["pseudo-label", *common, *model, "--protocol", "cross-dataset", "--output-dir", str(tmp_path / "a")])
     assert cross.returncode == 2 and "invalid choice" in cross.stderr
-    dense = run(["pseudo-label", *common, "--clip", str(clip_dir), "--method", "dense-clip", "--output-dir", str(tmp_path / "a")])
+    dense = run_here(capsys, ["pseudo-label", *common, "--clip", str(clip_dir), "--method", "dense-clip", "--output-dir", str(tmp_path / "a")])
     assert dense.returncode == 2 and "made from proposals" in dense.stderr
-    gt = run(["pseudo-label", *common, *model, "--proposals", "ground-truth", "--output-dir", str(tmp_path / "a")])
+    gt = run_here(capsys, ["pseudo-label", *common, *model, "--proposals", "ground-truth", "--output-dir", str(tmp_path / "a")])
     assert gt.returncode == 2 and "cannot use the proposal generator 'ground-truth'" in gt.stderr
-    inside = run(["pseudo-label", *common, *model, "--output-dir", str(DATA / "coco" / "pl")])
+    inside = run_here(capsys, ["pseudo-label", *common, *model, "--output-dir", str(DATA / "coco" / "pl")])
     assert inside.returncode == 2 and "inside the coco-stuff dataset" in inside.stderr
     assert not (DATA / "coco" / "pl").exists()
     train = ["train", "proposals", *common, "--config", "tiny", "--clip", str(clip_dir), "--max-iters", "1", "--output-dir", str(tmp_path / "st")]
     for folder, message in ((tmp_path / "none", "is not a folder"), (tmp_path, "holds no pseudo-labels.json")):
-        bad = run([*train, "--pseudo-labels", str(folder)])
+        bad = run_here(capsys, [*train, "--pseudo-labels", str(folder)])
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
-    other = run([*train, "--split", "val", "--pseudo-labels", str(labelled[0])])
+    other = run_here(capsys, [*train, "--split", "val", "--pseudo-labels", str(labelled[0])])
     assert other.returncode == 2 and "not coco-stuff val" in other.stderr
-    cross = run([*train, "--protocol", "cross-dataset", "--pseudo-labels", str(labelled[0])])
+    cross = run_here(capsys, [*train, "--protocol", "cross-dataset", "--pseudo-labels", str(labelled[0])])
     assert cross.returncode == 2 and "zero-shot protocol" in cross.stderr
     assert not (tmp_path / "st").exists()

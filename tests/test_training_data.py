@@ -12,10 +12,10 @@ from conftest import DATA
 from zsseg.data.datasets import load_dataset, training_classes
 from zsseg.training import augmentation
 from zsseg.training.augmentation import Augmentation, ColorJitter, hsv_to_rgb, resize_label_map, rgb_to_hsv, shorter_sides
-from zsseg.networks.maskformer.config import named_config
+from zsseg.training.recipes import load_recipe
 from zsseg.training.proposal_data import TrainingSamples
 
-PAPER = named_config("paper").train
+PAPER = load_recipe("proposals", "paper").train
 SAMPLES = 10
 
 
@@ -191,7 +191,7 @@ def test_paper_voc_config_trains_on_train_aug(voc_aug, clip_dir, tmp_path):
     from conftest import run
 
     root, stems = voc_aug
-    voc = named_config("paper-voc")
+    voc = load_recipe("proposals", "paper-voc")
     assert (voc.train.crop_size, voc.train.batch_size, voc.train.max_iters, voc.train.test_size) == (512, 16, 20000, 512)
     assert voc.train.train_min_sizes == PAPER.train_min_sizes and voc.train.train_max_size == 2048
     assert voc.train.prompt == "a sculpture of a {}." and voc.model.backbone == "resnet-101c"

@@ -8,7 +8,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from zsseg.outputs import writers
-from zsseg.outputs.writers import blend_by_pixel, class_rles_by_mask, palette, record
+from definitions import blend_by_pixel, class_rles_by_mask
+from zsseg.outputs.writers import palette, record
 
 
 def _label_maps(rng):

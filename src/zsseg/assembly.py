@@ -127,7 +127,8 @@ def dense_labels(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def upsampled_top(numerator: torch.Tensor, coverage: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels and winning scores at `size` of class numerators `[C, h, w]` over a coverage
     `[h, w]`, both upsampled bilinearly (align_corners=False, no antialias): exactly
-    `top_by_full_upsampling`'s result, to the bit, without upsampling every class everywhere.
+    the result of upsampling every class's numerator and the coverage bilinearly at every pixel
+    (tests/definitions.py), to the bit, without doing so.
 
     An upsampled value is a combination of its cell's 4 low-resolution corners with
     non-negative weights that are the same for every class. Where the 4 corners share their
@@ -235,7 +236,7 @@ def _upsampled_top(numerators, coverage: torch.Tensor, size: tuple[int, int]) ->
         ry, by = y0[start:start + rows], wy[start:start + rows][:, None]
         fy = 1 - by
 
-        def up(a00, a10, a01, a11):  # the same float operations as `top_by_full_upsampling`
+        def up(a00, a10, a01, a11):  # the same float operations as upsampling every class (tests/definitions.py)
             left = a00[ry] * fy + a10[ry] * by
             right = a01[ry] * fy + a11[ry] * by
             return left[:, x0] * (1 - wx) + right[:, x0] * wx
@@ -260,7 +261,7 @@ def _top_at_boundaries(numerators, cells: torch.Tensor, corner_pixels: tuple, co
     can win somewhere in the cell: those whose largest corner value reaches the largest of the
     classes' smallest corner values, less `floor` (which covers rounding). Any other class is
     below that one at every pixel of the cell. Candidates keep their class order, so that ties
-    go to the first class, as in `top_by_full_upsampling`."""
+    go to the first class, as an arg-max over every class does."""
     cells, pixel_cell = cells.unique(return_inverse=True)
     order_of_pixels = pixel_cell.argsort(stable=True)
     starts = torch.searchsorted(pixel_cell[order_of_pixels], torch.arange(0, len(cells) + 1))
@@ -304,7 +305,7 @@ def _top_at_boundaries(numerators, cells: torch.Tensor, corner_pixels: tuple, co
 def _bilinear(corners: tuple[torch.Tensor, ...], fy: torch.Tensor, by: torch.Tensor, bx: torch.Tensor) -> torch.Tensor:
     """Values at pixels from their cells' corners (y0, x0), (y1, x0), (y0, x1), (y1, x1) with the
     rows' weights `fy` = 1 - `by` and `by` and the columns' `bx`: the same float operations, in
-    the same order, as `top_by_full_upsampling` (rows first)."""
+    the same order as a resize of every class (rows first)."""
     a00, a10, a01, a11 = corners
     return (a00 * fy + a10 * by) * (1 - bx) + (a01 * fy + a11 * by) * bx
 
@@ -314,45 +315,3 @@ def _taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor, torc
     coords = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * (in_size / out_size) - 0.5).clamp(0, in_size - 1)
     low = coords.floor().long()
     return low, (low + 1).clamp(max=in_size - 1), coords - low.float()
-
-
-def top_by_full_upsampling(numerator: torch.Tensor, coverage: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The definition that `upsampled_top` computes faster: every class's numerator and the
-    coverage upsampled bilinearly at every output pixel (in bands of rows, to bound memory),
-    arg-max where covered. Kept as the reference for tests and benchmarks."""
-    stacked = torch.cat([numerator.float(), coverage.float()[None]])[None]
-    out_h, out_w = size
-    in_h = stacked.shape[2]
-    rows = max(1, _CHUNK_ELEMENTS // (stacked.shape[1] * out_w))
-    labels = torch.empty(out_h, out_w, dtype=torch.long)
-    scores = torch.empty(out_h, out_w)
-    scale = in_h / out_h
-    for start in range(0, out_h, rows):
-        stop = min(out_h, start + rows)
-        # Source rows needed for this band (bilinear, align_corners=False), with a margin.
-        src0 = max(0, int((start + 0.5) * scale - 0.5) - 1)
-        src1 = min(in_h, int((stop - 0.5) * scale - 0.5) + 3)
-        band = _resize_band(stacked[:, :, src0:src1], in_h, src0, (start, stop), out_h, out_w)
-        value, best = band[:-1].max(dim=0)
-        covered = band[-1] > 0
-        labels[start:stop] = torch.where(covered, best, torch.full_like(best, UNLABELED))
-        scores[start:stop] = torch.where(covered, value / band[-1].clamp_min(torch.finfo(torch.float32).tiny), 0.0)
-    return labels, scores
-
-
-def _resize_band(band: torch.Tensor, in_h: int, src0: int, out_rows: tuple[int, int], out_h: int, out_w: int) -> torch.Tensor:
-    """Rows `out_rows` of the bilinear resize (align_corners=False, no antialias) of a
-    `[1, C, in_h, w]` map to `[C, out_h, out_w]`, given only its source rows `src0:`."""
-    start, stop = out_rows
-    ys = (torch.arange(start, stop, dtype=torch.float32) + 0.5) * (in_h / out_h) - 0.5
-    ys = ys.clamp(0, in_h - 1) - src0
-    y0 = ys.floor().long().clamp(0, band.shape[2] - 1)
-    y1 = (y0 + 1).clamp(max=band.shape[2] - 1)
-    wy = (ys - y0.float()).clamp(0, 1)
-    rows = band[0, :, y0] * (1 - wy)[None, :, None] + band[0, :, y1] * wy[None, :, None]  # [C, r, w]
-    return _resize_width(rows, out_w)
-
-
-def _resize_width(rows: torch.Tensor, out_w: int) -> torch.Tensor:
-    x0, x1, wx = _taps(rows.shape[2], out_w)
-    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx

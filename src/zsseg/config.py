@@ -3,7 +3,7 @@
     config = SegmenterConfig(proposals=SelectiveSearchConfig(max_proposals=50))
     config = SegmenterConfig.from_options(clip="openai/clip-vit-base-patch16", max_proposals=50)
     segmenter = Segmenter(config)
-    SegmenterConfig.from_json(config.to_json()) == config
+    SegmenterConfig.from_dict(config.to_dict()) == config
     config, vocabulary = load_config("outputs/photo.json")  # what made an output's labels
 
 Each stage's settings are a dataclass beside its code: the CLIP (`ClipConfig`), the proposals
@@ -174,13 +174,13 @@ class SegmenterConfig:
             fcn=_fcn(base.fcn, options),
         )
 
-    def to_json(self) -> dict:
-        """The configuration as JSON values (`from_json` rebuilds it)."""
+    def to_dict(self) -> dict:
+        """The configuration as JSON values (`from_dict` rebuilds it)."""
         return {f.name: to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_json(cls, data: dict, where: str = "") -> SegmenterConfig:
-        """The configuration `to_json` wrote (or a record holding it: its vocabulary and models
+    def from_dict(cls, data: dict, where: str = "") -> SegmenterConfig:
+        """The configuration `to_dict` wrote (or a record holding it: its vocabulary and models
         are left out); `where` names the file in errors. A key it does not know is an error."""
         if not isinstance(data, dict):
             raise SettingError(where or "config", "{setting} must be a JSON object of settings")
@@ -321,7 +321,7 @@ def load_config(path: str | Path) -> tuple[SegmenterConfig, Vocabulary | None]:
     if isinstance(data, dict) and "config" not in data and "method" not in data:
         raise ZssegError(f"{path} holds no configuration: give a JSON file zsseg wrote, or a configuration")
     try:
-        config = SegmenterConfig.from_json(record, str(path))
+        config = SegmenterConfig.from_dict(record, str(path))
     except SettingError as error:
         raise SettingError(error.setting, f"{path}: {error.template}") from None
     classes = record.get("vocabulary") if isinstance(record, dict) else None

@@ -46,13 +46,19 @@ class SettingError(ZssegError):
 
     Args:
         setting: the setting's name.
-        template: the message, with "{setting}" where the name goes.
+        template: the message, with "{setting}" where the name goes, and "{NAME}" where each
+            of `others` goes (other settings the message names, as in "resume with {setting}
+            500, or use a new {output_dir}"). Other braces are left as they are.
+        others: the names of those other settings.
     """
 
-    def __init__(self, setting: str, template: str):
-        self.setting, self.template = setting, template
-        super().__init__(template.format(setting=setting))
+    def __init__(self, setting: str, template: str, *others: str):
+        self.setting, self.template, self.others = setting, template, others
+        super().__init__(self.naming({}))
 
     def naming(self, names: dict[str, str]) -> str:
-        """The message with the setting called by `names[setting]` (a flag) where it has one."""
-        return self.template.format(setting=names.get(self.setting, self.setting))
+        """The message with each setting called by `names[setting]` (a flag) where it has one."""
+        text = self.template.replace("{setting}", names.get(self.setting, self.setting))
+        for other in self.others:
+            text = text.replace("{" + other + "}", names.get(other, other))
+        return text

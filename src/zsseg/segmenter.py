@@ -184,7 +184,7 @@ class Segmenter:
         if self.ensemble is not None:  # as it runs: lambda only where both parts take part
             alone = self.ensemble.classifier != "ensemble"
             models["ensemble"] = {"weight": None if alone else self.ensemble.weight, "classifier": self.ensemble.classifier}
-        record = {"zsseg": SOFTWARE, **self.config.to_json(), "models": models}
+        record = {"zsseg": SOFTWARE, **self.config.to_dict(), "models": models}
         if vocabulary is not None:
             record["vocabulary"] = [list(synonyms) for synonyms in as_vocabulary(vocabulary).classes]
         return record

@@ -37,6 +37,7 @@ import torch
 from torch.nn import functional as F
 
 from ..catalogue import DEFAULT_OVERLAP, DENSE_MODES
+from ..models.base import dense_tower
 from ..models.loading import ClipModel
 from ..errors import SettingError, ZssegError
 from ..prompts.encoding import VocabularyEmbedding
@@ -146,7 +147,7 @@ class DenseClip:
     ):
         if mode not in DENSE_MODES:
             raise ZssegError(f"unknown dense CLIP mode '{mode}'; choose one of {', '.join(DENSE_MODES)}")
-        clip.check_dense(mode)
+        dense_tower(clip, mode)
         window = clip.image_size if window is None else window
         patch = clip.dense_stride
         if not isinstance(window, int) or window % FEATURE_STRIDE or window < patch:

@@ -130,12 +130,24 @@ def training_data_options(parser: argparse.ArgumentParser, protocol_help: str, s
     parser.add_argument("--protocol", default="zero-shot", choices=protocols, help=protocol_help)
 
 
-def network_training_options(parser: argparse.ArgumentParser, configs: dict, files: str, backbone_note: str = "") -> None:
-    """The flags of `zsseg train proposals` and `zsseg train fcn`: data, config, the CLIP and
+def recipe_option(parser: argparse.ArgumentParser, kind: str, output: str) -> None:
+    """`--config NAME|FILE`: a built-in recipe of `zsseg train KIND`, a recipe file, or a trained run's JSON."""
+    from ..training.recipes import recipe_names
+
+    parser.add_argument("--config", default="paper", metavar="NAME|FILE",
+                        help=f"the recipe: a built-in one ({', '.join(recipe_names(kind))}; default paper; `zsseg configs` "
+                        f"describes them), a recipe file of the same format (docs/configuration.md), or the {output} of a "
+                        "trained run, to train it again; the flags below override it")
+
+
+def network_training_options(parser: argparse.ArgumentParser, kind: str, files: str, backbone_note: str = "") -> None:
+    """The flags of `zsseg train proposals` and `zsseg train fcn`: data, recipe, the CLIP and
     prompt of the text classifier, the backbone's weights, the loop, and where it all goes."""
+    from ..training.recipes import recipe_names
+
     training_data_options(parser, "zero-shot: learn the seen classes only, ignoring unseen pixels (default); cross-dataset: all classes",
-                          paper_voc="paper-voc" in configs)
-    parser.add_argument("--config", default="paper", choices=list(configs), help="named architecture + training config (default paper; `zsseg configs` lists them)")
+                          paper_voc="paper-voc" in recipe_names(kind))
+    recipe_option(parser, kind, f"{files}.json")
     clip_option(parser, "CLIP whose text embeddings are the classifier")
     parser.add_argument("--prompt", default=None, metavar="PROMPT",
                         help="prompt of the classifier's text embeddings: imagenet (default), vild, single, a template with {}, "
@@ -149,12 +161,12 @@ def network_training_options(parser: argparse.ArgumentParser, configs: dict, fil
     parser.add_argument("--no-text-cache", action="store_true", help="encode the class names afresh, without the disk cache of text features")
 
 
-def training_split(args: argparse.Namespace) -> str:
-    """--split, else the training split of --dataset under --config: the paper's VOC recipes
-    train on VOC's SBD-augmented set (`train_aug`), everything else on `train`."""
+def training_split(args: argparse.Namespace, recipe: str) -> str:
+    """--split, else the training split of --dataset under the recipe named `recipe`: the
+    paper's VOC recipes train on VOC's SBD-augmented set (`train_aug`), everything else on `train`."""
     if getattr(args, "split", None) is not None:
         return args.split
-    return "train_aug" if args.dataset in ("voc-20", "voc-21") and getattr(args, "config", None) == "paper-voc" else "train"
+    return "train_aug" if args.dataset in ("voc-20", "voc-21") and recipe == "paper-voc" else "train"
 
 
 def training_loop_options(parser: argparse.ArgumentParser, samples: str) -> None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..training.fcn_config import FCN_CONFIGS
-from ..networks.maskformer.config import CONFIGS
-from ..training.prompt_config import PROMPT_CONFIGS
 from ..data.vocabulary import PRESETS, Vocabulary
 from .outputs import output
 
 
 def add_parser(commands) -> None:
-    commands.add_parser("configs", help="list the named configs of `zsseg train proposals`, `zsseg train fcn` and `zsseg train prompts`").set_defaults(run=configs)
+    commands.add_parser("configs", help="list the built-in recipes of `zsseg train proposals`, `zsseg train fcn` and `zsseg train prompts`").set_defaults(run=configs)
     commands.add_parser("vocabularies", help="list the built-in vocabularies").set_defaults(run=vocabularies)
 
 
@@ -39,9 +36,8 @@ def datasets(args: argparse.Namespace) -> int:
 
 
 def configs(args: argparse.Namespace) -> int:
-    output(aligned(
-        [(f"zsseg train proposals --config {name}", config.description) for name, config in CONFIGS.items()]
-        + [(f"zsseg train fcn --config {name}", config.description) for name, config in FCN_CONFIGS.items()]
-        + [(f"zsseg train prompts --config {name}", config.description) for name, config in PROMPT_CONFIGS.items()]
-    ))
+    from ..training.recipes import KINDS, built_in_recipes
+
+    output(aligned([(f"zsseg train {kind} --config {name}", recipe.description)
+                    for kind in KINDS for name, recipe in built_in_recipes(kind).items()]))
     return 0

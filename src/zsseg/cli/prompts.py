@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..prompts.templates import TEMPLATE_SETS
 from .arguments import at_least, clip_option, training_data_options
-from .outputs import check_json_output, input_files, output
+from .outputs import output
 
 
 def add_parser(commands) -> None:
@@ -35,14 +35,15 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..models.loading import load_clip
     from ..data.datasets import load_dataset, unseen_classes
+    from ..outputs.safety import check_json_output, protected_files
     from ..outputs.writers import check_target
     from ..prompts.selection import TRAINING_SPLIT, select_template
     from ..prompts.encoding import save_template_prompt
 
     dataset = load_dataset(args.dataset, args.data_root, TRAINING_SPLIT)
     unseen_classes(dataset, args.protocol)
-    inputs = input_files(args)
-    check_json_output(args.output, "--output", dataset, inputs)
+    inputs = protected_files([], [args.clip, args.tokenizer])
+    check_json_output(args.output, "output", dataset, inputs)
     clip = load_clip(args.clip, device=args.device, tokenizer=args.tokenizer)
     selection = select_template(dataset, clip, args.protocol, args.templates, args.limit, args.batch_size,
                                 text_cache=not args.no_text_cache)

@@ -8,14 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import ZssegError, counted
-from ..training.fcn_config import FCN_CONFIGS
-from ..networks.maskformer.config import CONFIGS
-from ..training.prompt_config import PROMPT_CONFIGS
 from .arguments import (
-    at_least, clip_option, network_training_options, positive_number, training_data_options, training_loop_options, training_split,
-    worker_count,
+    at_least, clip_option, network_training_options, positive_number, recipe_option, training_data_options, training_loop_options,
+    training_split, worker_count,
 )
-from .outputs import check_output_folder
 
 if TYPE_CHECKING:  # the dataset readers import numpy and PIL: not for `zsseg --help`
     from ..data.datasets import SegmentationDataset
@@ -31,7 +27,7 @@ def add_parser(commands) -> None:
         "Rerunning the same command resumes from the newest checkpoint in --output-dir. Under torchrun "
         "(torchrun --nproc_per_node N --no-python zsseg train proposals ...) each process takes its share of every batch.",
     )
-    network_training_options(proposals, CONFIGS, "proposals",
+    network_training_options(proposals, "proposals", "proposals",
                               "; for the clip backbone, 'none' skips CLIP's image weights")
     proposals.add_argument("--loss-pixels", default=None, choices=["all", "labelled"],
                            help="pixels the mask losses and the matching see: all, ignored ones (unseen classes, void, padding) as "
@@ -47,7 +43,7 @@ def add_parser(commands) -> None:
         "embeddings, cross-entropy on the seen classes, unseen and void pixels ignored). Rerunning the same command resumes. "
         "Under torchrun each process takes its share of every batch. Then: zsseg segment|eval --method fcn --fcn-weights OUT.",
     )
-    network_training_options(fcn, FCN_CONFIGS, "fcn")
+    network_training_options(fcn, "fcn", "fcn")
 
     prompts = trainers.add_parser(
         "prompts",
@@ -57,7 +53,7 @@ def add_parser(commands) -> None:
         "which --prompt OUT takes. Rerunning the same command resumes; torchrun as for proposals.",
     )
     training_data_options(prompts, "zero-shot: learn on the seen classes only (default); cross-dataset: all", paper_voc=True)
-    prompts.add_argument("--config", default="paper", choices=list(PROMPT_CONFIGS), help="named settings (default paper; `zsseg configs` lists them)")
+    recipe_option(prompts, "prompts", "prompt.json")
     clip_option(prompts, "the frozen CLIP")
     prompts.add_argument("--context-length", type=at_least(1), default=None, help="learned vectors before the class name (default: the config's, 16)")
     prompts.add_argument("--samples-per-class", type=at_least(0), default=None, help="at most this many samples per class, 0 = all (default: the config's)")
@@ -69,21 +65,23 @@ def add_parser(commands) -> None:
     prompts.set_defaults(run=_train_prompts)
 
 
-def _train_config(args: argparse.Namespace, config):
-    """A named config (`NamedConfig` or `FcnConfig`) with the command line's training overrides."""
-    from dataclasses import replace
+#: The flags that override a recipe's training settings, by kind.
+OVERRIDES = {
+    "proposals": ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed", "loss_pixels", "prompt"),
+    "fcn": ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed", "prompt"),
+    "prompts": ("context_length", "samples_per_class", "temperature", "max_iters", "batch_size", "checkpoint_every", "log_every", "seed"),
+}
 
+
+def _recipe(args: argparse.Namespace, kind: str):
+    """The recipe --config names (a built-in one or a file), with the flags given beside it in place."""
     from ..prompts.encoding import load_prompt
+    from ..training.recipes import load_recipe
 
-    overrides = {
-        key: getattr(args, key)
-        for key in ("max_iters", "batch_size", "crop_size", "checkpoint_every", "log_every", "seed", "loss_pixels")
-        if getattr(args, key, None) is not None
-    }
-    if args.prompt is not None:
+    recipe = load_recipe(kind, args.config)
+    if getattr(args, "prompt", None) is not None:
         load_prompt(args.prompt)  # a bad prompt is an error now, not after the dataset is read
-        overrides["prompt"] = args.prompt
-    return replace(config, train=replace(config.train, **overrides))
+    return recipe.with_train(**{key: getattr(args, key, None) for key in OVERRIDES[kind]})
 
 
 def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
@@ -95,10 +93,9 @@ def _backbone_weights(args: argparse.Namespace, backbone: str) -> str | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..networks.maskformer.config import named_config
     from ..training.proposals import check_output_dir, train_proposals
 
-    config = _train_config(args, named_config(args.config))
+    config = _recipe(args, "proposals")
     weights = _backbone_weights(args, config.model.backbone)
     labels = {}
 
@@ -116,41 +113,39 @@ def _train(args: argparse.Namespace) -> int:
                                                        text_cache=not args.no_text_cache, workers=worker_count(args),
                                                        dtype=args.dtype, **labels),
         lambda result: f"weights in {result.weights}" + (" (self-trained)" if labels else ""),
-        check,
+        check, config,
     )
 
 
 def _train_fcn(args: argparse.Namespace) -> int:
-    from ..training.fcn import check_output_dir, fcn_config, train_fcn
+    from ..training.fcn import check_output_dir, train_fcn
 
-    config = _train_config(args, fcn_config(args.config))
+    config = _recipe(args, "fcn")
     weights = _backbone_weights(args, config.model.backbone)
     return _run_training(
         args, check_output_dir,
         lambda dataset, clip, context: train_fcn(dataset, config, clip, args.output_dir, args.protocol, weights, context,
                                                  text_cache=not args.no_text_cache, workers=worker_count(args), dtype=args.dtype),
         lambda result: f"weights in {result.weights}; use them with --method fcn --fcn-weights {args.output_dir}",
+        recipe=config,
     )
 
 
 def _train_prompts(args: argparse.Namespace) -> int:
-    from ..training.prompt_config import prompt_config, prompt_config_with
     from ..training.prompt_learning import check_output_dir, train_prompts
 
-    config = prompt_config_with(prompt_config(args.config), **{
-        key: getattr(args, key)
-        for key in ("context_length", "samples_per_class", "temperature", "max_iters", "batch_size", "checkpoint_every", "log_every", "seed")
-    })
+    config = _recipe(args, "prompts")
     return _run_training(
         args, check_output_dir,
         lambda dataset, clip, context: train_prompts(dataset, config, clip, args.output_dir, args.protocol, context,
                                                      workers=worker_count(args), dtype=args.dtype),
         lambda result: f"pass --prompt {args.output_dir}",
+        recipe=config,
     )
 
 
 def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], None], train: Callable, done: Callable,
-                  check: Callable[[SegmentationDataset], None] = lambda dataset: None) -> int:
+                  check: Callable[[SegmentationDataset], None] = lambda dataset: None, recipe=None) -> int:
     """What every `zsseg train` does around its training: the dataset, the checks of
     --output-dir (and `check` of the dataset) before any model loads, torchrun, and the
     closing line."""
@@ -158,10 +153,12 @@ def _run_training(args: argparse.Namespace, check_output_dir: Callable[[Path], N
     from ..data.datasets import load_dataset, unseen_classes
     from ..runs.distributed import init_distributed, shutdown_distributed
 
-    dataset = load_dataset(args.dataset, args.data_root, training_split(args))
+    dataset = load_dataset(args.dataset, args.data_root, training_split(args, recipe.name))
     unseen_classes(dataset, args.protocol)  # before CLIP loads: a protocol the dataset lacks
-    dataset.check_outside(args.output_dir, "--output-dir")
-    check_output_folder(args.output_dir, "--output-dir")
+    from ..outputs.safety import check_output_folder
+
+    dataset.check_outside(args.output_dir, "output_dir")
+    check_output_folder(args.output_dir, "output_dir")
     check_output_dir(args.output_dir)
     check(dataset)
     context = init_distributed(args.device)

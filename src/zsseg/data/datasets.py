@@ -411,37 +411,40 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "val", 
     if split not in spec.splits:
         raise ZssegError(f"{name} has splits {', '.join(spec.splits)}; got '{split}'")
     root = Path(root) if root is not None else default_data_root()
-    hint = f"expected {spec.layout(root, split)}; set --data-root or $DETECTRON2_DATASETS (see docs/datasets.md)"
+    hint = f"expected {spec.layout(root, split)}; set {{setting}} or $DETECTRON2_DATASETS (see docs/datasets.md)"
     if not root.is_dir():
-        raise ZssegError(f"data root {root} is not a folder; {hint}")
+        raise SettingError("data_root", f"data root {root} is not a folder; {hint}")
     try:
         samples = spec.samples(root, split)
     except FileNotFoundError as error:
-        raise ZssegError(f"{name} ({split}) not found: {error.filename or error} is missing; {hint}") from None
+        raise SettingError("data_root", f"{name} ({split}) not found: {error.filename or error} is missing; {hint}") from None
     if not samples:
-        raise ZssegError(f"{name} ({split}): no label maps found; {hint}")
+        raise SettingError("data_root", f"{name} ({split}): no label maps found; {hint}")
     missing = [s for s in samples if not s.image.is_file()]
     if missing:
         sample = missing[0]
         if not sample.label.is_file():  # a listed id (VOC) with neither file
-            raise ZssegError(
+            raise SettingError(
+                "data_root",
                 f"{name} ({split}): {len(missing)} of {counted(len(samples), 'image')} {'has' if len(missing) == 1 else 'have'} no "
                 f"image file, for example '{sample.name}', which has no label map either (looked for {sample.image} and "
                 f"{sample.label}); {hint}"
             )
-        raise ZssegError(
+        raise SettingError(
+            "data_root",
             f"{name} ({split}): {len(missing)} of {counted(len(samples), 'label map')} {'has' if len(missing) == 1 else 'have'} no "
             f"image, for example {sample.label.name} (looked for {sample.image}); {hint}"
         )
     unlabeled = [s for s in samples if not s.label.is_file()]
     if unlabeled and not skip_missing_labels:
-        raise ZssegError(
+        raise SettingError(
+            "skip_missing_labels",
             f"{name} ({split}): {len(unlabeled)} of {counted(len(samples), 'image')} {'has' if len(unlabeled) == 1 else 'have'} no label map, "
             f"for example {unlabeled[0].image.name} (looked for {unlabeled[0].label}); "
-            "pass --skip-missing-labels to leave them out"
+            "set {setting} to leave them out",
         )
     if len(unlabeled) == len(samples):
-        raise ZssegError(f"{name} ({split}): none of the images has a label map; {hint}")
+        raise SettingError("data_root", f"{name} ({split}): none of the images has a label map; {hint}")
     names = [s.name for s in samples]
     if len(set(names)) != len(names):
         raise ZssegError(f"{name} ({split}): two samples share a file name; predictions could not be told apart")

@@ -46,7 +46,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from ..catalogue import DEFAULT_MAX_MASKS
-from ..errors import ZssegError, counted, one_line
+from ..errors import SettingError, ZssegError, counted, one_line
 
 FORMATS = ("png-folder", "instance-png", "coco", "sam", "zsseg", "zsseg-masks", "npy", "npz")
 MaskId = Union[int, str]
@@ -147,7 +147,7 @@ def read_masks(path: str | Path, height: int, width: int, image_id: int | str | 
 
 
 def _not_coco(path: Path, what: str) -> None:
-    raise ZssegError(f"{path}: an image id (--image-id) chooses the annotations of a COCO file; this is {what}")
+    raise SettingError("image_id", f"{path}: an image id ({{setting}}) chooses the annotations of a COCO file; this is {what}")
 
 
 # --- helpers shared by the formats ---------------------------------------------------------------
@@ -161,8 +161,8 @@ def _check_count(count: int, where: Path | str, max_masks: int | None) -> None:
     if count == 0:
         raise ZssegError(f"{where}: holds no masks")
     if max_masks is not None and count > max_masks:
-        raise ZssegError(f"{where}: holds {count} masks, more than the limit of {max_masks} (each is one CLIP crop to "
-                         "encode); pass --max-masks to raise it if this is the right file")
+        raise SettingError("max_masks", f"{where}: holds {count} masks, more than the limit of {max_masks} (each is one CLIP crop "
+                           "to encode); raise {setting} if this is the right file")
 
 
 def _encoded(mask: np.ndarray, where: str) -> dict:
@@ -454,8 +454,8 @@ def _read_coco(data: dict, path: Path, height: int, width: int, max_masks: int |
     if image_id is None:
         if len(found) > 1:
             shown = sorted(found, key=lambda key: (key[0] is str, key[1] if key[0] is int else 0, str(key[1])))
-            raise ZssegError(f"{path}: holds annotations of {len(found)} images; choose one with --image-id "
-                             f"(ids: {_shown([coco_id_text(value) for _, value in shown])})")
+            raise SettingError("image_id", f"{path}: holds annotations of {len(found)} images; choose one with {{setting}} "
+                               f"(ids: {_shown([coco_id_text(value) for _, value in shown])})")
         if not found:
             raise ZssegError(f"{path}: holds no annotations")
         image_id = found.pop()[1]

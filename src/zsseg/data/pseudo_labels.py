@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .datasets import Sample, SegmentationDataset
-from ..errors import ZssegError, counted
+from ..errors import SettingError, ZssegError, counted
 from ..outputs.writers import written_by_zsseg
 
 FORMAT = "zsseg-pseudo-labels/1"
@@ -29,7 +29,7 @@ def read_manifest(folder: Path) -> dict:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ZssegError(f"{folder} holds no {MANIFEST_NAME}: give the --output-dir of `zsseg pseudo-label`") from None
+        raise ZssegError(f"{folder} holds no {MANIFEST_NAME}: give the output folder of `zsseg pseudo-label`") from None
     except (OSError, ValueError) as error:
         raise ZssegError(f"cannot read {path}: {error}") from None
     if not written_by_zsseg(path) or not isinstance(record, dict) or record.get("format") != FORMAT:
@@ -71,7 +71,7 @@ def load_pseudo_labels(folder: str | Path, dataset: SegmentationDataset) -> Pseu
     refused if made for another dataset or split, or unfinished."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise ZssegError(f"--pseudo-labels {folder} is not a folder (give the --output-dir of `zsseg pseudo-label`)")
+        raise SettingError("pseudo_labels", f"{{setting}} {folder} is not a folder (give the output folder of `zsseg pseudo-label`)")
     manifest = read_manifest(folder)
     for key, have in (("dataset", dataset.name), ("split", dataset.split)):
         if manifest.get(key) != have:

@@ -255,7 +255,7 @@ def _predictor(plan: BenchmarkPlan, dataset: SegmentationDataset, oracle: bool, 
             raise SettingError("oracle", f"{{setting}} scores proposals alone, with no classifier; method {config.method} does not apply")
         clip = config.clip
         proposals = config.proposals.build(device, clip=clip.source, tokenizer=clip.tokenizer)
-        record = {"oracle": True, "proposals": config.to_json()["proposals"], "size": config.to_json()["size"]}
+        record = {"oracle": True, "proposals": config.to_dict()["proposals"], "size": config.to_dict()["size"]}
         return OraclePredictor(proposals, dataset.num_classes, config.size.max_size, config.size.test_size), record
     segmenter = Segmenter(config, device=device)
     return ClipPredictor(segmenter, plan.vocabulary), segmenter.record(plan.vocabulary)

@@ -22,7 +22,7 @@ class FcnConfig:
     """The trained FCN of the fcn method.
 
     Attributes:
-        weights: the --output-dir of `zsseg train fcn`, or its fcn.safetensors.
+        weights: the output folder of `zsseg train fcn`, or its fcn.safetensors.
     """
 
     weights: str

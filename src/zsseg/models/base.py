@@ -1,9 +1,11 @@
 """`ClipModel`: the one interface zsseg uses for every vision-language model, and its
 transformers CLIP implementation.
 
-A `ClipModel` gives L2-normalised image features of crops and text features of prompts, dense
-cell features where the image tower has them, token embeddings for learned prompts where the text
-tower is CLIP's, and fingerprints of its weights (the text-feature cache keys on them).
+A `ClipModel` gives L2-normalised image features of crops and text features of prompts, and
+fingerprints of its weights (the text-feature cache keys on them). Two capabilities only some
+families have are small protocols, checked where they are used: `DenseFeatures` (cell features
+in the joint space: dense CLIP, the fast mode) through `dense_tower`, and `LearnedPromptTower`
+(CLIP's token embeddings, for CoOp's learned prompts) through `learned_prompt_tower`.
 Implementations: `TransformersClip` (here), `zsseg.models.resnet_clip.ResNetClip` and
 `zsseg.models.siglip.SiglipClip`; `zsseg.models.loading.load_clip` picks one from what it is given.
 """
@@ -13,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch.nn import functional as F
 
 from ..catalogue import DENSE_MODES, DTYPE_NAMES, TEMPERATURE
-from ..errors import ZssegError, one_line
+from ..errors import SettingError, ZssegError, one_line
 from .hub import ModelKind
 
 # OpenAI CLIP's normalisation, used when a checkpoint has no preprocessor_config.json.
@@ -27,7 +29,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 
-CLIP_KIND = ModelKind("CLIP", ("clip", "siglip"), "--clip {}", "clip-model")
+CLIP_KIND = ModelKind("CLIP", ("clip", "siglip"), "clip", "{}", "clip-model")
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
@@ -74,10 +76,6 @@ class ClipModel:
 
     #: The model family, for messages and settings ("clip", "openai-resnet", "siglip").
     family: ClassVar[str] = "clip"
-    #: Dense CLIP modes this model's image tower offers (`dense_features`); () if none.
-    dense_modes: ClassVar[tuple[str, ...]] = ()
-    #: Why dense features are unavailable, where they are (one line, for the refusal).
-    no_dense_reason: ClassVar[str] = ""
 
     @property
     def device(self) -> torch.device:
@@ -110,14 +108,13 @@ class ClipModel:
 
     def quantize_image_tower(self) -> None:
         """Dynamic int8 quantisation of the image tower's linear layers (weights int8, activations
-        quantised per batch; CPU only), after `fold_quick_gelu`: 1.95x less CPU time per ViT-B/16
-        crop than fp32 on a 2-core AVX2 CPU without native bf16 (docs/benchmarks.md). Text features
-        stay float32, so the text cache is shared with fp32. Convolutions (a ResNet's stages) stay
-        float32."""
+        quantised per batch; CPU only), after `fold_quick_gelu`: for CPUs without native bf16.
+        Text features stay float32, so the text cache is shared
+        with fp32. Convolutions (a ResNet's stages) stay float32."""
         import warnings
 
         if self.device.type != "cpu":
-            raise ZssegError(f"int8 runs on the CPU only (dynamic quantisation); on {self.device} use --dtype bf16 or auto")
+            raise SettingError("dtype", f"int8 runs on the CPU only (dynamic quantisation); on {self.device} use {{setting}} bf16 or auto")
         if self.dtype != torch.float32:
             raise ZssegError("int8 quantises a float32 model")
         fold_quick_gelu(self.image_tower())
@@ -160,48 +157,63 @@ class ClipModel:
         """SHA-256 of every weight as loaded, image tower included."""
         return fingerprint(dict(self.model.state_dict()))
 
-    # Dense features: overridden where the image tower has them.
+
+@runtime_checkable
+class DenseFeatures(Protocol):
+    """An image tower whose every cell lies in the joint space, as its pooled output does (CLIP's
+    ViTs and ResNets; not SigLIP's attention-pooling head): what dense CLIP, the fast mode and
+    the FCN ensemble read."""
+
+    #: The dense modes it offers ("plain", "sclip").
+    dense_modes: ClassVar[tuple[str, ...]]
+
     @property
     def dense_stride(self) -> int:
         """Pixels per cell of `dense_features` (the ViT's patch size, a ResNet's 32)."""
-        raise self._no_dense()
-
-    def check_dense(self, mode: str) -> None:
-        """Refuse, in one line, a dense mode this model's image tower does not offer."""
-        if not self.dense_modes:
-            raise self._no_dense()
-        if mode not in self.dense_modes:
-            raise ZssegError(f"dense mode '{mode}' needs a ViT image tower; this {self.family} model "
-                             f"('{self.source}') offers {', '.join(repr(m) for m in self.dense_modes)}")
 
     def dense_features(self, pixels: torch.Tensor, mode: str = "plain") -> torch.Tensor:
         """`[B, 3, S, S]` normalised pixels -> `[B, D, S / dense_stride, S / dense_stride]` float32
         embeddings of every cell in the joint space (not normalised), on the model's device."""
-        raise self._no_dense()
 
-    def _no_dense(self) -> ZssegError:
-        return ZssegError(f"this {self.family} model ('{self.source}') has no dense features ({self.no_dense_reason}); "
-                          "use --method two-stage")
 
-    # Learned prompts: overridden by the CLIP text towers.
-    def _no_learned_prompts(self) -> ZssegError:
-        return ZssegError(f"learned prompts need CLIP's text tower; this {self.family} model ('{self.source}') "
-                          "takes template prompts only (--prompt imagenet, vild, or a template)")
+@runtime_checkable
+class LearnedPromptTower(Protocol):
+    """CLIP's own text tower, whose token embeddings learned context vectors (CoOp) stand in for."""
 
     @property
     def token_width(self) -> int:
         """Width of the token embeddings that learned context vectors stand in for."""
-        raise self._no_learned_prompts()
 
     def token_probe(self) -> torch.Tensor:
-        raise self._no_learned_prompts()
+        """Rows of the token embedding table that identify this text tower."""
 
     def context_rows(self, names: list[str], n: int, m: int = 0) -> list[list[int]]:
-        raise self._no_learned_prompts()
+        """Token ids of each prompt, with places for n learned vectors before the name and m after."""
 
     def encode_with_context(self, context: torch.Tensor, names: list[str], signals: torch.Tensor | None = None,
                             suffix: torch.Tensor | None = None) -> torch.Tensor:
-        raise self._no_learned_prompts()
+        """Normalised text embeddings with the learned vectors in place."""
+
+
+def dense_tower(clip: ClipModel, mode: str = "plain") -> DenseFeatures:
+    """`clip` as a `DenseFeatures`, refused in one line where its image tower has no dense
+    features or not in `mode`."""
+    if not isinstance(clip, DenseFeatures):
+        reason = getattr(clip, "no_dense_reason", "") or "its image tower gives no per-cell features in the joint space"
+        raise SettingError("method", f"this {clip.family} model ('{clip.source}') has no dense features ({reason}); "
+                           "use {setting} two-stage")
+    if mode not in clip.dense_modes:
+        raise SettingError("dense_mode", f"{{setting}} '{mode}' needs a ViT image tower; this {clip.family} model "
+                           f"('{clip.source}') offers {', '.join(repr(m) for m in clip.dense_modes)}")
+    return clip
+
+
+def learned_prompt_tower(clip: ClipModel) -> LearnedPromptTower:
+    """`clip` as a `LearnedPromptTower`, refused in one line where its text tower is not CLIP's."""
+    if not isinstance(clip, LearnedPromptTower):
+        raise SettingError("prompt", f"learned prompts need CLIP's text tower; this {clip.family} model ('{clip.source}') "
+                           "takes template prompts only ({setting} imagenet, vild, or a template)")
+    return clip
 
 
 class ClipTextTower:
@@ -364,7 +376,7 @@ class TransformersClip(ClipTextTower, ClipModel):
         """The last layer's patch tokens through the final layer norm and the projection ("plain",
         the paper's dense baseline), or with SCLIP's correlative self-attention in that layer
         ("sclip", see `zsseg.classification.dense`)."""
-        self.check_dense(mode)
+        dense_tower(self, mode)
         vision = self.model.vision_model
         pixels = pixels.to(device=self.device, dtype=self.dtype)
         size = pixels.shape[-1]
@@ -386,8 +398,8 @@ QUICK_GELU = 1.702  # CLIP's quick GELU: x * sigmoid(1.702 x)
 def fold_quick_gelu(tower: torch.nn.Module) -> int:
     """Rewrite each MLP `fc2(quick_gelu(fc1(x)))` of `tower` (transformers' CLIP layers) as
     `(fc2 / 1.702)(silu((1.702 fc1)(x)))`: the same function (silu(y) = y sigmoid(y)), one
-    pass over the hidden activations instead of three (a scaling, a sigmoid, a product): 14%
-    less CPU time for an int8 ViT-B/16 tower (docs/benchmarks.md). Floating-point rounding
+    pass over the hidden activations instead of three (a scaling, a sigmoid, a product).
+    Floating-point rounding
     differs from the original's, so only the int8 tower, already an approximation, uses it.
     Returns the MLPs rewritten."""
     from transformers.activations import QuickGELUActivation

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ..errors import ZssegError, one_line
+from ..errors import SettingError, ZssegError, one_line
 
 # What a damaged or mismatched checkpoint raises inside transformers, huggingface_hub and
 # tokenizers: anything at all (a config's validator raises its own class, the Rust tokenizer a
@@ -43,14 +43,15 @@ class ModelKind:
     Attributes:
         label: its name in messages ("CLIP", "SAM").
         model_types: the config.json `model_type`s accepted.
-        option: how a folder is passed on the command line, `{}` standing for the folder
-            ("--clip {}", "--proposals sam:{}").
+        setting: the setting that names it ("clip", "proposals").
+        value: that setting's value for a folder, `{}` standing for the folder ("{}", "sam:{}").
         folder: a name for the downloaded folder in the offline help ("clip-model").
     """
 
     label: str
     model_types: tuple[str, ...]
-    option: str
+    setting: str
+    value: str
     folder: str
 
     @property
@@ -58,11 +59,13 @@ class ModelKind:
         """The accepted model types, for messages: "'sam' or 'sam_hq'"."""
         return " or ".join(f"'{t}'" for t in self.model_types)
 
-    def offline_help(self, name: str) -> str:
-        return (
-            f"to use it offline, download it where the hub is reachable (`hf download {name} --local-dir {self.folder}`), "
-            f"copy that folder here and pass its path ({self.option.format(self.folder)}), or point HF_HOME at a "
-            "Hugging Face cache that holds it"
+    def offline(self, problem: str, name: str) -> SettingError:
+        """`problem`, and how to use the model `name` offline (naming the setting to pass it by)."""
+        return SettingError(
+            self.setting,
+            f"{problem}; to use it offline, download it where the hub is reachable (`hf download {name} --local-dir {self.folder}`), "
+            f"copy that folder here and pass its path ({{setting}} {self.value.format(self.folder)}), or point HF_HOME at a "
+            "Hugging Face cache that holds it",
         )
 
 
@@ -202,10 +205,8 @@ def load_pretrained(name_or_path: str | Path, kind: ModelKind, load: Callable[[s
     if folder.exists():
         detail = one_line(last_error) if last_error else "unknown error"
         raise ZssegError(f"cannot load {kind.label} from {folder}: {detail}")
-    raise ZssegError(
-        f"cannot load {kind.label} '{name}': it is not in the local Hugging Face cache and the hub could not be reached "
-        f"(and no folder of that name exists); " + kind.offline_help(name)
-    )
+    raise kind.offline(f"cannot load {kind.label} '{name}': it is not in the local Hugging Face cache and the hub could not be "
+                       "reached (and no folder of that name exists)", name)
 
 
 def optional_json(source: str, filename: str, local_only: bool) -> dict:

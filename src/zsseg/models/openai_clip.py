@@ -77,7 +77,7 @@ RESNET_MARKERS = ("visual.layer1.", "visual.attnpool.")
 
 # The tokenizer of OpenAI-layout checkpoints, which carry none: CLIP's BPE files (about 2 MB).
 DEFAULT_TOKENIZER = "openai/clip-vit-base-patch16"
-TOKENIZER_KIND = ModelKind("CLIP tokenizer", ("clip",), "--tokenizer {}", "clip-tokenizer")
+TOKENIZER_KIND = ModelKind("CLIP tokenizer", ("clip",), "tokenizer", "{}", "clip-tokenizer")
 
 
 def _strip(state: dict, prefix: str) -> dict[str, torch.Tensor]:
@@ -548,6 +548,6 @@ def open_clip_hub_folder(name: str) -> Path | None:
             return config.parent
         if local_only:  # the config is cached but not the weights: the hub may have them
             continue
-        raise ZssegError(f"'{name}' has {OPEN_CLIP_CONFIG} but its weights ({' or '.join(OPEN_CLIP_WEIGHTS)}) could not be "
-                         "had; " + CLIP_KIND.offline_help(name))
+        raise CLIP_KIND.offline(f"'{name}' has {OPEN_CLIP_CONFIG} but its weights ({' or '.join(OPEN_CLIP_WEIGHTS)}) could not be "
+                                "had", name)
     return None

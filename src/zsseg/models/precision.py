@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 
-# What "auto" means on a CPU without native bf16 (`resolve_precision`): int8, measured faster than
-# fp32 there with labels that agree on 99.6% of pixels under a trained (proxy) CLIP
-# (benchmarks/precision_agreement.py, docs/benchmarks.md).
+# What "auto" means on a CPU without native bf16 (`resolve_precision`): int8
+# (benchmarks/precision_agreement.py weighs its speed and its agreement with fp32).
 AUTO_FALLBACK = "int8"
 
 
@@ -25,9 +24,8 @@ def cpu_flags() -> set[str]:
 
 
 def native_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AMX or AVX512_BF16, `cpu_flags`): there bf16
-    runs CLIP's matmuls several times faster than fp32 (issue 23 reports 72-80 against 292 CPU-ms
-    per ViT-B/16 crop on such a CPU; not measured here)."""
+    """Whether this CPU computes in bf16 natively (AMX or AVX512_BF16, `cpu_flags`), where bf16
+    is the fast precision for CLIP's matmuls rather than an emulation."""
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 

@@ -63,7 +63,8 @@ class ResNetClip(ClipTextTower, ClipModel):
     def dense_features(self, pixels: torch.Tensor, mode: str = "plain") -> torch.Tensor:
         """MaskCLIP's dense embeddings: the attention pool's value and output projections at every
         position of the last feature map (`ModifiedResNet.dense`), float32."""
-        self.check_dense(mode)
+        if mode not in self.dense_modes:
+            raise ZssegError(f"dense mode '{mode}' needs a ViT image tower; this {self.family} model offers 'plain'")
         return self.model.visual.dense(pixels.to(device=self.device, dtype=self.dtype)).float()
 
 

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from ..models.loading import usable_device
 from ..errors import ZssegError
 from ..data.images import check_rgb_array, shorter_side_scale
-from ..training.fcn_config import FCN_CONFIGS, FcnConfig, FcnModelConfig, fcn_config  # noqa: F401  (torch-free)
+from .fcn_config import FcnModelConfig
 from .maskformer.config import config_from_dict
 from .maskformer.model import SIZE_DIVISIBILITY, TEMPERATURE, PixelDecoder, build_backbone, pad_to_multiple, parameter_groups, pixel_constants, seeded
 from .maskformer.weights import NetworkFiles, read_network
@@ -150,4 +150,4 @@ def load_fcn(path: str | Path, device: str | torch.device = "cpu") -> TrainedFcn
     return TrainedFcn(model.to(usable_device(device)).eval(), stored.text, stored.class_names, stored.info, stored.prompt)
 
 
-__all__ = ["FCN_CONFIGS", "FCN_FILES", "FcnConfig", "FcnModelConfig", "PerPixelFcn", "TrainedFcn", "build_fcn", "fcn_config", "load_fcn"]
+__all__ = ["FCN_FILES", "FcnModelConfig", "PerPixelFcn", "TrainedFcn", "build_fcn", "load_fcn"]

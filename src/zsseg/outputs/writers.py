@@ -105,15 +105,6 @@ def _blend(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: fl
     return out
 
 
-def blend_by_pixel(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """The definition `_blend` computes faster: every labelled pixel blended in floating point.
-    Kept as the reference for tests and benchmarks."""
-    blended = image.astype(np.float32)
-    covered = labels >= 0
-    blended[covered] = (1 - alpha) * blended[covered] + alpha * colours[labels[covered]]
-    return np.clip(blended, 0, 255).astype(np.uint8)
-
-
 def _short(name: str, limit: int = 40) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
@@ -146,17 +137,6 @@ def _class_rles(labels: np.ndarray) -> dict[int, tuple[int, str]]:
     return rles
 
 
-def class_rles_by_mask(labels: np.ndarray) -> dict[int, tuple[int, str]]:
-    """The definition `_class_rles` computes faster: one full-size mask per class present,
-    encoded by pycocotools. Kept as the reference for tests and benchmarks."""
-    rles = {}
-    for i in np.unique(labels):
-        if i >= 0:
-            rle = mask_utils.encode(np.asfortranarray((labels == i).astype(np.uint8)))
-            rles[int(i)] = (int(mask_utils.area(rle)), rle["counts"].decode("ascii"))
-    return rles
-
-
 def record(labels: np.ndarray, class_names: list[str], source: str) -> dict:
     """JSON-ready summary: vocabulary, image size, and per class present its area and COCO RLE."""
     height, width = labels.shape
@@ -182,11 +162,12 @@ def record(labels: np.ndarray, class_names: list[str], source: str) -> dict:
 
 
 def write_result(result, out_dir: str | Path, image, stem: str | None = None, config: dict | None = None,
-                 source: str | None = None, extra_json: dict[str, dict] | None = None) -> list[Path]:
+                 source: str | None = None, extra_json: dict[str, dict] | None = None, overwrite: bool = False) -> list[Path]:
     """Write a `SegmentationResult`'s files into `out_dir`: STEM.png (the label map), STEM_overlay.png
     and STEM.json (the classes' areas and RLEs, and `config`, the record of what made the labels:
     `Segmenter.record(vocabulary)`), all or none. `image` is the image it labels: a path (STEM and
-    `source` default to its stem and path) or an HWC uint8 array (then give `stem`)."""
+    `source` default to its stem and path) or an HWC uint8 array (then give `stem`). A file zsseg
+    did not write is replaced only with `overwrite`; the image itself never is."""
     from ..data.images import as_rgb_array
 
     if stem is None:
@@ -194,7 +175,11 @@ def write_result(result, out_dir: str | Path, image, stem: str | None = None, co
             raise ZssegError("give a stem for the output files' names where the image is not a file")
         stem = Path(image).stem
     source = source if source is not None else str(image) if isinstance(image, (str, Path)) else stem
-    return write_outputs(Path(out_dir), stem, as_rgb_array(image), result.label_map, result.class_names, source, config, extra_json)
+    out_dir = Path(out_dir)
+    inputs = frozenset({Path(image).resolve()}) if isinstance(image, (str, Path)) else frozenset()
+    for target in output_paths(out_dir, stem) + [out_dir / f"{stem}{suffix}.json" for suffix in extra_json or {}]:
+        check_target(target, inputs, overwrite)
+    return write_outputs(out_dir, stem, as_rgb_array(image), result.label_map, result.class_names, source, config, extra_json)
 
 
 def write_outputs(out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarray, class_names: list[str], source: str,
@@ -304,7 +289,7 @@ def written_by_zsseg(path: Path) -> bool:
 
 def decodes_whole(path: Path) -> bool:
     """Whether a PNG is whole (every chunk to IEND, each with its CRC right: Pillow's `verify`,
-    which catches a file cut short or zeroed anywhere, 15 times faster than decoding it), or a
+    which catches a file cut short or zeroed anywhere without decoding the pixels), or a
     JSON parses to its end."""
     if not path.is_file():
         return False
@@ -367,13 +352,16 @@ def _vouched_for(path: Path) -> bool:
     return False
 
 
-def check_target(path: Path, inputs: frozenset[Path] = frozenset(), overwrite: bool = False, advice: str | None = None) -> None:
+def check_target(path: Path, inputs: frozenset[Path] = frozenset(), overwrite: bool = False,
+                 advice: str | SettingError | None = None) -> None:
     """Refuse to write `path` if it is one of `inputs` (resolved paths; never, even with
     `overwrite`), a folder, or an existing file that zsseg did not write (unless `overwrite`).
     `advice` ends the message: what the user can do instead (default: another output folder,
-    or the `overwrite` setting)."""
+    or the `overwrite` setting); a `SettingError` for advice that names a setting."""
 
     def refused(problem: str) -> ZssegError:
+        if isinstance(advice, SettingError):
+            return SettingError(advice.setting, f"{problem}; {advice.template}", *advice.others)
         if advice is not None:
             return ZssegError(f"{problem}; {advice}")
         return SettingError("overwrite", f"{problem}; choose another output folder, or set {{setting}} to replace files zsseg did not write")

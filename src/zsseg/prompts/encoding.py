@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from ..models.base import learned_prompt_tower
 from ..models.loading import ClipModel
 from ..models.hub import read_json
-from ..errors import ZssegError
+from ..errors import SettingError, ZssegError
 from .templates import IMAGENET_TEMPLATES, PHOTO_TEMPLATE, SINGLE_TEMPLATE, TEMPLATE_SETS, VILD_TEMPLATES  # noqa: F401
 from .text_cache import TextFeatureCache
 from ..data.vocabulary import Vocabulary
@@ -173,23 +174,25 @@ class LearnedPrompt(Prompt):
         return {**record, "identity": self.identity[:16], **{k: self.info[k] for k in ("clip", "dataset", "protocol") if k in self.info}}
 
     def check_clip(self, clip: ClipModel) -> None:
-        mine = clip.token_probe()
+        mine = learned_prompt_tower(clip).token_probe()
         width_ok = self.context.shape[1] == mine.shape[1] and self.probe.shape == mine.shape
         scale = float(mine.abs().max()) or 1.0
         if not width_ok or not torch.allclose(self.probe, mine, rtol=1e-2, atol=1e-2 * scale):
-            raise ZssegError(
+            raise SettingError(
+                "clip",
                 f"the learned prompt {self.source} was trained with CLIP '{self.info.get('clip', '?')}', whose token "
-                f"embeddings differ from this CLIP's ('{clip.source}'); pass that CLIP (--clip) or learn a prompt for this one"
+                f"embeddings differ from this CLIP's ('{clip.source}'); pass that CLIP ({{setting}}) or learn a prompt for this one",
             )
 
     def check_lengths(self, clip: ClipModel, names: list[str]) -> None:
-        clip.context_rows(names, int(self.context.shape[0]), self.suffix_length)
+        learned_prompt_tower(clip).context_rows(names, int(self.context.shape[0]), self.suffix_length)
 
     @torch.no_grad()
     def encode(self, clip: ClipModel, names: list[str], batch_size: int = 256) -> torch.Tensor:
         if not names:
             return torch.empty(0, clip.embed_dim)
-        return torch.cat([clip.encode_with_context(self.context, names[i : i + batch_size], self.signals, self.suffix).cpu()
+        tower = learned_prompt_tower(clip)
+        return torch.cat([tower.encode_with_context(self.context, names[i : i + batch_size], self.signals, self.suffix).cpu()
                           for i in range(0, len(names), batch_size)])
 
 
@@ -214,7 +217,7 @@ def load_prompt(value: PromptLike) -> Prompt:
     if path.is_dir():
         path = path / PROMPT_JSON
         if not path.is_file():
-            raise ZssegError(f"prompt folder {value} has no {PROMPT_JSON} (the --output-dir of `zsseg train prompts`)")
+            raise ZssegError(f"prompt folder {value} has no {PROMPT_JSON} (the output folder of `zsseg train prompts`)")
     elif path.suffix == ".safetensors":
         path = path.with_suffix(".json")
     if not path.is_file():

@@ -57,7 +57,7 @@ class TextFeatureCache:
     def _connect(self) -> sqlite3.Connection:
         folder = self.path.parent
         if folder.exists() and not folder.is_dir():
-            raise _Unusable(f"{folder} is a file, not a folder: point $ZSSEG_CACHE_DIR at a folder, or pass --no-text-cache")
+            raise _Unusable(f"{folder} is a file, not a folder: point $ZSSEG_CACHE_DIR at a folder, or turn the text cache off")
         folder.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=60.0)
         try:
@@ -77,7 +77,7 @@ class TextFeatureCache:
 
     def _fail(self, error: Exception) -> None:
         if not self._disabled:
-            advice = "" if isinstance(error, _Unusable) else " (results are the same without it; make it writable, or pass --no-text-cache)"
+            advice = "" if isinstance(error, _Unusable) else " (results are the same without it; make it writable, or turn the text cache off)"
             log.warning("zsseg: not using the text-feature cache %s: %s%s", self.path, error, advice)
         self._disabled = True
 

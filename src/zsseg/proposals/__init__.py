@@ -14,13 +14,13 @@ import dataclasses
 from ..catalogue import parse_generator
 from ..errors import SettingError
 from .base import ProposalConfig, ProposalGenerator, select_masks
-from .contour_hierarchy import ContourHierarchy
-from .ground_truth import GroundTruthProposals
+from .contour_hierarchy import ContourHierarchy, ContourHierarchyConfig
+from .ground_truth import GroundTruthConfig, GroundTruthProposals
 from .hierarchy import MergeTree
-from .maskformer import MaskFormerProposals
-from .query_masks import QueryMaskProposals
-from .sam import SamProposals
-from .selective_search import SelectiveSearch
+from .maskformer import MaskFormerConfig, MaskFormerProposals
+from .query_masks import QueryMaskConfig, QueryMaskProposals
+from .sam import SamConfig, SamProposals
+from .selective_search import SelectiveSearch, SelectiveSearchConfig
 
 GENERATORS: dict[str, type[ProposalGenerator]] = {
     SelectiveSearch.name: SelectiveSearch,
@@ -57,14 +57,20 @@ def build_proposal_generator(name: str, **options) -> ProposalGenerator:
 __all__ = [
     "GENERATORS",
     "ContourHierarchy",
+    "ContourHierarchyConfig",
+    "GroundTruthConfig",
     "GroundTruthProposals",
+    "MaskFormerConfig",
     "MaskFormerProposals",
     "MergeTree",
     "ProposalConfig",
     "ProposalGenerator",
+    "QueryMaskConfig",
     "QueryMaskProposals",
+    "SamConfig",
     "SamProposals",
     "SelectiveSearch",
+    "SelectiveSearchConfig",
     "build_proposal_generator",
     "proposal_config",
     "parse_generator",

@@ -29,7 +29,7 @@ from ..data.images import check_rgb_array, shorter_side_scale
 from .base import ProposalConfig, select_masks
 from .pretrained import PretrainedProposals, resized_pixels, sample_logits
 
-QUERY_MASK_KIND = ModelKind("MaskFormer", ("maskformer", "mask2former", "oneformer"), "--proposals mask2former:{}", "mask2former-model")
+QUERY_MASK_KIND = ModelKind("MaskFormer", ("maskformer", "mask2former", "oneformer"), "proposals", "mask2former:{}", "mask2former-model")
 QUERY_MASK_CLASSES = {
     "maskformer": "MaskFormerForInstanceSegmentation",
     "mask2former": "Mask2FormerForUniversalSegmentation",

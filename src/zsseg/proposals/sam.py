@@ -45,7 +45,7 @@ from ..models.hub import ModelKind
 from .base import ProposalConfig
 from .pretrained import PretrainedProposals, resized_pixels, sample_logits
 
-SAM_KIND = ModelKind("SAM", ("sam", "sam_hq"), "--proposals sam:{}", "sam-model")
+SAM_KIND = ModelKind("SAM", ("sam", "sam_hq"), "proposals", "sam:{}", "sam-model")
 SAM_CLASSES = {"sam": "SamModel", "sam_hq": "SamHQModel"}
 
 

@@ -2,7 +2,7 @@
 of 100 x cosine logits against the frozen CLIP text embeddings of the training classes, upsampled
 4x (bilinear), pixels of other classes (the unseen ones, zero-shot) and void ignored.
 
-    run = train_fcn(load_dataset("coco-stuff", root, "train"), fcn_config("cpu"), clip, Path("out"))
+    run = train_fcn(load_dataset("coco-stuff", root, "train"), load_recipe("fcn", "cpu"), clip, Path("out"))
 
 It shares `zsseg.training.loop.run_training` (DDP, atomic checkpoints, exact resume, log) and
 MaskFormer's data stream, optimiser (AdamW, poly) and batch-norm freezing.
@@ -22,7 +22,7 @@ from ..models.loading import ClipModel
 from ..networks.fcn import FCN_FILES, PerPixelFcn, build_fcn
 from ..networks.maskformer.weights import save_network
 from ..runs.distributed import Distributed
-from .fcn_config import FcnConfig, fcn_config
+from .recipes import Recipe
 from .loop import TrainingResult, run_training
 from .loop import check_output_dir as _check_output_dir
 from .proposals import TextClassifierTask, loop_settings
@@ -40,9 +40,9 @@ class FcnTask(TextClassifierTask):
     output_names = (FCN_FILES.weights, FCN_FILES.config)
     postfix_terms = ("ce",)
 
-    def __init__(self, dataset: SegmentationDataset, config: FcnConfig, clip: ClipModel, protocol: str,
+    def __init__(self, dataset: SegmentationDataset, config: Recipe, clip: ClipModel, protocol: str,
                  backbone_weights: str | None, device: torch.device, text_cache: bool = True):
-        super().__init__(dataset, config.train, clip, protocol, backbone_weights, device, text_cache,
+        super().__init__(dataset, config, clip, protocol, backbone_weights, device, text_cache,
                          training_classes(dataset, protocol))
         self.model_config = replace(config.model, embed_dim=clip.embed_dim)
         self.module = build_fcn(self.model_config, seed=config.train.seed)
@@ -77,7 +77,7 @@ class LabelledBatches:
 
 def train_fcn(
     dataset: SegmentationDataset,
-    config: FcnConfig,
+    config: Recipe,
     clip: ClipModel,
     output_dir: Path,
     protocol: str = "zero-shot",
@@ -92,7 +92,7 @@ def train_fcn(
 
     Args:
         dataset: the training split.
-        config: `fcn_config(...)`, possibly with overrides.
+        config: architecture and training settings (`zsseg.training.recipes.load_recipe("fcn", ...)`).
         clip: gives the frozen text embeddings of the training classes (with `config.train.prompt`).
         protocol: "zero-shot" learns the seen classes only; "cross-dataset" all.
         backbone_weights: ImageNet weights of the ResNet (hub id or folder), or None (random).
@@ -102,4 +102,4 @@ def train_fcn(
     return run_training(task, loop_settings(config.train, workers, dtype), output_dir, context, progress)
 
 
-__all__ = ["FcnTask", "check_output_dir", "fcn_config", "train_fcn"]
+__all__ = ["FcnTask", "check_output_dir", "train_fcn"]

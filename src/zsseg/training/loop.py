@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..runs.distributed import Distributed
-from ..errors import ZssegError, counted
+from ..errors import SettingError, ZssegError, counted
 from ..models.hub import load_torch_file
 from ..runs.progress import Progress
 from ..outputs.writers import SOFTWARE, check_target, write_atomically
@@ -72,7 +72,7 @@ class LoopSettings:
 
     def __post_init__(self):
         if self.workers < 0:
-            raise ZssegError(f"--workers must be at least 0, got {self.workers}")
+            raise SettingError("workers", f"{{setting}} must be at least 0, got {self.workers}")
         if self.dtype not in AUTOCAST:
             raise ZssegError(f"unknown training dtype '{self.dtype}'; choose one of {', '.join(AUTOCAST)}")
 
@@ -180,7 +180,7 @@ def check_output_dir(output_dir: Path, output_names: tuple[str, ...]) -> None:
     if not output_dir.is_dir():
         return
     for name in (LOG_NAME, *output_names):
-        check_target(output_dir / name, advice="choose a new --output-dir")
+        check_target(output_dir / name, advice=SettingError("output_dir", "choose a new {setting}"))
     for _, path in checkpoints(output_dir):
         check_checkpoint(path)
 
@@ -278,40 +278,13 @@ def run_training(
 
 
 def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context: Distributed, progress: bool) -> TrainingResult:
-
     device = torch.device(context.device)
     check_output_dir(output_dir, task.output_names)
-    found = checkpoints(output_dir)
-    resume = load_torch_file(found[-1][1]) if found else None  # checked as zsseg's by check_output_dir
-    start = 0
+    resume, start = _resumed(task, settings, output_dir, context)
     module = task.module
     if resume is None:
         task.initialise()
     else:
-        if json.loads(resume["signature"]) != json.loads(json.dumps(task.signature)):
-            raise ZssegError(
-                f"{output_dir} holds checkpoints of a different run (config, dataset, classes or CLIP differ); "
-                "use a new --output-dir, or the same settings to resume"
-            )
-        if resume.get("dtype", "fp32") != settings.dtype:
-            raise ZssegError(f"{output_dir} holds a run trained in {resume.get('dtype', 'fp32')}; resume it with --dtype {resume.get('dtype', 'fp32')}")
-        if len(resume["rng"]) != context.world_size:
-            raise ZssegError(
-                f"the checkpoint in {output_dir} was written by {counted(len(resume['rng']), 'process', 'processes')}; "
-                f"resume with the same number, not {context.world_size}"
-            )
-        start = int(resume["step"])
-        planned = int(resume.get("max_iters", settings.max_iters))
-        if planned != settings.max_iters:
-            # The learning rate follows a schedule over max_iters: another length would make the
-            # result neither the run that was started nor a fresh run of the new length.
-            state = "finished" if start >= planned else f"stopped at step {start}"
-            raise ZssegError(
-                f"{output_dir} holds a run of {counted(planned, 'step')} ({state}); --max-iters {settings.max_iters} would change "
-                f"its learning-rate schedule: resume with --max-iters {planned}, or train the longer run in a new --output-dir"
-            )
-        if start > settings.max_iters:
-            raise ZssegError(f"{output_dir} already holds a checkpoint at step {start}, past --max-iters {settings.max_iters}")
         module.load_state_dict(resume["model"])
     module.to(device).train()
     task.prepare()
@@ -328,13 +301,7 @@ def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context
     wrapped: nn.Module = module
     if context.enabled:
         wrapped = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-
-    log_path = output_dir / LOG_NAME
-    if context.is_main:
-        _trim_log(log_path, start)
-    last_log = None
-    bar = Progress(settings.max_iters, "training", "step", initial=start, enabled=progress and context.is_main)
-    clock = time.perf_counter()
+    log = _Log(output_dir / LOG_NAME, task, settings, context, start, progress)
     autocast = AUTOCAST[settings.dtype]
     batches = step_batches(task.data, settings, start, context, pin=device.type == "cuda")
     for step, batch in zip(range(start, settings.max_iters), batches):
@@ -347,47 +314,102 @@ def _train(task: TrainingTask, settings: LoopSettings, output_dir: Path, context
         optimizer.step()
         scheduler.step()
         done = step + 1
-
         if done % settings.log_every == 0 or done == settings.max_iters:
-            values = _average({"loss": float(total.detach()), **{k: float(v) for k, v in terms.items()}}, context)
-            now = time.perf_counter()
-            last_log = {
-                "step": done,
-                **{k: round(v, 6) for k, v in values.items()},
-                "lr": task.learning_rate(optimizer),
-                "grad_norm": round(grad_norm, 6),
-                "seconds_per_step": round((now - clock) / settings.log_every, 4),
-            }
-            clock = now
-            if context.is_main:
-                with open(log_path, "a", encoding="utf-8") as log:
-                    log.write(json.dumps({"software": SOFTWARE, **last_log}) + "\n")
-                bar.set_postfix({k: f"{values[k]:.3f}" for k in ("loss", *task.postfix_terms) if k in values})
+            log.write(done, total, terms, task.learning_rate(optimizer), grad_norm)
         if done % settings.checkpoint_every == 0 or done == settings.max_iters:
-            rng = _gather(context, torch.get_rng_state())
-            cuda_rng = _gather(context, torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
-            if context.is_main:
-                _save_checkpoint(output_dir, {
-                    "step": done,
-                    "model": module.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng,
-                    "cuda_rng": cuda_rng,
-                    "dtype": settings.dtype,
-                    "signature": json.dumps(task.signature),
-                    "max_iters": settings.max_iters,
-                })
-            _barrier(context)
-        bar.update(1)
-    bar.close()
+            _checkpoint(output_dir, task, settings, context, device, done, optimizer, scheduler)
+        log.bar.update(1)
+    log.bar.close()
 
     module.eval()
     main_file = output_dir / task.output_names[0]
     if context.is_main:
         main_file = task.save(output_dir)
     _barrier(context)
-    return TrainingResult(output_dir, settings.max_iters, start, main_file, last_log)
+    return TrainingResult(output_dir, settings.max_iters, start, main_file, log.last)
+
+
+def _resumed(task: TrainingTask, settings: LoopSettings, output_dir: Path, context: Distributed) -> tuple[dict | None, int]:
+    """The last checkpoint in `output_dir` and its step, checked against this run (None, 0 for
+    a new run)."""
+    found = checkpoints(output_dir)
+    if not found:
+        return None, 0
+    resume = load_torch_file(found[-1][1])  # checked as zsseg's by check_output_dir
+    if json.loads(resume["signature"]) != json.loads(json.dumps(task.signature)):
+        raise SettingError("output_dir", f"{output_dir} holds checkpoints of a different run (config, dataset, classes or CLIP "
+                           "differ); use a new {setting}, or the same settings to resume")
+    trained_in = resume.get("dtype", "fp32")
+    if trained_in != settings.dtype:
+        raise SettingError("dtype", f"{output_dir} holds a run trained in {trained_in}; resume it with {{setting}} {trained_in}")
+    if len(resume["rng"]) != context.world_size:
+        raise ZssegError(
+            f"the checkpoint in {output_dir} was written by {counted(len(resume['rng']), 'process', 'processes')}; "
+            f"resume with the same number, not {context.world_size}"
+        )
+    start = int(resume["step"])
+    planned = int(resume.get("max_iters", settings.max_iters))
+    if planned != settings.max_iters:
+        # The learning rate follows a schedule over max_iters: another length would make the
+        # result neither the run that was started nor a fresh run of the new length.
+        state = "finished" if start >= planned else f"stopped at step {start}"
+        raise SettingError(
+            "max_iters",
+            f"{output_dir} holds a run of {counted(planned, 'step')} ({state}); {{setting}} {settings.max_iters} would change "
+            f"its learning-rate schedule: resume with {{setting}} {planned}, or train the longer run in a new {{output_dir}}",
+            "output_dir",
+        )
+    if start > settings.max_iters:  # a checkpoint from before runs recorded their length
+        raise SettingError("max_iters", f"{output_dir} already holds a checkpoint at step {start}, past {{setting}} {settings.max_iters}")
+    return resume, start
+
+
+class _Log:
+    """The run's log (one JSON line per logged step, on the main process) and its progress bar."""
+
+    def __init__(self, path: Path, task: TrainingTask, settings: LoopSettings, context: Distributed, start: int, progress: bool):
+        self.path, self.task, self.settings, self.context = path, task, settings, context
+        if context.is_main:
+            _trim_log(path, start)
+        self.last: dict | None = None
+        self.bar = Progress(settings.max_iters, "training", "step", initial=start, enabled=progress and context.is_main)
+        self.clock = time.perf_counter()
+
+    def write(self, done: int, total: torch.Tensor, terms: dict[str, torch.Tensor], lr: float, grad_norm: float) -> None:
+        values = _average({"loss": float(total.detach()), **{k: float(v) for k, v in terms.items()}}, self.context)
+        now = time.perf_counter()
+        self.last = {
+            "step": done,
+            **{k: round(v, 6) for k, v in values.items()},
+            "lr": lr,
+            "grad_norm": round(grad_norm, 6),
+            "seconds_per_step": round((now - self.clock) / self.settings.log_every, 4),
+        }
+        self.clock = now
+        if self.context.is_main:
+            with open(self.path, "a", encoding="utf-8") as log:
+                log.write(json.dumps({"software": SOFTWARE, **self.last}) + "\n")
+            self.bar.set_postfix({k: f"{values[k]:.3f}" for k in ("loss", *self.task.postfix_terms) if k in values})
+
+
+def _checkpoint(output_dir: Path, task: TrainingTask, settings: LoopSettings, context: Distributed, device: torch.device, done: int,
+                optimizer, scheduler) -> None:
+    """Every process's RNG state gathered, and the checkpoint of step `done` written by the main one."""
+    rng = _gather(context, torch.get_rng_state())
+    cuda_rng = _gather(context, torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+    if context.is_main:
+        _save_checkpoint(output_dir, {
+            "step": done,
+            "model": task.module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng,
+            "cuda_rng": cuda_rng,
+            "dtype": settings.dtype,
+            "signature": json.dumps(task.signature),
+            "max_iters": settings.max_iters,
+        })
+    _barrier(context)
 
 
 __all__ = ["AUTOCAST", "BatchSource", "LOG_NAME", "LoopSettings", "step_batches", "TrainingResult", "TrainingTask", "check_output_dir", "checkpoints", "run_record", "run_training"]

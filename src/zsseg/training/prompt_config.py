@@ -1,10 +1,10 @@
-"""The named configs of `zsseg train prompts` (torch-free: `zsseg configs` and the command line
-read them; `zsseg.training.prompt_learning` trains)."""
+"""The settings of `zsseg train prompts` (torch-free: `zsseg.training.recipes` reads them before
+any model loads; `zsseg.training.prompt_learning` trains)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
 from ..catalogue import TEMPERATURE
 from ..errors import ZssegError
@@ -73,35 +73,4 @@ class PromptTrainConfig:
             raise ZssegError(f"crop size must be (height, width), got {self.crop_size}")
 
 
-@dataclass(frozen=True)
-class NamedPromptConfig:
-    description: str
-    train: PromptTrainConfig
-
-
-PROMPT_CONFIGS: dict[str, NamedPromptConfig] = {
-    "paper": NamedPromptConfig(
-        "the paper's COCO-Stuff config: 16 vectors, 32 samples per class, batch 32, 16k steps, SGD lr 0.02",
-        PromptTrainConfig(),
-    ),
-    "paper-voc": NamedPromptConfig(
-        "the paper's VOC config: as paper with 128 samples per class and 3200 steps",
-        PromptTrainConfig(samples_per_class=128, max_iters=3200),
-    ),
-    "cpu": NamedPromptConfig(
-        "as paper, 400 steps, checkpoints every 100 (a CPU run on the shared samples)",
-        PromptTrainConfig(max_iters=400, checkpoint_every=100, log_every=10),
-    ),
-}
-
-
-def prompt_config(name: str) -> PromptTrainConfig:
-    if name not in PROMPT_CONFIGS:
-        raise ZssegError(f"unknown prompt config '{name}'; choose one of {', '.join(PROMPT_CONFIGS)}")
-    return PROMPT_CONFIGS[name].train
-
-
-def prompt_config_with(config: PromptTrainConfig, **overrides) -> PromptTrainConfig:
-    """`config` with the given fields replaced (None leaves a field as it is)."""
-    known = {f.name for f in fields(PromptTrainConfig)}
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None and k in known})
+__all__ = ["PromptTrainConfig"]

@@ -1,6 +1,6 @@
 """Learning a prompt with a frozen CLIP (CoOp; the paper's §4.2): `zsseg train prompts`.
 
-    run = train_prompts(load_dataset("coco-stuff", root, "train"), prompt_config("paper"),
+    run = train_prompts(load_dataset("coco-stuff", root, "train"), load_recipe("prompts", "paper"),
                         clip=load_clip(...), output_dir=Path("out"), protocol="zero-shot")
     Segmenter(clip=..., prompt="out")  # or --prompt out
 
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..models.base import learned_prompt_tower
 from ..models.loading import ClipModel
 from ..data.datasets import SegmentationDataset, training_classes
 from ..runs.distributed import Distributed
@@ -45,7 +46,8 @@ from ..data.images import resize_image
 from .augmentation import randint, resize_label_map, uniform
 from .proposal_data import seeded_generator
 from ..prompts.encoding import PROMPT_JSON, PROMPT_TENSORS, LearnedPrompt, VocabularyEmbedding, save_learned_prompt, synonym_rows
-from .prompt_config import PROMPT_CONFIGS, PromptTrainConfig, prompt_config  # noqa: F401  (torch-free)
+from .prompt_config import PromptTrainConfig
+from .recipes import Recipe
 from .loop import LoopSettings, TrainingResult, run_record, run_training
 from .loop import check_output_dir as _check_output_dir
 from ..data.vocabulary import Vocabulary
@@ -202,7 +204,7 @@ class PromptLearner(nn.Module):
 
     def __init__(self, clip: ClipModel, length: int, init_std: float, seed: int):
         super().__init__()
-        width = clip.token_width  # refuses, in one line, a text tower that is not CLIP's
+        width = learned_prompt_tower(clip).token_width  # refuses, in one line, a text tower that is not CLIP's
         generator = torch.Generator().manual_seed(seed)
         self.context = nn.Parameter(torch.randn(length, width, generator=generator) * init_std)
         self._clip = (clip,)  # a tuple, not an attribute nn.Module would register
@@ -225,9 +227,10 @@ class PromptTask:
     output_names = (PROMPT_TENSORS, PROMPT_JSON)
     postfix_terms = ("acc",)
 
-    def __init__(self, dataset: SegmentationDataset, config: PromptTrainConfig, clip: ClipModel, protocol: str,
+    def __init__(self, dataset: SegmentationDataset, recipe: Recipe, clip: ClipModel, protocol: str,
                  device: torch.device, progress: bool = True):
-        self.dataset, self.config, self.clip, self.protocol, self.device = dataset, config, clip, protocol, device
+        config = recipe.train
+        self.dataset, self.recipe, self.config, self.clip, self.protocol, self.device = dataset, recipe, config, clip, protocol, device
         classes = training_classes(dataset, protocol)
         self.vocabulary = Vocabulary([dataset.vocabulary.classes[i] for i in classes], name=f"{dataset.name}-{protocol}")
         self.synonyms, self.owner = synonym_rows(self.vocabulary)
@@ -278,8 +281,9 @@ class PromptTask:
             "class_names": self.vocabulary.names,
             "samples": len(self.samples),
             "train": asdict(self.config),
+            "config": self.recipe.to_dict(),  # what `zsseg train prompts --config` takes to run it again
         }
-        prompt = LearnedPrompt(self.module.context.detach().float().cpu().clone(), self.clip.token_probe(), info)
+        prompt = LearnedPrompt(self.module.context.detach().float().cpu().clone(), learned_prompt_tower(self.clip).token_probe(), info)
         return save_learned_prompt(output_dir, prompt)[1]
 
 
@@ -290,7 +294,7 @@ def check_output_dir(output_dir: Path) -> None:
 
 def train_prompts(
     dataset: SegmentationDataset,
-    config: PromptTrainConfig,
+    recipe: Recipe,
     clip: ClipModel,
     output_dir: Path,
     protocol: str = "zero-shot",
@@ -301,22 +305,22 @@ def train_prompts(
 ) -> TrainingResult:
     """Learn (or resume learning) a prompt on the training classes of `dataset`; see the module
     docstring. Returns where `prompt.json` was written as `weights`. `workers` DataLoader
-    processes make the crops; `dtype` "bf16" autocasts the text tower's forward pass."""
-    task = PromptTask(dataset, config, clip, protocol, torch.device(context.device), progress and context.is_main)
+    processes make the crops; `dtype` "bf16" autocasts the text tower's forward pass. `recipe`:
+    `zsseg.training.recipes.load_recipe("prompts", ...)`."""
+    config = recipe.train
+    task = PromptTask(dataset, recipe, clip, protocol, torch.device(context.device), progress and context.is_main)
     settings = LoopSettings(config.max_iters, config.batch_size, config.grad_clip, config.checkpoint_every, config.log_every, config.seed,
                             workers, dtype)
     return run_training(task, settings, output_dir, context, progress)
 
 
 __all__ = [
-    "PROMPT_CONFIGS",
     "PromptLearner",
     "PromptTask",
     "PromptTrainConfig",
     "augmented_crop",
     "image_classes",
     "present_classes",
-    "prompt_config",
     "sample_segments",
     "train_prompts",
 ]

@@ -1,6 +1,6 @@
 """Training the proposal network on the seen classes (`zsseg train proposals`).
 
-    run = train_proposals(load_dataset("coco-stuff", root, "train"), named_config("tiny"),
+    run = train_proposals(load_dataset("coco-stuff", root, "train"), load_recipe("proposals", "tiny"),
                           clip=load_clip(...), output_dir=Path("out"), protocol="zero-shot")
 
 - Zero-shot protocol: only the seen classes are learned; pixels of unseen classes are ignored
@@ -30,12 +30,13 @@ from ..models.loading import ClipModel
 from ..data.datasets import SegmentationDataset, training_classes
 from ..runs.distributed import Distributed
 from ..data.pseudo_labels import PseudoLabels
-from ..errors import ZssegError
+from ..errors import SettingError, ZssegError
 from ..prompts.encoding import PromptEncoder, VocabularyEmbedding, load_prompt
 from .loop import LOG_NAME, LoopSettings, TrainingResult, run_record, run_training
 from .loop import check_output_dir as _check_output_dir
 from ..data.vocabulary import Vocabulary
-from ..networks.maskformer.config import NamedConfig, SolverConfig
+from ..networks.maskformer.config import SolverConfig
+from .recipes import Recipe
 from ..networks.maskformer.criterion import set_loss
 from .proposal_data import Augmentation, TrainingSamples
 from ..networks.maskformer.model import build_model
@@ -84,9 +85,10 @@ class TextClassifierTask:
     embeddings, the data stream, the run's signature and record, the optimiser, and loading and
     freezing a pretrained ResNet backbone. Subclasses set `module`, its config, and the loss."""
 
-    def __init__(self, dataset: SegmentationDataset, train: SolverConfig, clip: ClipModel, protocol: str,
+    def __init__(self, dataset: SegmentationDataset, recipe: Recipe, clip: ClipModel, protocol: str,
                  backbone_weights: str | None, device: torch.device, text_cache: bool, class_indices: list[int]):
-        self.train, self.dataset, self.clip, self.protocol = train, dataset, clip, protocol
+        train = recipe.train
+        self.recipe, self.train, self.dataset, self.clip, self.protocol = recipe, train, dataset, clip, protocol
         self.backbone_weights = backbone_weights
         self.device = device
         self.vocabulary = Vocabulary([dataset.vocabulary.classes[i] for i in class_indices], name=f"{dataset.name}-{protocol}")
@@ -122,6 +124,7 @@ class TextClassifierTask:
             **run_record(self.clip.source, self.dataset, self.protocol, self.train.max_iters),
             "backbone_weights": self.backbone_weights,
             "train": asdict(self.train),
+            "config": self.recipe.to_dict(),  # what `zsseg train --config` takes to run it again
         }
 
     def initialise(self) -> None:
@@ -146,18 +149,18 @@ class ProposalTask(TextClassifierTask):
     output_names = (WEIGHTS_NAME, CONFIG_NAME)
     postfix_terms = ("ce", "dice")
 
-    def __init__(self, dataset: SegmentationDataset, config: NamedConfig, clip: ClipModel, protocol: str,
+    def __init__(self, dataset: SegmentationDataset, config: Recipe, clip: ClipModel, protocol: str,
                  backbone_weights: str | None, device: torch.device, text_cache: bool = True,
                  pseudo_labels: PseudoLabels | None = None):
         self.pseudo_labels = pseudo_labels
         if pseudo_labels is not None:
             if protocol != "zero-shot":
-                raise ZssegError("pseudo-labels are for the zero-shot protocol (--protocol zero-shot)")
+                raise SettingError("protocol", "pseudo-labels are for the zero-shot protocol ({setting} zero-shot)")
             dataset = pseudo_labels.dataset
             class_indices = list(range(dataset.num_classes))  # the unseen classes have labels now
         else:
             class_indices = training_classes(dataset, protocol)
-        super().__init__(dataset, config.train, clip, protocol, backbone_weights, device, text_cache, class_indices)
+        super().__init__(dataset, config, clip, protocol, backbone_weights, device, text_cache, class_indices)
         self.samples.loss_pixels = config.train.loss_pixels
         if config.model.backbone == "clip" and clip.family != "clip":
             raise ZssegError(f"the 'clip' backbone is CLIP's ViT image tower; '{clip.source}' is a {clip.family} model "
@@ -217,7 +220,7 @@ def loop_settings(train: SolverConfig, workers: int = 0, dtype: str = "fp32") ->
 
 def train_proposals(
     dataset: SegmentationDataset,
-    config: NamedConfig,
+    config: Recipe,
     clip: ClipModel,
     output_dir: Path,
     protocol: str = "zero-shot",
@@ -233,7 +236,7 @@ def train_proposals(
 
     Args:
         dataset: the training split.
-        config: architecture and training settings (`named_config(...)`, possibly overridden);
+        config: architecture and training settings (`zsseg.training.recipes.load_recipe("proposals", ...)`);
             `config.train.prompt` gives the classifier's text embeddings (a template set, a
             template, or a learned prompt file: it is stored with the weights).
         clip: gives the frozen text embeddings (and the image tower for the "clip" backbone).

@@ -196,8 +196,8 @@ def _check_split(spec, root: Path, split: str, samples, omitted: set[str], worke
     result.classes_present = int(present[1:].sum())
     if left_out:
         result.notes.append(f"{counted(left_out, 'image')} {'has' if left_out == 1 else 'have'} no label map because no pixel of "
-                            "its raw map is labelled (the community script writes none); `zsseg eval` leaves them out with "
-                            "--skip-missing-labels")
+                            "its raw map is labelled (the community script writes none); an evaluation told to skip missing "
+                            "labels leaves them out")
     return result
 
 

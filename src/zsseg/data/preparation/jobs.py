@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ...errors import ZssegError
+from ...errors import SettingError, ZssegError
 from ...runs.progress import Progress
 from .sources import Source
 from .targets import KEPT, OMITTED, WRITTEN, Conflict, Output, Record, compare, existing, place, sync_folders
@@ -140,8 +140,8 @@ def run_jobs(jobs: list[Job], root: Path, record: Record, workers: int, progress
                 for path in job.outputs:
                     tally.add(KEPT)
     except Conflict as conflict:
-        raise ZssegError(f"{conflict.path} exists and was not written by zsseg (it differs from what the preparation writes there), "
-                         "so it is left untouched; move it away, or prepare into another --data-root") from None
+        raise SettingError("data_root", f"{conflict.path} exists and was not written by zsseg (it differs from what the preparation "
+                           "writes there), so it is left untouched; move it away, or prepare into another {setting}") from None
     finally:
         record.flush()
         sync_folders(tally.folders)

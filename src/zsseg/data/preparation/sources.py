@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ...errors import ZssegError
+from ...errors import SettingError, ZssegError
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 _READ_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, tarfile.TarError, ValueError, RuntimeError)
@@ -147,14 +147,14 @@ def _clean(name: str) -> str:
 
 
 def open_source(path: str | Path) -> Source:
-    """A --from path: a folder, a zip, or a tar archive (by its name, else by its first bytes)."""
+    """A source path: a folder, a zip, or a tar archive (by its name, else by its first bytes)."""
     path = Path(path).expanduser()
     if path.is_dir():
         return FolderSource(path)
     if not path.exists():
-        raise ZssegError(f"--from {path}: no such file or folder")
+        raise SettingError("sources", f"{{setting}} {path}: no such file or folder")
     if not path.is_file():
-        raise ZssegError(f"--from {path} is neither a file nor a folder")
+        raise SettingError("sources", f"{{setting}} {path} is neither a file nor a folder")
     lower = path.name.lower()
     if lower.endswith(".zip"):
         return ZipSource(path)
@@ -167,12 +167,12 @@ def open_source(path: str | Path) -> Source:
             return TarSource(path)
     except _READ_ERRORS as error:
         raise _damaged(path, error) from None
-    raise ZssegError(f"--from {path} is not a folder, a zip or a tar archive (.tar, .tar.gz, .tgz); "
-                     "give the files as they were downloaded, or the folder they were extracted to")
+    raise SettingError("sources", f"{{setting}} {path} is not a folder, a zip or a tar archive (.tar, .tar.gz, .tgz); "
+                       "give the files as they were downloaded, or the folder they were extracted to")
 
 
 class Sources:
-    """Every --from path of one preparation, searched together by the pattern of a file's path."""
+    """Every source path of one preparation, searched together by the pattern of a file's path."""
 
     def __init__(self, paths: Iterable[str | Path]):
         self.items: list[Source] = []
@@ -187,7 +187,7 @@ class Sources:
             self.close()
             raise
         if not self.items:
-            raise ZssegError("give the downloaded files (or the folders they were extracted to) with --from")
+            raise SettingError("sources", "give the downloaded files (or the folders they were extracted to) with {setting}")
 
     def find(self, pattern: str | re.Pattern, exclude: str | None = None) -> list[tuple[Source, str, re.Match]]:
         """(source, name, match) of every file whose path matches `pattern` (searched, so that a

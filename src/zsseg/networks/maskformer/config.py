@@ -1,8 +1,7 @@
-"""Typed configuration of the MaskFormer proposal network and its training, and the named configs.
-
-A named config (`CONFIGS[name]`) pairs an architecture (`ModelConfig`) with training settings
-(`TrainConfig`). The defaults are the paper's (MaskFormer's COCO-Stuff recipe as used by the
-reference code); `tiny` is a small network with the same structure, for tests and CPU runs.
+"""Typed configuration of the MaskFormer proposal network (`ModelConfig`) and of its training
+(`TrainConfig`, on the `SolverConfig` the FCN shares). The defaults are the paper's (MaskFormer's
+COCO-Stuff recipe as used by the reference code); `zsseg.training.recipes` pairs them into the
+named recipes, the paper's and smaller ones for CPU runs and tests.
 """
 
 from __future__ import annotations
@@ -153,57 +152,6 @@ class TrainConfig(SolverConfig):
             raise ZssegError(f"unknown loss pixels '{self.loss_pixels}'; choose all (the reference's) or labelled")
 
 
-@dataclass(frozen=True)
-class NamedConfig:
-    description: str
-    model: ModelConfig
-    train: TrainConfig
-
-
-CONFIGS: dict[str, NamedConfig] = {
-    "paper": NamedConfig(
-        "the paper's COCO-Stuff recipe: R101c (detectron2's DeepLab ResNet-101, R-103.pkl), 100 queries, 6 decoder layers, "
-        "shorter side 320-960, 640 crops, SSD colour jitter, batch 32, 60k steps",
-        ModelConfig(backbone="resnet-101c"),
-        TrainConfig(),
-    ),
-    "paper-voc": NamedConfig(
-        "the paper's VOC recipe (Base-VOC11K-20): as paper with 512 crops, longer side at most 2048, batch 16, 20k steps, "
-        "test 512/2048, network prompt 'a sculpture of a {}.'",
-        ModelConfig(backbone="resnet-101c"),
-        TrainConfig(max_iters=20000, batch_size=16, crop_size=512, train_max_size=2048, test_size=512,
-                    prompt="a sculpture of a {}."),
-    ),
-    "r50": NamedConfig(
-        "as paper with ResNet-50 (torchvision's ImageNet weights, detectron2's R-50.pkl)",
-        ModelConfig(backbone="resnet-50"),
-        TrainConfig(),
-    ),
-    "clip-backbone": NamedConfig(
-        "as paper with the CLIP's own image tower as backbone (CLIP weights, fine-tuned at 0.1x lr)",
-        ModelConfig(backbone="clip"),
-        TrainConfig(),
-    ),
-    "tiny": NamedConfig(
-        "a small random-init ResNet, 64-wide 2-layer decoder, 20 queries, 128 crops, batch 4, 3000 steps at lr 1e-3 "
-        "(CPU, tests)",
-        # 20 queries, not 100: with ~8 segments per crop, 100 queries are each matched too rarely
-        # for a CPU-sized run, and they collapse to one blurry mask (docs/training.md).
-        ModelConfig(backbone="resnet-tiny", hidden_dim=64, num_queries=20, decoder_layers=2, heads=4, feedforward_dim=128,
-                    dropout=0.0, conv_dim=64, mask_dim=64, class_head_hidden=64),
-        # The backbone starts from random weights: no reason to train it at 0.1x.
-        TrainConfig(max_iters=3000, batch_size=4, crop_size=128, train_min_sizes=shorter_sides(128), train_max_size=512,
-                    test_size=192, lr=1e-3, backbone_lr_multiplier=1.0, checkpoint_every=200, log_every=10),
-    ),
-}
-
-
-def named_config(name: str) -> NamedConfig:
-    if name not in CONFIGS:
-        raise ZssegError(f"unknown config '{name}'; choose one of {', '.join(CONFIGS)}")
-    return CONFIGS[name]
-
-
 def config_from_dict(config_class: type, data: dict, source: object = None):
     """A config dataclass (`ModelConfig`, the FCN's) from its saved fields (the network's
     JSON, named by `source` in the error); unknown fields are an error."""
@@ -221,14 +169,11 @@ def model_config_from_dict(data: dict, source: object = None) -> ModelConfig:
 
 __all__ = [
     "BACKBONES",
-    "CONFIGS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ModelConfig",
-    "NamedConfig",
     "SolverConfig",
     "TrainConfig",
     "config_from_dict",
     "model_config_from_dict",
-    "named_config",
 ]

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from ...models.base import learned_prompt_tower
 from ...models.loading import CLIP_MEAN, CLIP_STD, ClipModel
 from ...errors import ZssegError
 from ...data.vocabulary import Vocabulary
@@ -205,7 +206,7 @@ def learned_prompt(state: dict[str, torch.Tensor], clip: ClipModel, source: str,
     signals = torch.cat([parts[k].reshape(1, -1) for k in PROMPT_KEYS[1:]]).float()
     width = signals.shape[1]
     context, suffix = (parts[k].float() if k in parts else torch.empty(0, width) for k in ("prefix_prompt", SUFFIX_KEY))
-    return LearnedPrompt(context, clip.token_probe(), {"clip": clip.source, "checkpoint": source},
+    return LearnedPrompt(context, learned_prompt_tower(clip).token_probe(), {"clip": clip.source, "checkpoint": source},
                          source=f"{source} ({prefix.rstrip('.')})", signals=signals, suffix=suffix if len(suffix) else None)
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...errors import ZssegError, one_line
+from ...errors import SettingError, ZssegError, one_line
 
 from .backbones import DEPTHS, RESNETS, ResNetSpec  # noqa: F401  (specifications, torch-free)
 
@@ -220,10 +220,11 @@ def _download(url: str) -> bytes:
             folder.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(url, str(target), progress=False)
         except (OSError, ValueError) as error:
-            raise ZssegError(
+            raise SettingError(
+                "backbone_weights",
                 f"cannot download {url} ({str(error).splitlines()[0] if str(error) else type(error).__name__}); offline, "
-                f"download it where the internet is reachable and pass the file: --backbone-weights {target.name}, "
-                "or --backbone-weights none to start from random weights"
+                f"download it where the internet is reachable and pass the file: {{setting}} {target.name}, "
+                "or {setting} none to start from random weights",
             ) from None
     return target.read_bytes()
 
@@ -275,10 +276,11 @@ def read_imagenet_weights(source: str, spec: ResNetSpec) -> dict[str, torch.Tens
         try:
             pretrained = ResNetModel.from_pretrained(source)
         except (OSError, ValueError) as error:
-            raise ZssegError(
+            raise SettingError(
+                "backbone_weights",
                 f"cannot load backbone weights '{source}': {str(error).strip().splitlines()[0]}; offline, download "
                 f"them where the hub is reachable (`hf download {source} --local-dir backbone`) and pass "
-                "--backbone-weights backbone, or --backbone-weights none to start from random weights"
+                "{setting} backbone, or {setting} none to start from random weights",
             ) from None
     return _from_transformers(pretrained.state_dict(), spec)
 

@@ -150,7 +150,7 @@ def resolve_weights(path: str | Path, files: NetworkFiles = PROPOSAL_FILES) -> t
     if path.is_dir():
         weights = path / files.weights
         if not weights.is_file():
-            raise ZssegError(f"{path} holds no {files.weights}; give the --output-dir of `{files.command}` or the file itself")
+            raise ZssegError(f"{path} holds no {files.weights}; give the output folder of `{files.command}` or the file itself")
     elif path.is_file():
         weights = path
     else:
