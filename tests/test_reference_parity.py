@@ -328,7 +328,7 @@ def check_inference(case: dict, network, monkeypatch) -> None:
         return theirs.clone(), embeddings
 
     monkeypatch.setattr(type(network), "predict", predict)
-    crops_spy = Spy(monkeypatch, region_classification, "crop_regions")
+    crops_spy = Spy(monkeypatch, region_classification.RegionClassifier, "distinct_crops")
     scores_spy = Spy(monkeypatch, region_classification.RegionClassifier, "scores")
     outputs = []
     hook = network.model.predictor.register_forward_hook(lambda module, args, output: outputs.append(output[-1]))
@@ -357,7 +357,10 @@ def check_inference(case: dict, network, monkeypatch) -> None:
     close("mask probabilities", predicted["masks"], theirs, atol=MASK_ATOL)
     # Eq. 1 on the reference's masks: valid masks, crops, region logits (no-object dropped before the softmax).
     if "clip_valid" in gold:
-        crops, keep = crops_spy.calls[0]
+        distinct = crops_spy.calls[0]  # each distinct crop once: every kept mask's, in order, by `inverse`
+        crops = ([distinct.crops[i] for i in distinct.inverse.tolist()] if isinstance(distinct.crops, list)
+                 else distinct.crops[distinct.inverse])
+        keep = distinct.keep
         assert torch.equal(keep.to(torch.uint8), gold["clip_valid"]), "Eq. 1's valid masks"
         if "clip_region_crops_first4" in gold:
             first = min(len(crops), gold["clip_region_crops_first4"].shape[0])

@@ -214,3 +214,34 @@ def test_classify_each_follows_the_crop_settings(clip, coco_val):
         CropConfig(fill="gray")
     with pytest.raises(ZssegError, match="two mask thresholds"):
         RegionClassifier(clip, mask_threshold=0.3, crop=CropConfig(threshold=0.5))
+
+
+def test_identical_masks_are_encoded_once_with_the_same_features(clip, coco_val):
+    """Masks whose binarised foreground is the same give the same crop: each distinct crop is
+    encoded once, and every mask gets the features (and probabilities) it would have had with
+    each crop encoded (up to the float rounding of a batched matmul, which depends on the batch's
+    size on some CPUs); with matting the soft masks are what must be the same."""
+    from zsseg.classification.regions import CropConfig, distinct_masks
+    from zsseg.data.images import image_tensor, read_image
+
+    image = read_image(coco_val[0][0])
+    h, w = image.shape[:2]
+    base = torch.zeros(3, h, w)
+    base[0, : h // 2], base[1, :, : w // 3], base[2, h // 4 :, w // 2 :] = 0.9, 0.8, 0.7
+    twin = base[0].clone()
+    twin[0, 0] = 0.6  # a different soft mask, the same binarised one
+    masks = torch.stack([base[0], base[1], twin, base[2], base[1], torch.zeros(h, w), base[0]])
+    firsts, inverse = distinct_masks(masks[[0, 1, 2, 3, 4, 6]] > 0.5)
+    assert firsts == [0, 1, 3] and inverse.tolist() == [0, 1, 0, 2, 1, 0]
+    classifier = RegionClassifier(clip, "photo", text_cache=False)
+    calls = []
+    encode = classifier.encode_crops
+    classifier.encode_crops = lambda crops: calls.append(len(crops)) or encode(crops)
+    scores = classifier.classify(image, masks, ["cat", "dog", "grass"])
+    assert calls == [3] and scores.keep.tolist() == [True] * 5 + [False, True]
+    crops, keep = classifier.crops(image_tensor(image), masks)
+    every = classifier.scores(encode(crops), classifier.embed_vocabulary(["cat", "dog", "grass"]))[0]
+    assert len(crops) == 6 and torch.equal(keep, scores.keep)
+    assert torch.allclose(scores.probs, every, rtol=0, atol=1e-6) and torch.equal(scores.probs[[0, 2, 5]], scores.probs[[0, 0, 0]])
+    matting = RegionClassifier(clip, "photo", text_cache=False, crop=CropConfig(matting=True))
+    assert len(matting.distinct_crops(image_tensor(image), masks).crops) == 4  # the twin's soft mask differs

@@ -14,6 +14,7 @@ or `classify_each(image, masks, vocabulary)` with masks given one at a time (lar
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -142,21 +143,70 @@ def crop_regions(
         after normalising), or with `config.resize` False a list of K' `[1, 3, h, w]` crops;
         keep `[K]` bool, which masks were non-empty (K' = keep.sum()).
     """
-    config = config or CropConfig(threshold=threshold)
+    crops, keep, _ = _crops(image, masks, size, mean, std, interpolation, config or CropConfig(threshold=threshold), distinct=False)
+    return crops, keep
+
+
+@dataclass
+class DistinctCrops:
+    """Eq. 1's crops of an image's masks, each distinct one made once.
+
+    Attributes:
+        crops: `[D, 3, s, s]` the distinct crops (or a list of D `[1, 3, h, w]` crops where
+            they are not resized).
+        keep: `[K]` bool, which masks were non-empty after binarisation (K' of them).
+        inverse: `[K']` long, the crop of each kept mask: masks whose binarised foreground (the
+            soft mask, with matting) is the same give the very same crop, so their CLIP
+            features are the same too.
+    """
+
+    crops: torch.Tensor | list[torch.Tensor]
+    keep: torch.Tensor
+    inverse: torch.Tensor
+
+
+def distinct_masks(weights: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """The first index of each distinct mask of `weights` `[K, H, W]` (compared exactly), and
+    `[K]` long, the position among those of each mask's twin."""
+    firsts: list[int] = []
+    inverse: list[int] = []
+    by_digest: dict[bytes, list[int]] = {}
+    for index, weight in enumerate(weights):
+        data = np.packbits(weight.numpy()) if weight.dtype == torch.bool else weight.contiguous().numpy()
+        same = by_digest.setdefault(hashlib.blake2b(data.tobytes(), digest_size=16).digest(), [])
+        twin = next((slot for slot in same if torch.equal(weights[firsts[slot]], weight)), None)
+        if twin is None:
+            twin = len(firsts)
+            firsts.append(index)
+            same.append(twin)
+        inverse.append(twin)
+    return firsts, torch.tensor(inverse, dtype=torch.long)
+
+
+def _crops(image: torch.Tensor, masks: torch.Tensor, size: int, mean: tuple, std: tuple, interpolation: str, config: CropConfig,
+           distinct: bool) -> tuple[torch.Tensor | list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """`crop_regions`, and with `distinct` only one crop of masks that give the same one: (crops,
+    keep, inverse) as `DistinctCrops` holds them."""
     if masks.ndim != 3 or masks.shape[1:] != image.shape[1:]:
         raise ZssegError(f"masks must be [K, H, W] matching the image's {tuple(image.shape[1:])}, got {tuple(masks.shape)}")
     binary = masks > config.threshold
     keep = binary.flatten(1).any(dim=1)
     binary = binary[keep]
     weights = masks[keep].float() if config.matting else binary
+    if distinct:
+        firsts, inverse = distinct_masks(weights)
+        binary, weights = binary[firsts], weights[firsts]
+    else:
+        inverse = torch.arange(len(weights))
     boxes = expand_boxes(mask_boxes(binary), config.expand_ratio, *image.shape[1:])
     cropper = _Cropper(size, mean, std, interpolation, config)
-    crops = [cropper(image, weight, box) for weight, box in zip(weights, boxes.tolist())]
+    normalised = cropper.normalise(image) if len(weights) else image
+    crops = [cropper(normalised, weight, box) for weight, box in zip(weights, boxes.tolist())]
     if not config.resize:
-        return crops, keep
+        return crops, keep, inverse
     if not crops:
-        return torch.empty(0, 3, size, size), keep
-    return torch.cat(crops), keep
+        return torch.empty(0, 3, size, size), keep, inverse
+    return torch.cat(crops), keep, inverse
 
 
 class _Cropper:
@@ -170,14 +220,19 @@ class _Cropper:
         # that is m x' + (1 - m) f', and f' = 0 for the mean fill.
         self.fill = None if config.fill == "mean" else -self.mean / self.std
 
-    def __call__(self, image: torch.Tensor, weight: torch.Tensor, box: list[int]) -> torch.Tensor:
-        """`image` `[3, H, W]` in [0, 255], `weight` `[H, W]` (binary, or the soft mask with
-        matting), `box` (x0, y0, x1, y1) end-exclusive within them."""
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """`image` `[3, H, W]` in [0, 255], normalised as CLIP's input: once per image, for all
+        its crops (each pixel's value is the one a crop's own normalisation gives)."""
+        return (image.float() - self.mean) / self.std
+
+    def __call__(self, normalised: torch.Tensor, weight: torch.Tensor, box: list[int]) -> torch.Tensor:
+        """`normalised` `[3, H, W]` (`normalise`), `weight` `[H, W]` (binary, or the soft mask
+        with matting), `box` (x0, y0, x1, y1) end-exclusive within them."""
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             raise ZssegError(f"the mask box expansion ratio {self.config.expand_ratio} shrinks a mask's box to nothing")
         m = weight[y0:y1, x0:x1]
-        region = (image[:, y0:y1, x0:x1].float() - self.mean) / self.std * m
+        region = normalised[:, y0:y1, x0:x1] * m
         if self.fill is not None:
             region = region + (1 - m.float()) * self.fill
         if not self.config.resize:
@@ -252,6 +307,15 @@ class RegionClassifier:
         return crop_regions(image, masks, self.clip.image_size, self.clip.image_mean, self.clip.image_std,
                             interpolation=self.clip.interpolation, config=self.crop)
 
+    def distinct_crops(self, image: torch.Tensor, masks: torch.Tensor) -> DistinctCrops:
+        """`crops`, each distinct crop made once (`DistinctCrops`): what `encode_distinct` takes."""
+        return DistinctCrops(*_crops(image, masks, self.clip.image_size, self.clip.image_mean, self.clip.image_std,
+                                     self.clip.interpolation, self.crop, distinct=True))
+
+    def encode_distinct(self, crops: DistinctCrops) -> torch.Tensor:
+        """`[K', D]` image embeddings of every kept mask, each distinct crop encoded once."""
+        return self.encode_crops(crops.crops)[crops.inverse]
+
     def encode_crops(self, crops: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """`[K', D]` normalised image embeddings, encoded in batches (crops of their own sizes,
         `CropConfig.resize` False: one at a time, as the reference does)."""
@@ -289,9 +353,9 @@ class RegionClassifier:
             vocabulary: class names (see `zsseg.data.vocabulary`) or an embedding made by `embed_vocabulary`.
         """
         text = vocabulary if isinstance(vocabulary, VocabularyEmbedding) else self.embed_vocabulary(vocabulary)
-        crops, keep = self.crops(image_tensor(image), torch.as_tensor(masks).float())
-        probs, logits = self.scores(self.encode_crops(crops), text)
-        return RegionScores(probs=probs, keep=keep, logits=logits)
+        crops = self.distinct_crops(image_tensor(image), torch.as_tensor(masks).float())
+        probs, logits = self.scores(self.encode_distinct(crops), text)
+        return RegionScores(probs=probs, keep=crops.keep, logits=logits)
 
     def classify_each(
         self,
@@ -301,11 +365,12 @@ class RegionClassifier:
     ) -> RegionScores:
         """`classify` for masks `[H, W]` given one at a time: the same crops, batches and
         probabilities as `classify` on their stack, without the float `[K, H, W]` stack (14 GB
-        for 300 masks of a 12-megapixel photo): each crop is normalised within its box only."""
+        for 300 masks of a 12-megapixel photo)."""
         text = vocabulary if isinstance(vocabulary, VocabularyEmbedding) else self.embed_vocabulary(vocabulary)
         pixels = image_tensor(image)
         height, width = pixels.shape[1:]
         cropper = _Cropper(self.clip.image_size, self.clip.image_mean, self.clip.image_std, self.clip.interpolation, self.crop)
+        normalised = cropper.normalise(pixels)
         keep, features, pending = [], [], []
         for mask in masks:
             mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
@@ -316,7 +381,7 @@ class RegionClassifier:
             if not keep[-1]:
                 continue
             box = expand_boxes(mask_boxes(binary[None]), self.crop.expand_ratio, height, width)[0].tolist()
-            pending.append(cropper(pixels, mask.float() if self.crop.matting else binary, box))
+            pending.append(cropper(normalised, mask.float() if self.crop.matting else binary, box))
             if len(pending) == self.batch_size or not self.crop.resize:
                 features.append(self.encode_crops(torch.cat(pending) if self.crop.resize else pending))
                 pending = []

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..classification.regions import DistinctCrops
 from ..data.images import SizeConfig, image_tensor
 from ..data.vocabulary import Vocabulary
 from ..prompts.encoding import VocabularyEmbedding
@@ -21,14 +22,12 @@ class Regions:
 
     Attributes:
         masks: `[K, h, w]` float32 proposals at the processing size.
-        crops: `[K', 3, s, s]` the masked crops CLIP encodes, of the masks non-empty at the
-            threshold; None where the method makes its CLIP input itself (fast).
-        keep: `[K]` bool, which masks those are (None with `crops`).
+        crops: the masked crops CLIP encodes, of the masks non-empty at the threshold, each
+            distinct one once; None where the method makes its CLIP input itself (fast).
     """
 
     masks: torch.Tensor
-    crops: torch.Tensor | list[torch.Tensor] | None = None
-    keep: torch.Tensor | None = None
+    crops: DistinctCrops | None = None
 
 
 class TwoStage(Method):
@@ -64,15 +63,15 @@ class TwoStage(Method):
 
     def crop(self, image: np.ndarray, masks: torch.Tensor) -> Regions:
         """Eq. 1 before CLIP: each mask binarised, its box cropped, resized to CLIP's input."""
-        crops, keep = self.classifier.crops(image_tensor(image), masks)
+        crops = self.classifier.distinct_crops(image_tensor(image), masks)
         lap("crops")
-        return Regions(masks, crops, keep)
+        return Regions(masks, crops)
 
     def classify(self, image: np.ndarray, regions: Regions, text: VocabularyEmbedding) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 1 with CLIP: `[K', C]` probabilities of the masks non-empty at the threshold, and `[K]` which."""
-        features = self.classifier.encode_crops(regions.crops)
+        features = self.classifier.encode_distinct(regions.crops)
         lap("image_encoding")
-        return self.classifier.scores(features, text)[0], regions.keep
+        return self.classifier.scores(features, text)[0], regions.crops.keep
 
     def region_probs(self, image: np.ndarray, masks: torch.Tensor, text: VocabularyEmbedding) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 1 on given masks (a network's): `[K', C]` probabilities and `[K]` which masks."""
