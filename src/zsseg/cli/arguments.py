@@ -208,7 +208,7 @@ def dtype_option(parser: argparse.ArgumentParser, default: str = "auto") -> None
     """--dtype: CLIP's precision."""
     parser.set_defaults(default_dtype=default)  # the command's, where neither --dtype nor --config gives one
     parser.add_argument("--dtype", default=None, choices=list(PRECISIONS),
-                        help="CLIP precision: auto (bf16 on a GPU and on CPUs with native bf16, int8 on other CPUs), fp32, bf16, fp16, or "
+                        help="CLIP precision: auto (bf16 on a GPU and on CPUs with AMX, int8 on other CPUs), fp32, bf16, fp16, or "
                         f"int8 (the image tower's linear layers quantised; CPU); bf16 also autocasts a maskformer's network (default {default})")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-# What "auto" means on a CPU without native bf16 (`resolve_precision`): int8
+# What "auto" means on a CPU without AMX (`resolve_precision`): int8
 # (benchmarks/precision_agreement.py weighs its speed and its agreement with fp32).
 AUTO_FALLBACK = "int8"
 
@@ -24,24 +24,31 @@ def cpu_flags() -> set[str]:
 
 
 def native_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AMX or AVX512_BF16, `cpu_flags`), where bf16
-    is the fast precision for CLIP's matmuls rather than an emulation."""
+    """Whether this CPU computes in bf16 natively (AMX or AVX512_BF16, `cpu_flags`) rather than
+    emulating it."""
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+def amx_bf16() -> bool:
+    """Whether this CPU has AMX's bf16 tiles: the one kind of CPU where bf16 outruns int8 for
+    CLIP's matmuls. With AVX512_BF16 alone (AMD Zen 4, Intel Cooper Lake) int8's VNNI products
+    are the faster (benchmarks/precision_agreement.py --tower-only measures both)."""
+    return "amx_bf16" in cpu_flags()
 
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
     """The precision "auto" stands for on `device`: bf16 on a GPU that has it and on a CPU with
-    native bf16 (`native_bf16`), int8 on other CPUs (`AUTO_FALLBACK`), fp32 on a GPU without
-    bf16. Any other value is returned as is."""
+    AMX (`amx_bf16`), int8 on other CPUs (`AUTO_FALLBACK`), fp32 on a GPU without bf16. Any
+    other value is returned as is."""
     if precision != "auto":
         return precision
     device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
-        return "bf16" if native_bf16() else AUTO_FALLBACK
+        return "bf16" if amx_bf16() else AUTO_FALLBACK
     return "fp32"
 
 
 
-__all__ = ["AUTO_FALLBACK", "cpu_flags", "native_bf16", "resolve_precision"]
+__all__ = ["AUTO_FALLBACK", "amx_bf16", "cpu_flags", "native_bf16", "resolve_precision"]
