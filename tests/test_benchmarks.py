@@ -375,6 +375,47 @@ def test_a_separate_region_adapter_is_eq1s_clip_and_prompt(keys_file, tmp_path):
     path.unlink()
 
 
+def test_the_precision_applies_to_the_checkpoints_own_clip_and_the_same_clip_beside_it_is_not_loaded_twice(
+        tiny_reference, tmp_path, monkeypatch):
+    """`dtype` applies to the CLIP an authors' checkpoint holds (the record says what ran); a CLIP
+    given beside it whose text tower is the checkpoint's takes that one's place (one CLIP in
+    memory, the same labels), another stays beside it for Eq. 1 alone; with the text cache off
+    nothing is written, not even the training classes' embeddings that rank the oracle's
+    proposals."""
+    from safetensors.torch import save_file
+
+    from conftest import TOKENIZER
+    from zsseg import Segmenter
+    from zsseg.tiny_clip import openai_clip_state
+
+    monkeypatch.setenv("ZSSEG_CACHE_DIR", str(tmp_path / "cache"))
+    image = np.random.default_rng(0).integers(0, 255, (72, 96, 3), dtype=np.uint8)
+    vocabulary = "person; grass; sky; cat"
+    common = dict(proposals="maskformer", proposal_weights=str(tiny_reference), tokenizer=str(TOKENIZER), test_size=96,
+                  text_cache=False)
+    fp32, int8 = Segmenter(**common, dtype="fp32"), Segmenter(**common, dtype="int8")
+    assert (fp32.clip.precision, int8.clip.precision) == ("fp32", "int8")
+    assert int8.record(vocabulary)["models"]["clip"]["precision"] == "int8"
+    assert any("quantized" in type(m).__module__ for m in int8.clip.model.vision_model.modules())
+    assert int8.network_prompts.clip is int8.clip is int8.proposals.clip
+    expected = fp32.segment(image, vocabulary).label_map
+    assert int8.segment(image, vocabulary).label_map.shape == expected.shape
+    assert fp32.proposals.generate(image).shape[0] == 10
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*")), "the text cache was off"
+
+    state = torch.load(tiny_reference, weights_only=True)["model"]
+    prefix = "clip_adapter.clip_model."
+    save_file({k[len(prefix):]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}, str(tmp_path / "same.safetensors"))
+    same = Segmenter(**common, clip=str(tmp_path / "same.safetensors"), dtype="fp32")
+    assert same.clip is same.proposals.clip is same.network_prompts.clip and same.clip.source.endswith("same.safetensors")
+    assert np.array_equal(same.segment(image, vocabulary).label_map, expected)
+    other = openai_clip_state(width=64, layers=2, patch=32, image=224, text_width=64, embed=32, seed=5)
+    save_file(other, str(tmp_path / "other.safetensors"))
+    beside = Segmenter(**common, clip=str(tmp_path / "other.safetensors"), dtype="fp32", prompt="photo")  # not its learned one
+    assert beside.clip is not beside.proposals.clip and beside.network_prompts.clip is beside.proposals.clip
+    assert beside.clip.source.endswith("other.safetensors") and beside.proposals.clip.precision == "fp32"
+
+
 def test_the_documented_ablation_commands_run_on_the_samples(tiny_reference, clip_dir, tmp_path, capsys):
     """Each command of docs/evaluation.md's "The paper's ablations" runs on the real COCO-Stuff
     samples (one image, small sizes), the authors' checkpoint replaced by a small random one in

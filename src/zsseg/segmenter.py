@@ -36,7 +36,7 @@ from .methods import ENSEMBLE_WEIGHT, FCN_ENSEMBLE_WEIGHT, METHODS as _METHODS, 
 from .models.loading import ClipModel
 from .models.precision import resolve_precision
 from .prompts.encoding import PromptEncoder
-from .proposals import MaskFormerProposals, ProposalGenerator
+from .proposals import MaskFormerConfig, MaskFormerProposals, ProposalGenerator
 from .runs.timing import lap, timed
 from .outputs.writers import SOFTWARE
 from .results import SegmentationResult
@@ -91,9 +91,12 @@ class Segmenter:
         if loaded.get("fcn") is not None:
             options["fcn"] = getattr(loaded["fcn"], "source", "(in memory)")
         self.config = config = SegmenterConfig.from_options(config, **options)
-        self.proposals = generator if generator is not None else self._generator()
+        given = loaded.get("clip")
+        if given is None and generator is None and config.clip.source is not None and _checkpoint_with_clip(config.proposals):
+            given = self._load_clip()  # loaded first: where it is the checkpoint's own CLIP, it takes that one's place
+        self.proposals = generator if generator is not None else self._generator(given)
         own = getattr(self.proposals, "region_clip", None)  # a checkpoint's CLIP, for Eq. 1
-        self.clip = loaded.get("clip") or (own if config.clip.source is None and own is not None else config.clip.load())
+        self.clip = given or (own if config.clip.source is None and own is not None else self._load_clip())
         fcn = loaded.get("fcn") or self._fcn()
         self.classifier = RegionClassifier.from_config(self.clip, config.region, self._default_prompt(fcn))
         ensemble = config.ensemble
@@ -105,13 +108,28 @@ class Segmenter:
         self.implementation: Method = build_method(config.method, Parts(self.clip, self.classifier, self.proposals, fcn, config.dense,
                                                                         ensemble))
 
-    def _generator(self) -> ProposalGenerator | None:
+    def _clip_precision(self) -> str:
+        """The precision to load CLIP in: the config's, but "auto" stays fp32 on a CPU where it
+        would mean int8 for a method whose CLIP runs too little for quantising to pay."""
+        clip = self.config.clip
+        if clip.precision == "auto" and not _METHODS[self.config.method].int8_pays and resolve_precision("auto", clip.device) == "int8":
+            return "fp32"
+        return clip.precision
+
+    def _load_clip(self) -> ClipModel:
+        return dataclasses.replace(self.config.clip, precision=self._clip_precision()).load()
+
+    def _generator(self, given: ClipModel | None) -> ProposalGenerator | None:
+        """The proposal generator of the config; a network runs under bf16 autocast where CLIP
+        runs in bf16, and an authors' checkpoint's CLIP takes CLIP's precision (or `given`'s
+        place: see `load_reference_checkpoint`)."""
         config = self.config
         if config.proposals is None:
             return None
-        clip = config.clip
-        network_dtype = "bf16" if resolve_precision(clip.precision, clip.device) == "bf16" else "fp32"
-        return config.proposals.build(clip.device, clip=clip.source, tokenizer=clip.tokenizer, dtype=network_dtype)
+        clip, precision = config.clip, self._clip_precision()
+        network_dtype = "bf16" if resolve_precision(precision, clip.device) == "bf16" else "fp32"
+        return config.proposals.build(clip.device, clip=given if given is not None else clip.source, tokenizer=clip.tokenizer,
+                                      dtype=network_dtype, clip_precision=precision)
 
     def _fcn(self):
         if self.config.fcn is None:
@@ -260,6 +278,13 @@ class Segmenter:
             pixel_probs=output.pixel_probs,
             timings=timer.timings,
         )
+
+
+def _checkpoint_with_clip(proposals) -> bool:
+    """Whether the proposals are an authors' checkpoint (which holds a CLIP of its own)."""
+    from .networks.maskformer.reference import is_reference_checkpoint
+
+    return isinstance(proposals, MaskFormerConfig) and is_reference_checkpoint(proposals.weights)
 
 
 def _is_loaded(value) -> bool:

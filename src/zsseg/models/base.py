@@ -108,7 +108,7 @@ class ClipModel:
 
     def quantize_image_tower(self) -> None:
         """Dynamic int8 quantisation of the image tower's linear layers (weights int8, activations
-        quantised per batch; CPU only), after `fold_quick_gelu`: for CPUs without native bf16.
+        quantised per batch; CPU only), after `fold_quick_gelu`: for CPUs without AMX.
         Text features stay float32, so the text cache is shared
         with fp32. Convolutions (a ResNet's stages) stay float32."""
         import warnings

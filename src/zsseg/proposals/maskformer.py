@@ -60,11 +60,14 @@ class MaskFormerProposals(ProposalGenerator):
     Config = MaskFormerConfig
 
     def __init__(self, weights: str | Path | None = None, max_proposals: int = DEFAULT_MAX_PROPOSALS, device: str = "cpu",
-                 duplicate_iou: float = 1.0, clip=None, tokenizer: str | Path | None = None, dtype: str = "fp32"):
-        """`clip` and `tokenizer` matter only for an authors' checkpoint: the CLIP to use where it
-        holds none (a `ClipModel`, hub id or folder; default ViT-B/16), and CLIP's tokenizer for
-        the CLIP it holds (a folder with vocab.json and merges.txt, or a hub id). `dtype` "bf16"
-        runs the network under bf16 autocast (its weights stay fp32; masks and class
+                 duplicate_iou: float = 1.0, clip=None, tokenizer: str | Path | None = None, dtype: str = "fp32",
+                 clip_precision: str = "fp32"):
+        """`clip`, `tokenizer` and `clip_precision` matter only for an authors' checkpoint: the
+        CLIP to use where it holds none (a `ClipModel`, hub id or folder; default ViT-B/16), or
+        a loaded one to use in place of the one it holds where their text towers are the same;
+        CLIP's tokenizer for the CLIP it holds (a folder with vocab.json and merges.txt, or a hub
+        id); the precision of the CLIP it holds ("auto", "fp32", "bf16", "fp16", "int8"). `dtype`
+        "bf16" runs the network under bf16 autocast (its weights stay fp32; masks and class
         probabilities come out in fp32)."""
         super().__init__(max_proposals=max_proposals, duplicate_iou=duplicate_iou)
         MaskFormerConfig(max_proposals, duplicate_iou, None if weights is None else str(weights))  # checks them
@@ -77,7 +80,7 @@ class MaskFormerProposals(ProposalGenerator):
         self.device = usable_device(device)
         self.source = str(weights)  # what the weights were loaded from
         if is_reference_checkpoint(weights):
-            self.trained = load_reference_checkpoint(weights, self.device, clip=clip, tokenizer=tokenizer)
+            self.trained = load_reference_checkpoint(weights, self.device, clip=clip, tokenizer=tokenizer, precision=clip_precision)
         else:
             self.trained = load_proposals(weights, self.device)
         self.model = self.trained.model
@@ -90,10 +93,11 @@ class MaskFormerProposals(ProposalGenerator):
 
     @classmethod
     def from_config(cls, config: MaskFormerConfig, device: str = "cpu", clip=None, tokenizer=None, dtype: str = "fp32",
-                    **context) -> "MaskFormerProposals":
-        """`clip`, `tokenizer`: the CLIP where an authors' checkpoint holds none, and the
-        tokenizer of the one it holds; `dtype` "bf16" runs the network under bf16 autocast."""
-        return cls(config.weights, config.max_proposals, device, config.duplicate_iou, clip=clip, tokenizer=tokenizer, dtype=dtype)
+                    clip_precision: str = "fp32", **context) -> "MaskFormerProposals":
+        """`clip`, `tokenizer`, `clip_precision`: for an authors' checkpoint, as the constructor's;
+        `dtype` "bf16" runs the network under bf16 autocast."""
+        return cls(config.weights, config.max_proposals, device, config.duplicate_iou, clip=clip, tokenizer=tokenizer, dtype=dtype,
+                   clip_precision=clip_precision)
 
     @property
     def clip(self):

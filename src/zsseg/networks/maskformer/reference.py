@@ -88,8 +88,10 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         return read_detectron2_pickle(path.read_bytes(), str(path), strip_prefix=None)
     from ...models.hub import load_torch_file
 
+    with open(path, "rb") as f:
+        archive = f.read(2) == b"PK"  # torch.save's zip format: its tensors are mapped, not read and copied
     content = load_torch_file(path, "keep only the weights: torch.save({'model': torch.load(path, weights_only=False)['model']}, "
-                                    "'weights.pth') where you trust the file")
+                                    "'weights.pth') where you trust the file", mmap=archive)
     state = content.get("model", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or not state:
         raise ZssegError(f"{path} holds no state dict (a detectron2 checkpoint has a 'model' entry)")
@@ -214,19 +216,39 @@ def _under(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _adapter_clip(tensors: dict[str, torch.Tensor], tokenizer, source: str, device) -> ClipModel:
-    """An adapter's CLIP (OpenAI's layout) converted to transformers'."""
+def _adapter_clip(tensors: dict[str, torch.Tensor], tokenizer, source: str, device, precision: str) -> ClipModel:
+    """An adapter's CLIP (OpenAI's layout) converted to transformers', at `precision` (resolved:
+    "fp32", "bf16", "fp16" or "int8")."""
     from ...models.openai_clip import DEFAULT_TOKENIZER, clip_from_openai_state
 
-    return clip_from_openai_state(tensors, tokenizer or DEFAULT_TOKENIZER, source=source, device=device)
+    clip = clip_from_openai_state(tensors, tokenizer or DEFAULT_TOKENIZER, source=source, device=device,
+                                  dtype="fp32" if precision == "int8" else precision)
+    if precision == "int8":
+        clip.quantize_image_tower()
+    return clip
 
 
-def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cpu", clip=None, tokenizer=None):
+def same_text_tower(one: ClipModel, other: ClipModel) -> bool:
+    """Whether two CLIPs' text towers hold the same weights, in the same dtypes (then they give
+    the same text features, which is all a network's classifier takes from its CLIP)."""
+    mine, theirs = one.text_state(), other.text_state()
+    return mine.keys() == theirs.keys() and all(
+        mine[k].dtype == theirs[k].dtype and mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k].to(mine[k].device))
+        for k in mine)
+
+
+def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cpu", clip=None, tokenizer=None,
+                              precision: str = "fp32"):
     """An authors' checkpoint as a `TrainedProposals`, with the CLIP it holds (else `clip`: a
     `ClipModel`, hub id or folder, default ViT-B/16), its learned prompt (else its configs'
     templates: ViLD's for COCO-Stuff, the released cross-dataset model's; "a sculpture of a {}."
-    for VOC), and a separate region adapter's CLIP and prompt for Eq. 1 where it has one."""
+    for VOC), and a separate region adapter's CLIP and prompt for Eq. 1 where it has one.
+
+    The CLIPs it holds are loaded at `precision` ("auto" as `resolve_precision` says). A loaded
+    `clip` whose text tower is the one the checkpoint holds takes its place, so that one CLIP is
+    in memory, not two."""
     from ...models.loading import DEFAULT_CLIP, load_clip
+    from ...models.precision import resolve_precision
     from ...prompts.encoding import PromptEncoder, load_prompt
     from .weights import TrainedProposals
 
@@ -250,10 +272,17 @@ def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cp
     dataset, protocol, classes = training_vocabulary(num_classes, source)
 
     own = _under(state, CLIP_PREFIX)
+    precision = resolve_precision(precision, device)
     if own:
-        clip_model = _adapter_clip(own, tokenizer, f"{source}#clip", device)
+        given = clip if isinstance(clip, ClipModel) else None
+        # int8 quantises the image tower only: the text towers compare before it is paid for
+        clip_model = _adapter_clip(own, tokenizer, f"{source}#clip", device, "fp32" if given and precision == "int8" else precision)
+        if given is not None and same_text_tower(clip_model, given):
+            clip_model = given
+        elif given is not None and precision == "int8":
+            clip_model.quantize_image_tower()
     else:
-        clip_model = clip if isinstance(clip, ClipModel) else load_clip(clip or DEFAULT_CLIP, device=device)
+        clip_model = clip if isinstance(clip, ClipModel) else load_clip(clip or DEFAULT_CLIP, device=device, dtype=precision)
     if clip_model.embed_dim != config.embed_dim:
         raise ZssegError(f"{source}: the network's classifier is {config.embed_dim}-d, the CLIP's text embeddings "
                          f"{clip_model.embed_dim}-d ('{clip_model.source}')")
@@ -264,7 +293,8 @@ def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cp
     if any(k.startswith(REGION_ADAPTER) for k in state):  # SEPERATE_ADAPTER: Eq. 1 has its own CLIP and prompt
         tensors = _under(state, REGION_ADAPTER + "clip_model.")
         same = tensors.keys() == own.keys() and all(torch.equal(tensors[k], own[k]) for k in tensors)
-        region_clip = clip_model if not tensors or same else _adapter_clip(tensors, tokenizer, f"{source}#region_clip", device)
+        region_clip = clip_model if not tensors or same else _adapter_clip(tensors, tokenizer, f"{source}#region_clip", device,
+                                                                             precision)
         # A predefined region prompt is in the config, not the state: the config's default, which --prompt overrides.
         region_prompt = learned_prompt(state, region_clip, source, REGION_ADAPTER + "prompt_learner.") or load_prompt("single")
         known = ("clip_model.", "prompt_learner.", "non_object_embedding", "pixel_mean", "pixel_std")
@@ -274,7 +304,7 @@ def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cp
     info = {"format": "reference checkpoint", "source": source, "clip": clip_model.source, "dataset": dataset,
             "protocol": protocol, "train": {"test_size": TEST_SIZE}}
     return TrainedProposals(model=model.to(device).eval(), text=None, class_names=classes.names, info=info, prompt=prompt,
-                            clip=clip_model, text_factory=lambda: PromptEncoder(clip_model, prompt).encode_vocabulary(classes),
+                            clip=clip_model, text_factory=lambda: PromptEncoder(clip_model, prompt, cache=False).encode_vocabulary(classes),
                             region_clip=region_clip, region_prompt=region_prompt)
 
 
