@@ -282,7 +282,8 @@ def save_tiny_siglip(folder: Path, seed: int = 0, image_size: int = 224) -> Path
 
 
 def save_tiny_reference_checkpoint(path: Path, keys_file: Path, seed: int = 0, region_adapter: bool = False,
-                                   region_clip_seed: int | None = None, learned_prompt: tuple[int, int] | None = None) -> Path:
+                                   region_clip_seed: int | None = None, learned_prompt: tuple[int, int] | None = None,
+                                   paper_size: bool = False) -> Path:
     """A small random checkpoint in the authors' format (detectron2's `{"model": state}`,
     `model_final.pth`): the reference's key names, read from a key list of its state dict
     (tab-separated name, shape, dtype; the reference-parity data has them), for a network with the
@@ -296,6 +297,9 @@ def save_tiny_reference_checkpoint(path: Path, keys_file: Path, seed: int = 0, r
             2 after) and a CLIP of its own when `region_clip_seed` is given (else a copy of the first).
         learned_prompt: (n, m) learned vectors before and after the name for the first adapter
             (`clip_adapter.prompt_learner.*`); None: no learned prompt (a cross-dataset model).
+        paper_size: the paper's shapes instead (a 256-wide, 6-layer decoder with 100 queries, and
+            a ViT-B/16 CLIP with 512-d embeddings), seeded: the same work per image as the
+            authors' model, for timing.
     """
     import re
 
@@ -306,8 +310,14 @@ def save_tiny_reference_checkpoint(path: Path, keys_file: Path, seed: int = 0, r
     from .networks.maskformer.reference import NETWORK_KEYS
 
     torch.manual_seed(seed)
-    config = ModelConfig(hidden_dim=32, num_queries=10, decoder_layers=2, feedforward_dim=64, conv_dim=32, mask_dim=32, embed_dim=32,
-                         class_head_hidden=64)
+    if paper_size:
+        config = ModelConfig()
+        shapes = dict(width=768, layers=12, patch=16, image=224, text_width=512, text_layers=12, embed=512)
+    else:
+        config = ModelConfig(hidden_dim=32, num_queries=10, decoder_layers=2, feedforward_dim=64, conv_dim=32, mask_dim=32,
+                             embed_dim=32, class_head_hidden=64)
+        shapes = dict(width=64, layers=2, patch=32, image=224, text_width=64, embed=32)
+    embed, text_width = shapes["embed"], shapes["text_width"]
     ours = MaskFormer(config).state_dict()
     state = {}
     for line in Path(keys_file).read_text().splitlines():
@@ -320,27 +330,26 @@ def save_tiny_reference_checkpoint(path: Path, keys_file: Path, seed: int = 0, r
                     state[name] = ours[mine].clone()
                 break
     generator = torch.Generator().manual_seed(seed)
-    clip = openai_clip_state(width=64, layers=2, patch=32, image=224, text_width=64, embed=32, seed=seed)
+    clip = openai_clip_state(**shapes, seed=seed)
     mean = 255 * torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = 255 * torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
     def adapter(prefix: str, clip_state: dict, prompt: tuple[int, int] | None) -> None:
         state.update({f"{prefix}clip_model.{k}": v for k, v in clip_state.items()})
-        state[f"{prefix}non_object_embedding"] = torch.randn(1, 32, generator=generator) * 0.2
+        state[f"{prefix}non_object_embedding"] = torch.randn(1, embed, generator=generator) * 0.2
         state[f"{prefix}pixel_mean"], state[f"{prefix}pixel_std"] = mean.clone(), std.clone()
         if prompt is not None:
             before, after = prompt
-            learned = {"prefix_prompt": torch.randn(before, 64, generator=generator) * 0.02}
+            learned = {"prefix_prompt": torch.randn(before, text_width, generator=generator) * 0.02}
             if after:
-                learned["suffix_prompt"] = torch.randn(after, 64, generator=generator) * 0.02
+                learned["suffix_prompt"] = torch.randn(after, text_width, generator=generator) * 0.02
             for signal in ("start_signal", "dot_signal", "end_signal", "pad_signal"):
-                learned[signal] = torch.randn(1, 64, generator=generator) * 0.5
+                learned[signal] = torch.randn(1, text_width, generator=generator) * 0.5
             state.update({f"{prefix}prompt_learner.{k}": v for k, v in learned.items()})
 
     adapter("clip_adapter.", clip, learned_prompt)
     if region_adapter:
-        other = clip if region_clip_seed is None else openai_clip_state(width=64, layers=2, patch=32, image=224, text_width=64,
-                                                                         embed=32, seed=region_clip_seed)
+        other = clip if region_clip_seed is None else openai_clip_state(**shapes, seed=region_clip_seed)
         adapter("_region_clip_adapter.", {k: v.clone() for k, v in other.items()}, (8, 2))
     state["criterion.empty_weight"] = torch.cat([torch.ones(156), torch.tensor([0.1])])
     path = Path(path)
