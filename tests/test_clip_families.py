@@ -270,7 +270,7 @@ def test_zsseg_eval_runs_with_every_family(folders, tmp_path, family, extra):
 def test_int8_quantises_the_image_tower_and_auto_follows_the_hardware(folders, monkeypatch):
     """--dtype int8: the image tower's linear layers become dynamically quantised int8 (text stays
     float32, so the text cache and fingerprint are fp32's); auto is bf16 only where the CPU has
-    AMX, and stays fp32 for the fast method, whose two CLIP passes do not pay for quantising."""
+    AMX, for every method."""
     from zsseg.models import precision as clip_module
 
     fp32 = load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER))
@@ -289,11 +289,10 @@ def test_int8_quantises_the_image_tower_and_auto_follows_the_hardware(folders, m
     assert clip_module.resolve_precision("auto", "cpu") == clip_module.AUTO_FALLBACK
     assert load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER), dtype="auto").precision == clip_module.AUTO_FALLBACK
     common = dict(clip=str(folders["vit"]), tokenizer=str(TOKENIZER), dtype="auto", text_cache=False)
-    assert Segmenter(**common, method="fast").clip.precision == "fp32"
-    assert Segmenter(**common, method="two-stage").clip.precision == Segmenter(**common, method="dense-clip").clip.precision == "int8"
-    assert Segmenter(**common, method="fast").record()["models"]["clip"]["precision"] == "fp32"
+    assert Segmenter(**common, method="fast").clip.precision == Segmenter(**common, method="two-stage").clip.precision == "int8"
+    assert Segmenter(**common, method="fast").record()["models"]["clip"]["precision"] == "int8"
     monkeypatch.setattr(clip_module, "amx_bf16", lambda: True)
-    assert Segmenter(**common, method="fast").clip.precision == "bf16"  # no quantising to pay for
+    assert Segmenter(**common, method="fast").clip.precision == "bf16"
     with pytest.raises(ZssegError, match="unknown dtype 'int4'"):
         load_clip(str(folders["vit"]), dtype="int4")
 

@@ -93,10 +93,10 @@ class Segmenter:
         self.config = config = SegmenterConfig.from_options(config, **options)
         given = loaded.get("clip")
         if given is None and generator is None and config.clip.source is not None and _checkpoint_with_clip(config.proposals):
-            given = self._load_clip()  # loaded first: where it is the checkpoint's own CLIP, it takes that one's place
+            given = config.clip.load()  # loaded first: where it is the checkpoint's own CLIP, it takes that one's place
         self.proposals = generator if generator is not None else self._generator(given)
         own = getattr(self.proposals, "region_clip", None)  # a checkpoint's CLIP, for Eq. 1
-        self.clip = given or (own if config.clip.source is None and own is not None else self._load_clip())
+        self.clip = given or (own if config.clip.source is None and own is not None else config.clip.load())
         fcn = loaded.get("fcn") or self._fcn()
         self.classifier = RegionClassifier.from_config(self.clip, config.region, self._default_prompt(fcn))
         ensemble = config.ensemble
@@ -108,17 +108,6 @@ class Segmenter:
         self.implementation: Method = build_method(config.method, Parts(self.clip, self.classifier, self.proposals, fcn, config.dense,
                                                                         ensemble))
 
-    def _clip_precision(self) -> str:
-        """The precision to load CLIP in: the config's, but "auto" stays fp32 on a CPU where it
-        would mean int8 for a method whose CLIP runs too little for quantising to pay."""
-        clip = self.config.clip
-        if clip.precision == "auto" and not _METHODS[self.config.method].int8_pays and resolve_precision("auto", clip.device) == "int8":
-            return "fp32"
-        return clip.precision
-
-    def _load_clip(self) -> ClipModel:
-        return dataclasses.replace(self.config.clip, precision=self._clip_precision()).load()
-
     def _generator(self, given: ClipModel | None) -> ProposalGenerator | None:
         """The proposal generator of the config; a network runs under bf16 autocast where CLIP
         runs in bf16, and an authors' checkpoint's CLIP takes CLIP's precision (or `given`'s
@@ -126,10 +115,10 @@ class Segmenter:
         config = self.config
         if config.proposals is None:
             return None
-        clip, precision = config.clip, self._clip_precision()
-        network_dtype = "bf16" if resolve_precision(precision, clip.device) == "bf16" else "fp32"
+        clip = config.clip
+        network_dtype = "bf16" if resolve_precision(clip.precision, clip.device) == "bf16" else "fp32"
         return config.proposals.build(clip.device, clip=given if given is not None else clip.source, tokenizer=clip.tokenizer,
-                                      dtype=network_dtype, clip_precision=precision)
+                                      dtype=network_dtype, clip_precision=clip.precision)
 
     def _fcn(self):
         if self.config.fcn is None:

@@ -137,9 +137,6 @@ class Method(ABC):
 
     #: lambda of its ensemble with a trained network, when none is given.
     default_ensemble_weight: float = ENSEMBLE_WEIGHT
-    #: whether its CLIP runs often enough per image for int8's quantisation (about 1.5 CPU-s for
-    #: ViT-B/16, once) to pay: "auto" keeps fp32 on a CPU where it is not.
-    int8_pays: bool = True
     #: The prompt encoder of the method's trained network's own classifier, where it has one.
     network_prompts: PromptEncoder | None = None
 

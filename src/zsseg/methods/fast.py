@@ -18,7 +18,6 @@ from .two_stage import Regions, TwoStage
 
 class Fast(TwoStage):
     name = "fast"
-    int8_pays = False  # two windows an image: quantising the tower costs more than it saves
 
     def __init__(self, parts: Parts):
         super().__init__(parts)
