@@ -151,6 +151,20 @@ def test_evaluate_from_python_is_the_command_line_s_evaluation(clip_dir, tmp_pat
     assert again == SegmenterConfig.from_dict(cli["config"]) and vocabulary.names == report.class_names
 
 
+def test_evaluate_takes_loaded_models_as_the_segmenter_does(clip):
+    """A generator or a CLIP already loaded is used as given, with the options beside it applied,
+    by the oracle and by the CLIP pipeline alike; the report records their settings."""
+    from zsseg.proposals import SelectiveSearch
+
+    common = dict(data_root=DATA, limit=2, progress=False, oracle=True)
+    by_name = evaluate("ade20k-150", proposals="selective-search", max_proposals=8, **common)
+    loaded = evaluate("ade20k-150", proposals=SelectiveSearch(max_proposals=20), max_proposals=8, **common)
+    assert loaded.to_dict()["mIoU"] == by_name.to_dict()["mIoU"] and loaded.config["proposals"] == by_name.config["proposals"]
+    assert loaded.config["proposals"]["max_proposals"] == 8
+    with_clip = evaluate("ade20k-150", data_root=DATA, limit=1, progress=False, clip=clip, proposals=SelectiveSearch(max_proposals=4))
+    assert with_clip.config["models"]["clip"]["source"] == clip.source and with_clip.config["proposals"]["max_proposals"] == 4
+
+
 def test_a_folder_run_and_a_result_s_files_from_python(clip, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -80,16 +80,8 @@ class Segmenter:
     def __init__(self, config: SegmenterConfig | str | Path | None = None, **options):
         if isinstance(config, (str, Path)):
             config = load_config(config)[0]
-        loaded = {name: options.pop(name) for name in ("clip", "proposals", "fcn") if _is_loaded(options.get(name))}
+        loaded = loaded_models(options)
         generator = loaded.get("proposals")
-        if generator is not None:
-            generator = _with_settings(generator, options)
-            options["proposals"] = generator.config
-        if loaded.get("clip") is not None:
-            clip = loaded["clip"]
-            options.update(clip=clip.source, dtype=clip.precision, device=str(clip.device))
-        if loaded.get("fcn") is not None:
-            options["fcn"] = getattr(loaded["fcn"], "source", "(in memory)")
         self.config = config = SegmenterConfig.from_options(config, **options)
         given = loaded.get("clip")
         if given is None and generator is None and config.clip.source is not None and _checkpoint_with_clip(config.proposals):
@@ -274,6 +266,23 @@ def _checkpoint_with_clip(proposals) -> bool:
     from .networks.maskformer.reference import is_reference_checkpoint
 
     return isinstance(proposals, MaskFormerConfig) and is_reference_checkpoint(proposals.weights)
+
+
+def loaded_models(options: dict) -> dict:
+    """The models already loaded among `options` (a `ClipModel` as clip, a `ProposalGenerator`
+    as proposals, a `TrainedFcn` as fcn), taken out of them; `options` keeps their settings in
+    their place, so that the configuration records them (a generator with the proposal options
+    given beside it applied)."""
+    loaded = {name: options.pop(name) for name in ("clip", "proposals", "fcn") if _is_loaded(options.get(name))}
+    if loaded.get("proposals") is not None:
+        loaded["proposals"] = _with_settings(loaded["proposals"], options)
+        options["proposals"] = loaded["proposals"].config
+    if loaded.get("clip") is not None:
+        clip = loaded["clip"]
+        options.update(clip=clip.source, dtype=clip.precision, device=str(clip.device))
+    if loaded.get("fcn") is not None:
+        options["fcn"] = getattr(loaded["fcn"], "source", "(in memory)")
+    return loaded
 
 
 def _is_loaded(value) -> bool:

@@ -234,19 +234,23 @@ def evaluate(dataset: str | SegmentationDataset, *, data_root: str | Path | None
     unseen_classes(dataset, protocol)
     if limit is not None and limit < 1:
         raise SettingError("limit", f"{{setting}} must be at least 1, got {limit}")
+    from ..segmenter import loaded_models
+
+    loaded = loaded_models(options)  # models given loaded are used as they are; their settings are recorded
     plan = benchmark_plan(dataset, protocol, config, options, class_names, seen_classes, miou_rule)
     if save_predictions is not None:
         check_prediction_folder(dataset, Path(save_predictions), limit)
     with distributed_session(plan.config.clip.device) as context:
-        predictor, record = _predictor(plan, dataset, oracle, context.device)
+        predictor, record = _predictor(plan, dataset, oracle, context.device, loaded)
         scoring = Scoring(dataset, predictor, protocol, context, save_predictions, skip_missing_labels, miou_rule)
         report = scoring.run(limit, workers, pipeline, progress)
     report.class_names, report.benchmark, report.config = list(plan.vocabulary.names), plan.benchmark, record
     return report
 
 
-def _predictor(plan: BenchmarkPlan, dataset: SegmentationDataset, oracle: bool, device: str):
-    """The predictor of `plan` on `device`, and the record of what makes its predictions."""
+def _predictor(plan: BenchmarkPlan, dataset: SegmentationDataset, oracle: bool, device: str, loaded: dict):
+    """The predictor of `plan` on `device` (with the models of `loaded` already loaded), and the
+    record of what makes its predictions."""
     from ..segmenter import Segmenter
 
     config = plan.config
@@ -254,10 +258,10 @@ def _predictor(plan: BenchmarkPlan, dataset: SegmentationDataset, oracle: bool, 
         if config.method != "two-stage":
             raise SettingError("oracle", f"{{setting}} scores proposals alone, with no classifier; method {config.method} does not apply")
         clip = config.clip
-        proposals = config.proposals.build(device, clip=clip.source, tokenizer=clip.tokenizer)
+        proposals = loaded.get("proposals") or config.proposals.build(device, clip=clip.source, tokenizer=clip.tokenizer)
         record = {"oracle": True, "proposals": config.to_dict()["proposals"], "size": config.to_dict()["size"]}
         return OraclePredictor(proposals, dataset.num_classes, config.size.max_size, config.size.test_size), record
-    segmenter = Segmenter(config, device=device)
+    segmenter = Segmenter(config, device=device, **loaded)
     return ClipPredictor(segmenter, plan.vocabulary), segmenter.record(plan.vocabulary)
 
 

@@ -88,10 +88,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         return read_detectron2_pickle(path.read_bytes(), str(path), strip_prefix=None)
     from ...models.hub import load_torch_file
 
-    with open(path, "rb") as f:
-        archive = f.read(2) == b"PK"  # torch.save's zip format: its tensors are mapped, not read and copied
     content = load_torch_file(path, "keep only the weights: torch.save({'model': torch.load(path, weights_only=False)['model']}, "
-                                    "'weights.pth') where you trust the file", mmap=archive)
+                                    "'weights.pth') where you trust the file")
     state = content.get("model", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or not state:
         raise ZssegError(f"{path} holds no state dict (a detectron2 checkpoint has a 'model' entry)")
