@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from same_outputs import extract  # noqa: E402
 from samples import DATA, TOKENIZER, save_tiny_reference_checkpoint  # noqa: E402
+from zsseg.tiny_clip import save_checkpoint_clip  # noqa: E402
 
 VARIANTS = {
     "default": [],
@@ -50,17 +51,6 @@ VARIANTS = {
     "bf16": ["--dtype", "bf16"],
     "clip-beside": ["--clip", "{clip}"],
 }
-
-
-def checkpoint_clip_file(checkpoint: Path, target: Path) -> Path:
-    """The checkpoint's CLIP alone, in OpenAI's layout, as a safetensors file (what `--clip` takes)."""
-    import torch
-    from safetensors.torch import save_file
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
-    prefix = "clip_adapter.clip_model."
-    save_file({k[len(prefix):]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}, str(target))
-    return target
 
 
 def timed_run(source: Path | None, args: list[str], cache: Path) -> tuple[float, float, float, int]:
@@ -103,7 +93,7 @@ def main() -> int:
         save_tiny_reference_checkpoint(checkpoint, paper_size=True, learned_prompt=(16, 0))
     clip_file = work / "clip.safetensors"
     if not clip_file.exists():
-        checkpoint_clip_file(checkpoint, clip_file)
+        save_checkpoint_clip(checkpoint, clip_file)
     image = DATA / args.image
     if args.rounds == 0:
         print(f"checkpoint {checkpoint}, its CLIP {clip_file}, image {image}")

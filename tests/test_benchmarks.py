@@ -386,7 +386,7 @@ def test_the_precision_applies_to_the_checkpoints_own_clip_and_the_same_clip_bes
 
     from conftest import TOKENIZER
     from zsseg import Segmenter
-    from zsseg.tiny_clip import openai_clip_state
+    from zsseg.tiny_clip import openai_clip_state, save_checkpoint_clip
 
     monkeypatch.setenv("ZSSEG_CACHE_DIR", str(tmp_path / "cache"))
     image = np.random.default_rng(0).integers(0, 255, (72, 96, 3), dtype=np.uint8)
@@ -403,10 +403,7 @@ def test_the_precision_applies_to_the_checkpoints_own_clip_and_the_same_clip_bes
     assert fp32.proposals.generate(image).shape[0] == 10
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*")), "the text cache was off"
 
-    state = torch.load(tiny_reference, weights_only=True)["model"]
-    prefix = "clip_adapter.clip_model."
-    save_file({k[len(prefix):]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}, str(tmp_path / "same.safetensors"))
-    same = Segmenter(**common, clip=str(tmp_path / "same.safetensors"), dtype="fp32")
+    same = Segmenter(**common, clip=str(save_checkpoint_clip(tiny_reference, tmp_path / "same.safetensors")), dtype="fp32")
     assert same.clip is same.proposals.clip is same.network_prompts.clip and same.clip.source.endswith("same.safetensors")
     assert np.array_equal(same.segment(image, vocabulary).label_map, expected)
     other = openai_clip_state(width=64, layers=2, patch=32, image=224, text_width=64, embed=32, seed=5)

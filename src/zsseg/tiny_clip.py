@@ -358,6 +358,18 @@ def save_tiny_reference_checkpoint(path: Path, keys_file: Path, seed: int = 0, r
     return path
 
 
+def save_checkpoint_clip(checkpoint: Path, target: Path) -> Path:
+    """The CLIP an authors' checkpoint holds, alone, as a safetensors file in OpenAI's layout (what
+    `--clip` takes): to give a checkpoint's own CLIP beside it."""
+    from safetensors.torch import save_file
+
+    from .networks.maskformer.reference import CLIP_PREFIX, read_checkpoint
+
+    state = read_checkpoint(checkpoint)
+    save_file({k[len(CLIP_PREFIX):]: v.contiguous() for k, v in state.items() if k.startswith(CLIP_PREFIX)}, str(target))
+    return Path(target)
+
+
 FAMILIES = {
     "clip": lambda folder, tokenizer: save_tiny_clip(folder, tokenizer, example=True),
     "open-clip-vit": lambda folder, tokenizer: save_tiny_open_clip(folder, "vit"),
