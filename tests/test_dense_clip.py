@@ -117,7 +117,9 @@ def sclip_reference(clip, pixels: torch.Tensor) -> torch.Tensor:
     """SCLIP's last block with plain tensor ops, one head at a time."""
     vision = clip.model.vision_model
     with torch.no_grad():
-        x = vision(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]  # input of the last layer
+        x = vision.pre_layrnorm(vision.embeddings(pixels))
+        for layer in vision.encoder.layers[:-1]:  # to the input of the last layer
+            x = layer(x)
         layer = vision.encoder.layers[-1]
         attn = layer.self_attn
         normed = F.layer_norm(x, (x.shape[-1],), layer.layer_norm1.weight, layer.layer_norm1.bias, layer.layer_norm1.eps)

@@ -186,14 +186,16 @@ def test_tokenizer_sources(tiny_state, tiny_clip, tmp_path, monkeypatch):
     for tokenizer in (saved, tiny_clip.tokenizer):
         clip = clip_from_openai_state(tiny_state, tokenizer, source="x")
         assert clip.tokenizer("a photo of a cat.")["input_ids"] == [49406, 320, 1125, 539, 320, 2368, 269, 49407]
+    # Folders are checked when the CLIP loads; the tokenizer itself is read when first used.
     with pytest.raises(ZssegError, match="holds no CLIP tokenizer"):
         clip_from_openai_state(tiny_state, tmp_path, source="x")
     with pytest.raises(ZssegError, match="CLIP tokenizer folder not found"):
         clip_from_openai_state(tiny_state, str(tmp_path / "nope" / "tok"), source="x")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    clip = clip_from_openai_state(tiny_state, "openai/clip-vit-base-patch16", source="x")
     with pytest.raises(ZssegError, match=r"not in the local Hugging Face cache.*\(tokenizer clip-tokenizer\)"):
-        clip_from_openai_state(tiny_state, "openai/clip-vit-base-patch16", source="x")
+        clip.encode_text(["a photo of a cat."])
 
 
 def test_bad_dtype_and_device(tiny_state):

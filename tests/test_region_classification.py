@@ -18,14 +18,16 @@ def test_template_sets():
         resolve_templates(["no placeholder"])
 
 
-def test_class_embedding_is_normalised_mean_of_normalised_prompts(clip):
+def test_class_embedding_is_normalised_mean_of_normalised_prompts(clip, clip_dir):
+    from transformers import CLIPModel
+
     encoder = PromptEncoder(clip, "vild")
     got = encoder.encode_names(["potted plant"])[0]
-    # Independent path: transformers' own get_text_features on each prompt.
+    # Independent path: transformers' own CLIP and get_text_features on each prompt.
     prompts = [t.format("potted plant") for t in VILD_TEMPLATES]
     tokens = clip.tokenizer(prompts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        out = clip.model.get_text_features(**tokens)
+        out = CLIPModel.from_pretrained(clip_dir).eval().get_text_features(**tokens)
     out = out if isinstance(out, torch.Tensor) else out.pooler_output
     expected = F.normalize(F.normalize(out, dim=-1).mean(0), dim=0)
     assert torch.allclose(got, expected, atol=1e-5)

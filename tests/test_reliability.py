@@ -223,7 +223,9 @@ def _one_line_status_2(capsys, args, message):
 
 
 def _segment_args(photo, clip, out, *extra):
-    return ["segment", photo, "--classes", "cat; dog", "--clip", clip, "--out", out, "--max-size", "64", *extra]
+    """A segment run that encodes its text (no text cache), as a machine's first run does: a
+    CLIP's tokenizer is read only then."""
+    return ["segment", photo, "--classes", "cat; dog", "--clip", clip, "--out", out, "--max-size", "64", "--no-text-cache", *extra]
 
 
 def _copy_clip(clip_dir, tmp_path, name="clip"):
@@ -241,11 +243,11 @@ def _edit_config(folder, tower, key, value):
 
 
 @pytest.mark.parametrize("tower, key, value, message", [
-    ("text_config", "hidden_size", -5, "The hidden size (-5) is not a multiple"),
+    ("text_config", "hidden_size", -5, "hidden_size must be a positive integer, not -5"),
     ("vision_config", "patch_size", 0, "cannot load CLIP from"),
     ("text_config", "num_attention_heads", 0, "cannot load CLIP from"),
-    ("text_config", "hidden_act", "nope", "KeyError: 'nope'"),
-    ("vision_config", "num_channels", "x", "expected int, got str"),
+    ("text_config", "hidden_act", "nope", "hidden_act 'nope' is not one CLIP uses"),
+    ("vision_config", "num_channels", "x", "num_channels must be positive integers"),
     ("text_config", "intermediate_size", 10**7, "its config.json does not describe its weights"),
     ("vision_config", "image_size", 10**6, "position_embedding.weight is [50, 64] in the weights"),
     ("text_config", "num_hidden_layers", 300, "are incomplete: 4768 tensor(s) missing"),
@@ -299,6 +301,23 @@ def test_broken_tokenizer_folders(clip_dir, tmp_path, capsys, photo, files, mess
     folder = _tokenizer(tmp_path, **files)
     _one_line_status_2(capsys, _segment_args(photo, clip_dir, tmp_path / "out", "--tokenizer", folder), message)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_is_read_only_when_text_is_encoded(clip_dir, tmp_path, capsys, photo, monkeypatch):
+    """Text features found in the cache need no tokenizer, so a run that finds them all does not
+    read it (transformers' tokenizers cost 0.75 CPU-s to import) and cannot find it broken; new
+    class names are encoded, and then a broken tokenizer is refused before any image."""
+    from zsseg.cli import main
+
+    monkeypatch.setenv("ZSSEG_CACHE_DIR", str(tmp_path / "cache"))
+    broken = _tokenizer(tmp_path, vocab_json=None, merges_txt="")  # splits 'photo': not CLIP's merges
+    args = ["segment", photo, "--clip", clip_dir, "--max-size", "64", "--tokenizer", broken]
+    assert main([str(a) for a in ["segment", photo, "--classes", "cat; dog", "--clip", clip_dir, "--max-size", "64",
+                                  "--out", tmp_path / "first"]]) == 0
+    assert main([str(a) for a in [*args, "--classes", "cat; dog", "--out", tmp_path / "cached"]]) == 0
+    capsys.readouterr()
+    _one_line_status_2(capsys, [*args, "--classes", "cat; bird", "--out", tmp_path / "new"], "splits 'photo' into 5 tokens")
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("device, message", [

@@ -405,19 +405,19 @@ def test_rgba_input_gives_no_warning(clip_dir, tmp_path):
 def test_offline_hub_is_not_retried(tmp_path, monkeypatch):
     """Where the hub cannot be reached, only the local cache is tried: the offline message
     comes at once, not after the hub client's retries."""
-    import transformers
+    import huggingface_hub
 
     from zsseg.models import loading as clip_module
     from zsseg.models import hub
 
     tried = []
 
-    def fake_from_pretrained(source, local_files_only=False, **kwargs):
+    def fake_download(repo, filename, local_files_only=False, **kwargs):
         tried.append(local_files_only)
         raise OSError("not found")
 
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
-    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", fake_from_pretrained)  # the first read of a checkpoint
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)  # config.json: the first read of a checkpoint
     monkeypatch.setattr("zsseg.models.openai_clip.open_clip_hub_folder", lambda name: None)  # not an open_clip repo
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(ZssegError, match="--local-dir"):

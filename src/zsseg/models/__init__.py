@@ -1,6 +1,8 @@
 """Vision-language models: one interface (`ClipModel`) for every family zsseg runs, and one
 loading path (`load_clip`) for hub ids, folders and files: transformers' CLIP and SigLIP, OpenAI's
-and open_clip's layouts (ViTs converted to transformers', ResNets as `ModifiedResNet`)."""
+and open_clip's layouts (ViTs renamed to transformers' layout, ResNets as `ModifiedResNet`). CLIP
+ViTs run on zsseg's own modules (`clip_vit`), which compute what transformers' `CLIPModel` does
+without importing its modelling code."""
 
 from ..exports import lazy
 

@@ -1,5 +1,5 @@
 """`ClipModel`: the one interface zsseg uses for every vision-language model, and its
-transformers CLIP implementation.
+implementation for CLIP ViTs (`TransformersClip`, on `zsseg.models.clip_vit`).
 
 A `ClipModel` gives L2-normalised image features of crops and text features of prompts, and
 fingerprints of its weights (the text-feature cache keys on them). Two capabilities only some
@@ -47,7 +47,7 @@ class ClipModel:
     """A loaded vision-language model with what is needed to feed it: the one interface every
     part of zsseg uses, whatever the model family.
 
-    Implementations: `TransformersClip` (transformers' CLIP ViTs, and OpenAI/open_clip-layout
+    Implementations: `TransformersClip` (CLIP ViTs in transformers' layout, and OpenAI/open_clip-layout
     ViTs converted to them), `zsseg.models.resnet_clip.ResNetClip` (OpenAI's ModifiedResNet CLIPs) and
     `zsseg.models.siglip.SiglipClip` (SigLIP and SigLIP 2).
 
@@ -332,8 +332,9 @@ class ClipTextTower:
 
 
 class TransformersClip(ClipTextTower, ClipModel):
-    """transformers' `CLIPModel` (a ViT image tower), loaded from the hub, a folder, or converted
-    from OpenAI's layout (`zsseg.models.openai_clip`)."""
+    """A CLIP ViT in transformers' layout: zsseg's `zsseg.models.clip_vit.ClipNet`, which
+    computes what transformers' `CLIPModel` does, loaded from the hub, a transformers folder, or
+    converted from OpenAI's layout (`zsseg.models.openai_clip`)."""
 
     family: ClassVar[str] = "clip"
     dense_modes: ClassVar[tuple[str, ...]] = DENSE_MODES
@@ -396,18 +397,18 @@ QUICK_GELU = 1.702  # CLIP's quick GELU: x * sigmoid(1.702 x)
 
 @torch.no_grad()
 def fold_quick_gelu(tower: torch.nn.Module) -> int:
-    """Rewrite each MLP `fc2(quick_gelu(fc1(x)))` of `tower` (transformers' CLIP layers) as
+    """Rewrite each MLP `fc2(quick_gelu(fc1(x)))` of `tower` (`zsseg.models.clip_vit` layers) as
     `(fc2 / 1.702)(silu((1.702 fc1)(x)))`: the same function (silu(y) = y sigmoid(y)), one
     pass over the hidden activations instead of three (a scaling, a sigmoid, a product).
     Floating-point rounding
     differs from the original's, so only the int8 tower, already an approximation, uses it.
     Returns the MLPs rewritten."""
-    from transformers.activations import QuickGELUActivation
+    from .clip_vit import QuickGELU
 
     folded = 0
     for module in tower.modules():
         fc1, fc2 = getattr(module, "fc1", None), getattr(module, "fc2", None)
-        if isinstance(getattr(module, "activation_fn", None), QuickGELUActivation) and \
+        if isinstance(getattr(module, "activation_fn", None), QuickGELU) and \
                 isinstance(fc1, torch.nn.Linear) and isinstance(fc2, torch.nn.Linear):
             fc1.weight.mul_(QUICK_GELU)
             if fc1.bias is not None:
@@ -459,8 +460,8 @@ def usable_device(device: str | torch.device) -> torch.device:
 
 
 def wrap_clip(model: torch.nn.Module, tokenizer, source: str, image_mean: tuple = CLIP_MEAN, image_std: tuple = CLIP_STD) -> "TransformersClip":
-    """A `TransformersClip` around a loaded transformers `CLIPModel` (put in eval mode) and its tokenizer;
-    the input size and the context length are read from the model's config."""
+    """A `TransformersClip` around a loaded `zsseg.models.clip_vit.ClipNet` (put in eval mode)
+    and its tokenizer; the input size and the context length are read from the model's config."""
     return TransformersClip(
         model=model.eval(),
         tokenizer=tokenizer,

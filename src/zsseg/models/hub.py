@@ -104,6 +104,52 @@ def looks_like_path(name: str) -> bool:
 
 
 @contextmanager
+def quiet_hub() -> Iterator[None]:
+    """Silence huggingface_hub's per-retry network warnings, which would bury our one-line errors."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(hub_level)
+
+
+def hub_snapshot(name: str, local_only: bool, optional: tuple[str, ...] = ()) -> Path:
+    """The local snapshot folder of hub repo `name` holding its config.json, its weights
+    (`WEIGHT_FILES`, in that order of preference, with the shards a safetensors index names) and
+    whichever of the `optional` files it has; downloaded unless `local_only`, where a missing
+    file raises (the caller then tries the hub)."""
+    from huggingface_hub import hf_hub_download
+
+    def fetch(filename: str) -> Path:
+        return Path(hf_hub_download(name, filename, local_files_only=local_only))
+
+    config = fetch("config.json")
+    for weights in WEIGHT_FILES:
+        try:
+            path = fetch(weights)
+        except Exception:  # not this weight file (or not cached): the next one
+            continue
+        if weights.endswith(".index.json"):
+            weight_map = read_json(path).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise ZssegError(f"{path}: \"weight_map\" must map tensor names to the shard files")
+            for shard in sorted(set(map(str, weight_map.values()))):
+                fetch(shard)
+        break
+    else:
+        raise FileNotFoundError(f"'{name}' has config.json but no weights ({' or '.join(WEIGHT_FILES)}) "
+                                + ("in the local cache" if local_only else "on the hub"))
+    for extra in optional:
+        try:
+            fetch(extra)
+        except Exception:  # an optional file the repo does not have
+            pass
+    return config.parent
+
+
+@contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers' and huggingface_hub's logs and weight-loading bars, which would
     bury our one-line errors; restores the previous settings on exit."""
@@ -166,7 +212,8 @@ def check_complete(source: str, info: dict, kind: ModelKind) -> None:
         )
 
 
-def load_pretrained(name_or_path: str | Path, kind: ModelKind, load: Callable[[str, bool], tuple[Any, dict]]) -> tuple[Any, str, bool]:
+def load_pretrained(name_or_path: str | Path, kind: ModelKind, load: Callable[[str, bool], tuple[Any, dict]],
+                    quiet: bool = True) -> tuple[Any, str, bool]:
     """Load a checkpoint of `kind` from a folder or a hub id.
 
     Args:
@@ -174,6 +221,8 @@ def load_pretrained(name_or_path: str | Path, kind: ModelKind, load: Callable[[s
         load: `load(source, local_files_only)` -> (what was loaded, transformers' loading info
             with missing and mismatched keys); any exception it raises is the checkpoint's
             fault and becomes one line, but a `ZssegError`, which is passed on as is.
+        quiet: load under `quiet_transformers` (False where `load` does not use transformers,
+            which then is not imported: that alone costs half a CPU-second).
     Returns:
         (what `load` returned, the source it was loaded from, whether that was local only).
     Raises:
@@ -190,7 +239,7 @@ def load_pretrained(name_or_path: str | Path, kind: ModelKind, load: Callable[[s
         # The local cache first (fast, and the only option offline), then the hub.
         sources = [(name, True)] + ([] if hub_offline() or not hub_reachable() else [(name, False)])
 
-    with quiet_transformers():
+    with quiet_transformers() if quiet else quiet_hub():
         last_error: Exception | None = None
         for source, local_only in sources:
             try:
@@ -333,3 +382,27 @@ def _safetensors_files(folder: Path) -> list[Path]:
     if missing:
         raise ZssegError(f"{index} names shards that are not in the folder: {', '.join(missing[:3])}")
     return shards
+
+
+def read_folder_weights(folder: Path, label: str) -> dict:
+    """Every tensor of a checkpoint folder's weights by name: its safetensors (one file or the
+    shards of an index), else pytorch_model.bin read as tensors only. One line naming the file
+    that cannot be read."""
+    files = _safetensors_files(folder)
+    if not files:
+        path = folder / "pytorch_model.bin"
+        if not path.is_file():
+            raise ZssegError(f"{folder} has no {label} weights (model.safetensors or pytorch_model.bin)")
+        content = load_torch_file(path)
+        if not isinstance(content, dict) or not all(hasattr(v, "shape") for v in content.values()):
+            raise ZssegError(f"cannot load {label} from {folder}: {path.name} holds no state dict of tensors")
+        return dict(content)
+    from safetensors.torch import load_file
+
+    tensors: dict = {}
+    for file in files:
+        try:
+            tensors.update(load_file(str(file)))
+        except Exception as error:  # the Rust reader raises its own classes for a damaged file
+            raise ZssegError(f"cannot load {label} from {folder}: {file.name} is damaged ({one_line(error)})") from None
+    return tensors

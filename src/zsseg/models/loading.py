@@ -5,7 +5,9 @@
 (`zsseg.models.base`) holding the model, its tokenizer and its image preprocessing constants.
 Weights are read from safetensors, or from a PyTorch file with `torch.load(weights_only=True)`:
 nothing is unpickled. OpenAI's and open_clip's layouts go through `zsseg.models.openai_clip` (ViTs
-converted to transformers' CLIP, ResNets to `zsseg.models.resnet_clip`), SigLIP through `zsseg.models.siglip`.
+renamed to transformers' layout, ResNets to `zsseg.models.resnet_clip`), SigLIP through `zsseg.models.siglip`.
+CLIP ViTs of every format run on `zsseg.models.clip_vit` (transformers' `CLIPModel`, without
+importing its modelling code); SigLIP runs on transformers' own model.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .base import (  # re-exported (__all__): the names every other module takes
     wrap_clip,
 )
 from ..errors import SettingError, ZssegError, one_line
-from .hub import check_model_type, check_unexpected, check_weights_fit, load_pretrained, optional_json
+from .hub import check_model_type, check_unexpected, check_weights_fit, load_pretrained
 from .precision import resolve_precision
 
 @dataclass(frozen=True)
@@ -108,46 +110,93 @@ def _load(name: str, device: torch.device, dtype: str, tokenizer: str | None) ->
     return _load_transformers(name, device, dtype, tokenizer)
 
 
+# What a transformers-format CLIP or SigLIP folder may hold beside config.json and its weights.
+CHECKPOINT_EXTRAS = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                     "vocab.json", "merges.txt", "spiece.model")
+
+
 def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: str | None) -> ClipModel:
-    """A transformers CLIP or SigLIP checkpoint (hub id or folder), by its config's model_type."""
+    """A transformers-format CLIP or SigLIP checkpoint (hub id or folder), by its config's
+    model_type. A CLIP is built as zsseg's `ClipNet` (`zsseg.models.clip_vit`), which takes
+    transformers' weights as they are, so transformers' modelling code is never imported for it."""
     from pathlib import Path
 
-    from transformers import AutoConfig, AutoTokenizer, CLIPModel, SiglipModel
+    from .hub import hub_snapshot, read_json
 
     def load(source: str, local_only: bool):
-        config = AutoConfig.from_pretrained(source, local_files_only=local_only)
-        check_model_type(config.model_type, name, CLIP_KIND)
-        cls = SiglipModel if config.model_type == "siglip" else CLIPModel
-        if Path(source).is_dir():
-            check_weights_fit(Path(source), lambda: cls(config), CLIP_KIND.label)
-        model, info = cls.from_pretrained(source, dtype=DTYPES[dtype], local_files_only=local_only, weights_only=True,
-                                          output_loading_info=True)
-        check_unexpected(source, info, CLIP_KIND)
-        if tokenizer is None:
-            try:
-                loaded = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-            except ImportError as error:  # SigLIP's SentencePiece tokenizer without the package
-                package = "sentencepiece" if "sentencepiece" in str(error).lower() else "a package"
-                raise ZssegError(f"the tokenizer of '{name}' needs {package}, which is not installed: "
-                                 'pip install "zsseg[siglip]"' + ("" if package == "sentencepiece" else f" ({str(error).strip()[:120]})")) from None
-        else:
-            from .openai_clip import _load_tokenizer
+        folder = Path(source).expanduser() if Path(source).expanduser().is_dir() else hub_snapshot(source, local_only, CHECKPOINT_EXTRAS)
+        config = read_json(folder / "config.json")
+        check_model_type(config.get("model_type"), name, CLIP_KIND)
+        preprocessor = read_json(folder / "preprocessor_config.json") if (folder / "preprocessor_config.json").is_file() else {}
+        if config["model_type"] == "siglip":
+            from .hub import quiet_transformers
 
-            loaded = _load_tokenizer(tokenizer)
-        return (model, loaded), info
+            with quiet_transformers():
+                return _load_siglip(folder, source, name, dtype, tokenizer, preprocessor), {}
+        return _load_clip_folder(folder, source, name, dtype, tokenizer, config, preprocessor), {}
 
-    (model, loaded), source, local_only = load_pretrained(name, CLIP_KIND, load)
-    if model.config.model_type == "clip":
-        from .openai_clip import _check_tokenizer, _tokenizer_name
+    clip, _, _ = load_pretrained(name, CLIP_KIND, load, quiet=False)
+    clip.model.to(device)
+    return clip
 
-        _check_tokenizer(loaded, model.config.text_config, _tokenizer_name(tokenizer) if tokenizer else f"the tokenizer of {name}")
-    preprocessor = optional_json(source, "preprocessor_config.json", local_only)
-    if model.config.model_type == "siglip":
-        from .siglip import wrap_siglip
 
-        return wrap_siglip(model.to(device), loaded, source, preprocessor)
+def _load_clip_folder(folder, source: str, name: str, dtype: str, tokenizer: str | None, config: dict, preprocessor: dict) -> ClipModel:
+    """A transformers-format CLIP folder (config.json already read) as a `TransformersClip` on the CPU."""
+    from .clip_vit import ClipSpec, build_clip, weight_shapes
+    from .hub import read_folder_weights
+    from .openai_clip import lazy_tokenizer, _tokenizer_name
+
+    try:
+        spec = ClipSpec.from_transformers(config)
+    except ZssegError as error:
+        raise ZssegError(f"cannot load CLIP from {folder}: {error}") from None
+    tensors = read_folder_weights(folder, CLIP_KIND.label)
+    # Position ids were saved as buffers by transformers before 4.31; they are not weights.
+    tensors = {k: v for k, v in tensors.items() if not k.endswith(".position_ids")}
+    expected = weight_shapes(spec)
+    for key, shape in expected.items():
+        if key in tensors and tuple(tensors[key].shape) != shape:
+            raise ZssegError(f"cannot load CLIP from {folder}: its config.json does not describe its weights ({key} is "
+                             f"{list(tensors[key].shape)} in the weights, {list(shape)} by the config)")
+    missing = [k for k in expected if k not in tensors]
+    if missing:
+        raise ZssegError(f"the CLIP weights in {folder} are incomplete: {len(missing)} tensor(s) missing or of the wrong shape, "
+                         f"for example {missing[0]}; give a complete checkpoint")
+    unused = sorted(k for k in tensors if k not in expected)
+    if unused:
+        raise ZssegError(f"cannot load CLIP from {folder}: its config.json has no place for {len(unused)} of its weights' "
+                         f"tensors (for example {unused[0]}): the config is not theirs")
+    model = build_clip(spec, tensors, DTYPES[dtype], where=f"the CLIP weights in {folder}")
+    where = _tokenizer_name(tokenizer) if tokenizer else f"the tokenizer of {name}"
     mean, std = normalisation(preprocessor, CLIP_MEAN, CLIP_STD)
-    return wrap_clip(model.to(device), loaded, source, mean, std)
+    return wrap_clip(model, lazy_tokenizer(tokenizer or folder, spec.text_config, where), source, mean, std)
+
+
+def _load_siglip(folder, source: str, name: str, dtype: str, tokenizer: str | None, preprocessor: dict) -> ClipModel:
+    """A transformers-format SigLIP folder, through transformers' own model."""
+    from transformers import AutoConfig, AutoTokenizer, SiglipModel
+
+    from .siglip import wrap_siglip
+
+    check_weights_fit(folder, lambda: SiglipModel(AutoConfig.from_pretrained(str(folder), local_files_only=True)), CLIP_KIND.label)
+    model, info = SiglipModel.from_pretrained(str(folder), dtype=DTYPES[dtype], local_files_only=True, weights_only=True,
+                                              output_loading_info=True)
+    check_unexpected(source, info, CLIP_KIND)
+    from .hub import check_complete
+
+    check_complete(source, info, CLIP_KIND)
+    if tokenizer is None:
+        try:
+            loaded = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except ImportError as error:  # SigLIP's SentencePiece tokenizer without the package
+            package = "sentencepiece" if "sentencepiece" in str(error).lower() else "a package"
+            raise ZssegError(f"the tokenizer of '{name}' needs {package}, which is not installed: "
+                             'pip install "zsseg[siglip]"' + ("" if package == "sentencepiece" else f" ({str(error).strip()[:120]})")) from None
+    else:
+        from .openai_clip import _load_tokenizer
+
+        loaded = _load_tokenizer(tokenizer)
+    return wrap_siglip(model, loaded, source, preprocessor)
 
 
 __all__ = ["ClipConfig", "CLIP_KIND", "CLIP_MEAN", "CLIP_STD", "DEFAULT_CLIP", "DTYPES", "ClipModel", "ClipTextTower", "TransformersClip",

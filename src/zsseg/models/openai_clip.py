@@ -3,8 +3,9 @@
 The paper's released checkpoints embed OpenAI's CLIP ViT-B/16 under `clip_adapter.clip_model.`
 in OpenAI's own names (`visual.conv1.weight`, `transformer.resblocks.0.attn.in_proj_weight`,
 `token_embedding.weight`, ...). This module reads the architecture from the tensor shapes, renames
-every tensor to transformers' `CLIPModel` (the key map below is data) and builds the model from
-them without a random initialisation:
+every tensor to transformers' `CLIPModel` names (the key map below is data) and builds zsseg's
+`zsseg.models.clip_vit.ClipNet`, which carries those names, from them without a random
+initialisation:
 
     clip = clip_from_openai_state(state, "path/to/clip-tokenizer", source="model_final.pth",
                                   prefix="clip_adapter.clip_model.")
@@ -23,8 +24,9 @@ from pathlib import Path
 import torch
 
 from .base import CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, usable_device, wrap_clip
+from .clip_vit import ClipSpec, TextSpec, VisionSpec, build_clip, weight_shapes
 from ..errors import ZssegError, one_line
-from .hub import LOAD_ERRORS, ModelKind, load_pretrained, load_torch_file, mean_std, quiet_transformers
+from .hub import LOAD_ERRORS, ModelKind, load_pretrained, load_torch_file, looks_like_path, mean_std, quiet_transformers
 
 HEAD_WIDTH = 64  # OpenAI's build_model gives every attention head 64 channels
 BOS_ID, EOS_ID = 49406, 49407  # CLIP's BPE start and end of text; EOS also pads (OpenAI pads with 0)
@@ -137,7 +139,7 @@ def is_resnet_state(state: dict, prefix: str = "") -> bool:
 
 
 def openai_vit_config(state: dict, prefix: str = "", act: str = "quick_gelu", heads: tuple[int | None, int | None] = (None, None)):
-    """The transformers `CLIPConfig` of an OpenAI-layout ViT CLIP, read from tensor shapes as
+    """The `ClipSpec` (transformers' `CLIPConfig` values) of an OpenAI-layout ViT CLIP, read from tensor shapes as
     OpenAI's `build_model` does (ViT-B/16: width 768, patch 16, 224 pixels, 12 layers; text width
     512, 12 layers, context 77, vocabulary 49408; 512-d embeddings). `act` is the MLPs'
     activation: OpenAI's "quick_gelu", or "gelu" for open_clip models trained without it.
@@ -147,8 +149,6 @@ def openai_vit_config(state: dict, prefix: str = "", act: str = "quick_gelu", he
     Raises:
         ZssegError: a ResNet visual tower, a missing tensor, or shapes no ViT CLIP has.
     """
-    from transformers import CLIPConfig
-
     clip = _strip(state, prefix)
     if not clip:
         raise ZssegError(f"the state holds no tensor under '{prefix}'" if prefix else "the state is empty")
@@ -177,16 +177,14 @@ def openai_vit_config(state: dict, prefix: str = "", act: str = "quick_gelu", he
         projection_dim=embed_dim,
     )
     text = _text_config(clip, prefix, embed_dim, act, heads[1])
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=embed_dim)
+    return ClipSpec(TextSpec(**text), VisionSpec(**vision), embed_dim)
 
 
 def openai_text_config(state: dict, prefix: str = "", act: str = "quick_gelu", heads: int | None = None):
-    """The transformers `CLIPTextConfig` of the text tower of an OpenAI-layout CLIP (any image tower)."""
-    from transformers import CLIPTextConfig
-
+    """The `TextSpec` of the text tower of an OpenAI-layout CLIP (any image tower)."""
     clip = _strip(state, prefix)
     embed_dim = int(_tensor(clip, prefix, "text_projection").shape[1])
-    return CLIPTextConfig(**_text_config(clip, prefix, embed_dim, act, heads))
+    return TextSpec(**_text_config(clip, prefix, embed_dim, act, heads))
 
 
 def _renamed(key: str) -> str | tuple[str, ...] | None:
@@ -202,8 +200,8 @@ def _renamed(key: str) -> str | tuple[str, ...] | None:
 
 
 def _expected_keys(config) -> list[str]:
-    """Every OpenAI key (prefix removed) that a ViT CLIP of `config` (a `CLIPConfig`) has, or,
-    for a `CLIPTextConfig`, that the text tower has (with `logit_scale`)."""
+    """Every OpenAI key (prefix removed) that a ViT CLIP of `config` (a `ClipSpec`) has, or,
+    for a `TextSpec`, that the text tower has (with `logit_scale`)."""
     text_only = not hasattr(config, "vision_config")
     keys = [k for k in TOP_LEVEL if not (text_only and k.startswith("visual."))]
     towers = [("transformer.resblocks.", (config if text_only else config.text_config).num_hidden_layers)]
@@ -257,32 +255,91 @@ def openai_to_transformers(state: dict, prefix: str = "") -> dict[str, torch.Ten
     return _convert(state, prefix, openai_vit_config(state, prefix))[0]
 
 
+def check_tokenizer_folder(tokenizer) -> None:
+    """What can be told of a tokenizer source without reading it: a folder must exist and hold
+    CLIP's BPE files (vocab.json and merges.txt) or a full tokenizer (tokenizer.json or
+    tokenizer_config.json); a path that is not there is an error. Hub ids and loaded tokenizers
+    pass (they are resolved when read)."""
+    if not isinstance(tokenizer, (str, os.PathLike)):
+        return
+    folder = Path(tokenizer).expanduser()
+    if folder.is_file():
+        raise ZssegError(f"CLIP tokenizer {folder} is a file; give the folder holding vocab.json and merges.txt")
+    if folder.is_dir():
+        if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")) and \
+                not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+            raise ZssegError(f"{folder} holds no CLIP tokenizer (vocab.json and merges.txt, or tokenizer.json)")
+    elif looks_like_path(str(tokenizer)):
+        raise ZssegError(f"{TOKENIZER_KIND.label} folder not found: {folder}")
+
+
 def _load_tokenizer(tokenizer):
     """A tokenizer from a folder (CLIP's BPE files `vocab.json` + `merges.txt`, or a full
     tokenizer folder) or a hub id; an already loaded tokenizer is returned as is."""
     if not isinstance(tokenizer, (str, os.PathLike)):
         return tokenizer
+    check_tokenizer_folder(tokenizer)
     from transformers import AutoTokenizer, CLIPTokenizerFast
 
     folder = Path(tokenizer).expanduser()
-    if folder.is_file():
-        raise ZssegError(f"CLIP tokenizer {folder} is a file; give the folder holding vocab.json and merges.txt")
     if folder.is_dir():
         with quiet_transformers():
             try:
                 if (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file():
                     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-                if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-                    # Positional: the keyword names changed between transformers releases.
-                    return CLIPTokenizerFast(str(folder / "vocab.json"), str(folder / "merges.txt"))
+                # Positional: the keyword names changed between transformers releases.
+                return CLIPTokenizerFast(str(folder / "vocab.json"), str(folder / "merges.txt"))
             except LOAD_ERRORS as error:
                 raise ZssegError(f"cannot load the CLIP tokenizer from {folder}: {one_line(error)}") from None
-        raise ZssegError(f"{folder} holds no CLIP tokenizer (vocab.json and merges.txt, or tokenizer.json)")
 
     def load(source: str, local_only: bool):
         return AutoTokenizer.from_pretrained(source, local_files_only=local_only), {}
 
     return load_pretrained(str(tokenizer), TOKENIZER_KIND, load)[0]
+
+
+class LazyTokenizer:
+    """A CLIP tokenizer read the first time it is used, and then checked against the text tower
+    it feeds (`_check_tokenizer`). Reading one imports transformers' tokenizers (about 0.75
+    CPU-s), which a run whose text features all come from the cache never needs: loading a CLIP
+    therefore does not read its tokenizer, only checks that a folder given for it holds one
+    (`check_tokenizer_folder`). A tokenizer that cannot be read, or is not this CLIP's, is
+    reported when text is first encoded, before any image. Every attribute and call goes to the
+    tokenizer."""
+
+    def __init__(self, tokenizer, text, where: str):
+        check_tokenizer_folder(tokenizer)
+        self._source, self._text, self._where = tokenizer, text, where
+        self._tokenizer = None
+
+    @property
+    def loaded(self):
+        """The tokenizer itself (read and checked now, if not yet)."""
+        if self._tokenizer is None:
+            tokenizer = _load_tokenizer(self._source)
+            _check_tokenizer(tokenizer, self._text, self._where)
+            self._tokenizer = tokenizer
+        return self._tokenizer
+
+    def __call__(self, *args, **kwargs):
+        return self.loaded(*args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.loaded)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # copy and pickle probe private names before __init__ has run
+            raise AttributeError(name)
+        return getattr(self.loaded, name)
+
+    def __repr__(self) -> str:
+        return f"LazyTokenizer({self._source!r}, loaded={self._tokenizer is not None})"
+
+
+def lazy_tokenizer(tokenizer, text, where: str = "the tokenizer") -> LazyTokenizer:
+    """`tokenizer` (a folder, hub id or loaded tokenizer) for the text tower `text` (`TextSpec`),
+    read when first used (`LazyTokenizer`)."""
+    return LazyTokenizer(tokenizer, text, where)
 
 
 def _tokenizer_name(tokenizer) -> str:
@@ -319,43 +376,35 @@ def _has_merged_tokens(tokenizer) -> bool:
 
 
 def openai_text_tower(state: dict, prefix: str = "", dtype: str = "fp32", act: str = "quick_gelu", heads: int | None = None):
-    """transformers' `CLIPTextModelWithProjection` holding the text tower of the OpenAI-layout
-    CLIP under `prefix` (whatever its image tower), built without random initialisation."""
-    from transformers import CLIPTextModelWithProjection
-
+    """The text tower (with its projection) of the OpenAI-layout CLIP under `prefix`, whatever
+    its image tower, built without random initialisation (`zsseg.models.clip_vit.TextNet`)."""
     config = openai_text_config(state, prefix, act, heads)
     tensors, sources = _convert(state, prefix, config)
     tensors.pop("logit_scale", None)
-    return _from_tensors(CLIPTextModelWithProjection, config, tensors, sources, state, dtype)
+    return _from_tensors(config, tensors, sources, state, dtype)
 
 
-def _from_tensors(cls, config, tensors: dict, sources: dict, state: dict, dtype: str):
-    """`cls(config)` holding `tensors` exactly (shapes checked first, each misfit named by its
-    OpenAI key), built on the meta device: no random initialisation of the ~150M parameters
-    (seconds for ViT-B/16); transformers also makes the position-id buffers."""
-    with torch.device("meta"):  # shapes only: costs no memory and no initialisation
-        expected = cls(config).state_dict()
+def _from_tensors(config, tensors: dict, sources: dict, state: dict, dtype: str):
+    """The `ClipNet` of `config` (a `TextNet` for a `TextSpec`) holding `tensors` exactly, shapes
+    checked first with each misfit named by its OpenAI key; no random initialisation of the
+    ~150M parameters (seconds for ViT-B/16)."""
+    expected = weight_shapes(config)
     for name, tensor in tensors.items():
         if name not in expected:
             raise ZssegError(f"'{sources[name]}' has no place in the converted CLIP")
-        if tuple(tensor.shape) != tuple(expected[name].shape):
+        if tuple(tensor.shape) != expected[name]:
             original = state[sources[name]].shape
             raise ZssegError(f"'{sources[name]}' has shape {tuple(original)}, which does not fit the CLIP read from the "
-                             f"other tensors (it needs {tuple(expected[name].shape)} after conversion)")
-    with quiet_transformers():
-        model, info = cls.from_pretrained(None, config=config, state_dict=tensors, dtype=DTYPES[dtype], output_loading_info=True)
-    left = sorted({*info["missing_keys"], *info["unexpected_keys"], *map(str, info["mismatched_keys"])})
-    if left:
-        raise ZssegError(f"transformers did not load the converted CLIP exactly: {left[0]}")
-    return model
+                             f"other tensors (it needs {expected[name]} after conversion)")
+    return build_clip(config, tensors, DTYPES[dtype], where="the converted CLIP")
 
 
 def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = "",
                            device: str | torch.device = "cpu", dtype: str = "fp32", act: str = "quick_gelu",
                            image_mean: tuple = CLIP_MEAN, image_std: tuple = CLIP_STD, interpolation: str = "bicubic",
                            heads: tuple[int | None, int | None] = (None, None)) -> ClipModel:
-    """A `ClipModel` from an OpenAI-layout CLIP state dict: a ViT image tower becomes transformers'
-    `CLIPModel` (`TransformersClip`), a ResNet one zsseg's `ModifiedResNet` beside transformers'
+    """A `ClipModel` from an OpenAI-layout CLIP state dict: a ViT image tower becomes zsseg's
+    `ClipNet` under transformers' names (`TransformersClip`), a ResNet one zsseg's `ModifiedResNet` beside CLIP's
     text tower (`zsseg.models.resnet_clip.ResNetClip`). A fraction of a second for ViT-B/16: the model is
     built without random initialisation and takes the converted tensors.
 
@@ -385,18 +434,12 @@ def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = ""
         from .resnet_clip import resnet_clip_from_parts
 
         text = openai_text_tower(state, prefix, dtype, act, heads[1])
-        where = _tokenizer_name(tokenizer)
-        tokenizer = _load_tokenizer(tokenizer)
-        _check_tokenizer(tokenizer, text.config, where)
+        tokenizer = lazy_tokenizer(tokenizer, text.config, _tokenizer_name(tokenizer))
         return resnet_clip_from_parts(state, prefix, text, tokenizer, source, device, dtype, image_mean, image_std, interpolation)
-    from transformers import CLIPModel
-
     config = openai_vit_config(state, prefix, act, heads)
     tensors, sources = _convert(state, prefix, config)
-    where = _tokenizer_name(tokenizer)
-    tokenizer = _load_tokenizer(tokenizer)
-    _check_tokenizer(tokenizer, config.text_config, where)
-    model = _from_tensors(CLIPModel, config, tensors, sources, state, dtype)
+    tokenizer = lazy_tokenizer(tokenizer, config.text_config, _tokenizer_name(tokenizer))
+    model = _from_tensors(config, tensors, sources, state, dtype)
     clip = wrap_clip(model.to(device), tokenizer, source, image_mean, image_std)
     clip.interpolation = interpolation
     return clip

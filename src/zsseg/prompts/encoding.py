@@ -367,12 +367,13 @@ class PromptEncoder:
         """`[N, D]` float32 class embeddings, in the order of `names`."""
         missing = list(dict.fromkeys(n for n in names if n not in self._cache))
         if missing:
-            self.check_lengths(missing)
             stored: dict[str, torch.Tensor] = {}
             key = (self.clip.text_fingerprint(), self.prompt.identity) if self.disk is not None else None
             if key is not None:
                 stored = {k: v for k, v in self.disk.get(*key, missing).items() if v.numel() == self.clip.embed_dim}
             fresh = [n for n in missing if n not in stored]
+            if fresh:  # names found in the cache were encoded, so they fit; the tokenizer is read only for new ones
+                self.check_lengths(fresh)
             encoded = dict(zip(fresh, self.prompt.encode(self.clip, fresh))) if fresh else {}
             if encoded and key is not None:
                 self.disk.put(*key, encoded)

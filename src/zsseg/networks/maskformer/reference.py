@@ -9,7 +9,7 @@ Such a file holds, under its `model` entry, the reference model's state dict:
 - `backbone.*`, `sem_seg_head.*`: the network (R101c backbone, pixel decoder, transformer
   predictor with its MLP class head). Their names map to zsseg's by `NETWORK_KEYS`;
 - `clip_adapter.clip_model.*`: the CLIP (OpenAI's layout) that encodes both the class prompts
-  and Eq. 1's crops; converted to transformers' CLIP (`zsseg.models.openai_clip`);
+  and Eq. 1's crops; converted to transformers' layout (`zsseg.models.openai_clip`);
 - `clip_adapter.non_object_embedding`: the learned "no object" embedding;
 - `clip_adapter.prompt_learner.*` where the prompt was learned: 16 context vectors and the
   start / dot / end / pad token vectors the reference stored at build time;
