@@ -24,7 +24,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 from scipy import ndimage
-from scipy.cluster.vq import kmeans2, vq
 from skimage import color
 from skimage.segmentation import watershed
 
@@ -81,6 +80,8 @@ def oriented_gradient(index: np.ndarray, bins: int, radius: int) -> np.ndarray:
 
 def textons(lightness: np.ndarray, count: int = 32, seed: int = 0) -> np.ndarray:
     """`[H, W]` texton ids: k-means over a filter bank (Gaussian derivatives, Laplacians)."""
+    from scipy.cluster.vq import kmeans2, vq  # imported here: it pulls in scipy.spatial (0.14 s), which no other generator needs
+
     responses = []
     for sigma in (1.0, 2.0):
         for order in ((0, 1), (1, 0), (0, 2), (2, 0), (1, 1)):
