@@ -469,14 +469,17 @@ def test_version_answers_without_loading_torch(tmp_path):
 
 
 def test_the_command_waits_passively_between_parallel_regions(monkeypatch):
-    """The command line sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP (spinning workers
-    burned 0.5-0.9 CPU-s per two-stage image on 2 cores); a value the user set is kept."""
+    """The command line makes OpenMP's and OpenBLAS's idle workers sleep soon, before torch and
+    numpy load them (spinning workers burned 0.5-0.9 CPU-s per two-stage image on 2 cores); values
+    the user set are kept."""
     from zsseg import cli, console
 
     seen = []
-    monkeypatch.setattr(cli, "main", lambda: seen.append(os.environ.get("OMP_WAIT_POLICY")) or 0)
+    monkeypatch.setattr(cli, "main", lambda: seen.append((os.environ.get("OMP_WAIT_POLICY"), os.environ.get("OPENBLAS_THREAD_TIMEOUT"))) or 0)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
     assert console.main() == 0
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "10")
     assert console.main() == 0
-    assert seen == ["PASSIVE", "ACTIVE"]
+    assert seen == [("PASSIVE", "4"), ("ACTIVE", "10")]

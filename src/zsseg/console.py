@@ -13,15 +13,17 @@ def _exit_now(status: int) -> None:
     os._exit(status)
 
 
-# OpenMP's worker threads wait passively between parallel regions instead of spinning: spinning
-# burned 8% of a two-stage run's CPU on 2 cores (0.5-0.9 CPU-s per image) for no gain in wall
-# time (docs/benchmarks.md). Set before torch loads its OpenMP runtime, which reads it then; a
-# value the user set is kept. The library leaves its host process's setting alone.
-OPENMP_WAIT = ("OMP_WAIT_POLICY", "PASSIVE")
+# Worker threads that wait for work sleep soon instead of spinning: torch's OpenMP workers
+# spinning between parallel regions burned 8% of a two-stage run's CPU on 2 cores (0.5-0.9 CPU-s
+# per image), and numpy's and scipy's OpenBLAS workers 0.15 CPU-s of every run, for no gain in
+# wall time (docs/benchmarks.md). Set before torch and numpy load those runtimes, which read them
+# then; values the user set are kept. The library leaves its host process's settings alone.
+IDLE_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
 
 
 def main() -> int:
-    os.environ.setdefault(*OPENMP_WAIT)
+    for name, value in IDLE_WAITING.items():
+        os.environ.setdefault(name, value)
     try:
         from .cli import main as run
     except KeyboardInterrupt:
