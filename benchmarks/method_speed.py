@@ -12,11 +12,21 @@ writes it. Images are real COCO-Stuff val2017 samples; vocabulary COCO-Stuff's 1
 - fcn (the network alone, and its ensemble with dense CLIP).
 
     python benchmarks/method_speed.py --images 2
+
+`--whole-process` times what a user pays instead: `zsseg segment --method fast` and `--method
+two-stage` (Selective Search K=100, the default `--dtype auto`) as fresh processes, from start
+to exit, on one image and on a folder of `--folder-images` images, with the text features
+already cached (a second run, as every run after a machine's first). CPU time (user + sys) and
+peak memory come from `wait4`; rounds alternate the runs (and `--base`, an earlier revision
+run beside this checkout), and the table gives medians:
+
+    python benchmarks/method_speed.py --whole-process --rounds 3 --base fab7252
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -51,12 +61,70 @@ def save_random_fcn(folder: Path, clip) -> None:
     save_network(folder, FCN_FILES, model, asdict(model.config), text, names.names, info, prompt)
 
 
+def whole_process(args) -> None:
+    """fast against two-stage as fresh `zsseg segment` processes (see the module's docstring)."""
+    from checkpoint_speed import timed_run
+    from same_outputs import extract
+
+    ade = sorted((DATA / "ADEChallengeData2016" / "images" / "validation").glob("*.jpg"))
+    single = DATA / "ADEChallengeData2016" / "images" / "validation" / args.image
+    folder = ade[: args.folder_images]
+    work = Path(tempfile.mkdtemp(prefix="method-process-"))
+    save_vit_b16(work / "clip")
+    sources = {"this checkout": None}
+    if args.base:
+        sources[args.base] = extract(args.base, work / f"base-{args.base}")
+    inputs = {"1 image": [single], f"{len(folder)} images": folder}
+    runs = [(name, method, count) for name in sources for count in inputs for method in ("fast", "two-stage")]
+
+    def command(method: str, images: list[Path], out: Path) -> list[str]:
+        return ["segment", *map(str, images), "--clip", str(work / "clip"), "--vocabulary", "ade20k-150", "--method", method,
+                "--out", str(out), "--overwrite"]
+
+    for name, source in sources.items():  # fill each revision's text cache: the timed runs find it warm
+        timed_run(source, command("fast", [single], work / "warm"), work / f"cache-{name.replace(' ', '-')}")
+    results: dict[tuple, list[tuple[float, float, float]]] = {run: [] for run in runs}
+    for round_ in range(args.rounds):
+        for name, method, count in runs if round_ % 2 == 0 else runs[::-1]:
+            out = work / "out" / f"{name.replace(' ', '-')}-{method}-{count.replace(' ', '-')}"
+            cpu, wall, rss, code = timed_run(sources[name], command(method, inputs[count], out), work / f"cache-{name.replace(' ', '-')}")
+            if code == 0:
+                results[(name, method, count)].append((cpu, wall, rss))
+            print(f"round {round_ + 1}: {name}, {method}, {count}: {cpu:.1f} CPU-s, {wall:.1f} s, {rss:.2f} GB", flush=True)
+
+    print(f"\nwhole processes, medians of {args.rounds} rounds; CPU = user + sys; ViT-B/16 (random weights), ade20k-150 "
+          f"(text cached), Selective Search K=100, --dtype auto, {single.name} and the first {len(folder)} ADE20K samples\n")
+    print("| code | images | fast: CPU-s / wall s / peak GB | two-stage: CPU-s / wall s / peak GB | two-stage / fast (CPU) |")
+    print("|---|---|---:|---:|---:|")
+    for name in sources:
+        for count in inputs:
+            cells, cpus = [], []
+            for method in ("fast", "two-stage"):
+                done = results[(name, method, count)]
+                if not done:
+                    cells.append("failed")
+                    continue
+                cpu, wall, rss = (statistics.median(r[i] for r in done) for i in range(3))
+                cpus.append(cpu)
+                cells.append(f"{cpu:.1f} / {wall:.1f} / {rss:.2f}")
+            ratio = f"{cpus[1] / cpus[0]:.1f}x" if len(cpus) == 2 else ""
+            print(f"| {name} | {count} | {cells[0]} | {cells[1]} | {ratio} |")
+    print(f"\noutputs in {work}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2, help="COCO-Stuff val2017 images (default 2)")
     parser.add_argument("--max-size", type=int, default=1024, help="processing size, longer side (default 1024, zsseg's)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--whole-process", action="store_true", help="time fresh `zsseg segment` processes instead (fast, two-stage)")
+    parser.add_argument("--image", default="ADE_val_00000123.jpg", help="--whole-process: the one image (ADE20K validation)")
+    parser.add_argument("--folder-images", type=int, default=8, help="--whole-process: the folder's images (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="--whole-process: rounds (default 3)")
+    parser.add_argument("--base", default=None, help="--whole-process: an earlier revision to run beside this checkout")
     args = parser.parse_args()
+    if args.whole_process:
+        return whole_process(args)
     torch.set_num_threads(args.threads)
 
     from zsseg import Segmenter, load_clip
