@@ -641,8 +641,11 @@ def test_ctrl_c_does_not_wait_for_the_image_being_prepared(clip_dir, tmp_path, p
     out = tmp_path / "out"
     args = _segment_args(photo, clip_dir, out)
     args.insert(2, second)
+    # As from a terminal, where Ctrl-C reaches it: a suite started in the background by a shell
+    # without job control (`./.ci/run &` in a script) has SIGINT ignored, and children inherit
+    # that, so the test's "Ctrl-C" would be lost (and the command would wait for the hour).
     proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err = ""
     while "preparing the second" not in err:
         line = proc.stderr.readline()
