@@ -349,6 +349,13 @@ def weight_shapes(spec: ClipSpec | TextSpec) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def misfits(expected: dict[str, tuple[int, ...]], tensors: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """How `tensors` differ from `expected` (`weight_shapes`): the names whose shapes differ, the
+    names missing, the names left over (each in `expected`'s or `tensors`' order)."""
+    reshaped = [k for k, shape in expected.items() if k in tensors and tuple(tensors[k].shape) != shape]
+    return reshaped, [k for k in expected if k not in tensors], [k for k in tensors if k not in expected]
+
+
 @contextmanager
 def _uninitialised():
     """Modules built inside keep `torch.empty`'s content (no random initialisation, whose cost
@@ -372,15 +379,14 @@ def build_clip(spec: ClipSpec | TextSpec, tensors: dict[str, torch.Tensor], dtyp
     used as they are (no copy). Names missing or left over, and shapes that differ, are one
     line naming the first of them (callers with their own messages check `weight_shapes` first)."""
     expected = weight_shapes(spec)
-    missing = [k for k in expected if k not in tensors]
-    unused = [k for k in tensors if k not in expected]
+    reshaped, missing, unused = misfits(expected, tensors)
     for problem, keys in (("lack", missing), ("have no place for", unused)):
         if keys:
             more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
             raise ZssegError(f"{where} {problem} '{keys[0]}'{more}: they are not the CLIP their config describes")
-    for name, shape in expected.items():
-        if tuple(tensors[name].shape) != shape:
-            raise ZssegError(f"{where}: '{name}' has shape {list(tensors[name].shape)}, the config's CLIP needs {list(shape)}")
+    if reshaped:
+        name = reshaped[0]
+        raise ZssegError(f"{where}: '{name}' has shape {list(tensors[name].shape)}, the config's CLIP needs {list(expected[name])}")
     with _uninitialised():
         model = ClipNet(spec) if isinstance(spec, ClipSpec) else TextNet(spec)
     model.load_state_dict({k: v if v.dtype == dtype else v.to(dtype) for k, v in tensors.items()}, assign=True)
@@ -388,4 +394,4 @@ def build_clip(spec: ClipSpec | TextSpec, tensors: dict[str, torch.Tensor], dtyp
 
 
 __all__ = ["ACTIVATIONS", "ClipNet", "ClipSpec", "Pooled", "QuickGELU", "TextNet", "TextSpec", "TowerSpec", "VisionSpec",
-           "build_clip", "weight_shapes"]
+           "build_clip", "misfits", "weight_shapes"]

@@ -156,16 +156,13 @@ def quiet_transformers() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hub_logger = logging.getLogger("huggingface_hub")
-    hub_level = hub_logger.level
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    hub_logger.setLevel(logging.ERROR)  # its per-retry network warnings
     try:
-        yield
+        with quiet_hub():
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
-        hub_logger.setLevel(hub_level)
         if bars:
             hf_logging.enable_progress_bar()
 
@@ -383,26 +380,3 @@ def _safetensors_files(folder: Path) -> list[Path]:
         raise ZssegError(f"{index} names shards that are not in the folder: {', '.join(missing[:3])}")
     return shards
 
-
-def read_folder_weights(folder: Path, label: str) -> dict:
-    """Every tensor of a checkpoint folder's weights by name: its safetensors (one file or the
-    shards of an index), else pytorch_model.bin read as tensors only. One line naming the file
-    that cannot be read."""
-    files = _safetensors_files(folder)
-    if not files:
-        path = folder / "pytorch_model.bin"
-        if not path.is_file():
-            raise ZssegError(f"{folder} has no {label} weights (model.safetensors or pytorch_model.bin)")
-        content = load_torch_file(path)
-        if not isinstance(content, dict) or not all(hasattr(v, "shape") for v in content.values()):
-            raise ZssegError(f"cannot load {label} from {folder}: {path.name} holds no state dict of tensors")
-        return dict(content)
-    from safetensors.torch import load_file
-
-    tensors: dict = {}
-    for file in files:
-        try:
-            tensors.update(load_file(str(file)))
-        except Exception as error:  # the Rust reader raises its own classes for a damaged file
-            raise ZssegError(f"cannot load {label} from {folder}: {file.name} is damaged ({one_line(error)})") from None
-    return tensors

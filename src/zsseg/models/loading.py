@@ -124,7 +124,9 @@ def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: s
     from .hub import hub_snapshot, read_json
 
     def load(source: str, local_only: bool):
-        folder = Path(source).expanduser() if Path(source).expanduser().is_dir() else hub_snapshot(source, local_only, CHECKPOINT_EXTRAS)
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            folder = hub_snapshot(source, local_only, CHECKPOINT_EXTRAS)
         config = read_json(folder / "config.json")
         check_model_type(config.get("model_type"), name, CLIP_KIND)
         preprocessor = read_json(folder / "preprocessor_config.json") if (folder / "preprocessor_config.json").is_file() else {}
@@ -142,34 +144,48 @@ def _load_transformers(name: str, device: torch.device, dtype: str, tokenizer: s
 
 def _load_clip_folder(folder, source: str, name: str, dtype: str, tokenizer: str | None, config: dict, preprocessor: dict) -> ClipModel:
     """A transformers-format CLIP folder (config.json already read) as a `TransformersClip` on the CPU."""
-    from .clip_vit import ClipSpec, build_clip, weight_shapes
-    from .hub import read_folder_weights
-    from .openai_clip import lazy_tokenizer, _tokenizer_name
+    from .clip_vit import ClipSpec, build_clip, misfits, weight_shapes
+    from .openai_clip import LazyTokenizer, _tokenizer_name
 
     try:
         spec = ClipSpec.from_transformers(config)
     except ZssegError as error:
         raise ZssegError(f"cannot load CLIP from {folder}: {error}") from None
-    tensors = read_folder_weights(folder, CLIP_KIND.label)
+    tensors = _folder_weights(folder)
     # Position ids were saved as buffers by transformers before 4.31; they are not weights.
     tensors = {k: v for k, v in tensors.items() if not k.endswith(".position_ids")}
     expected = weight_shapes(spec)
-    for key, shape in expected.items():
-        if key in tensors and tuple(tensors[key].shape) != shape:
-            raise ZssegError(f"cannot load CLIP from {folder}: its config.json does not describe its weights ({key} is "
-                             f"{list(tensors[key].shape)} in the weights, {list(shape)} by the config)")
-    missing = [k for k in expected if k not in tensors]
+    reshaped, missing, unused = misfits(expected, tensors)
+    if reshaped:
+        key = reshaped[0]
+        raise ZssegError(f"cannot load CLIP from {folder}: its config.json does not describe its weights ({key} is "
+                         f"{list(tensors[key].shape)} in the weights, {list(expected[key])} by the config)")
     if missing:
         raise ZssegError(f"the CLIP weights in {folder} are incomplete: {len(missing)} tensor(s) missing or of the wrong shape, "
                          f"for example {missing[0]}; give a complete checkpoint")
-    unused = sorted(k for k in tensors if k not in expected)
     if unused:
         raise ZssegError(f"cannot load CLIP from {folder}: its config.json has no place for {len(unused)} of its weights' "
-                         f"tensors (for example {unused[0]}): the config is not theirs")
+                         f"tensors (for example {sorted(unused)[0]}): the config is not theirs")
     model = build_clip(spec, tensors, DTYPES[dtype], where=f"the CLIP weights in {folder}")
     where = _tokenizer_name(tokenizer) if tokenizer else f"the tokenizer of {name}"
     mean, std = normalisation(preprocessor, CLIP_MEAN, CLIP_STD)
-    return wrap_clip(model, lazy_tokenizer(tokenizer or folder, spec.text_config, where), source, mean, std)
+    return wrap_clip(model, LazyTokenizer(tokenizer or folder, spec.text_config, where), source, mean, std)
+
+
+def _folder_weights(folder) -> dict[str, torch.Tensor]:
+    """Every tensor of a transformers folder's weights (its safetensors, one file or an index's
+    shards, else pytorch_model.bin), each file read by `read_tensor_file`; one line naming the
+    folder and the file that cannot be read."""
+    from .hub import _safetensors_files
+    from .openai_clip import read_tensor_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for file in _safetensors_files(folder) or [folder / "pytorch_model.bin"]:
+        try:
+            tensors.update(read_tensor_file(file))
+        except ZssegError as error:
+            raise ZssegError(f"cannot load CLIP from {folder}: {error}") from None
+    return tensors
 
 
 def _load_siglip(folder, source: str, name: str, dtype: str, tokenizer: str | None, preprocessor: dict) -> ClipModel:

@@ -336,12 +336,6 @@ class LazyTokenizer:
         return f"LazyTokenizer({self._source!r}, loaded={self._tokenizer is not None})"
 
 
-def lazy_tokenizer(tokenizer, text, where: str = "the tokenizer") -> LazyTokenizer:
-    """`tokenizer` (a folder, hub id or loaded tokenizer) for the text tower `text` (`TextSpec`),
-    read when first used (`LazyTokenizer`)."""
-    return LazyTokenizer(tokenizer, text, where)
-
-
 def _tokenizer_name(tokenizer) -> str:
     """A tokenizer as messages name it: "the CLIP tokenizer FOLDER", or "the tokenizer"."""
     return f"the CLIP tokenizer {tokenizer}" if isinstance(tokenizer, (str, os.PathLike)) else "the tokenizer"
@@ -434,11 +428,11 @@ def clip_from_openai_state(state: dict, tokenizer, source: str, prefix: str = ""
         from .resnet_clip import resnet_clip_from_parts
 
         text = openai_text_tower(state, prefix, dtype, act, heads[1])
-        tokenizer = lazy_tokenizer(tokenizer, text.config, _tokenizer_name(tokenizer))
+        tokenizer = LazyTokenizer(tokenizer, text.config, _tokenizer_name(tokenizer))
         return resnet_clip_from_parts(state, prefix, text, tokenizer, source, device, dtype, image_mean, image_std, interpolation)
     config = openai_vit_config(state, prefix, act, heads)
     tensors, sources = _convert(state, prefix, config)
-    tokenizer = lazy_tokenizer(tokenizer, config.text_config, _tokenizer_name(tokenizer))
+    tokenizer = LazyTokenizer(tokenizer, config.text_config, _tokenizer_name(tokenizer))
     model = _from_tensors(config, tensors, sources, state, dtype)
     clip = wrap_clip(model.to(device), tokenizer, source, image_mean, image_std)
     clip.interpolation = interpolation
