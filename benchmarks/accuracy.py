@@ -193,8 +193,11 @@ def _prompt_changed(prompt: str, recorded: dict) -> bool:
 def run_cell(cell: Cell, argv: list[str], log: Path, threads: int) -> float:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     started = time.perf_counter()
+    # `argv` is the command a user types; it runs with this interpreter's zsseg, so the
+    # benchmark needs no activated environment (no `zsseg` on PATH).
+    launch = [sys.executable, "-m", "zsseg", *argv[1:]] if argv[:1] == ["zsseg"] else argv
     with log.open("w", encoding="utf-8") as out:
-        done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        done = subprocess.run(launch, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"{cell.key} failed (exit {done.returncode}); see {log}")
     return time.perf_counter() - started
