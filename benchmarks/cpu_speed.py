@@ -63,6 +63,7 @@ def capability() -> None:
     fp32, bf16 and int8 (dynamic quantisation, as `--dtype int8` does), and what auto picks."""
     import torch
 
+    from zsseg.models.int8 import Int8Linear
     from zsseg.models.precision import cpu_flags, native_bf16, resolve_precision
 
     model, flags = _cpu_model(), cpu_flags()
@@ -77,7 +78,7 @@ def capability() -> None:
     linear = torch.nn.Linear(width, hidden)
     with torch.no_grad():
         rates = {"fp32": _rate(lambda: linear(x), flops)}
-        quantised = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear}, dtype=torch.qint8)
+        quantised = Int8Linear(linear)  # what --dtype int8 runs (torch's dynamic int8 kernel)
         rates["int8 (dynamic)"] = _rate(lambda: quantised(x), flops)
         low, xb = torch.nn.Linear(width, hidden).to(torch.bfloat16), x.to(torch.bfloat16)
         rates["bf16"] = _rate(lambda: low(xb), flops, repeats=2)

@@ -37,12 +37,12 @@ def tower_speed(precisions: list[str], crops: int = 32, repeats: int = 2, unfold
     depend on them) in fp32 and each precision, with the cosine of its embeddings to fp32's.
     `unfolded`: also int8 without `fold_quick_gelu` (what `--dtype int8` did before it)."""
     import tempfile
-    import warnings
 
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
 
     from samples import TOKENIZER
+    from zsseg.models.int8 import quantise_linears
 
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
@@ -54,9 +54,7 @@ def tower_speed(precisions: list[str], crops: int = 32, repeats: int = 2, unfold
         for precision in ["fp32", *precisions, *(["int8-unfolded"] if unfolded else [])]:
             if precision == "int8-unfolded":
                 clip = load_clip(folder)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    torch.ao.quantization.quantize_dynamic(clip.image_tower(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+                quantise_linears(clip.image_tower())  # int8 without fold_quick_gelu
             else:
                 clip = load_clip(folder, dtype=precision)
             clip.encode_images(pixels[:4])  # warm-up

@@ -17,6 +17,7 @@ from conftest import DATA, TOKENIZER, run
 from zsseg.tiny_clip import save_tiny_open_clip, save_tiny_siglip
 from test_openai_clip import TEXTS, openai_ids, openai_image_features, openai_text_features
 from zsseg import PromptEncoder, RegionClassifier, Segmenter, Vocabulary, ZssegError, load_clip
+from zsseg.models.int8 import Int8Linear
 from zsseg.models.modified_resnet import modified_resnet_from_state
 from zsseg.models.openai_clip import read_tensor_file
 from zsseg.models.resnet_clip import ResNetClip
@@ -276,8 +277,9 @@ def test_int8_quantises_the_image_tower_and_auto_follows_the_hardware(folders, m
     fp32 = load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER))
     int8 = load_clip(str(folders["vit"]), tokenizer=str(TOKENIZER), dtype="int8")
     assert fp32.precision == "fp32" and int8.precision == "int8" and int8.text_fingerprint() == fp32.text_fingerprint()
-    quantised = [m for m in int8.model.vision_model.modules() if "quantized" in type(m).__module__]
-    assert quantised and all("quantized" not in type(m).__module__ for m in int8.model.text_model.modules())
+    assert any(isinstance(m, Int8Linear) for m in int8.model.vision_model.modules())
+    assert not any(type(m) is torch.nn.Linear for m in int8.model.vision_model.modules())  # the projection stays float
+    assert not any(isinstance(m, Int8Linear) for m in int8.model.text_model.modules())
     pixels = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(3))
     a, b = fp32.encode_images(pixels), int8.encode_images(pixels)
     assert not torch.equal(a, b) and (a * b).sum(dim=-1).min() > 0.99  # close, and really another computation

@@ -108,26 +108,21 @@ class ClipModel:
 
     def quantize_image_tower(self) -> None:
         """Dynamic int8 quantisation of the image tower's linear layers (weights int8, activations
-        quantised per batch; CPU only), after `fold_quick_gelu`: for CPUs without AMX.
-        Text features stay float32, so the text cache is shared
+        quantised per batch; CPU only; `zsseg.models.int8`), after `fold_quick_gelu`: for CPUs
+        without AMX. Text features stay float32, so the text cache is shared
         with fp32. Convolutions (a ResNet's stages) stay float32."""
-        import warnings
+        from .int8 import quantise_linears
 
         if self.device.type != "cpu":
             raise SettingError("dtype", f"int8 runs on the CPU only (dynamic quantisation); on {self.device} use {{setting}} bf16 or auto")
         if self.dtype != torch.float32:
             raise ZssegError("int8 quantises a float32 model")
-        def quantise(module: torch.nn.Module) -> None:
-            with warnings.catch_warnings():  # torch.ao's notice that the API moves to torchao
-                warnings.simplefilter("ignore")
-                torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-
         # Each MLP is quantised as soon as it is folded, its folded float weights written into
         # buffers that every MLP reuses (quantisation packs copies of them): folding in place
         # would write memory-mapped weights (see `fold_quick_gelu`), and fresh copies per MLP
         # leave 0.2 GB of freed memory in the heap for ViT-B/16. Then the rest.
-        fold_quick_gelu(self.image_tower(), then=quantise)
-        quantise(self.image_tower())
+        fold_quick_gelu(self.image_tower(), then=quantise_linears)
+        quantise_linears(self.image_tower())
         self._int8 = True
 
     @property

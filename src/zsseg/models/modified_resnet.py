@@ -168,6 +168,8 @@ class AttentionPool2d(nn.Module):
         """MaskCLIP's dense embeddings `[N, output_dim, H, W]` of a feature map `[N, C, H, W]`: the
         value then output projections at every position, as 1x1 convolutions (no position embedding,
         no query or key)."""
+        if not isinstance(self.v_proj, nn.Linear):  # int8 projections (zsseg.models.int8): applied per position
+            return self.c_proj(self.v_proj(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
         value = F.conv2d(x, self.v_proj.weight[:, :, None, None], self.v_proj.bias)
         return F.conv2d(value, self.c_proj.weight[:, :, None, None], self.c_proj.bias)
 
