@@ -170,7 +170,7 @@ class Segmenter:
         and the identities of the models it loaded (source, fingerprints, precision). Every
         output records it under "config"; `Segmenter(config=that file)` rebuilds the segmenter
         and `zsseg segment --skip-existing` compares it."""
-        models = {"clip": {"source": self.clip.source, "family": self.clip.family, "text": self.clip.text_fingerprint()[:16],
+        models = {"clip": {"source": self.clip.source, "family": self.clip.family, "text": self.clip.text_fingerprint(self.classifier.prompts.disk)[:16],
                            "precision": self.clip.precision},
                   "prompt": self.classifier.prompts.prompt.describe()}
         if self.network_prompts is not None:

@@ -12,7 +12,6 @@ Implementations: `TransformersClip` (here), `zsseg.models.resnet_clip.ResNetClip
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
@@ -22,6 +21,7 @@ from torch.nn import functional as F
 
 from ..catalogue import DENSE_MODES, DTYPE_NAMES, TEMPERATURE
 from ..errors import SettingError, ZssegError, one_line
+from .fingerprints import FingerprintMemo, WeightOrigin, fingerprint, memo_fingerprint
 from .hub import ModelKind
 
 # OpenAI CLIP's normalisation, used when a checkpoint has no preprocessor_config.json.
@@ -30,16 +30,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 
 CLIP_KIND = ModelKind("CLIP", ("clip", "siglip"), "clip", "{}", "clip-model")
-
-
-def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of named tensors (names, dtypes and bytes): identifies weights as loaded."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}:{tensor.dtype}:{tensor.numel()};".encode())
-        digest.update(tensor.view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 @dataclass(eq=False)
@@ -73,6 +63,7 @@ class ClipModel:
     interpolation: str = "bicubic"
     _text_fingerprint: str | None = field(default=None, repr=False, compare=False)
     _int8: bool = field(default=False, repr=False, compare=False)
+    _origin: WeightOrigin | None = field(default=None, repr=False, compare=False)
 
     #: The model family, for messages and settings ("clip", "openai-resnet", "siglip").
     family: ClassVar[str] = "clip"
@@ -148,12 +139,20 @@ class ClipModel:
         """The text tower's weights by name: what its text features depend on."""
         raise NotImplementedError
 
-    def text_fingerprint(self) -> str:
+    def text_fingerprint(self, memo: FingerprintMemo | None = None) -> str:
         """SHA-256 of the text tower's weights as loaded (dtype included): the model's identity for
-        the text-feature cache. Computed once (a fraction of a second for ViT-B/16)."""
+        the text-feature cache. Computed once per process (0.13 CPU-s for ViT-B/16), or read from
+        `memo` (the text cache) where it vouches for the weights: the files the loader read them
+        from, unchanged, and the tensors it made, unmodified (`zsseg.models.fingerprints`)."""
         if self._text_fingerprint is None:
-            self._text_fingerprint = fingerprint(self.text_state())
+            self._text_fingerprint = memo_fingerprint(self.text_state(), self._origin, memo)
         return self._text_fingerprint
+
+    def note_weight_files(self, files: list) -> None:
+        """Called by loaders once the text tower is built: the identities of the files its weights
+        came from (`zsseg.models.fingerprints.reading_weight_files`), for `text_fingerprint`'s memo."""
+        describe = {"class": type(self).__name__, "family": self.family, "source": self.source}
+        self._origin = WeightOrigin(files, self.text_state(), describe) if files else None
 
     def weights_fingerprint(self) -> str:
         """SHA-256 of every weight as loaded, image tower included."""

@@ -22,6 +22,7 @@ from .base import (  # re-exported (__all__): the names every other module takes
     wrap_clip,
 )
 from ..errors import SettingError, ZssegError, one_line
+from .fingerprints import reading_weight_files
 from .hub import check_model_type, check_unexpected, check_weights_fit, load_pretrained
 from .precision import resolve_precision
 
@@ -81,7 +82,9 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: str | torch.device = "cp
     device = usable_device(device)
     precision = resolve_precision(dtype, device)
     try:
-        clip = _load(str(name_or_path), device, "fp32" if precision == "int8" else precision, tokenizer)
+        with reading_weight_files() as files:
+            clip = _load(str(name_or_path), device, "fp32" if precision == "int8" else precision, tokenizer)
+        clip.note_weight_files(files)
     except ZssegError:
         raise
     except Exception as error:  # whatever a model folder or file holds, one line naming it

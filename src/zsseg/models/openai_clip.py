@@ -467,9 +467,12 @@ def read_tensor_file(path: str | Path) -> dict[str, torch.Tensor]:
     """
     import zipfile
 
+    from .fingerprints import note_weight_file
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise ZssegError(f"CLIP checkpoint not found: {path}")
+    note_weight_file(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

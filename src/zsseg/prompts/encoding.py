@@ -368,7 +368,7 @@ class PromptEncoder:
         missing = list(dict.fromkeys(n for n in names if n not in self._cache))
         if missing:
             stored: dict[str, torch.Tensor] = {}
-            key = (self.clip.text_fingerprint(), self.prompt.identity) if self.disk is not None else None
+            key = (self.clip.text_fingerprint(self.disk), self.prompt.identity) if self.disk is not None else None
             if key is not None:
                 stored = {k: v for k, v in self.disk.get(*key, missing).items() if v.numel() == self.clip.embed_dim}
             fresh = [n for n in missing if n not in stored]

@@ -8,6 +8,9 @@ on a CPU, and every run would repeat it. Each class embedding is stored once, ke
 - the prompt: a SHA-256 of the templates, or of a learned prompt's context vectors;
 - the class name, exactly as written.
 
+It also holds the text fingerprint's memo (`zsseg.models.fingerprints`): a run whose CLIP files
+are unchanged reads its fingerprint instead of hashing the text tower again.
+
 The store is one SQLite file, `text-features.sqlite3` in `$ZSSEG_CACHE_DIR` (default
 `$XDG_CACHE_HOME/zsseg`, else `~/.cache/zsseg`). SQLite makes each write one atomic transaction
 and lets several processes (torchrun, parallel jobs) read and write it at once. Features are
@@ -32,6 +35,8 @@ _SCHEMA = (
     "model TEXT NOT NULL, prompt TEXT NOT NULL, name TEXT NOT NULL, vector BLOB NOT NULL, "
     "PRIMARY KEY (model, prompt, name))"
 )
+# The text fingerprint's memo (`zsseg.models.fingerprints`): weight files' identities -> fingerprint.
+_MEMO_SCHEMA = "CREATE TABLE IF NOT EXISTS fingerprints (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, sample TEXT NOT NULL)"
 _CHUNK = 500  # names per query, below SQLite's limit on bound parameters
 log = logging.getLogger("zsseg")
 
@@ -62,6 +67,7 @@ class TextFeatureCache:
         connection = sqlite3.connect(self.path, timeout=60.0)
         try:
             connection.execute(_SCHEMA)
+            connection.execute(_MEMO_SCHEMA)
         except sqlite3.DatabaseError as error:
             connection.close()
             if "not a database" not in str(error) and "malformed" not in str(error):
@@ -73,6 +79,7 @@ class TextFeatureCache:
             log.warning("zsseg: the text-feature cache %s was damaged (%s); moved it to %s and started a new one", self.path, error, aside)
             connection = sqlite3.connect(self.path, timeout=60.0)
             connection.execute(_SCHEMA)
+            connection.execute(_MEMO_SCHEMA)
         return connection
 
     def _fail(self, error: Exception) -> None:
@@ -111,6 +118,31 @@ class TextFeatureCache:
         try:
             with self._connect() as connection:
                 connection.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?)", rows)
+            connection.close()
+        except (sqlite3.Error, OSError, _Unusable) as error:
+            self._fail(error)
+
+
+    def known_fingerprint(self, key: str) -> tuple[str, str] | None:
+        """The text fingerprint's memo entry under `key`: (fingerprint, sample digest), or None."""
+        if self._disabled or not self.path.is_file():
+            return None
+        try:
+            with self._connect() as connection:
+                row = connection.execute("SELECT fingerprint, sample FROM fingerprints WHERE key = ?", (key,)).fetchone()
+            connection.close()
+        except (sqlite3.Error, OSError, _Unusable) as error:
+            self._fail(error)
+            return None
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def remember_fingerprint(self, key: str, fingerprint: str, sample: str) -> None:
+        """Store a memo entry (see `zsseg.models.fingerprints`)."""
+        if self._disabled:
+            return
+        try:
+            with self._connect() as connection:
+                connection.execute("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?)", (key, fingerprint, sample))
             connection.close()
         except (sqlite3.Error, OSError, _Unusable) as error:
             self._fail(error)

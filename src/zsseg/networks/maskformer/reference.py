@@ -81,9 +81,12 @@ SUFFIX_KEY = "suffix_prompt"
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a detectron2 checkpoint (`{"model": state, ...}` or the state itself),
     as tensors; anything but tensors, numbers and strings is refused."""
+    from ...models.fingerprints import note_weight_file
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise ZssegError(f"checkpoint not found: {path}")
+    note_weight_file(path)
     if path.suffix == ".pkl":
         return read_detectron2_pickle(path.read_bytes(), str(path), strip_prefix=None)
     from ...models.hub import load_torch_file
@@ -214,13 +217,15 @@ def _under(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _adapter_clip(tensors: dict[str, torch.Tensor], tokenizer, source: str, device, precision: str) -> ClipModel:
+def _adapter_clip(tensors: dict[str, torch.Tensor], tokenizer, source: str, device, precision: str, files: list) -> ClipModel:
     """An adapter's CLIP (OpenAI's layout) converted to transformers', at `precision` (resolved:
-    "fp32", "bf16", "fp16" or "int8")."""
+    "fp32", "bf16", "fp16" or "int8"); `files`: the checkpoint's identity, for the text
+    fingerprint's memo (`zsseg.models.fingerprints`)."""
     from ...models.openai_clip import DEFAULT_TOKENIZER, clip_from_openai_state
 
     clip = clip_from_openai_state(tensors, tokenizer or DEFAULT_TOKENIZER, source=source, device=device,
                                   dtype="fp32" if precision == "int8" else precision)
+    clip.note_weight_files(files)
     if precision == "int8":
         clip.quantize_image_tower()
     return clip
@@ -251,7 +256,10 @@ def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cp
     from .weights import TrainedProposals
 
     source = str(path)
-    state = read_checkpoint(path)
+    from ...models.fingerprints import reading_weight_files
+
+    with reading_weight_files() as files:
+        state = read_checkpoint(path)
     num_classes = _check_constants(state, source)
     config = model_config(state, source)
     weights = network_state(state, source)
@@ -274,7 +282,7 @@ def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cp
     if own:
         given = clip if isinstance(clip, ClipModel) else None
         # int8 quantises the image tower only: the text towers compare before it is paid for
-        clip_model = _adapter_clip(own, tokenizer, f"{source}#clip", device, "fp32" if given and precision == "int8" else precision)
+        clip_model = _adapter_clip(own, tokenizer, f"{source}#clip", device, "fp32" if given and precision == "int8" else precision, files)
         if given is not None and same_text_tower(clip_model, given):
             clip_model = given
         elif given is not None and precision == "int8":
@@ -292,7 +300,7 @@ def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cp
         tensors = _under(state, REGION_ADAPTER + "clip_model.")
         same = tensors.keys() == own.keys() and all(torch.equal(tensors[k], own[k]) for k in tensors)
         region_clip = clip_model if not tensors or same else _adapter_clip(tensors, tokenizer, f"{source}#region_clip", device,
-                                                                             precision)
+                                                                             precision, files)
         # A predefined region prompt is in the config, not the state: the config's default, which --prompt overrides.
         region_prompt = learned_prompt(state, region_clip, source, REGION_ADAPTER + "prompt_learner.") or load_prompt("single")
         known = ("clip_model.", "prompt_learner.", "non_object_embedding", "pixel_mean", "pixel_std")
