@@ -71,6 +71,27 @@ def test_selective_search_is_deterministic_for_a_seed():
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("image_path", [r[0] for r in REAL], ids=["coco", "ade20k"])
+def test_selective_search_grouping_is_the_pairwise_definition_to_the_bit(image_path):
+    """The grouping computes similarities for many pairs at once; the merges and their levels
+    are those of the one-pair-at-a-time definition, exactly."""
+    from definitions import selective_search_merges
+    from zsseg.proposals.base import working_image
+    from zsseg.proposals.hierarchy import relabel
+    from zsseg.proposals.selective_search import Superpixels, felzenszwalb, hierarchical_grouping, texture_responses, to_colour_space
+
+    image = working_image(read_image(DATA / image_path), 256)
+    for space, scale in (("hsv", 50), ("lab", 100)):
+        converted = to_colour_space(image, space)
+        labels = relabel(felzenszwalb(converted, scale=scale, sigma=0.8, min_size=scale, channel_axis=-1))
+        regions = Superpixels.build(labels, converted, texture_responses(converted))
+        for use in ("CTSF", "TSF", "C", "F"):
+            tree = hierarchical_grouping(regions, use)
+            merges, levels = selective_search_merges(regions, use)
+            assert len(merges) == labels.max() and np.array_equal(tree.merges, merges)
+            assert np.array_equal(tree.levels, -levels)  # the tree keeps dissimilarities
+
+
 def test_contour_hierarchy_partitions_cover_the_image():
     image = read_image(DATA / REAL[0][0])
     generator = ContourHierarchy(region_counts=(4, 16))

@@ -83,19 +83,21 @@ class _Grouping:
     image_area: float
     use: str
 
-    def similarity(self, a: int, b: int) -> float:
-        s = 0.0
+    def similarities(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Similarity of each region pair (a[i], b[i]): the sum of the measures in `use`, each
+        pair's terms added in the same order and float64 operations as for one pair alone."""
+        s = np.zeros(len(a))
         if "C" in self.use:
-            s += np.minimum(self.colour[a], self.colour[b]).sum()
+            s = s + np.minimum(self.colour[a], self.colour[b]).sum(axis=1)
         if "T" in self.use:
-            s += np.minimum(self.texture[a], self.texture[b]).sum()
+            s = s + np.minimum(self.texture[a], self.texture[b]).sum(axis=1)
         if "S" in self.use:
-            s += 1.0 - (self.size[a] + self.size[b]) / self.image_area
+            s = s + (1.0 - (self.size[a] + self.size[b]) / self.image_area)
         if "F" in self.use:
-            y0, x0 = min(self.box[a, 0], self.box[b, 0]), min(self.box[a, 1], self.box[b, 1])
-            y1, x1 = max(self.box[a, 2], self.box[b, 2]), max(self.box[a, 3], self.box[b, 3])
-            s += 1.0 - ((y1 - y0) * (x1 - x0) - self.size[a] - self.size[b]) / self.image_area
-        return float(s)
+            y0, x0 = np.minimum(self.box[a, 0], self.box[b, 0]), np.minimum(self.box[a, 1], self.box[b, 1])
+            y1, x1 = np.maximum(self.box[a, 2], self.box[b, 2]), np.maximum(self.box[a, 3], self.box[b, 3])
+            s = s + (1.0 - ((y1 - y0) * (x1 - x0) - self.size[a] - self.size[b]) / self.image_area)
+        return s
 
     def merge(self, a: int, b: int, t: int) -> None:
         sa, sb = self.size[a], self.size[b]
@@ -146,11 +148,13 @@ def hierarchical_grouping(regions: Superpixels, use: str) -> MergeTree:
     feats.texture[:num] = regions.texture
 
     neighbours: list[set[int]] = [set() for _ in range(total)]
-    heap: list[tuple[float, int, int]] = []
+    first, second = regions.pairs[:, 0], regions.pairs[:, 1]
     for a, b in regions.pairs.tolist():
         neighbours[a].add(b)
         neighbours[b].add(a)
-        heap.append((-feats.similarity(a, b), a, b))
+    # Similarities are computed for all pairs at once, then for all of a new region's neighbours
+    # at once; the heap orders (-similarity, a, b) tuples, so the merges do not depend on that.
+    heap = list(zip((-feats.similarities(first, second)).tolist(), first.tolist(), second.tolist()))
     heapq.heapify(heap)
     alive = np.zeros(total, dtype=bool)
     alive[:num] = True
@@ -165,11 +169,15 @@ def hierarchical_grouping(regions: Superpixels, use: str) -> MergeTree:
         alive[t] = True
         merges.append((a, b))
         levels.append(-negative)
-        neighbours[t] = (neighbours[a] | neighbours[b]) - {a, b}
-        for c in neighbours[t]:
-            neighbours[c] -= {a, b}
-            neighbours[c].add(t)
-            heapq.heappush(heap, (-feats.similarity(t, c), t, c))
+        around = (neighbours[a] | neighbours[b]) - {a, b}
+        neighbours[t] = around
+        if around:
+            others = np.fromiter(around, dtype=np.int64, count=len(around))
+            for c in around:
+                neighbours[c] -= {a, b}
+                neighbours[c].add(t)
+            for value, c in zip((-feats.similarities(np.full(len(others), t), others)).tolist(), others.tolist()):
+                heapq.heappush(heap, (value, t, c))
         t += 1
     return MergeTree(labels, np.array(merges, dtype=np.int64).reshape(-1, 2), -np.array(levels, dtype=np.float64))
 
