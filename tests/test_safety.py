@@ -482,10 +482,29 @@ def test_the_command_waits_passively_between_parallel_regions(monkeypatch):
     monkeypatch.setattr(cli, "main", lambda: seen.append((os.environ.get("OMP_WAIT_POLICY"), os.environ.get("OPENBLAS_THREAD_TIMEOUT"))) or 0)
     monkeypatch.setattr(gc, "set_threshold", lambda *values: seen.append(values))  # the test process keeps its own
     monkeypatch.setattr(gc, "freeze", lambda: seen.append("freeze"))
+    monkeypatch.setattr(console, "reuse_freed_memory", lambda: seen.append("malloc"))  # this process keeps its malloc
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
     assert console.main() == 0
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "10")
     assert console.main() == 0
-    assert seen == [(10_000, 10, 10), ("PASSIVE", "4"), "freeze", (10_000, 10, 10), ("ACTIVE", "10"), "freeze"]
+    assert seen == [(10_000, 10, 10), "malloc", ("PASSIVE", "4"), "freeze", (10_000, 10, 10), "malloc", ("ACTIVE", "10"), "freeze"]
+
+
+def test_the_command_keeps_freed_memory_for_the_next_batch_unless_told_otherwise():
+    """With glibc, large blocks come from the heap and up to 256 MB stay free there (a batch of
+    crops no longer maps and zero-fills its activations afresh); malloc's own variables, where
+    the user set them, win. In fresh processes: the setting is the process's."""
+    import platform
+
+    code = "from zsseg.console import reuse_freed_memory; print(sorted(reuse_freed_memory().items()))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    told = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**env, "MALLOC_TRIM_THRESHOLD_": "131072"})
+    tuned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**env, "GLIBC_TUNABLES": "glibc.malloc.mmap_max=10"})
+    glibc = platform.libc_ver()[0] == "glibc"
+    expected = "[('M_MMAP_MAX', 0), ('M_TRIM_THRESHOLD', 268435456)]" if glibc else "[]"
+    assert (plain.stdout.strip(), told.stdout.strip(), tuned.stdout.strip()) == (expected, "[]", "[]"), plain.stderr
