@@ -508,3 +508,32 @@ def test_the_command_keeps_freed_memory_for_the_next_batch_unless_told_otherwise
     glibc = platform.libc_ver()[0] == "glibc"
     expected = "[('M_MMAP_MAX', 0), ('M_TRIM_THRESHOLD', 268435456)]" if glibc else "[]"
     assert (plain.stdout.strip(), told.stdout.strip(), tuned.stdout.strip()) == (expected, "[]", "[]"), plain.stderr
+
+
+def test_the_command_ends_its_process_after_the_exit_handlers_and_running_threads(tmp_path):
+    """`zsseg.console.run` (the installed command, `python -m zsseg`) skips the interpreter's
+    teardown once the command is done, but runs the exit handlers (logs, temporary folders) and,
+    where a non-daemon thread still runs, ends as the interpreter does, after it."""
+    code = (
+        "import atexit, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "out = Path(sys.argv[1])\n"
+        "atexit.register(lambda: (out / 'exit-handler').write_text('ran'))\n"
+        "if sys.argv[2] == 'thread':\n"
+        "    threading.Thread(target=lambda: (time.sleep(0.5), (out / 'thread').write_text('done'))).start()\n"
+        "sys.argv = ['zsseg', '--version']\n"
+        "from zsseg.console import run\n"
+        "run()\n"
+    )
+    for mode in ("plain", "thread"):
+        folder = tmp_path / mode
+        folder.mkdir()
+        done = subprocess.run([sys.executable, "-c", code, str(folder), mode], capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stdout, done.stderr) == (0, f"{SOFTWARE}\n", "")
+        assert (folder / "exit-handler").read_text() == "ran"
+        assert (folder / "thread").is_file() == (mode == "thread")
+        if mode == "thread":
+            assert (folder / "thread").read_text() == "done"
+    failed = subprocess.run([sys.executable, "-m", "zsseg", "segment", str(tmp_path / "missing.jpg"), "--classes", "a; b",
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1 and "no such file" in failed.stderr

@@ -1,7 +1,5 @@
 """`python -m zsseg ...` is the `zsseg` command."""
 
-import sys
+from .console import run
 
-from .console import main
-
-sys.exit(main())
+run()
