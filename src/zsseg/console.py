@@ -31,7 +31,7 @@ COLLECTION_THRESHOLDS = (10_000, 10, 10)
 # that with every layer's activations: 1.2 million page faults and 2.3 CPU-s in the kernel for
 # one two-stage image, 12 CPU-s for 8 (docs/benchmarks.md). Large blocks come from the heap
 # instead (M_MMAP_MAX 0), which keeps up to 256 MB free for the next batch (M_TRIM_THRESHOLD):
-# peak memory is about 0.2 GB higher. Where the user set malloc's own variables, they are kept.
+# peak memory is 0.1-0.5 GB higher. Where the user set malloc's own variables, they are kept.
 MALLOC_SETTINGS = {"M_MMAP_MAX": (-4, 0), "M_TRIM_THRESHOLD": (-1, 256 << 20)}
 MALLOC_VARIABLES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 
@@ -70,11 +70,7 @@ def main() -> int:
         # Interrupted while the next image was being prepared (`zsseg.runs.read_ahead`): its result would
         # never be written, so the process ends now instead of after it, without the interpreter
         # shutdown that a thread inside torch's native code would abort.
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        _flushed()
         _exit_now(status)
     # The interpreter's shutdown collects cycles among every object left, several times over
     # (torch's and the model's: 0.3 CPU-s, perf: gc_collect_main). Nothing of zsseg's is

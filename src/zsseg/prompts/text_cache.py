@@ -66,8 +66,7 @@ class TextFeatureCache:
         folder.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=60.0)
         try:
-            connection.execute(_SCHEMA)
-            connection.execute(_MEMO_SCHEMA)
+            _create_tables(connection)
         except sqlite3.DatabaseError as error:
             connection.close()
             if "not a database" not in str(error) and "malformed" not in str(error):
@@ -78,8 +77,7 @@ class TextFeatureCache:
             os.replace(self.path, aside)
             log.warning("zsseg: the text-feature cache %s was damaged (%s); moved it to %s and started a new one", self.path, error, aside)
             connection = sqlite3.connect(self.path, timeout=60.0)
-            connection.execute(_SCHEMA)
-            connection.execute(_MEMO_SCHEMA)
+            _create_tables(connection)
         return connection
 
     def _fail(self, error: Exception) -> None:
@@ -122,7 +120,6 @@ class TextFeatureCache:
         except (sqlite3.Error, OSError, _Unusable) as error:
             self._fail(error)
 
-
     def known_fingerprint(self, key: str) -> tuple[str, str] | None:
         """The text fingerprint's memo entry under `key`: (fingerprint, sample digest), or None."""
         if self._disabled or not self.path.is_file():
@@ -146,6 +143,12 @@ class TextFeatureCache:
             connection.close()
         except (sqlite3.Error, OSError, _Unusable) as error:
             self._fail(error)
+
+
+def _create_tables(connection: sqlite3.Connection) -> None:
+    """The features table and the fingerprint memo's, where the file has none yet."""
+    connection.execute(_SCHEMA)
+    connection.execute(_MEMO_SCHEMA)
 
 
 class _Unusable(Exception):

@@ -250,14 +250,13 @@ def load_reference_checkpoint(path: str | Path, device: str | torch.device = "cp
     The CLIPs it holds are loaded at `precision` ("auto" as `resolve_precision` says). A loaded
     `clip` whose text tower is the one the checkpoint holds takes its place, so that one CLIP is
     in memory, not two."""
+    from ...models.fingerprints import reading_weight_files
     from ...models.loading import DEFAULT_CLIP, load_clip
     from ...models.precision import resolve_precision
     from ...prompts.encoding import PromptEncoder, load_prompt
     from .weights import TrainedProposals
 
     source = str(path)
-    from ...models.fingerprints import reading_weight_files
-
     with reading_weight_files() as files:
         state = read_checkpoint(path)
     num_classes = _check_constants(state, source)
