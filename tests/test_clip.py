@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -27,6 +28,15 @@ def test_bf16(clip_dir):
 def test_missing_folder(tmp_path):
     with pytest.raises(ZssegError, match="CLIP folder not found"):
         load_clip(str(tmp_path / "nope" / "clip"))
+
+
+@pytest.mark.parametrize("name", ["nope/clip.safetensors", "models/ViT-B-16.pt", "clip.bin", "RN50.PTH"])
+def test_missing_weights_file_is_named_as_a_file(tmp_path, monkeypatch, name):
+    """A weights file that is not there is reported as a missing file, never tried on the hub as
+    a repository ("models/ViT-B-16.pt" has the shape of "owner/name")."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ZssegError, match=f"^CLIP file not found: {re.escape(name)}$"):
+        load_clip(name)
 
 
 def test_folder_without_config(tmp_path):

@@ -99,11 +99,15 @@ def _load(name: str, device: torch.device, dtype: str, tokenizer: str | None) ->
     from pathlib import Path
 
     from .hub import looks_like_path
-    from .openai_clip import OPEN_CLIP_CONFIG, load_open_clip_folder, load_openai_clip_file, open_clip_hub_folder
+    from .openai_clip import OPEN_CLIP_CONFIG, STATE_SUFFIXES, load_open_clip_folder, load_openai_clip_file, open_clip_hub_folder
 
     path = Path(name).expanduser()
     if path.is_file():
         return load_openai_clip_file(path, tokenizer, device, dtype)
+    if not path.exists() and path.suffix.lower() in STATE_SUFFIXES:
+        # Meant as a weights file, whatever its slashes: no hub repository is named like one, and
+        # "models/clip.safetensors" mistyped would otherwise be tried on the hub as "owner/name".
+        raise ZssegError(f"CLIP file not found: {path}")
     if path.is_dir() and (path / OPEN_CLIP_CONFIG).is_file():
         return load_open_clip_folder(path, tokenizer, device, dtype)
     if not path.exists() and not looks_like_path(name):
