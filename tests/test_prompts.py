@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -373,6 +374,95 @@ def test_cache_returns_exactly_what_it_stored_and_a_changed_model_misses(clip_di
     vector = torch.randn(32)
     direct.put("m", "p", {"x": vector})
     assert torch.equal(direct.get("m", "p", ["x", "y"])["x"], vector) and direct.get("m", "q", ["x"]) == {}
+
+
+def _swapped_tokenizer(folder: Path) -> Path:
+    """CLIP's BPE files with the ids of "cat" and "dog" swapped: a tokenizer that passes every check
+    and gives other token ids."""
+    folder.mkdir()
+    vocabulary = json.loads((TOKENIZER / "vocab.json").read_text(encoding="utf-8"))
+    vocabulary["cat</w>"], vocabulary["dog</w>"] = vocabulary["dog</w>"], vocabulary["cat</w>"]
+    (folder / "vocab.json").write_text(json.dumps(vocabulary), encoding="utf-8")
+    shutil.copy(TOKENIZER / "merges.txt", folder / "merges.txt")
+    return folder
+
+
+def test_the_cache_key_covers_the_tokenizer_and_the_text_settings(tmp_path):
+    """The same text weights with another tokenizer, or with another text configuration, give
+    other features: each reads back exactly what it encodes, never another's."""
+    folder = save_tiny_clip(tmp_path / "clip")
+    gelu = tmp_path / "gelu"
+    shutil.copytree(folder, gelu)
+    config = json.loads((gelu / "config.json").read_text())
+    config["text_config"]["hidden_act"] = "gelu"
+    (gelu / "config.json").write_text(json.dumps(config))
+    swapped = _swapped_tokenizer(tmp_path / "swapped")
+    variants = {"as saved": lambda: load_clip(str(folder)),
+                "tokens swapped": lambda: load_clip(str(folder), tokenizer=str(swapped)),
+                "exact gelu": lambda: load_clip(str(gelu))}
+    clips = {name: make() for name, make in variants.items()}
+    assert len({clip.text_fingerprint() for clip in clips.values()}) == 1  # the same weights
+    assert len({clip.text_cache_key() for clip in clips.values()}) == 3
+    assert load_clip(str(folder)).text_cache_key() == clips["as saved"].text_cache_key()  # and stable
+
+    cache = TextFeatureCache(tmp_path / "cache")
+    names = ["cat", "dog"]
+    fresh = {name: PromptEncoder(clip, "single", cache=False).encode_names(names) for name, clip in clips.items()}
+    assert torch.equal(fresh["tokens swapped"], fresh["as saved"].flip(0))  # the test means something
+    assert not torch.allclose(fresh["exact gelu"], fresh["as saved"], atol=1e-4)
+    for name, clip in clips.items():  # in turn, through one cache
+        assert torch.equal(PromptEncoder(clip, "single", cache=cache).encode_names(names), fresh[name]), name
+    for name, make in variants.items():  # and again, from it, in new loads
+        assert torch.equal(PromptEncoder(make(), "single", cache=cache).encode_names(names), fresh[name]), name
+
+
+def test_tokenizer_identity_is_what_the_token_ids_depend_on(tmp_path):
+    from transformers import CLIPTokenizerFast
+
+    from zsseg.models.fingerprints import UnknownTokenizer, tokenizer_identity
+    from zsseg.models.openai_clip import LazyTokenizer
+
+    folder = tokenizer_identity(TOKENIZER)
+    shutil.copytree(TOKENIZER, tmp_path / "copy")
+    assert tokenizer_identity(str(TOKENIZER)) == tokenizer_identity(tmp_path / "copy") == folder  # contents, not place
+    swapped = _swapped_tokenizer(tmp_path / "swapped")
+    assert tokenizer_identity(swapped) != folder
+    assert tokenizer_identity("openai/clip-vit-base-patch16") != tokenizer_identity("openai/clip-vit-large-patch14") != folder
+
+    def loaded(where: Path):
+        return CLIPTokenizerFast(str(where / "vocab.json"), str(where / "merges.txt"))
+
+    assert tokenizer_identity(loaded(TOKENIZER)) == tokenizer_identity(loaded(tmp_path / "copy")) != tokenizer_identity(loaded(swapped))
+    clip_text = load_clip(str(save_tiny_clip(tmp_path / "clip"))).model.config.text_config
+    lazy = LazyTokenizer(str(swapped), clip_text, "the tokenizer")
+    assert lazy.identity() == tokenizer_identity(swapped) and lazy._tokenizer is None  # not read for it
+    with pytest.raises(UnknownTokenizer, match="cannot tell which tokenizer"):
+        tokenizer_identity(object())
+
+
+def test_a_tokenizer_that_cannot_be_identified_turns_the_disk_cache_off(tmp_path, caplog):
+    """A custom tokenizer object (from Python) gives the same features with the text cache off
+    and one warning: keyed without it, they could be another tokenizer's."""
+    from zsseg.models.base import wrap_clip
+
+    clip = load_clip(str(save_tiny_clip(tmp_path / "clip")))
+    real = clip.tokenizer.loaded
+
+    class Custom:  # wraps CLIP's tokenizer, with nothing to identify it by
+        eos_token_id, pad_token_id = real.eos_token_id, real.pad_token_id
+
+        def __call__(self, *args, **kwargs):
+            return real(*args, **kwargs)
+
+    custom = wrap_clip(clip.model, Custom(), "custom")
+    cache = TextFeatureCache(tmp_path / "cache")
+    expected = PromptEncoder(clip, "single", cache=False).encode_names(["cat", "dog"])
+    encoder = PromptEncoder(custom, "single", cache=cache)
+    assert torch.equal(encoder.encode_names(["cat", "dog"]), expected)
+    assert encoder.disk is None and not cache.path.exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        "zsseg: not using the text-feature cache: cannot tell which tokenizer a Custom is (no tokenizer files, vocabulary or "
+        "identity()) (results are the same without it)"]
 
 
 def test_cache_is_shared_safely_by_concurrent_processes(tmp_path):

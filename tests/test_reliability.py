@@ -305,18 +305,27 @@ def test_broken_tokenizer_folders(clip_dir, tmp_path, capsys, photo, files, mess
 
 def test_a_tokenizer_is_read_only_when_text_is_encoded(clip_dir, tmp_path, capsys, photo, monkeypatch):
     """Text features found in the cache need no tokenizer, so a run that finds them all does not
-    read it (transformers' tokenizers cost 0.75 CPU-s to import) and cannot find it broken; new
-    class names are encoded, and then a broken tokenizer is refused before any image."""
+    read it (transformers' tokenizers cost 0.75 CPU-s to import); new class names are encoded with
+    it. Another tokenizer is another key (features cached with one are never another's), and a
+    broken one is refused before any image."""
     from zsseg.cli import main
+    from zsseg.models import openai_clip
 
     monkeypatch.setenv("ZSSEG_CACHE_DIR", str(tmp_path / "cache"))
-    broken = _tokenizer(tmp_path, vocab_json=None, merges_txt="")  # splits 'photo': not CLIP's merges
-    args = ["segment", photo, "--clip", clip_dir, "--max-size", "64", "--tokenizer", broken]
-    assert main([str(a) for a in ["segment", photo, "--classes", "cat; dog", "--clip", clip_dir, "--max-size", "64",
-                                  "--out", tmp_path / "first"]]) == 0
+    reads = []
+    read = openai_clip._load_tokenizer
+    monkeypatch.setattr(openai_clip, "_load_tokenizer", lambda source: reads.append(source) or read(source))
+    args = ["segment", photo, "--clip", clip_dir, "--max-size", "64"]
+    assert main([str(a) for a in [*args, "--classes", "cat; dog", "--out", tmp_path / "first"]]) == 0
+    assert len(reads) == 1
     assert main([str(a) for a in [*args, "--classes", "cat; dog", "--out", tmp_path / "cached"]]) == 0
+    assert len(reads) == 1  # every feature cached: the tokenizer is not read
+    assert main([str(a) for a in [*args, "--classes", "cat; bird", "--out", tmp_path / "bird"]]) == 0
+    assert len(reads) == 2  # a new name: read, for it only
     capsys.readouterr()
-    _one_line_status_2(capsys, [*args, "--classes", "cat; bird", "--out", tmp_path / "new"], "splits 'photo' into 5 tokens")
+    broken = _tokenizer(tmp_path, vocab_json=None, merges_txt="")  # splits 'photo': not CLIP's merges
+    _one_line_status_2(capsys, [*args, "--tokenizer", broken, "--classes", "cat; dog", "--out", tmp_path / "new"],
+                       "splits 'photo' into 5 tokens")
     assert not (tmp_path / "new").exists()
 
 

@@ -1,19 +1,22 @@
 """`ClipModel`: the one interface zsseg uses for every vision-language model, and its
 implementation for CLIP ViTs (`TransformersClip`, on `zsseg.models.clip_vit`).
 
-A `ClipModel` gives L2-normalised image features of crops and text features of prompts, and
-fingerprints of its weights (the text-feature cache keys on them). Two capabilities only some
-families have are small protocols, checked where they are used: `DenseFeatures` (cell features
-in the joint space: dense CLIP, the fast mode) through `dense_tower`, and `LearnedPromptTower`
-(CLIP's token embeddings, for CoOp's learned prompts) through `learned_prompt_tower`.
+A `ClipModel` gives L2-normalised image features of crops and text features of prompts,
+fingerprints of its weights, and its key in the text-feature cache (`text_cache_key`). Two
+capabilities only some families have are small protocols, checked where they are used:
+`DenseFeatures` (cell features in the joint space: dense CLIP, the fast mode) through
+`dense_tower`, and `LearnedPromptTower` (CLIP's token embeddings, for CoOp's learned prompts)
+through `learned_prompt_tower`.
 Implementations: `TransformersClip` (here), `zsseg.models.resnet_clip.ResNetClip` and
 `zsseg.models.siglip.SiglipClip`; `zsseg.models.loading.load_clip` picks one from what it is given.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -21,13 +24,18 @@ from torch.nn import functional as F
 
 from ..catalogue import DENSE_MODES, DTYPE_NAMES, TEMPERATURE
 from ..errors import SettingError, ZssegError, one_line
-from .fingerprints import FingerprintMemo, WeightOrigin, fingerprint, memo_fingerprint
+from .fingerprints import FingerprintMemo, WeightOrigin, fingerprint, memo_fingerprint, tokenizer_identity
 from .hub import ModelKind
 
 # OpenAI CLIP's normalisation, used when a checkpoint has no preprocessor_config.json.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
+
+# How zsseg turns prompts into text features (tokenising, padding, pooling, projecting): part of
+# the text-feature cache's key. Raise it with any change to `encode_text` that changes numbers,
+# so that features cached before it are not read after it.
+TEXT_ENCODING = 1
 
 CLIP_KIND = ModelKind("CLIP", ("clip", "siglip"), "clip", "{}", "clip-model")
 
@@ -64,6 +72,7 @@ class ClipModel:
     _text_fingerprint: str | None = field(default=None, repr=False, compare=False)
     _int8: bool = field(default=False, repr=False, compare=False)
     _origin: WeightOrigin | None = field(default=None, repr=False, compare=False)
+    _tokenizer_identity: tuple | None = field(default=None, repr=False, compare=False)  # (tokenizer, its identity)
 
     #: The model family, for messages and settings ("clip", "openai-resnet", "siglip").
     family: ClassVar[str] = "clip"
@@ -147,6 +156,29 @@ class ClipModel:
         if self._text_fingerprint is None:
             self._text_fingerprint = memo_fingerprint(self.text_state(), self._origin, memo)
         return self._text_fingerprint
+
+    def text_settings(self) -> dict:
+        """The text tower's configuration (widths, activation, norms' epsilon, the token it pools
+        at, ...): what its text features depend on besides the weights and the tokenizer."""
+        raise NotImplementedError
+
+    def text_cache_key(self, memo: FingerprintMemo | None = None) -> str:
+        """The text-feature cache's key for this model: a SHA-256 of everything its text features
+        depend on: the text tower's weights (`text_fingerprint`, read from `memo` where it can
+        be), its configuration (`text_settings`), its tokenizer (`tokenizer_identity`, without
+        reading a tokenizer that is not read yet), the model class, and how zsseg encodes
+        (`TEXT_ENCODING`). The same weights with another tokenizer or configuration never read
+        each other's features."""
+        described = {"encoding": TEXT_ENCODING, "class": type(self).__name__, "weights": self.text_fingerprint(memo),
+                     "settings": self.text_settings(), "tokenizer": self._tokenizer_key()}
+        return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _tokenizer_key(self) -> str:
+        """`tokenizer_identity` of the tokenizer, computed once per tokenizer object (a loaded
+        tokenizer's serialised state takes 20 ms for CLIP's 49,408 tokens)."""
+        if self._tokenizer_identity is None or self._tokenizer_identity[0] is not self.tokenizer:
+            self._tokenizer_identity = (self.tokenizer, tokenizer_identity(self.tokenizer))
+        return self._tokenizer_identity[1]
 
     def note_weight_files(self, files: list) -> None:
         """Called by loaders once the text tower is built: the identities of the files its weights
@@ -251,6 +283,9 @@ class ClipTextTower:
         if not out:
             return torch.empty(0, self.embed_dim)
         return torch.cat(out)
+
+    def text_settings(self) -> dict:
+        return asdict(self.model.text_model.spec)
 
     def text_state(self) -> dict[str, torch.Tensor]:
         tensors = {f"text_model.{k}": v for k, v in self.model.text_model.state_dict().items()}

@@ -275,6 +275,7 @@ class TextTransformer(nn.Module):
         self.encoder = Encoder(spec)
         self.final_layer_norm = nn.LayerNorm(spec.hidden_size, eps=spec.layer_norm_eps)
         self.eos_token_id = spec.eos_token_id
+        self.spec = spec  # what its features depend on besides the weights (the text cache's key)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Pooled:
         """Causal attention over the tokens (and, where `attention_mask` [B, N] has zeros, not to

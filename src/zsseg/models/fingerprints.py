@@ -1,7 +1,8 @@
 """Fingerprints of weights, and a memo that spares recomputing them in every process.
 
 The text-feature cache keys on a SHA-256 of the text tower's weights as loaded
-(`ClipModel.text_fingerprint`): hashing ViT-B/16's 250 MB costs 0.13 CPU-s in every run,
+(`ClipModel.text_fingerprint`, with the tokenizer's identity, `tokenizer_identity`, and the
+text configuration: `ClipModel.text_cache_key`): hashing ViT-B/16's 250 MB costs 0.13 CPU-s in every run,
 ViT-L/14's twice that, before a single cached feature can be read. So the loaders note the files
 they read weights from (`reading_weight_files`, `note_weight_file`), and the text cache keeps a
 memo from those files' identities to the fingerprint. An entry is used only when all of these
@@ -44,6 +45,59 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
         tensor = tensors[name].detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{tensor.dtype}:{tensor.numel()};".encode())
         digest.update(tensor.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+# What a tokenizer folder may be read from (`zsseg.models.openai_clip._load_tokenizer`, and
+# transformers' AutoTokenizer for SigLIP's).
+TOKENIZER_FOLDER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                          "vocab.json", "merges.txt", "spiece.model")
+
+
+class UnknownTokenizer(TypeError):
+    """A tokenizer `tokenizer_identity` cannot identify (an object with no files, vocabulary or
+    `identity()`): its features cannot be cached safely."""
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """SHA-256 of what a tokenizer's token ids depend on, for the text-feature cache's key:
+
+    - a folder: the names and bytes of its tokenizer files (`TOKENIZER_FOLDER_FILES`; about 4 MB
+      for CLIP's, milliseconds), so a run whose features are all cached never reads the tokenizer;
+    - a hub id: the id;
+    - anything with an `identity()` method (`zsseg.models.openai_clip.LazyTokenizer`): that;
+    - a loaded tokenizer: its class and serialised state (a fast tokenizer's whole pipeline, or a
+      slow one's vocabulary file, or vocabulary, and settings).
+
+    Raises:
+        UnknownTokenizer: for anything else.
+    """
+    digest = hashlib.sha256()
+    if isinstance(tokenizer, (str, os.PathLike)):
+        folder = Path(tokenizer).expanduser()
+        if not folder.is_dir():
+            return hashlib.sha256(f"hub:{tokenizer}".encode()).hexdigest()
+        for name in TOKENIZER_FOLDER_FILES:
+            if (folder / name).is_file():
+                digest.update(f"{name}:".encode())
+                digest.update(hashlib.sha256((folder / name).read_bytes()).digest())
+        return digest.hexdigest()
+    if callable(getattr(type(tokenizer), "identity", None)):
+        return tokenizer.identity()
+    digest.update(f"{type(tokenizer).__module__}.{type(tokenizer).__qualname__};".encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # a fast tokenizer: normaliser, pre-tokeniser, model, added tokens, post-processor
+        digest.update(backend.to_str().encode())
+        return digest.hexdigest()
+    vocabulary = getattr(tokenizer, "vocab_file", None)
+    if isinstance(vocabulary, (str, os.PathLike)) and Path(vocabulary).is_file():
+        digest.update(Path(vocabulary).read_bytes())
+    elif callable(getattr(tokenizer, "get_vocab", None)):
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    else:
+        raise UnknownTokenizer(f"cannot tell which tokenizer a {type(tokenizer).__name__} is (no tokenizer files, vocabulary or identity())")
+    settings = {k: v for k, v in (getattr(tokenizer, "init_kwargs", None) or {}).items() if k not in ("name_or_path", "vocab_file")}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 

@@ -25,6 +25,7 @@ import torch
 
 from .base import CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, usable_device, wrap_clip
 from .clip_vit import ClipSpec, TextSpec, VisionSpec, build_clip, weight_shapes
+from .fingerprints import tokenizer_identity
 from ..errors import ZssegError, one_line
 from .hub import LOAD_ERRORS, ModelKind, load_pretrained, load_torch_file, looks_like_path, mean_std, quiet_transformers
 
@@ -311,6 +312,14 @@ class LazyTokenizer:
         check_tokenizer_folder(tokenizer)
         self._source, self._text, self._where = tokenizer, text, where
         self._tokenizer = None
+        self._identity: str | None = None
+
+    def identity(self) -> str:
+        """`tokenizer_identity` of its source (a folder's files, a hub id), without reading the
+        tokenizer; computed once."""
+        if self._identity is None:
+            self._identity = tokenizer_identity(self._source)
+        return self._identity
 
     @property
     def loaded(self):

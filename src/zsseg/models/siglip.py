@@ -85,6 +85,11 @@ class SiglipClip(ClipModel):
     def image_tower(self) -> torch.nn.Module:
         return self.model.vision_model
 
+    def text_settings(self) -> dict:
+        # transformers' text config, less what names the files or the library (not the function)
+        return {k: v for k, v in self.model.config.text_config.to_dict().items()
+                if not k.startswith("_") and k not in ("name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures")}
+
     def text_state(self) -> dict[str, torch.Tensor]:
         return {f"text_model.{k}": v for k, v in self.model.text_model.state_dict().items()}
 

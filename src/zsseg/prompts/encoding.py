@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from ..models.base import learned_prompt_tower
+from ..models.fingerprints import UnknownTokenizer
 from ..models.loading import ClipModel
 from ..models.hub import read_json
 from ..errors import SettingError, ZssegError
@@ -35,6 +37,8 @@ from .templates import IMAGENET_TEMPLATES, PHOTO_TEMPLATE, SINGLE_TEMPLATE, TEMP
 from .text_cache import TextFeatureCache
 from ..data.vocabulary import Vocabulary
 from ..outputs.writers import SOFTWARE, write_atomically
+
+log = logging.getLogger("zsseg")
 
 PROMPT_FORMAT = "zsseg-prompt/1"
 PROMPT_JSON = "prompt.json"
@@ -363,12 +367,25 @@ class PromptEncoder:
         """Raise if a name, put in the prompt, exceeds CLIP's context."""
         self.prompt.check_lengths(self.clip, names)
 
+    def _disk_key(self) -> tuple[str, str] | None:
+        """The disk cache's (model, prompt) key, or None without a disk cache. A tokenizer that
+        cannot be identified (a custom object) turns the disk cache off, with one warning:
+        features keyed without it could be another tokenizer's."""
+        if self.disk is None:
+            return None
+        try:
+            return self.clip.text_cache_key(self.disk), self.prompt.identity
+        except UnknownTokenizer as error:
+            log.warning("zsseg: not using the text-feature cache: %s (results are the same without it)", error)
+            self.disk = None
+            return None
+
     def encode_names(self, names: list[str]) -> torch.Tensor:
         """`[N, D]` float32 class embeddings, in the order of `names`."""
         missing = list(dict.fromkeys(n for n in names if n not in self._cache))
         if missing:
             stored: dict[str, torch.Tensor] = {}
-            key = (self.clip.text_fingerprint(self.disk), self.prompt.identity) if self.disk is not None else None
+            key = self._disk_key()
             if key is not None:
                 stored = {k: v for k, v in self.disk.get(*key, missing).items() if v.numel() == self.clip.embed_dim}
             fresh = [n for n in missing if n not in stored]

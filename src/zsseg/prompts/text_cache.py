@@ -3,8 +3,9 @@
 Encoding a large vocabulary with CLIP's 80 templates (ADE20K-847: 68,000 prompts) takes minutes
 on a CPU, and every run would repeat it. Each class embedding is stored once, keyed by
 
-- the CLIP: a SHA-256 of its text tower's weights as loaded (their dtype included), so a
-  changed or fine-tuned model never reads another's features;
+- the CLIP (`ClipModel.text_cache_key`): a SHA-256 of its text tower's weights as loaded (their
+  dtype included), its text configuration, its tokenizer and the model class, so a changed or
+  fine-tuned model, or the same weights with another tokenizer, never reads another's features;
 - the prompt: a SHA-256 of the templates, or of a learned prompt's context vectors;
 - the class name, exactly as written.
 
