@@ -1,12 +1,12 @@
 """Fingerprints of weights, and a memo that spares recomputing them in every process.
 
 The text-feature cache keys on a SHA-256 of the text tower's weights as loaded
-(`ClipModel.text_fingerprint`, with the tokenizer's identity, `tokenizer_identity`, and the
-text configuration: `ClipModel.text_cache_key`): hashing ViT-B/16's 250 MB costs 0.13 CPU-s in every run,
-ViT-L/14's twice that, before a single cached feature can be read. So the loaders note the files
-they read weights from (`reading_weight_files`, `note_weight_file`), and the text cache keeps a
-memo from those files' identities to the fingerprint. An entry is used only when all of these
-hold:
+(`ClipModel.text_fingerprint`; `ClipModel.text_cache_key` adds the text configuration and the
+tokenizer's identity, `tokenizer_identity`): hashing ViT-B/16's 250 MB costs 0.13 CPU-s in every
+run, ViT-L/14's twice that, before a single cached feature can be read. So the loaders note the
+files they read weights from (`reading_weight_files`, `note_weight_file`), and the text cache
+keeps a memo from those files' identities to the fingerprint. An entry is used only when all of
+these hold:
 
 - the files are the ones noted at loading, unchanged since: path, size, inode, device, and
   modification and status-change times to the nanosecond (any write changes the status-change
@@ -201,5 +201,5 @@ def memo_fingerprint(tensors: dict[str, torch.Tensor], origin: WeightOrigin | No
     return value
 
 
-__all__ = ["FingerprintMemo", "WeightOrigin", "file_identity", "fingerprint", "memo_fingerprint", "note_weight_file",
-           "reading_weight_files", "sample_digest", "tensor_identity"]
+__all__ = ["TOKENIZER_FOLDER_FILES", "FingerprintMemo", "UnknownTokenizer", "WeightOrigin", "file_identity", "fingerprint",
+           "memo_fingerprint", "note_weight_file", "reading_weight_files", "sample_digest", "tensor_identity", "tokenizer_identity"]

@@ -25,7 +25,7 @@ import torch
 
 from .base import CLIP_KIND, CLIP_MEAN, CLIP_STD, DTYPES, ClipModel, usable_device, wrap_clip
 from .clip_vit import ClipSpec, TextSpec, VisionSpec, build_clip, weight_shapes
-from .fingerprints import tokenizer_identity
+from .fingerprints import note_weight_file, tokenizer_identity
 from ..errors import ZssegError, one_line
 from .hub import LOAD_ERRORS, ModelKind, load_pretrained, load_torch_file, looks_like_path, mean_std, quiet_transformers
 
@@ -312,14 +312,11 @@ class LazyTokenizer:
         check_tokenizer_folder(tokenizer)
         self._source, self._text, self._where = tokenizer, text, where
         self._tokenizer = None
-        self._identity: str | None = None
 
     def identity(self) -> str:
         """`tokenizer_identity` of its source (a folder's files, a hub id), without reading the
-        tokenizer; computed once."""
-        if self._identity is None:
-            self._identity = tokenizer_identity(self._source)
-        return self._identity
+        tokenizer (`ClipModel.text_cache_key` asks once per tokenizer)."""
+        return tokenizer_identity(self._source)
 
     @property
     def loaded(self):
@@ -475,8 +472,6 @@ def read_tensor_file(path: str | Path) -> dict[str, torch.Tensor]:
             it), or a file holding anything but tensors (named).
     """
     import zipfile
-
-    from .fingerprints import note_weight_file
 
     path = Path(path).expanduser()
     if not path.is_file():
